@@ -1,0 +1,165 @@
+"""`slsp export`: ONNX (and TensorRT) artifacts that pass the parity gate, or nothing at all.
+
+Everything is built in a temporary folder beside the destination, checked, and only then renamed into
+place; a failing build leaves the previous artifacts untouched and its parity report in `<out>.parity-failed/`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from slsp import detector as det_io
+from slsp.detector import Detector
+from slsp.errors import CheckpointError, ParityError, RuntimeMissing, SlspError
+from slsp.export import onnx2trt, parity, torch2onnx
+from slsp.export.runners import OrtRunner, Pipeline, TorchRunner, TrtRunner
+from slsp.progress import stderr
+
+RUNTIMES = ("ort-cpu", "ort-cpu-fused", "ort-cuda", "torch-cuda", "tensorrt")
+
+
+def default_images() -> list[Path]:
+    """Real photos for the gate: $SLSP_PARITY_IMAGES (os.pathsep-separated) or ../shared/data/real/dev."""
+    env = os.environ.get("SLSP_PARITY_IMAGES")
+    if env:
+        return [Path(p) for p in env.split(os.pathsep) if p]
+    for base in (Path.cwd(), *Path.cwd().parents):
+        cand = base.parent / "shared" / "data" / "real" / "dev"
+        if cand.is_dir():
+            return [cand]
+    return []
+
+
+def synthetic_images(seed: int, crop: int) -> list[tuple[str, np.ndarray]]:
+    """Used only when no real photo is available: smooth ramps with mild noise and a textured half."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for h, w in ((crop, crop), (crop * 3 + 1, crop * 2 + 7), (crop * 5 + 3, crop * 4)):
+        yy, xx = np.mgrid[0:h, 0:w]
+        base = 60 + 120 * (yy / h) + 40 * (xx / w)
+        img = base[..., None] + rng.normal(0, 2, (h, w, 3))
+        img[:, w // 2 :] += rng.normal(0, 25, (h, w - w // 2, 3))
+        out.append((f"synthetic_{h}x{w}", np.clip(img, 0, 255).astype(np.uint8)))
+    return out
+
+
+def make_runtimes(det: Detector, artifacts: Path, names: list[str] | None) -> tuple[list, dict[str, str]]:
+    """Instantiate the requested runtimes (default: all); unavailable ones are skipped with their reason."""
+    skipped: dict[str, str] = {}
+    out = []
+    for name in names or RUNTIMES:
+        try:
+            if name == "ort-cpu":
+                out.append(Pipeline(name, *(OrtRunner(artifacts / f"{s}.onnx") for s in ("trsor", "model", "score"))))
+            elif name == "ort-cpu-fused":
+                r = OrtRunner(artifacts / "slsp.onnx")
+                r.name = name
+                out.append(r)
+            elif name == "ort-cuda":
+                out.append(Pipeline(name, OrtRunner(artifacts / "trsor.onnx", "cuda"), OrtRunner(artifacts / "model.onnx", "cuda"), OrtRunner(artifacts / "score.onnx")))
+            elif name == "torch-cuda":
+                out.append(TorchRunner(torch2onnx.FusedStage(det), "slsp", "cuda"))
+            elif name == "tensorrt":
+                if not (artifacts / "model.plan").is_file():
+                    raise RuntimeMissing(f"no model.plan in {artifacts} (export with --trt on a GPU machine)")
+                trsor = TrtRunner(artifacts / "trsor.plan") if (artifacts / "trsor.plan").is_file() else OrtRunner(artifacts / "trsor.onnx")
+                out.append(Pipeline(name, trsor, TrtRunner(artifacts / "model.plan"), OrtRunner(artifacts / "score.onnx")))
+            else:
+                raise SlspError(f"unknown runtime {name!r}; choose from {', '.join(RUNTIMES)}")
+        except RuntimeMissing as e:
+            if names:
+                raise
+            skipped[name] = str(e)
+    return out, skipped
+
+
+def check(
+    det: Detector,
+    artifacts: Path,
+    images: list[Path] | None = None,
+    sizes: int = 2,
+    seed: int = 0,
+    runtimes: list[str] | None = None,
+    extra: list | None = None,
+    failure_dir: Path | None = None,
+) -> dict:
+    """Run the parity gate on `artifacts` against `det` in PyTorch; returns the JSON report (ok flag inside)."""
+    meta = torch2onnx.read_metadata(artifacts / "slsp.onnx")
+    fp16 = meta.get("precision") == "fp16"
+    sources = images if images is not None else default_images()
+    imgs = parity.parity_images(sources, sizes, seed, det.min_side) if sources else synthetic_images(seed, det.min_side)
+    if not imgs:
+        raise SlspError(f"no usable image (each side >= {det.min_side}) under {', '.join(map(str, sources))}")
+    runners, skipped = make_runtimes(det, artifacts, runtimes)
+    runners += extra or []
+    tol = parity.FP16 if fp16 else parity.FP32
+    reference = TorchRunner(torch2onnx.FusedStage(det), "slsp")
+    cmd = f"slsp parity --artifacts {artifacts}"
+    results = parity.run_parity(imgs, reference, runners, tol, failure_dir, cmd)
+    report = parity.as_json(results, tol)
+    report.update(images=[n for n, _ in imgs], skipped=skipped, precision="fp16" if fp16 else "fp32",
+                  table=parity.table(results), source="real" if sources else "synthetic")
+    return report
+
+
+def build(
+    run: Path | None,
+    out: Path,
+    fp16: bool = False,
+    trt: bool = False,
+    max_batch: int = 64,
+    images: list[Path] | None = None,
+    sizes: int = 2,
+    seed: int = 0,
+) -> dict:
+    """Export, gate, then move into place atomically; raises ParityError (and keeps nothing) on failure."""
+    det = det_io.load(run)
+    run_dir = det_io.default_dir() if run is None else Path(run)
+    out = Path(out).resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        torch2onnx.export(det, tmp, det_io.checkpoint_hash(run_dir), fp16=fp16)
+        shutil.copy2(run_dir / det_io.CONFIG, tmp / det_io.CONFIG)
+        trt_status = {}
+        if trt:
+            cfg = det.cfg.trsor
+            trt_status = onnx2trt.build_all(tmp, cfg.crop, cfg.crops, max_batch, fp16)
+        stderr.print(f"exported to {tmp.name}; running the parity gate")
+        report = check(det, tmp, images, sizes, seed, failure_dir=out.parent / f"{out.name}.parity-failed")
+        report["tensorrt"] = trt_status
+        (tmp / "parity.json").write_text(json.dumps(report, indent=2) + "\n")
+        if not report["ok"]:
+            raise ParityError(f"parity gate failed; nothing was written to {out}\n{report['table']}\n"
+                              f"report and failing inputs: {out.parent / (out.name + '.parity-failed')}")
+        _replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return report
+
+
+def _replace_dir(src: Path, dst: Path) -> None:
+    """Put src at dst; an existing dst is swapped out first and removed only after src is in place."""
+    old = None
+    if dst.exists():
+        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
+        os.replace(dst, old)
+    os.replace(src, dst)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def verify_artifacts(det: Detector, run_dir: Path, artifacts: Path) -> None:
+    """Refuse to compare artifacts with a checkpoint they were not exported from."""
+    meta = torch2onnx.read_metadata(artifacts / "slsp.onnx")
+    want = det_io.checkpoint_hash(run_dir)
+    if meta.get("checkpoint_sha256") != want:
+        raise CheckpointError(f"{artifacts} was exported from checkpoint {meta.get('checkpoint_sha256', '?')[:12]}, "
+                              f"not from {run_dir} ({want[:12]}); pass the matching --model")

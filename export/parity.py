@@ -1,0 +1,157 @@
+"""Parity gate: every available runtime against PyTorch on real images at several sizes, per output.
+
+An element fails only where |a - b| > atol AND |a - b| / max(|b|, eps) > rtol (Polygraphy's rule); discrete
+outputs (positions, validity, verdict) must match exactly. NaN/Inf is checked first. All failures are
+collected, each with the input saved and the exact command that reproduces it.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from slsp.imaging import collect, load
+
+EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    atol: float
+    rtol: float
+    exact: bool = False
+
+
+FP32 = {
+    "score": Tolerance(1e-4, 1e-3),
+    "crop_scores": Tolerance(1e-4, 1e-3),
+    "sigma": Tolerance(1e-4, 1e-4),
+    "verdict": Tolerance(0, 0, exact=True),
+    "positions": Tolerance(0, 0, exact=True),
+    "valid": Tolerance(0, 0, exact=True),
+}
+FP16 = {**FP32, "score": Tolerance(1e-2, 5e-2), "crop_scores": Tolerance(2e-2, 5e-2)}
+
+
+@dataclass
+class OutputStats:
+    max_abs: float = 0.0
+    max_rel: float = 0.0
+    p99_abs: float = 0.0
+    failed_elements: int = 0
+    nonfinite: int = 0
+
+
+@dataclass
+class RuntimeResult:
+    runtime: str
+    outputs: dict[str, OutputStats] = field(default_factory=dict)
+    max_score_diff: float = 0.0
+    verdicts_agree: int = 0
+    images: int = 0
+    failures: list[dict] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+def compare(ref: np.ndarray, got: np.ndarray, tol: Tolerance) -> OutputStats:
+    got_f, ref_f = np.asarray(got), np.asarray(ref)
+    nonfinite = int((~np.isfinite(got_f.astype(np.float64))).sum()) if got_f.dtype.kind == "f" else 0
+    if got_f.shape != ref_f.shape:
+        return OutputStats(np.inf, np.inf, np.inf, max(ref_f.size, 1), nonfinite)
+    a, b = got_f.astype(np.float64), ref_f.astype(np.float64)
+    diff = np.abs(a - b)
+    diff = np.where(np.isfinite(diff), diff, np.inf)
+    rel = diff / np.maximum(np.abs(b), EPS)
+    bad = diff > 0 if tol.exact else (diff > tol.atol) & (rel > tol.rtol)
+    if diff.size == 0:
+        return OutputStats(nonfinite=nonfinite)
+    return OutputStats(float(diff.max()), float(rel.max()), float(np.quantile(diff, 0.99)), int(bad.sum()), nonfinite)
+
+
+def parity_images(sources: list[Path], sizes: int, seed: int, min_side: int) -> list[tuple[str, np.ndarray]]:
+    """Each real image whole, plus `sizes` seeded random crops of it at random sizes (odd ones included)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for f in collect(sources):
+        img = load(f)
+        if min(img.shape[:2]) < min_side:
+            continue
+        out.append((f"{f.stem}", img))
+        for _ in range(sizes):
+            h = int(rng.integers(min_side, img.shape[0] + 1))
+            w = int(rng.integers(min_side, img.shape[1] + 1))
+            y, x = int(rng.integers(0, img.shape[0] - h + 1)), int(rng.integers(0, img.shape[1] - w + 1))
+            out.append((f"{f.stem}_{y}_{x}_{h}x{w}", np.ascontiguousarray(img[y : y + h, x : x + w])))
+    return out
+
+
+def run_parity(
+    images: list[tuple[str, np.ndarray]],
+    reference,
+    runtimes: list,
+    tolerances: dict[str, Tolerance],
+    failure_dir: Path | None = None,
+    reproduce: str = "slsp parity",
+) -> list[RuntimeResult]:
+    """Compare each runtime with the reference on every image; failures carry a reproducing command."""
+    results = [RuntimeResult(r.name) for r in runtimes]
+    for name, img in images:
+        ref = reference.infer({"image": img})
+        for runner, res in zip(runtimes, results):
+            res.images += 1
+            try:
+                got = runner.infer({"image": img})
+            except Exception as e:  # a runtime that crashes on an input is a parity failure, not a crash
+                res.failures.append(_failure(name, img, runner.name, "error", str(e), failure_dir, reproduce))
+                continue
+            for out, tol in tolerances.items():
+                st = compare(ref[out], got[out], tol)
+                acc = res.outputs.setdefault(out, OutputStats())
+                acc.max_abs, acc.max_rel = max(acc.max_abs, st.max_abs), max(acc.max_rel, st.max_rel)
+                acc.p99_abs = max(acc.p99_abs, st.p99_abs)
+                acc.failed_elements += st.failed_elements
+                acc.nonfinite += st.nonfinite
+                if st.failed_elements or st.nonfinite:
+                    why = f"{st.failed_elements} elements beyond atol={tol.atol} rtol={tol.rtol}, max abs {st.max_abs:.3g}"
+                    if st.nonfinite:
+                        why = f"{st.nonfinite} NaN/Inf values; " + why
+                    res.failures.append(_failure(name, img, runner.name, out, why, failure_dir, reproduce))
+            res.max_score_diff = max(res.max_score_diff, float(abs(float(got["score"]) - float(ref["score"]))))
+            res.verdicts_agree += int(bool(got["verdict"]) == bool(ref["verdict"]))
+    return results
+
+
+def _failure(name: str, img: np.ndarray, runtime: str, output: str, why: str, failure_dir: Path | None, reproduce: str) -> dict:
+    entry = {"image": name, "runtime": runtime, "output": output, "why": why}
+    if failure_dir is not None:
+        failure_dir.mkdir(parents=True, exist_ok=True)
+        path = failure_dir / f"{name}.png"
+        Image.fromarray(img).save(path)
+        entry["reproduce"] = f"{reproduce} --images {shlex.quote(str(path))} --sizes 0 --runtime {shlex.quote(runtime)}"
+    return entry
+
+
+def as_json(results: list[RuntimeResult], tolerances: dict[str, Tolerance]) -> dict:
+    return {
+        "ok": all(r.ok for r in results),
+        "tolerances": {k: asdict(v) for k, v in tolerances.items()},
+        "runtimes": [{**asdict(r), "ok": r.ok} for r in results],
+    }
+
+
+def table(results: list[RuntimeResult]) -> str:
+    lines = [f"{'runtime':<16}{'output':<13}{'max abs':>11}{'max rel':>11}{'p99 abs':>11}{'fails':>7}{'nan/inf':>8}"]
+    for r in results:
+        for out, st in r.outputs.items():
+            lines.append(f"{r.runtime:<16}{out:<13}{st.max_abs:>11.3g}{st.max_rel:>11.3g}{st.p99_abs:>11.3g}"
+                         f"{st.failed_elements:>7}{st.nonfinite:>8}")
+        lines.append(f"{r.runtime:<16}{'= images':<13}{r.images:>11}  max |d score| {r.max_score_diff:.3g}  "
+                     f"verdicts agree {r.verdicts_agree}/{r.images}  {'PASS' if r.ok else 'FAIL'}")
+    return "\n".join(lines)

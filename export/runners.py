@@ -1,0 +1,129 @@
+"""One runner per runtime behind `infer(feed) -> dict[str, ndarray]`; optional runtimes are imported lazily.
+
+A `Pipeline` chains the three stages (trsor -> model -> score) the way the Triton ensemble does, so each
+runtime is checked on exactly the graphs it would serve.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from slsp.errors import RuntimeMissing
+from slsp.export.torch2onnx import INPUTS, OUTPUTS
+
+
+class Runner(Protocol):
+    name: str
+
+    def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
+class TorchRunner:
+    """A stage module in PyTorch eager (CPU, or CUDA when asked and present)."""
+
+    def __init__(self, module: torch.nn.Module, stage: str, device: str = "cpu") -> None:
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise RuntimeMissing("PyTorch CUDA requested but torch.cuda.is_available() is False")
+        self.module, self.stage, self.device = module.eval().to(device), stage, device
+        self.name = f"torch-{device}"
+
+    @torch.inference_mode()
+    def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        args = [torch.from_numpy(np.ascontiguousarray(feed[n])).to(self.device) for n in INPUTS[self.stage]]
+        out = self.module(*args)
+        out = (out,) if isinstance(out, torch.Tensor) else tuple(out)
+        return {n: t.cpu().numpy() for n, t in zip(OUTPUTS[self.stage], out)}
+
+
+def ort_providers(device: str) -> list[str]:
+    import onnxruntime as ort
+
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        raise RuntimeMissing("ONNX Runtime CUDA execution provider not available (install onnxruntime-gpu on a GPU machine)")
+    return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+class OrtRunner:
+    """An ONNX graph in ONNX Runtime; `threads` sets intra-op threads (0 = ORT's default)."""
+
+    def __init__(self, path: Path, device: str = "cpu", threads: int = 0) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.log_severity_level = 3
+        self.session = ort.InferenceSession(str(path), opts, providers=ort_providers(device))
+        self.name = f"ort-{device}"
+        self.outputs = [o.name for o in self.session.get_outputs()]
+
+    def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        names = {i.name for i in self.session.get_inputs()}
+        return dict(zip(self.outputs, self.session.run(self.outputs, {k: v for k, v in feed.items() if k in names})))
+
+
+class TrtRunner:
+    """A serialized TensorRT engine (`model.plan`) executed with the TensorRT Python API on the current GPU."""
+
+    def __init__(self, plan: Path) -> None:
+        trt = import_tensorrt()
+        if not torch.cuda.is_available():
+            raise RuntimeMissing("TensorRT needs a CUDA GPU; none is visible to PyTorch")
+        self.trt = trt
+        runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        self.engine = runtime.deserialize_cuda_engine(Path(plan).read_bytes())
+        if self.engine is None:
+            raise RuntimeMissing(f"{plan}: TensorRT could not deserialize the engine (other GPU or TensorRT version?)")
+        self.context = self.engine.create_execution_context()
+        self.names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        self.name = "tensorrt"
+
+    def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        trt = self.trt
+        keep, outs = [], {}
+        for n in self.names:
+            if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT:
+                t = torch.from_numpy(np.ascontiguousarray(feed[n])).cuda()
+                self.context.set_input_shape(n, tuple(t.shape))
+                self.context.set_tensor_address(n, t.data_ptr())
+                keep.append(t)
+        for n in self.names:
+            if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT:
+                dtype = torch.from_numpy(np.zeros(0, trt.nptype(self.engine.get_tensor_dtype(n)))).dtype
+                t = torch.empty(tuple(self.context.get_tensor_shape(n)), dtype=dtype, device="cuda")
+                self.context.set_tensor_address(n, t.data_ptr())
+                outs[n] = t
+        stream = torch.cuda.current_stream()
+        if not self.context.execute_async_v3(stream.cuda_stream):
+            raise RuntimeError("TensorRT execution failed")
+        stream.synchronize()
+        return {n: t.cpu().numpy() for n, t in outs.items()}
+
+
+def import_tensorrt():
+    try:
+        import tensorrt as trt
+    except ImportError as e:
+        raise RuntimeMissing(
+            "the tensorrt Python package is not installed (pip install tensorrt on a machine with an NVIDIA GPU "
+            "and driver; it cannot run on CPU-only machines)"
+        ) from e
+    return trt
+
+
+class Pipeline:
+    """trsor -> model -> score, as the Triton ensemble chains them; outputs named like the fused graph."""
+
+    def __init__(self, name: str, trsor: Runner, model: Runner, score: Runner) -> None:
+        self.name, self.trsor, self.model, self.score = name, trsor, model, score
+
+    def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        t = self.trsor.infer(feed)
+        m = self.model.infer({"crops": t["crops"], "crop_phi": t["crop_phi"]})
+        s = self.score.infer({"crop_scores": m["crop_scores"], "valid": t["valid"]})
+        return {**s, "positions": t["positions"], "crop_scores": m["crop_scores"], "valid": t["valid"], "sigma": t["sigma"]}

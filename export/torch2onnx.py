@@ -1,0 +1,146 @@
+"""PyTorch -> ONNX: the three stages Triton chains (trsor, model, score) and one fused graph of the whole pipeline.
+
+Tensor names are the contract shared by the runners, the parity gate and the Triton repository:
+  trsor:  image (H, W, 3) uint8 -> crops (K, C, C, 3) uint8, crop_phi (K, C, C) f32, positions (K, 2) i64,
+          valid (K,) bool, sigma () f32
+  model:  crops (N, C, C, 3) uint8, crop_phi (N, C, C) f32 -> crop_scores (N,) f32
+  score:  crop_scores (K,) f32, valid (K,) bool -> score () f32, verdict () bool
+  slsp (fused): image -> score, verdict, positions, crop_scores, valid, sigma
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from pathlib import Path
+
+import onnx
+import torch
+from torch import Tensor, nn
+
+import slsp
+from slsp.detector import Detector
+
+OPSET = 17
+STAGES = ("trsor", "model", "score", "slsp")
+INPUTS = {
+    "trsor": ["image"],
+    "model": ["crops", "crop_phi"],
+    "score": ["crop_scores", "valid"],
+    "slsp": ["image"],
+}
+OUTPUTS = {
+    "trsor": ["crops", "crop_phi", "positions", "valid", "sigma"],
+    "model": ["crop_scores"],
+    "score": ["score", "verdict"],
+    "slsp": ["score", "verdict", "positions", "crop_scores", "valid", "sigma"],
+}
+DYNAMIC = {
+    "trsor": {"image": {0: "height", 1: "width"}},
+    "model": {"crops": {0: "batch"}, "crop_phi": {0: "batch"}, "crop_scores": {0: "batch"}},
+    "score": {},
+    "slsp": {"image": {0: "height", 1: "width"}},
+}
+
+
+class TrsorStage(nn.Module):
+    def __init__(self, det: Detector) -> None:
+        super().__init__()
+        self.trsor = det.trsor
+
+    def forward(self, image: Tensor) -> tuple[Tensor, ...]:
+        o = self.trsor(image)
+        return o.crops, o.crop_phi, o.positions, o.valid, o.sigma
+
+
+class ScoreStage(nn.Module):
+    def __init__(self, det: Detector) -> None:
+        super().__init__()
+        self.scorer = det.scorer
+
+    def forward(self, crop_scores: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+        return self.scorer(crop_scores, valid)
+
+
+class FusedStage(nn.Module):
+    def __init__(self, det: Detector) -> None:
+        super().__init__()
+        self.det = det
+
+    def forward(self, image: Tensor) -> tuple[Tensor, ...]:
+        return tuple(self.det(image))
+
+
+def stage_modules(det: Detector, fp16: bool = False) -> dict[str, nn.Module]:
+    """The module behind each exported graph; with fp16 only the model's weights are half precision."""
+    model = copy.deepcopy(det.model).half() if fp16 else det.model
+    fused = det
+    if fp16:
+        fused = copy.deepcopy(det)
+        fused.model = model
+    return {"trsor": TrsorStage(det), "model": model, "score": ScoreStage(det), "slsp": FusedStage(fused)}
+
+
+def example_inputs(det: Detector) -> dict[str, tuple[Tensor, ...]]:
+    """Tracing inputs of odd sizes so no dimension is mistaken for a constant."""
+    g = torch.Generator().manual_seed(0)
+    c, k = det.cfg.trsor.crop, det.cfg.trsor.crops
+    image = torch.randint(0, 256, (c * 3 + 5, c * 4 + 3, 3), generator=g, dtype=torch.uint8)
+    crops = torch.randint(0, 256, (3, c, c, 3), generator=g, dtype=torch.uint8)
+    phi = (torch.rand(3, c, c, generator=g) > 0.5).to(torch.float32)
+    scores = torch.rand(k, generator=g)
+    valid = torch.rand(k, generator=g) > 0.3
+    return {"trsor": (image,), "model": (crops, phi), "score": (scores, valid), "slsp": (image,)}
+
+
+def metadata(det: Detector, checkpoint_hash: str, stage: str, fp16: bool) -> dict[str, str]:
+    cfg = det.cfg
+    return {
+        "slsp_version": slsp.__version__,
+        "stage": stage,
+        "patch": str(cfg.trsor.patch),
+        "crop": str(cfg.trsor.crop),
+        "K": str(cfg.trsor.crops),
+        "iterations": str(cfg.trsor.iterations),
+        "delta": str(cfg.trsor.delta),
+        "threshold": repr(cfg.threshold),
+        "aggregate": cfg.aggregate,
+        "score": cfg.model.score,
+        "precision": "fp16" if fp16 and stage in ("model", "slsp") else "fp32",
+        "checkpoint_sha256": checkpoint_hash,
+        "config_json": cfg.to_json(),
+    }
+
+
+def export(det: Detector, out_dir: Path, checkpoint_hash: str, fp16: bool = False, opset: int = OPSET) -> dict[str, Path]:
+    """Write trsor.onnx, model.onnx, score.onnx and slsp.onnx (fused), each fully checked; returns their paths."""
+    if opset > 20:
+        raise ValueError("TensorRT's ONNX parser takes opsets up to 20")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    det = det.eval()
+    modules, inputs = stage_modules(det, fp16), example_inputs(det)
+    paths = {}
+    for stage in STAGES:
+        path = out_dir / f"{stage}.onnx"
+        with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                modules[stage], inputs[stage], str(path), dynamo=False, opset_version=opset,
+                input_names=INPUTS[stage], output_names=OUTPUTS[stage], dynamic_axes=DYNAMIC[stage],
+            )
+        proto = onnx.load(str(path))
+        del proto.metadata_props[:]
+        for k, v in metadata(det, checkpoint_hash, stage, fp16).items():
+            proto.metadata_props.add(key=k, value=v)
+        proto.producer_name, proto.producer_version = "slsp", slsp.__version__
+        onnx.checker.check_model(proto, full_check=True)
+        onnx.save(proto, str(path))
+        paths[stage] = path
+    return paths
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+
+

@@ -1,0 +1,134 @@
+"""Frozen, validated configuration; the resolved config is saved as JSON beside every artifact."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from slsp.errors import ConfigError
+
+SCORES = ("disc", "recon", "latent")
+AGGREGATES = ("mean", "max")
+
+
+@dataclass(frozen=True)
+class TrsorConfig:
+    """TrSOR: patch size p, Gamma-null quantile delta, fixed iteration count, crop size and count K."""
+
+    patch: int = 7
+    delta: float = 0.99
+    iterations: int = 3
+    crop: int = 64
+    crops: int = 16
+    channel: str = "luma"  # "luma" or "rgb" (per-channel energy, summed)
+
+    def __post_init__(self) -> None:
+        if not 3 <= self.patch <= 31 or self.patch % 2 == 0:
+            raise ConfigError(f"patch must be odd and in [3, 31], got {self.patch}")
+        if not 0.5 < self.delta < 1.0:
+            raise ConfigError(f"delta must be in (0.5, 1), got {self.delta}")
+        if not 1 <= self.iterations <= 20:
+            raise ConfigError(f"iterations must be in [1, 20], got {self.iterations}")
+        if self.crop < 4 * self.patch or self.crop % 8:
+            raise ConfigError(f"crop must be a multiple of 8 and >= 4 * patch, got {self.crop}")
+        if not 1 <= self.crops <= 256:
+            raise ConfigError(f"crops must be in [1, 256], got {self.crops}")
+        if self.channel not in ("luma", "rgb"):
+            raise ConfigError(f"channel must be 'luma' or 'rgb', got {self.channel!r}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The self-supervised fluctuation model; `small()` trains on a 2-core CPU, `paper()` is the GPU size."""
+
+    crop: int = 64
+    token: int = 8
+    dim: int = 128
+    depth: int = 4
+    heads: int = 4
+    latent: int = 128
+    decoder_channels: int = 128
+    score: str = "disc"
+
+    def __post_init__(self) -> None:
+        if self.crop % self.token or (self.crop // 8) & (self.crop // 8 - 1):
+            raise ConfigError(f"crop ({self.crop}) must be token-divisible and 8 * a power of two")
+        if self.dim % self.heads:
+            raise ConfigError(f"dim ({self.dim}) must be divisible by heads ({self.heads})")
+        if self.depth < 2 or self.depth % 2:
+            raise ConfigError(f"depth must be even and >= 2 (long skips pair blocks), got {self.depth}")
+        if self.score not in SCORES:
+            raise ConfigError(f"score must be one of {SCORES}, got {self.score!r}")
+
+    @staticmethod
+    def paper() -> "ModelConfig":
+        return ModelConfig(crop=256, token=16, dim=768, depth=12, heads=12, latent=512, decoder_channels=512)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation recipe (AdamW, warm-up, half-cycle cosine) and data split."""
+
+    steps: int = 1000
+    batch: int = 64
+    lr: float = 2e-3
+    min_lr: float = 1e-6
+    weight_decay: float = 0.01
+    warmup: int = 100
+    holdout: float = 0.15
+    crops_per_image: int = 32
+    fake_phi: str = "same"  # Phi given to the pseudo-fake: "same" as the real crop, or "ones" (authors' code)
+    seed: int = 0
+    target_fpr: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch < 2:
+            raise ConfigError("steps must be >= 1 and batch >= 2")
+        if not 0.0 < self.holdout < 0.5:
+            raise ConfigError(f"holdout must be in (0, 0.5), got {self.holdout}")
+        if self.fake_phi not in ("same", "ones"):
+            raise ConfigError(f"fake_phi must be 'same' or 'ones', got {self.fake_phi!r}")
+        if not 0.0 < self.target_fpr < 0.5:
+            raise ConfigError(f"target_fpr must be in (0, 0.5), got {self.target_fpr}")
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """Everything needed to rebuild a detector: TrSOR, model, aggregation and the calibrated threshold."""
+
+    trsor: TrsorConfig = field(default_factory=TrsorConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    aggregate: str = "mean"
+    threshold: float = 0.5
+    target_fpr: float = 0.05
+    max_pixels: int = 50_000_000
+
+    def __post_init__(self) -> None:
+        if self.trsor.crop != self.model.crop:
+            raise ConfigError(f"TrSOR crop {self.trsor.crop} != model crop {self.model.crop}")
+        if self.aggregate not in AGGREGATES:
+            raise ConfigError(f"aggregate must be one of {AGGREGATES}, got {self.aggregate!r}")
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> "DetectorConfig":
+        try:
+            return DetectorConfig(
+                trsor=TrsorConfig(**d.get("trsor", {})),
+                model=ModelConfig(**d.get("model", {})),
+                **{k: v for k, v in d.items() if k not in ("trsor", "model")},
+            )
+        except TypeError as e:
+            raise ConfigError(f"unknown or missing config key: {e}") from e
+
+    @staticmethod
+    def load(path: Path) -> "DetectorConfig":
+        try:
+            return DetectorConfig.from_dict(json.loads(Path(path).read_text()))
+        except (OSError, json.JSONDecodeError) as e:
+            raise ConfigError(f"cannot read config {path}: {e}") from e

@@ -1,0 +1,75 @@
+"""`slsp detect`: score files and folders in-process; one bad file never stops the others."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from slsp import detector as det_io
+from slsp.detector import Detection, Detector
+from slsp.errors import ImageError
+from slsp.imaging import collect, load
+from slsp.progress import bar
+
+
+def detect_paths(paths: list[Path], run: Path | None, explain: Path | None = None, quiet: bool = False) -> list[dict]:
+    det = det_io.load(run)
+    files = collect(paths)
+    if not files:
+        raise ImageError(f"no images found under {', '.join(map(str, paths))}")
+    if explain is not None:
+        explain.mkdir(parents=True, exist_ok=True)
+    results = []
+    with bar(quiet) as pb:
+        task = pb.add_task("detect", total=len(files), info="")
+        for f in files:
+            try:
+                img = load(f, max_pixels=det.cfg.max_pixels)
+                d = det.detect(img, str(f))
+            except ImageError as e:
+                results.append({"path": str(f), "error": str(e)})
+            else:
+                results.append(as_dict(str(f), d, det))
+                if explain is not None:
+                    render_explanation(img, det, d).save(explain / f"{f.stem}.png")
+            pb.advance(task)
+    return results
+
+
+def as_dict(name: str, d: Detection, det: Detector) -> dict:
+    valid = d.valid.numpy()
+    return {
+        "path": name,
+        "score": float(d.score),
+        "verdict": "synthetic" if bool(d.verdict) else "real",
+        "threshold": det.cfg.threshold,
+        "noise_sigma": float(d.sigma),
+        "crops": [
+            {"y": int(p[0]), "x": int(p[1]), "score": float(s)}
+            for p, s, v in zip(d.positions.numpy(), d.crop_scores.numpy(), valid)
+            if v
+        ],
+    }
+
+
+def render_explanation(img: np.ndarray, det: Detector, d: Detection) -> Image.Image:
+    """The image with over-smooth pixels tinted, each scored crop boxed and labelled with its score."""
+    import torch
+
+    with torch.inference_mode():
+        phi = det.trsor(torch.from_numpy(img)).phi.numpy()
+    tinted = img.astype(np.float32)
+    tinted[phi > 0] = 0.55 * tinted[phi > 0] + 0.45 * np.array([0, 200, 255], np.float32)
+    out = Image.fromarray(tinted.astype(np.uint8))
+    draw = ImageDraw.Draw(out)
+    c = det.cfg.trsor.crop
+    for (y, x), s, v in zip(d.positions.numpy(), d.crop_scores.numpy(), d.valid.numpy()):
+        if v:
+            colour = (255, 40, 40) if s >= det.cfg.threshold else (40, 255, 40)
+            draw.rectangle([int(x), int(y), int(x) + c - 1, int(y) + c - 1], outline=colour, width=2)
+            draw.text((int(x) + 3, int(y) + 2), f"{s:.2f}", fill=colour)
+    verdict = "synthetic" if bool(d.verdict) else "real"
+    draw.text((4, img.shape[0] - 14), f"score {float(d.score):.3f} -> {verdict}", fill=(255, 255, 0))
+    return out

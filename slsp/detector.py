@@ -1,0 +1,95 @@
+"""The whole detector as one module (TrSOR -> model -> score) plus checkpoint I/O (safetensors + JSON config)."""
+
+from __future__ import annotations
+
+import hashlib
+from importlib import resources
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from slsp.config import DetectorConfig
+from slsp.errors import CheckpointError, ImageError
+from slsp.model import SLSPModel
+from slsp.scoring import Scorer
+from slsp.trsor import TrSOR
+
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+
+
+class Detection(NamedTuple):
+    score: Tensor  # () float32, synthetic score in [0, 1]
+    verdict: Tensor  # () bool, score >= threshold
+    positions: Tensor  # (K, 2) int64
+    crop_scores: Tensor  # (K,) float32
+    valid: Tensor  # (K,) bool
+    sigma: Tensor  # () float32, TrSOR noise estimate
+
+
+class Detector(nn.Module):
+    """uint8 (H, W, 3) -> Detection; the same graph is exported whole (`fused`) and per stage."""
+
+    def __init__(self, cfg: DetectorConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.trsor = TrSOR(cfg.trsor)
+        self.model = SLSPModel(cfg.model)
+        self.scorer = Scorer(cfg.aggregate, cfg.threshold)
+
+    def forward(self, image: Tensor) -> Detection:
+        t = self.trsor(image)
+        crop_scores = self.model(t.crops, t.crop_phi)
+        score, verdict = self.scorer(crop_scores, t.valid)
+        return Detection(score, verdict, t.positions, crop_scores, t.valid, t.sigma)
+
+    @property
+    def min_side(self) -> int:
+        return self.cfg.trsor.crop
+
+    def check(self, image: np.ndarray, name: str = "<image>") -> None:
+        """The shape contract the graph cannot enforce itself: uint8 H x W x 3, each side >= the crop size."""
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise ImageError(f"{name}: expected uint8 H x W x 3, got {image.dtype} {image.shape}")
+        if min(image.shape[:2]) < self.min_side:
+            raise ImageError(
+                f"{name}: {image.shape[1]} x {image.shape[0]} is below the minimum size "
+                f"{self.min_side} x {self.min_side} (one crop; slsp never resizes or pads)"
+            )
+
+    @torch.inference_mode()
+    def detect(self, image: np.ndarray, name: str = "<image>") -> Detection:
+        self.check(image, name)
+        return self(torch.from_numpy(np.ascontiguousarray(image)))
+
+
+def default_dir() -> Path:
+    return Path(str(resources.files("slsp") / "default"))
+
+
+def checkpoint_hash(run: Path) -> str:
+    return hashlib.sha256((Path(run) / WEIGHTS).read_bytes()).hexdigest()
+
+
+def save(det: Detector, run: Path) -> None:
+    run = Path(run)
+    run.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in det.model.state_dict().items()}, str(run / WEIGHTS))
+    (run / CONFIG).write_text(det.cfg.to_json() + "\n")
+
+
+def load(run: Path | None = None) -> Detector:
+    """Load a run folder (config.json + model.safetensors); None loads the shipped default model."""
+    run = default_dir() if run is None else Path(run)
+    if not (run / CONFIG).is_file() or not (run / WEIGHTS).is_file():
+        raise CheckpointError(f"{run}: expected {CONFIG} and {WEIGHTS} (a folder written by `slsp train`)")
+    det = Detector(DetectorConfig.load(run / CONFIG))
+    try:
+        det.model.load_state_dict(load_file(str(run / WEIGHTS)))
+    except (RuntimeError, OSError) as e:
+        raise CheckpointError(f"{run / WEIGHTS}: does not match {run / CONFIG} ({e})") from e
+    return det.eval()

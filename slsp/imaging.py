@@ -1,0 +1,90 @@
+"""Decoding policy: encoded bytes -> uint8 H x W x 3, the same in the library, the CLI and the server.
+
+Policy (pixels only, never metadata beyond orientation):
+- EXIF orientation is applied (the pixels a viewer sees); no other metadata is read.
+- Grayscale (L, I;16, 1) is replicated to three channels; palette and CMYK are converted to RGB by Pillow.
+- Alpha (RGBA, LA, PA) is dropped, keeping the stored colour values: compositing would invent flat regions.
+- 16-bit data is reduced to its high byte (value >> 8), never rescaled per image.
+- Animated images (GIF, WebP, APNG): the first frame.
+- More than `max_pixels` pixels (declared in the header, checked before decoding): refused (decompression bombs).
+- Smaller than `min_side` on either side: refused, since no crop fits (no padding, no resizing).
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from slsp.errors import ImageError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+DEFAULT_MAX_PIXELS = 50_000_000
+
+
+def decode(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int = 1, name: str = "<bytes>") -> np.ndarray:
+    """Decode encoded image bytes into a contiguous uint8 array (H, W, 3) under the policy above."""
+    if not data:
+        raise ImageError(f"{name}: empty input (zero bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            w, h = img.size
+            if w * h > max_pixels:
+                raise ImageError(f"{name}: {w} x {h} = {w * h} pixels exceeds the limit of {max_pixels}")
+            img.seek(0)
+            img.load()
+            img = ImageOps.exif_transpose(img)
+    except ImageError:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageError(f"{name}: not a decodable image ({e})") from e
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise ImageError(f"{name}: corrupt or truncated image ({e})") from e
+    arr = _to_rgb8(img, name)
+    if min(arr.shape[:2]) < min_side:
+        raise ImageError(f"{name}: {arr.shape[1]} x {arr.shape[0]} is smaller than the minimum side {min_side}")
+    return arr
+
+
+def _to_rgb8(img: Image.Image, name: str) -> np.ndarray:
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I"):
+        a = np.asarray(img).astype(np.int64)
+        a = np.clip(a >> 8 if a.max(initial=0) > 255 or mode.startswith("I;16") else a, 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(a[:, :, None], 3, axis=2))
+    if mode == "F":
+        raise ImageError(f"{name}: floating-point images are not supported")
+    if mode != "RGB":
+        img = img.convert("RGB")  # drops alpha without compositing; palette, CMYK, L through Pillow
+    a = np.array(img)  # a writable copy: torch.from_numpy warns on read-only buffers
+    if a.dtype != np.uint8:
+        raise ImageError(f"{name}: unsupported sample type {a.dtype} (mode {mode})")
+    return np.ascontiguousarray(a)
+
+
+def load(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int = 1) -> np.ndarray:
+    """Read and decode one image file; errors name the file."""
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise ImageError(f"{p}: cannot read ({e.strerror or e})") from e
+    return decode(data, max_pixels=max_pixels, min_side=min_side, name=str(p))
+
+
+def collect(paths: list[Path] | list[str]) -> list[Path]:
+    """Expand files and folders (recursively, sorted) into image files; a missing path is an error."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES))
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise ImageError(f"{p}: no such file or folder")
+    return out

@@ -1,0 +1,53 @@
+"""Detection metrics in NumPy (label 1 = synthetic; higher score = more likely synthetic)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def roc(scores_real: np.ndarray, scores_fake: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """FPR and TPR at every distinct threshold (verdict: score >= threshold), from (0, 0) to (1, 1)."""
+    thr = np.unique(np.concatenate([scores_real, scores_fake]))[::-1]
+    fpr = (scores_real[None, :] >= thr[:, None]).mean(1)
+    tpr = (scores_fake[None, :] >= thr[:, None]).mean(1)
+    return np.concatenate([[0.0], fpr, [1.0]]), np.concatenate([[0.0], tpr, [1.0]])
+
+
+def auroc(scores_real: np.ndarray, scores_fake: np.ndarray) -> float:
+    """P(fake score > real score) + 0.5 P(tie): the Mann-Whitney form of the area under the ROC curve."""
+    r, f = np.asarray(scores_real, float), np.asarray(scores_fake, float)
+    gt = (f[:, None] > r[None, :]).mean()
+    eq = (f[:, None] == r[None, :]).mean()
+    return float(gt + 0.5 * eq)
+
+
+def average_precision(scores_real: np.ndarray, scores_fake: np.ndarray) -> float:
+    """AP = sum over fakes, by descending score, of precision at that fake's rank (ties share a rank)."""
+    s = np.concatenate([scores_fake, scores_real]).astype(float)
+    y = np.concatenate([np.ones(len(scores_fake)), np.zeros(len(scores_real))])
+    ap = 0.0
+    for t in np.unique(s[y == 1]):
+        at = s >= t
+        ap += (y[s == t]).sum() * y[at].sum() / at.sum()
+    return float(ap / max(1, len(scores_fake)))
+
+
+def tpr_at_fpr(scores_real: np.ndarray, scores_fake: np.ndarray, fpr: float) -> float:
+    """TPR at the smallest threshold whose FPR on these reals is <= fpr."""
+    r = np.sort(np.asarray(scores_real, float))
+    allowed = int(np.floor(fpr * r.size))
+    thr = np.nextafter(r[r.size - allowed - 1], np.inf)
+    return float((np.asarray(scores_fake) >= thr).mean())
+
+
+def summary(scores_real: np.ndarray, scores_fake: np.ndarray, threshold: float | None) -> dict[str, float]:
+    out = {
+        "auroc": auroc(scores_real, scores_fake),
+        "ap": average_precision(scores_real, scores_fake),
+        "tpr@1%fpr": tpr_at_fpr(scores_real, scores_fake, 0.01),
+        "tpr@5%fpr": tpr_at_fpr(scores_real, scores_fake, 0.05),
+    }
+    if threshold is not None:
+        out["tpr@thr"] = float((np.asarray(scores_fake) >= threshold).mean())
+        out["fpr@thr"] = float((np.asarray(scores_real) >= threshold).mean())
+    return out

@@ -1,0 +1,165 @@
+"""TrSOR: training-free skeptical over-smooth region selection, as traceable tensor ops.
+
+Everything here exports to ONNX unchanged: a fixed, unrolled iteration count; masks instead of data-dependent
+shapes; sizes only through shape ops; the Gamma constants computed once (SciPy) and baked in as floats.
+
+Null model (METHOD.md 1): a flat p x p patch plus white noise of variance sigma^2 has gradient energy
+xi = ||D x||^2 ~ sigma^2 * Gamma(r/2, 2 tr(DD^T)/r), D the stacked central-difference operator of the patch.
+The noise variance is re-estimated from the selected patches (a Gamma-mean estimate, corrected for the
+truncation at tau; started from a log-domain mean, which texture inflates far less than the plain mean).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import special, stats
+from torch import Tensor, nn
+
+from slsp.config import TrsorConfig
+
+LUMA = (0.299, 0.587, 0.114)
+_LOG_EPS = 1e-3
+
+
+def derivative_operator(p: int) -> np.ndarray:
+    """Stacked central differences [D_h; D_v] of a p x p patch (rows: p(p-2) + (p-2)p, columns: p^2)."""
+    rows = []
+    for r in range(p):
+        for c in range(1, p - 1):
+            d = np.zeros((p, p))
+            d[r, c + 1], d[r, c - 1] = 0.5, -0.5
+            rows.append(d.ravel())
+    for r in range(1, p - 1):
+        for c in range(p):
+            d = np.zeros((p, p))
+            d[r + 1, c], d[r - 1, c] = 0.5, -0.5
+            rows.append(d.ravel())
+    return np.stack(rows)
+
+
+@dataclass(frozen=True)
+class NullModel:
+    """Constants of the Gamma null for patch size p and quantile delta, per unit noise variance."""
+
+    trace: float  # tr(D D^T) = E[xi] / sigma^2
+    shape: float  # r / 2
+    scale: float  # 2 tr(DD^T) / r
+    tau: float  # F^-1(delta): threshold = sigma^2 * tau
+    truncated_mean: float  # E[xi | xi <= tau] / sigma^2
+    log_mean: float  # E[log xi] - log sigma^2
+
+    @staticmethod
+    def of(p: int, delta: float) -> "NullModel":
+        d = derivative_operator(p)
+        trace = float(np.sum(d * d))
+        r = int(np.linalg.matrix_rank(d))
+        shape, scale = r / 2.0, 2.0 * trace / r
+        tau = float(stats.gamma.ppf(delta, shape, scale=scale))
+        truncated = trace * float(stats.gamma.cdf(tau, shape + 1, scale=scale)) / delta
+        return NullModel(trace, shape, scale, tau, truncated, float(special.digamma(shape) + np.log(scale)))
+
+
+class TrsorOutput(NamedTuple):
+    crops: Tensor  # (K, C, C, 3) uint8
+    crop_phi: Tensor  # (K, C, C) float32 in {0, 1}
+    positions: Tensor  # (K, 2) int64, top-left (y, x)
+    valid: Tensor  # (K,) bool
+    sigma: Tensor  # () float32, noise standard deviation in 8-bit units
+    phi: Tensor  # (H, W) float32 in {0, 1}
+
+
+def gradient_energy(y: Tensor, p: int) -> Tensor:
+    """xi for every p x p patch at stride 1: (C, H, W) float -> (H - p + 1, W - p + 1), summed over C."""
+    dh = (y[:, :, 2:] - y[:, :, :-2]) * 0.5
+    dv = (y[:, 2:, :] - y[:, :-2, :]) * 0.5
+    eh = F.avg_pool2d((dh * dh).unsqueeze(0), (p, p - 2), stride=1) * float(p * (p - 2))
+    ev = F.avg_pool2d((dv * dv).unsqueeze(0), (p - 2, p), stride=1) * float(p * (p - 2))
+    return (eh + ev).sum(dim=(0, 1))
+
+
+class TrSOR(nn.Module):
+    """uint8 image (H, W, 3) -> over-smooth mask, noise estimate and K fixed-size crops to score."""
+
+    def __init__(self, cfg: TrsorConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.null = NullModel.of(cfg.patch, cfg.delta)
+        self.register_buffer("luma", torch.tensor(LUMA, dtype=torch.float32).view(3, 1, 1), persistent=False)
+
+    def channels(self, image: Tensor) -> Tensor:
+        x = image.permute(2, 0, 1).to(torch.float32)
+        if self.cfg.channel == "rgb":
+            return x
+        return (x * self.luma).sum(0, keepdim=True)
+
+    def noise_and_mask(self, xi: Tensor) -> tuple[Tensor, Tensor]:
+        """Iterate: tau from sigma^2, select xi <= tau, re-estimate sigma^2 from the selection (fixed count)."""
+        n = self.null
+        nch = 3.0 if self.cfg.channel == "rgb" else 1.0
+        # Start: log-domain mean over all patches (a sum of nch Gammas is treated as nch x one for the start).
+        sigma2 = torch.exp(torch.log(xi + _LOG_EPS).mean() - n.log_mean - float(np.log(nch)))
+        for _ in range(self.cfg.iterations):
+            sel = (xi <= sigma2 * (n.tau * nch)).to(torch.float32)
+            count = sel.sum()
+            est = (xi * sel).sum() / torch.clamp(count, min=1.0) / (n.truncated_mean * nch)
+            sigma2 = torch.where(count > 0.5, est, sigma2)
+        mask = (xi <= sigma2 * (n.tau * nch)).to(torch.float32)
+        return sigma2, mask
+
+    def forward(self, image: Tensor) -> TrsorOutput:
+        cfg = self.cfg
+        p, c = cfg.patch, cfg.crop
+        xi = gradient_energy(self.channels(image), p)
+        sigma2, mask = self.noise_and_mask(xi)
+        # A pixel is over-smooth when a selected patch covers it: dilate the patch map back to H x W.
+        phi = F.max_pool2d(F.pad(mask[None, None], (p - 1, p - 1, p - 1, p - 1)), p, stride=1)[0, 0]
+        positions, valid = self.select(phi)
+        crops, crop_phi = gather_crops(image, phi, positions, c)
+        return TrsorOutput(crops, crop_phi, positions, valid, torch.sqrt(sigma2), phi)
+
+    def select(self, phi: Tensor) -> tuple[Tensor, Tensor]:
+        """Choose K crop positions, most over-smooth area first; ties broken by raster order."""
+        c, k = self.cfg.crop, self.cfg.crops
+        h, w = phi.shape[0], phi.shape[1]
+        # Candidates: the C-grid plus the tiles flush with the bottom and right edges, so small images are
+        # covered whole. Edge tiles duplicate the grid when H (W) is a multiple of C and are then invalid.
+        main = F.avg_pool2d(phi[None, None], c, stride=c)[0, 0]
+        right = F.avg_pool2d(phi[None, None, :, w - c :], c, stride=c)[0, 0]
+        bottom = F.avg_pool2d(phi[None, None, h - c :, :], c, stride=c)[0, 0]
+        corner = phi[h - c :, w - c :].mean().reshape(1, 1)
+        tiles = torch.cat([torch.cat([main, right], 1), torch.cat([bottom, corner], 1)], 0)
+        ny, nx = main.shape[0], main.shape[1]
+        ys = torch.cat([torch.arange(ny) * c, (h - c) * torch.ones(1, dtype=torch.int64)])
+        xs = torch.cat([torch.arange(nx) * c, (w - c) * torch.ones(1, dtype=torch.int64)])
+        row_ok = torch.cat([torch.ones(ny, dtype=torch.bool), (h % c != 0) * torch.ones(1, dtype=torch.bool)])
+        col_ok = torch.cat([torch.ones(nx, dtype=torch.bool), (w % c != 0) * torch.ones(1, dtype=torch.bool)])
+        ok = (row_ok[:, None] & col_ok[None, :]).reshape(-1)
+        count = torch.round(tiles.reshape(-1) * float(c * c)).to(torch.int64)
+        n = count.shape[0]
+        order = torch.arange(n)
+        # Unique keys, so every runtime's TopK returns the same order (invalid and padding slots included).
+        key = torch.where(ok, count * n + (n - 1 - order), -1 - order)
+        key = torch.cat([key, -1 - n - torch.arange(k)])
+        top, idx = torch.topk(key, k)
+        idx = torch.clamp(idx, max=n - 1)
+        ny1 = nx + 1
+        pos = torch.stack([ys[idx // ny1], xs[idx % ny1]], dim=1)
+        return pos, top >= 0
+
+
+def gather_crops(image: Tensor, phi: Tensor, positions: Tensor, c: int) -> tuple[Tensor, Tensor]:
+    """Gather (K, C, C, 3) uint8 crops and (K, C, C) Phi crops at the given top-left positions."""
+    w = image.shape[1]
+    ar = torch.arange(c)
+    rows = positions[:, 0, None, None] + ar[None, :, None]
+    cols = positions[:, 1, None, None] + ar[None, None, :]
+    flat = (rows * w + cols).reshape(-1)
+    k = positions.shape[0]
+    crops = image.reshape(-1, 3).index_select(0, flat).reshape(k, c, c, 3)
+    crop_phi = phi.reshape(-1).index_select(0, flat).reshape(k, c, c)
+    return crops, crop_phi
