@@ -72,7 +72,8 @@ def compare(ref: np.ndarray, got: np.ndarray, tol: Tolerance) -> OutputStats:
     bad = diff > 0 if tol.exact else (diff > tol.atol) & (rel > tol.rtol)
     if diff.size == 0:
         return OutputStats(nonfinite=nonfinite)
-    return OutputStats(float(diff.max()), float(rel.max()), float(np.quantile(diff, 0.99)), int(bad.sum()), nonfinite)
+    p99 = float(np.quantile(diff, 0.99)) if np.isfinite(diff).all() else np.inf
+    return OutputStats(float(diff.max()), float(rel.max()), p99, int(bad.sum()), nonfinite)
 
 
 def parity_images(sources: list[Path], sizes: int, seed: int, min_side: int) -> list[tuple[str, np.ndarray]]:

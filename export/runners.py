@@ -12,6 +12,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from slsp import onnxrt
 from slsp.errors import RuntimeMissing
 from slsp.export.torch2onnx import INPUTS, OUTPUTS
 
@@ -39,26 +40,11 @@ class TorchRunner:
         return {n: t.cpu().numpy() for n, t in zip(OUTPUTS[self.stage], out)}
 
 
-def ort_providers(device: str) -> list[str]:
-    import onnxruntime as ort
-
-    if device == "cpu":
-        return ["CPUExecutionProvider"]
-    if "CUDAExecutionProvider" not in ort.get_available_providers():
-        raise RuntimeMissing("ONNX Runtime CUDA execution provider not available (install onnxruntime-gpu on a GPU machine)")
-    return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-
-
 class OrtRunner:
     """An ONNX graph in ONNX Runtime; `threads` sets intra-op threads (0 = ORT's default)."""
 
     def __init__(self, path: Path, device: str = "cpu", threads: int = 0) -> None:
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.log_severity_level = 3
-        self.session = ort.InferenceSession(str(path), opts, providers=ort_providers(device))
+        self.session = onnxrt.session(path, device, threads)
         self.name = f"ort-{device}"
         self.outputs = [o.name for o in self.session.get_outputs()]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -33,6 +34,7 @@ def train(
     size: Annotated[str, typer.Option(help="Model size: 'small' (CPU) or 'paper' (GPU).")] = "small",
     score: Annotated[str, typer.Option(help="Per-crop score: disc, recon or latent.")] = "disc",
     fake_phi: Annotated[str, typer.Option(help="Phi for pseudo-fakes: 'same' or 'ones'.")] = "same",
+    fake_mix: Annotated[str, typer.Option(help="Pseudo-fake: 'full' reconstruction or 'phi' (inside Phi only).")] = "full",
     target_fpr: Annotated[float, typer.Option(help="Calibration target false-positive rate.")] = 0.05,
     seed: int = 0,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out.")] = False,
@@ -49,7 +51,7 @@ def train(
     base = ModelConfig() if size == "small" else ModelConfig.paper()
     mcfg = dataclasses.replace(base, crop=crop if size == "small" else base.crop, score=score)
     cfg = DetectorConfig(trsor=TrsorConfig(crop=mcfg.crop), model=mcfg, target_fpr=target_fpr)
-    tcfg = TrainConfig(steps=steps, batch=batch, lr=lr, seed=seed, fake_phi=fake_phi, target_fpr=target_fpr)
+    tcfg = TrainConfig(steps=steps, batch=batch, lr=lr, seed=seed, fake_phi=fake_phi, fake_mix=fake_mix, target_fpr=target_fpr)
     result = run_train(real, out, cfg, tcfg, resume=resume, quiet=quiet)
     typer.echo(f"wrote {out} (threshold {result.threshold:.4f})")
 
@@ -114,12 +116,18 @@ def export_cmd(
     max_batch: Annotated[int, typer.Option(help="Largest crop batch (TensorRT profile, Triton max_batch_size).")] = 64,
     images: Annotated[Optional[list[Path]], typer.Option(help="Real images for the parity gate.")] = None,
     sizes: Annotated[int, typer.Option(help="Random-size crops per parity image.")] = 2,
+    repo: Annotated[Optional[Path], typer.Option(help="Also add a new version to this Triton model repository.")] = None,
+    target: Annotated[str, typer.Option(help="Repository target: cpu (bundled server) or gpu (NGC container).")] = "cpu",
     json_out: JsonOpt = False,
 ) -> None:
     """Export ONNX (and TensorRT) artifacts; the parity gate runs first and a failing export writes nothing."""
+    from slsp.export import repository
     from slsp.export.build import build
 
+    serving = repository.ServingConfig(target=target, max_batch=max_batch)  # validated before any work
     report = build(model, out, fp16=fp16, trt=trt, max_batch=max_batch, images=images, sizes=sizes)
+    if repo is not None:
+        report["repository"] = {"path": str(repo), "version": repository.write(out, repo, serving), "target": target}
     if json_out:
         _emit({k: v for k, v in report.items() if k != "table"})
     else:
@@ -127,6 +135,8 @@ def export_cmd(
         for name, why in report["skipped"].items():
             typer.echo(f"skipped {name}: {why}")
         typer.echo(f"wrote {out}")
+        if repo is not None:
+            typer.echo(f"added version {report['repository']['version']} to {repo} ({target})")
 
 
 @app.command()
@@ -162,6 +172,79 @@ def parity(
         for f in (r for rt in report["runtimes"] for r in rt["failures"]):
             typer.echo(f"FAIL {f['runtime']} {f['image']} {f['output']}: {f['why']}\n  reproduce: {f.get('reproduce', '-')}")
     if not report["ok"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+def serve(
+    repo: Annotated[Path, typer.Option(help="Model repository (exported with the shipped model if missing).")] = Path("model_repository"),
+    host: Annotated[str, typer.Option(help="Bind address; 127.0.0.1 unless you mean to expose it.")] = "127.0.0.1",
+    http_port: int = 8000,
+    grpc_port: int = 8001,
+    metrics_port: int = 8002,
+    model_control: Annotated[str, typer.Option(help="none, poll (pick up new versions) or explicit.")] = "poll",
+    log: Annotated[Optional[Path], typer.Option(help="Write the server log here instead of the terminal.")] = None,
+    print_docker: Annotated[bool, typer.Option("--print-docker", help="Print the NGC container command for a GPU repository and exit.")] = False,
+) -> None:
+    """Run the bundled Triton server (CPU, no Docker) on the repository until Ctrl-C."""
+    from slsp.server import Server, docker_command
+
+    if print_docker:
+        import shlex
+
+        typer.echo(" ".join(shlex.quote(a) for a in docker_command(repo)))
+        return
+    if model_control not in ("none", "poll", "explicit"):
+        raise SlspError(f"--model-control must be none, poll or explicit, got {model_control!r}")
+    if not repo.is_dir():
+        from slsp.export import repository
+        from slsp.export.build import build
+
+        artifacts = repo.parent / f"{repo.name}.artifacts"
+        typer.echo(f"{repo} missing: exporting the shipped model (artifacts in {artifacts})", err=True)
+        build(None, artifacts)
+        repository.write(artifacts, repo)
+    server = Server(repo, host=host, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
+                    log_path=log, model_control=model_control)
+    server.start(log=None if log else sys.stderr)
+    typer.echo(f"serving {repo}: {server.grpc_url}  {server.http_url}  (Ctrl-C stops)", err=True)
+    try:
+        while server.proc is not None and server.proc.poll() is None:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        typer.echo("stopping", err=True)
+    finally:
+        server.stop()
+    if server.proc is not None and server.proc.returncode not in (0, -2, None):
+        raise SlspError(f"tritonserver exited with code {server.proc.returncode}")
+
+
+@app.command()
+def query(
+    paths: Annotated[list[Path], typer.Argument(help="Image files or folders.")],
+    url: Annotated[str, typer.Option(help="grpc://host:port or http://host:port.")] = "grpc://127.0.0.1:8001",
+    concurrency: int = 8,
+    shared_memory: Annotated[bool, typer.Option("--shm", help="Send images through system shared memory (same host).")] = False,
+    timeout: float = 60.0,
+    json_out: JsonOpt = False,
+) -> None:
+    """Score images on a running server; exit 1 if any request failed."""
+    from slsp.clients.client import ClientError, ServerUnavailable, SlspClient
+    from slsp.imaging import collect
+
+    files = collect(paths)
+    client = SlspClient(url, timeout=timeout, shared_memory=shared_memory)
+    results = client.detect_many([f.read_bytes() for f in files], concurrency)
+    if results and all(isinstance(r, ServerUnavailable) for r in results):
+        raise SlspError(f"no server at {url}: {results[0]}")
+    rows = [{"path": str(f), **({"error": f"{type(r).__name__}: {r}"} if isinstance(r, ClientError) else r.as_dict())}
+            for f, r in zip(files, results)]
+    if json_out:
+        _emit(rows)
+    else:
+        for r in rows:
+            typer.echo(f"{r['path']}\tERROR\t{r['error']}" if "error" in r else f"{r['path']}\t{r['score']:.4f}\t{r['verdict']}")
+    if any("error" in r for r in rows):
         raise typer.Exit(1)
 
 

@@ -36,10 +36,11 @@ TRAIN = "train.json"
 class Objectives(nn.Module):
     """Both training losses behind one forward, so DistributedDataParallel sees every update."""
 
-    def __init__(self, model: SLSPModel, fake_phi: str) -> None:
+    def __init__(self, model: SLSPModel, fake_phi: str, fake_mix: str) -> None:
         super().__init__()
         self.model = model
         self.fake_phi = fake_phi
+        self.fake_mix = fake_mix
 
     def forward(self, phase: str, x: Tensor, phi: Tensor) -> tuple[Tensor, Tensor]:
         m = self.model
@@ -48,6 +49,9 @@ class Objectives(nn.Module):
             rec = m.decoder(enc.latent)
             return F.l1_loss(rec, x), rec
         fake = m.decoder(enc.latent).detach()
+        if self.fake_mix == "phi":
+            # Only the over-smooth region loses its fluctuations; texture stays real, so D must look at Phi.
+            fake = phi * fake + (1.0 - phi) * x
         fphi = phi if self.fake_phi == "same" else torch.ones_like(phi)
         real_logit = m.disc(enc.pooled)[:, 0]
         fake_logit = m.disc(m.encoder(fake, fphi).pooled)[:, 0]
@@ -173,7 +177,7 @@ def train(
         tensors = load_file(str(run / STATE))
         for name, opt in opts.items():
             _load_flat(name, opt, tensors, info["param_groups"][name])
-    objectives: nn.Module = Objectives(model, tcfg.fake_phi)
+    objectives: nn.Module = Objectives(model, tcfg.fake_phi, tcfg.fake_mix)
     if world > 1:
         objectives = nn.parallel.DistributedDataParallel(objectives, find_unused_parameters=True)
 

@@ -1,0 +1,192 @@
+"""A Triton client for the `slsp` ensemble: gRPC or HTTP by URL, concurrency, shared memory, typed errors.
+
+Needs only numpy and tritonclient (no torch): `pip install "slsp[client]"`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from urllib.parse import urlparse
+
+import numpy as np
+
+MODEL = "slsp"
+OUTPUTS = ("SCORE", "VERDICT", "POSITIONS", "CROP_SCORES", "VALID", "SIGMA")
+
+
+class ClientError(Exception):
+    """Base of the client's errors."""
+
+
+class ServerUnavailable(ClientError):
+    """Nothing accepted the connection (server down, wrong port): retried, then raised."""
+
+
+class RequestTimeout(ClientError):
+    """The server accepted the request but did not answer in time."""
+
+
+class InvalidInput(ClientError):
+    """The server rejected this request (e.g. an undecodable image); retrying will not help."""
+
+
+class ServerError(ClientError):
+    """Any other error the server reported for this request."""
+
+
+@dataclass(frozen=True)
+class Result:
+    score: float
+    verdict: bool
+    positions: np.ndarray  # (K, 2) top-left (y, x) of each crop
+    crop_scores: np.ndarray  # (K,)
+    valid: np.ndarray  # (K,) bool
+    sigma: float
+
+    def as_dict(self) -> dict:
+        keep = self.valid.astype(bool)
+        return {
+            "score": self.score,
+            "verdict": "synthetic" if self.verdict else "real",
+            "noise_sigma": self.sigma,
+            "crops": [{"y": int(y), "x": int(x), "score": float(s)}
+                      for (y, x), s in zip(self.positions[keep], self.crop_scores[keep])],
+        }
+
+
+def _classify(e: Exception) -> ClientError:
+    text = str(e)
+    low = text.lower()
+    if any(s in low for s in ("connection refused", "failed to connect", "unavailable", "connect call failed",
+                              "name or service not known", "no route to host")):
+        return ServerUnavailable(text)
+    if any(s in low for s in ("deadline", "timed out", "timeout")):
+        return RequestTimeout(text)
+    if "invalid image" in low or "invalid argument" in low:
+        return InvalidInput(text)
+    return ServerError(text)
+
+
+class SlspClient:
+    """`SlspClient("grpc://127.0.0.1:8001")` or `SlspClient("http://127.0.0.1:8000")`; thread-safe."""
+
+    def __init__(self, url: str, timeout: float = 60.0, retries: int = 2, shared_memory: bool = False) -> None:
+        u = urlparse(url if "://" in url else f"grpc://{url}")
+        if u.scheme not in ("grpc", "http"):
+            raise ValueError(f"URL scheme must be grpc:// or http://, got {url!r}")
+        self.protocol = u.scheme
+        self.address = f"{u.hostname or '127.0.0.1'}:{u.port or (8001 if u.scheme == 'grpc' else 8000)}"
+        self.timeout, self.retries, self.shared_memory = timeout, retries, shared_memory
+        self._local = threading.local()
+
+    @property
+    def module(self):
+        if self.protocol == "grpc":
+            import tritonclient.grpc as m
+        else:
+            import tritonclient.http as m
+        return m
+
+    def _client(self):
+        c = getattr(self._local, "client", None)
+        if c is None:
+            m = self.module
+            if self.protocol == "grpc":
+                c = m.InferenceServerClient(self.address)
+            else:
+                c = m.InferenceServerClient(self.address, connection_timeout=self.timeout, network_timeout=self.timeout)
+            self._local.client = c
+        return c
+
+    def ready(self) -> bool:
+        try:
+            return bool(self._client().is_server_ready())
+        except Exception:  # noqa: BLE001 - readiness is a yes/no question
+            return False
+
+    def detect(self, data: bytes) -> Result:
+        """Score one encoded image; retries only when the server could not be reached."""
+        for attempt in range(self.retries + 1):
+            try:
+                return self._infer(data)
+            except ClientError:
+                raise
+            except Exception as e:  # noqa: BLE001 - tritonclient raises several unrelated types
+                err = _classify(e)
+                if not isinstance(err, ServerUnavailable) or attempt == self.retries:
+                    raise err from e
+                time.sleep(0.2 * 2**attempt)
+        raise AssertionError("unreachable")
+
+    def detect_many(self, images: list[bytes], concurrency: int = 8) -> list[Result | ClientError]:
+        """Score many images concurrently; each entry is a Result or that image's error."""
+
+        def one(data: bytes) -> Result | ClientError:
+            try:
+                return self.detect(data)
+            except ClientError as e:
+                return e
+
+        with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+            return list(pool.map(one, images))
+
+    def statistics(self, model: str = "") -> dict:
+        c = self._client()
+        if self.protocol == "grpc":
+            from google.protobuf import json_format
+
+            return json_format.MessageToDict(c.get_inference_statistics(model_name=model), preserving_proto_field_name=True)
+        return c.get_inference_statistics(model_name=model)
+
+    def _infer(self, data: bytes) -> Result:
+        m, c = self.module, self._client()
+        arr = np.array([data], dtype=object)
+        inp = m.InferInput("IMAGE", [1], "BYTES")
+        outputs = [m.InferRequestedOutput(n) for n in OUTPUTS]
+        region = None
+        try:
+            if self.shared_memory:
+                region = self._put_shm(c, arr)
+                inp.set_shared_memory(region[0], region[2])
+            else:
+                inp.set_data_from_numpy(arr)
+            kw = {"client_timeout": self.timeout} if self.protocol == "grpc" else {}
+            res = c.infer(MODEL, [inp], outputs=outputs, **kw)
+        finally:
+            if region is not None:
+                self._drop_shm(c, region)
+        return Result(
+            float(res.as_numpy("SCORE").reshape(-1)[0]),
+            bool(res.as_numpy("VERDICT").reshape(-1)[0]),
+            res.as_numpy("POSITIONS").reshape(-1, 2),
+            res.as_numpy("CROP_SCORES").reshape(-1),
+            res.as_numpy("VALID").reshape(-1),
+            float(res.as_numpy("SIGMA").reshape(-1)[0]),
+        )
+
+    @staticmethod
+    def _put_shm(c, arr: np.ndarray):
+        """Place the serialized BYTES tensor in a fresh system shared-memory region the server reads."""
+        import tritonclient.utils.shared_memory as shm
+        from tritonclient.utils import serialize_byte_tensor
+
+        payload = serialize_byte_tensor(arr)  # a 0-d object array holding the length-prefixed bytes
+        size = len(payload.item())
+        name = f"slsp-{uuid.uuid4().hex[:12]}"
+        handle = shm.create_shared_memory_region(name, f"/{name}", size)
+        shm.set_shared_memory_region(handle, [payload])
+        c.register_system_shared_memory(name, f"/{name}", size)
+        return name, handle, size
+
+    @staticmethod
+    def _drop_shm(c, region) -> None:
+        import tritonclient.utils.shared_memory as shm
+
+        try:
+            c.unregister_system_shared_memory(region[0])
+        finally:
+            shm.destroy_shared_memory_region(region[1])

@@ -1,0 +1,25 @@
+"""The live server as a parity runtime: images go over the wire PNG-encoded (lossless), outputs come back."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+
+from slsp.clients.client import SlspClient
+
+
+class ServerRunner:
+    def __init__(self, url: str) -> None:
+        self.client = SlspClient(url)
+        self.name = f"server-{self.client.protocol}"
+
+    def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        buf = io.BytesIO()
+        Image.fromarray(feed["image"]).save(buf, format="PNG")
+        r = self.client.detect(buf.getvalue())
+        return {
+            "score": np.float32(r.score), "verdict": np.bool_(r.verdict), "positions": r.positions,
+            "crop_scores": r.crop_scores.astype(np.float32), "valid": r.valid, "sigma": np.float32(r.sigma),
+        }

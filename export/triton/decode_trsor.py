@@ -1,0 +1,53 @@
+"""Triton Python-backend model `slsp_decode_trsor`: encoded image bytes -> TrSOR crops, one request at a time.
+
+Each request is decoded under slsp's decoding policy and run through trsor.onnx in ONNX Runtime. A bad image
+gets its own error response; the other requests of the same execution are unaffected.
+"""
+
+import os
+import sys
+
+# The bundled server's embedded interpreter ignores PYTHONPATH; `slsp serve` passes our paths here instead.
+sys.path[:0] = [p for p in os.environ.get("SLSP_PYTHONPATH", "").split(os.pathsep) if p and p not in sys.path]
+
+import json
+from pathlib import Path
+
+import triton_python_backend_utils as pb_utils
+
+from slsp.errors import ImageError
+from slsp.imaging import decode
+from slsp.onnxrt import session
+
+OUTPUTS = ("crops", "crop_phi", "positions", "valid", "sigma")
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict) -> None:
+        cfg = json.loads(args["model_config"])
+        params = {k: v["string_value"] for k, v in cfg.get("parameters", {}).items()}
+        self.max_pixels = int(params["max_pixels"])
+        self.max_bytes = int(params["max_bytes"])
+        self.min_side = int(params["min_side"])
+        here = Path(args["model_repository"]) / args["model_version"]
+        self.session = session(here / "trsor.onnx", params["device"], int(params["intra_op_threads"]), 1)
+
+    def execute(self, requests: list) -> list:
+        responses = []
+        for request in requests:
+            try:
+                raw = pb_utils.get_input_tensor_by_name(request, "IMAGE").as_numpy().reshape(-1)
+                if raw.size != 1:
+                    raise ImageError(f"expected exactly one encoded image per request, got {raw.size}")
+                data = bytes(raw[0])
+                if len(data) > self.max_bytes:
+                    raise ImageError(f"request of {len(data)} bytes exceeds the limit of {self.max_bytes} bytes")
+                image = decode(data, max_pixels=self.max_pixels, min_side=self.min_side, name="image")
+                out = dict(zip(OUTPUTS, self.session.run(list(OUTPUTS), {"image": image})))
+                out["sigma"] = out["sigma"].reshape(1)
+                responses.append(pb_utils.InferenceResponse([pb_utils.Tensor(k, v) for k, v in out.items()]))
+            except ImageError as e:
+                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(f"invalid image: {e}")))
+            except Exception as e:  # noqa: BLE001 - one request's failure must not fail the batch or the server
+                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(f"internal error: {e!r}")))
+        return responses

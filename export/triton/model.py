@@ -1,0 +1,40 @@
+"""Triton Python-backend model `slsp_model`: crops of many requests scored in one ONNX Runtime call.
+
+The dynamic batcher hands this model several requests (each one image's K crops); they are concatenated,
+scored together, and split back, so concurrent images share one batched model execution.
+"""
+
+import os
+import sys
+
+# The bundled server's embedded interpreter ignores PYTHONPATH; `slsp serve` passes our paths here instead.
+sys.path[:0] = [p for p in os.environ.get("SLSP_PYTHONPATH", "").split(os.pathsep) if p and p not in sys.path]
+
+import json
+from pathlib import Path
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from slsp.onnxrt import session
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict) -> None:
+        cfg = json.loads(args["model_config"])
+        params = {k: v["string_value"] for k, v in cfg.get("parameters", {}).items()}
+        here = Path(args["model_repository"]) / args["model_version"]
+        self.session = session(here / "model.onnx", params["device"], int(params["intra_op_threads"]), 1)
+
+    def execute(self, requests: list) -> list:
+        crops = [pb_utils.get_input_tensor_by_name(r, "crops").as_numpy() for r in requests]
+        phis = [pb_utils.get_input_tensor_by_name(r, "crop_phi").as_numpy() for r in requests]
+        try:
+            scores = self.session.run(["crop_scores"], {"crops": np.concatenate(crops), "crop_phi": np.concatenate(phis)})[0]
+        except Exception as e:  # noqa: BLE001
+            return [pb_utils.InferenceResponse(error=pb_utils.TritonError(f"internal error: {e!r}")) for _ in requests]
+        bounds = np.cumsum([0] + [c.shape[0] for c in crops])
+        return [
+            pb_utils.InferenceResponse([pb_utils.Tensor("crop_scores", scores[a:b].reshape(-1, 1))])
+            for a, b in zip(bounds[:-1], bounds[1:])
+        ]

@@ -1,0 +1,28 @@
+"""ONNX Runtime sessions, configured the same way in-process and inside Triton's Python backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from slsp.errors import RuntimeMissing
+
+
+def providers(device: str) -> list[str]:
+    import onnxruntime as ort
+
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        raise RuntimeMissing("ONNX Runtime CUDA execution provider not available (install onnxruntime-gpu on a GPU machine)")
+    return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+def session(path: Path, device: str = "cpu", intra_op_threads: int = 0, inter_op_threads: int = 0):
+    """An InferenceSession; 0 threads means ONNX Runtime's default (one per core)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = intra_op_threads
+    opts.inter_op_num_threads = inter_op_threads
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), opts, providers=providers(device))

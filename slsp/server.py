@@ -1,0 +1,185 @@
+"""Run the `tritonserver` binary shipped in the nvidia-pytriton wheel (CPU, no Docker) on a model repository.
+
+The wheel carries the server, the Python backend and one backend stub per Python version; we assemble a
+backend folder for the running interpreter, put the wheel's bundled libraries on LD_LIBRARY_PATH and our
+site-packages on PYTHONPATH, bind to 127.0.0.1 unless told otherwise, and stop with SIGINT then kill.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import slsp
+from slsp.errors import RuntimeMissing, SlspError
+
+PR_SET_PDEATHSIG = 1
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pytriton_root() -> Path:
+    try:
+        import pytriton
+    except ImportError as e:
+        raise RuntimeMissing("the bundled Triton server needs nvidia-pytriton: pip install 'slsp[serve]'") from e
+    root = Path(pytriton.__file__).parent / "tritonserver"
+    if not (root / "bin" / "tritonserver").is_file():
+        raise RuntimeMissing(f"no tritonserver binary in {root} (nvidia-pytriton install incomplete?)")
+    return root
+
+
+def _die_with_parent() -> None:
+    """Runs in the child: the kernel sends SIGTERM to the server if the parent process dies."""
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@dataclass
+class Server:
+    """A running tritonserver; use as a context manager or call `stop()`."""
+
+    repo: Path
+    host: str = "127.0.0.1"
+    http_port: int = field(default_factory=free_port)
+    grpc_port: int = field(default_factory=free_port)
+    metrics_port: int = field(default_factory=free_port)
+    log_path: Path | None = None
+    model_control: str = "none"  # none | poll | explicit
+    poll_seconds: int = 2
+    proc: subprocess.Popen | None = None
+    _tmp: Path | None = None
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.host}:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"grpc://{self.host}:{self.grpc_port}"
+
+    def command(self, backend_dir: Path) -> list[str]:
+        cmd = [
+            str(pytriton_root() / "bin" / "tritonserver"),
+            f"--model-repository={Path(self.repo).resolve()}",
+            f"--backend-directory={backend_dir}",
+            f"--http-address={self.host}", f"--http-port={self.http_port}",
+            f"--grpc-address={self.host}", f"--grpc-port={self.grpc_port}",
+            f"--metrics-address={self.host}", f"--metrics-port={self.metrics_port}",
+            "--backend-config=python,shm-default-byte-size=16777216",
+            "--backend-config=python,shm-growth-byte-size=16777216",
+            "--exit-on-error=true", "--strict-readiness=true", "--log-verbose=0",
+            f"--model-control-mode={self.model_control}",
+        ]
+        if self.model_control == "poll":
+            cmd.append(f"--repository-poll-secs={self.poll_seconds}")
+        if self.model_control == "explicit":
+            cmd.append("--load-model=*")
+        return cmd
+
+    def environment(self) -> dict[str, str]:
+        root = pytriton_root()
+        libs = [str(root.parent.parent / "nvidia_pytriton.libs"), sysconfig.get_config_var("LIBDIR") or ""]
+        paths = [str(Path(slsp.__file__).resolve().parent.parent), *sys.path]
+        env = dict(os.environ)
+        env["LD_LIBRARY_PATH"] = os.pathsep.join([*libs, env.get("LD_LIBRARY_PATH", "")])
+        env["SLSP_PYTHONPATH"] = os.pathsep.join(p for p in paths if p and Path(p).is_dir())
+        return env
+
+    def backend_dir(self) -> Path:
+        """backends/python = the wheel's python backend + the stub built for this interpreter."""
+        root = pytriton_root()
+        ver = f"{sys.version_info.major}.{sys.version_info.minor}"
+        stub = root / "python_backend_stubs" / ver / "triton_python_backend_stub"
+        if not stub.is_file():
+            raise RuntimeMissing(f"nvidia-pytriton ships no Python backend stub for Python {ver}")
+        self._tmp = Path(tempfile.mkdtemp(prefix="slsp-triton-"))
+        py = self._tmp / "backends" / "python"
+        py.mkdir(parents=True)
+        for f in (root / "backends" / "python").iterdir():
+            if f.is_file():
+                (py / f.name).symlink_to(f)
+        (py / stub.name).symlink_to(stub)
+        return self._tmp / "backends"
+
+    def start(self, timeout: float = 120.0, log=None) -> "Server":
+        if not Path(self.repo).is_dir():
+            raise SlspError(f"{self.repo}: no model repository (run `slsp export --repo {self.repo}` first)")
+        out = log if log is not None else (open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            self.command(self.backend_dir()), env=self.environment(), stdout=out, stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent, start_new_session=True,
+        )
+        try:
+            self.wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.http_url}/v2/health/ready", timeout=2) as r:
+                return r.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise SlspError(f"tritonserver exited with code {self.proc.returncode} before it was ready{self._log_hint()}")
+            if self.ready():
+                return
+            time.sleep(0.25)
+        raise SlspError(f"tritonserver was not ready after {timeout:.0f} s{self._log_hint()}")
+
+    def _log_hint(self) -> str:
+        if self.log_path and Path(self.log_path).is_file():
+            tail = Path(self.log_path).read_text(errors="replace").splitlines()[-25:]
+            return "; last log lines:\n" + "\n".join(tail)
+        return ""
+
+    def stop(self, grace: float = 15.0) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+    def __enter__(self) -> "Server":
+        return self.start() if self.proc is None else self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def docker_command(repo: Path, image: str = "nvcr.io/nvidia/tritonserver:24.10-py3") -> list[str]:
+    """The NGC container command for the GPU repository (the container matching tritonserver 2.51)."""
+    repo = Path(repo).resolve()
+    return [
+        "docker", "run", "--rm", "--gpus=all", "--shm-size=1g",
+        "-p127.0.0.1:8000:8000", "-p127.0.0.1:8001:8001", "-p127.0.0.1:8002:8002",
+        "-v", f"{repo}:/models:ro", image,
+        "bash", "-c", "pip install 'slsp[core]' && tritonserver --model-repository=/models",
+    ]

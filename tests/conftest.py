@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def shared(*parts: str) -> Path:
+    p = SHARED.joinpath(*parts)
+    if not p.exists():
+        pytest.fail(f"test data missing: {p} (the shared/ folder must sit beside the checkout)")
+    return p
+
+
+def synthetic_photo(h: int, w: int, seed: int = 0, sigma: float = 2.0) -> np.ndarray:
+    """A smooth ramp with sensor-like noise, plus a strongly textured quadrant: a stand-in photo of any size."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    base = 70 + 100 * yy / h + 50 * xx / w
+    img = base[..., None] + rng.normal(0, sigma, (h, w, 3)).astype(np.float32)
+    img[: h // 2, : w // 2] += rng.normal(0, 30, (h // 2, w // 2, 3)).astype(np.float32)
+    return np.clip(np.round(img), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="session")
+def real_image() -> np.ndarray:
+    from slsp.imaging import load
+
+    return load(shared("real", "dev", "bsd100_img_020.png"))

@@ -1,0 +1,80 @@
+"""The README's main command and the CLI's contracts (JSON output, exit codes, clear errors)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from conftest import shared
+
+ROOT = Path(__file__).resolve().parents[1]
+SLSP = [sys.executable, "-c", "from slsp.cli import main; main()"]
+
+
+def slsp(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([*SLSP, *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+def readme_detect_command() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    line = next(l for l in text.splitlines() if "&& slsp detect" in l)
+    return shlex.split(line.split("&& slsp ", 1)[1])
+
+
+def test_readme_main_command_runs_on_shipped_model() -> None:
+    shared("real", "dev")
+    args = readme_detect_command()
+    r = slsp(*args, "--json", "-q")
+    assert r.returncode == 0, r.stderr
+    results = json.loads(r.stdout)
+    assert len(results) >= 2
+    for res in results:
+        assert 0.0 <= res["score"] <= 1.0 and res["verdict"] in ("real", "synthetic")
+        assert res["crops"] and all({"x", "y", "score"} <= set(c) for c in res["crops"])
+    plain = slsp(*args, "-q")
+    assert plain.returncode == 0 and re.search(r"\t(real|synthetic)\t", plain.stdout)
+
+
+def test_detect_reports_bad_files_and_exits_nonzero(tmp_path: Path) -> None:
+    good = shared("real", "dev", "bsd100_img_020.png")
+    (tmp_path / "broken.png").write_bytes(good.read_bytes()[:500])
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(tmp_path / "tiny.png")
+    r = slsp("detect", str(good), str(tmp_path), "--json", "-q", "--explain", str(tmp_path / "explain"))
+    assert r.returncode == 1
+    by_name = {Path(x["path"]).name: x for x in json.loads(r.stdout)}
+    assert "score" in by_name["bsd100_img_020.png"]
+    assert "truncated" in by_name["broken.png"]["error"]
+    assert "below the minimum size" in by_name["tiny.png"]["error"]
+    assert (tmp_path / "explain" / "bsd100_img_020.png").is_file()
+
+
+def test_missing_path_is_a_clear_error() -> None:
+    r = slsp("detect", "/nonexistent/image.png")
+    assert r.returncode == 1 and "no such file or folder" in r.stderr
+
+
+def test_eval_writes_report_and_roc(tmp_path: Path) -> None:
+    fake = tmp_path / "fake" / "sd1"
+    fake.mkdir(parents=True)
+    real = tmp_path / "real"
+    real.mkdir()
+    for f in sorted(shared("fake", "dev", "sd1").iterdir())[:3]:
+        (fake / f.name).write_bytes(f.read_bytes())
+    for f in sorted(shared("real", "dev").glob("bsd100*"))[:3]:
+        (real / f.name).write_bytes(f.read_bytes())
+    r = slsp("eval", "--real", str(real), "--fake", str(tmp_path / "fake"), "--reencode", "jpeg:95",
+             "--perturb", "resize:0.5", "--out", str(tmp_path / "ev"), "--json", "-q")
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    assert set(rep["conditions"]) == {"original", "resize:0.5"}
+    rows = rep["conditions"]["original"]["rows"]
+    assert {"sd1", "mean", "worst"} <= set(rows["model"]) and {"sd1", "mean"} <= set(rows["baseline"])
+    assert 0 <= rows["model"]["sd1"]["auroc"] <= 1
+    assert (tmp_path / "ev" / "roc.png").is_file() and (tmp_path / "ev" / "report.json").is_file()

@@ -1,0 +1,164 @@
+"""ONNX export and the parity gate: stages and fused graph match PyTorch; a broken export is caught."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+
+from conftest import shared, synthetic_photo
+from slsp import detector as det_io
+from slsp.config import DetectorConfig, ModelConfig, TrsorConfig
+from slsp.detector import Detector
+from slsp.errors import ParityError, RuntimeMissing, SlspError
+from slsp.export import build, onnx2trt, parity, torch2onnx
+from slsp.export.runners import OrtRunner, Pipeline, TorchRunner
+
+CFG = DetectorConfig(trsor=TrsorConfig(crops=6), model=ModelConfig(dim=32, depth=2, heads=2, latent=16, decoder_channels=16), threshold=0.5)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    d = tmp_path_factory.mktemp("run")
+    det_io.save(Detector(CFG), d)
+    return d
+
+
+@pytest.fixture(scope="module")
+def artifacts(run_dir: Path, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("art") / "artifacts"
+    build.build(run_dir, out, images=[shared("real", "dev", "bsd100_img_020.png")], sizes=1)
+    return out
+
+
+def test_artifacts_are_checked_and_carry_metadata(artifacts: Path, run_dir: Path) -> None:
+    for stage in torch2onnx.STAGES:
+        proto = onnx.load(str(artifacts / f"{stage}.onnx"))
+        onnx.checker.check_model(proto, full_check=True)
+        assert proto.opset_import[0].version <= 20
+        assert [i.name for i in proto.graph.input] == torch2onnx.INPUTS[stage]
+        assert [o.name for o in proto.graph.output] == torch2onnx.OUTPUTS[stage]
+    meta = torch2onnx.read_metadata(artifacts / "slsp.onnx")
+    assert meta["checkpoint_sha256"] == det_io.checkpoint_hash(run_dir)
+    assert (meta["patch"], meta["K"], meta["iterations"], float(meta["threshold"])) == ("7", "6", "3", 0.5)
+    report = json.loads((artifacts / "parity.json").read_text())
+    assert report["ok"] and {r["runtime"] for r in report["runtimes"]} == {"ort-cpu", "ort-cpu-fused"}
+
+
+SIZES = [(64, 64), (65, 97), (129, 64), (200, 333), (512, 384)]
+
+
+@pytest.mark.parametrize("h,w", SIZES)
+def test_onnx_runtime_matches_pytorch_at_size(artifacts: Path, run_dir: Path, h: int, w: int) -> None:
+    det = det_io.load(run_dir)
+    img = synthetic_photo(h, w, seed=h * w)
+    ref = TorchRunner(torch2onnx.FusedStage(det), "slsp").infer({"image": img})
+    runners = [OrtRunner(artifacts / "slsp.onnx"), Pipeline("ort", *(OrtRunner(artifacts / f"{s}.onnx") for s in ("trsor", "model", "score")))]
+    for r in runners:
+        got = r.infer({"image": img})
+        for name, tol in parity.FP32.items():
+            st = parity.compare(ref[name], got[name], tol)
+            assert st.failed_elements == 0 and st.nonfinite == 0, (r.name, name, st)
+
+
+def test_real_images_at_three_sizes_pass_the_gate(artifacts: Path, run_dir: Path) -> None:
+    det = det_io.load(run_dir)
+    sources = [shared("real", "dev", n) for n in ("bsd100_img_083.png", "kodak24_kodim01.png", "exif-samples_jolla.jpg")]
+    report = build.check(det, artifacts, sources, sizes=1, seed=3)
+    assert report["ok"], report["table"]
+    assert len({json.dumps(n) for n in report["images"]}) == 6
+
+
+def test_broken_export_is_caught_and_leaves_nothing(run_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    real_export = torch2onnx.export
+
+    def broken(det, out_dir, checkpoint_hash, fp16=False, opset=torch2onnx.OPSET):
+        paths = real_export(det, out_dir, checkpoint_hash, fp16, opset)
+        proto = onnx.load(str(paths["model"]))
+        for init in proto.graph.initializer:  # silently wrong weights: still a valid graph
+            if len(init.dims) >= 2 and init.data_type == onnx.TensorProto.FLOAT:
+                init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * np.float32(1.5), init.name))
+        onnx.save(proto, str(paths["model"]))
+        return paths
+
+    out = tmp_path / "artifacts"
+    out.mkdir()
+    (out / "previous.txt").write_text("serving version")
+    monkeypatch.setattr(torch2onnx, "export", broken)
+    with pytest.raises(ParityError, match="parity gate failed") as e:
+        build.build(run_dir, out, images=[shared("real", "dev", "bsd100_img_020.png")], sizes=0)
+    assert "ort-cpu" in str(e.value)
+    assert (out / "previous.txt").read_text() == "serving version"
+    assert sorted(p.name for p in out.iterdir()) == ["previous.txt"]
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+    failed = tmp_path / "artifacts.parity-failed"
+    assert any(f.suffix == ".png" for f in failed.iterdir())
+
+
+def test_parity_refuses_foreign_checkpoint(artifacts: Path, tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    det_io.save(Detector(CFG), tmp_path / "other")
+    with pytest.raises(SlspError, match="exported from checkpoint"):
+        build.verify_artifacts(det_io.load(tmp_path / "other"), tmp_path / "other", artifacts)
+
+
+def test_compare_uses_polygraphy_rule() -> None:
+    tol = parity.Tolerance(1e-3, 1e-2)
+    # abs 2e-3 > atol but rel 2e-3/1 < rtol: passes; abs 2e-3 on 0.01: fails both.
+    assert parity.compare(np.array([1.0]), np.array([1.002]), tol).failed_elements == 0
+    assert parity.compare(np.array([0.01]), np.array([0.012]), tol).failed_elements == 1
+    assert parity.compare(np.array([1.0]), np.array([np.nan]), tol).nonfinite == 1
+    assert parity.compare(np.array([1, 2]), np.array([1, 3]), parity.Tolerance(0, 0, True)).failed_elements == 1
+
+
+def test_fp16_model_export_passes_fp16_tolerances(run_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "fp16"
+    report = build.build(run_dir, out, fp16=True, images=[shared("real", "dev", "bsd100_img_020.png")], sizes=0)
+    assert report["precision"] == "fp16" and report["ok"]
+    assert torch2onnx.read_metadata(out / "model.onnx")["precision"] == "fp16"
+
+
+# TensorRT: what runs without a GPU (profiles, flags, clear errors) is tested here; the build is marked.
+
+def test_trt_model_profile() -> None:
+    p = onnx2trt.model_profile(64, 16, 128)
+    assert p.shapes["crops"] == ((1, 64, 64, 3), (16, 64, 64, 3), (128, 64, 64, 3))
+    assert p.shapes["crop_phi"][2] == (128, 64, 64)
+    with pytest.raises(SlspError, match="max-batch"):
+        onnx2trt.model_profile(64, 16, 8)
+
+
+def test_trt_builder_flags() -> None:
+    assert onnx2trt.builder_flags(fp16=True, tf32=True) == ["FP16"]
+    assert onnx2trt.builder_flags(fp16=False, tf32=False) == ["__CLEAR_TF32"]
+
+
+def _has_trt() -> bool:
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def test_trt_missing_is_a_clear_error(artifacts: Path) -> None:
+    if _has_trt():
+        pytest.skip("TensorRT is present here; the missing-runtime message cannot be observed")
+    with pytest.raises(RuntimeMissing, match="tensorrt|GPU"):
+        onnx2trt.build_engine(artifacts / "model.onnx", artifacts / "model.plan", onnx2trt.model_profile(64, 6, 16))
+
+
+@pytest.mark.tensorrt
+@pytest.mark.skipif(not _has_trt(), reason="needs the tensorrt package and a CUDA GPU (none on this machine)")
+def test_trt_engine_passes_parity(run_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "trt"
+    report = build.build(run_dir, out, trt=True, max_batch=32, images=[shared("real", "dev", "bsd100_img_020.png")], sizes=1)
+    assert (out / "model.plan").is_file() and report["tensorrt"]["model"] == "tensorrt"
+    assert any(r["runtime"] == "tensorrt" and r["ok"] for r in report["runtimes"])
+    assert not (out / "model.plan").read_bytes().startswith(b"{")  # raw plan, no metadata prefix

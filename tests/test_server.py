@@ -1,0 +1,166 @@
+"""End-to-end against the real bundled Triton server: gRPC and HTTP, batching, bad inputs, parity, CLI."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import shared, synthetic_photo
+from slsp import detector as det_io
+from slsp.clients.client import InvalidInput, ServerUnavailable, SlspClient
+from slsp.clients.runner import ServerRunner
+from slsp.export import build, repository
+from slsp.imaging import decode
+from slsp.server import Server, free_port
+
+pytestmark = pytest.mark.server
+
+K = det_io.load().cfg.trsor.crops
+
+
+@pytest.fixture(scope="session")
+def artifacts(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("serve") / "artifacts"
+    build.build(None, out, images=[shared("real", "dev", "bsd100_img_020.png")], sizes=0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def server(artifacts: Path, tmp_path_factory):
+    repo = tmp_path_factory.mktemp("serve") / "model_repository"
+    repository.write(artifacts, repo)
+    log = repo.parent / "tritonserver.log"
+    srv = Server(repo, log_path=log)
+    try:
+        srv.start(timeout=180)  # raises with the log tail: a server that cannot start fails the suite
+    except Exception:
+        print(log.read_text(errors="replace")[-5000:], file=sys.stderr)
+        raise
+    yield srv
+    srv.stop()
+    assert srv.proc.returncode is not None
+
+
+def png(img: np.ndarray, **kw) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG", **kw)
+    return buf.getvalue()
+
+
+def local(data: bytes):
+    return det_io.load().detect(decode(data))
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_end_to_end_matches_library(server: Server, protocol: str) -> None:
+    client = SlspClient(server.grpc_url if protocol == "grpc" else server.http_url)
+    files = [shared("real", "dev", "bsd100_img_083.png"), shared("real", "dev", "exif-samples_jolla.jpg"),
+             shared("fake", "dev", "ldm-txt2img", "fire_1.png")]
+    datas = [f.read_bytes() for f in files] + [png(synthetic_photo(97, 131, seed=1))]
+    for data, res in zip(datas, client.detect_many(datas, concurrency=4)):
+        ref = local(data)
+        assert res.score == pytest.approx(float(ref.score), abs=1e-4)
+        assert res.verdict == bool(ref.verdict)
+        np.testing.assert_array_equal(res.positions[res.valid], ref.positions.numpy()[ref.valid.numpy()])
+
+
+def test_shared_memory_client(server: Server) -> None:
+    data = shared("real", "dev", "bsd100_img_020.png").read_bytes()
+    a = SlspClient(server.grpc_url, shared_memory=True).detect(data)
+    b = SlspClient(server.http_url, shared_memory=True).detect(data)
+    assert a.score == pytest.approx(float(local(data).score), abs=1e-4) and a.score == pytest.approx(b.score, abs=1e-6)
+
+
+def test_concurrent_requests_are_batched(server: Server) -> None:
+    client = SlspClient(server.grpc_url)
+    datas = [png(synthetic_photo(192, 256, seed=s)) for s in range(24)]
+    results = client.detect_many(datas, concurrency=12)
+    assert all(not isinstance(r, Exception) for r in results)
+    stats = client.statistics("slsp_model")["model_stats"]
+    sizes = [int(b["batch_size"]) for m in stats for b in m.get("batch_stats", [])]
+    assert max(sizes) > K, f"model step never ran more than one image's {K} crops at once: {sizes}"
+
+
+def _bomb() -> bytes:
+    ihdr = struct.pack(">IIBBBBB", 30000, 30000, 8, 2, 0, 0, 0)
+    chunk = lambda t, d: struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))  # noqa: E731
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+def _encode(img: Image.Image, fmt: str) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def test_bad_inputs_fail_alone_and_the_server_stays_up(server: Server) -> None:
+    photo = synthetic_photo(160, 200, seed=9)
+    jpeg = _encode(Image.fromarray(photo), "JPEG")
+    errors = {
+        "corrupt": b"\x89PNG\r\n\x1a\n" + b"\x00garbage" * 50,
+        "truncated-jpeg": jpeg[: len(jpeg) // 3],
+        "zero-bytes": b"",
+        "1x1": png(np.zeros((1, 1, 3), np.uint8)),
+        "over-pixel-limit": _bomb(),
+    }
+    policy = {  # decoded under the documented policy: a real result
+        "cmyk": _encode(Image.fromarray(photo).convert("CMYK"), "JPEG"),
+        "16-bit": png((photo[..., 0].astype(np.uint16) << 8)),
+        "alpha": png(np.dstack([photo, np.full(photo.shape[:2], 128, np.uint8)])),
+        "grayscale": png(photo[..., 1]),
+    }
+    good = [png(synthetic_photo(128, 128, seed=s)) for s in range(6)]
+    names = list(errors) + list(policy) + ["good"] * len(good)
+    datas = list(errors.values()) + list(policy.values()) + good
+    for protocol_url in (server.grpc_url, server.http_url):
+        results = SlspClient(protocol_url).detect_many(datas, concurrency=8)
+        for name, data, res in zip(names, datas, results):
+            if name in errors:
+                assert isinstance(res, InvalidInput), (name, res)
+                assert "invalid image" in str(res)
+            else:
+                assert not isinstance(res, Exception), (name, res)
+                assert res.score == pytest.approx(float(local(data).score), abs=1e-4), name
+        assert server.ready() and server.proc.poll() is None
+
+
+def test_connection_refused_is_not_a_timeout() -> None:
+    with pytest.raises(ServerUnavailable):
+        SlspClient(f"grpc://127.0.0.1:{free_port()}", retries=1).detect(b"x")
+    with pytest.raises(ServerUnavailable):
+        SlspClient(f"http://127.0.0.1:{free_port()}", retries=0).detect(b"x")
+
+
+def test_parity_with_server(server: Server, artifacts: Path) -> None:
+    det = det_io.load()
+    sources = [shared("real", "dev", n) for n in ("bsd100_img_091.png", "kodak24_kodim13.png", "exif-samples_DSCN0029.jpg")]
+    report = build.check(det, artifacts, sources, sizes=1, runtimes=["ort-cpu"],
+                         extra=[ServerRunner(server.grpc_url), ServerRunner(server.http_url)])
+    assert report["ok"], report["table"]
+    assert {r["runtime"] for r in report["runtimes"]} == {"ort-cpu", "server-grpc", "server-http"}
+
+
+def test_query_cli(server: Server) -> None:
+    files = [str(shared("real", "dev", "bsd100_img_020.png")), str(shared("fake", "dev", "sd1"))]
+    r = subprocess.run([sys.executable, "-c", "from slsp.cli import main; main()", "query", *files,
+                        "--url", server.http_url, "--json"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    assert len(rows) > 2 and all(row["verdict"] in ("real", "synthetic") for row in rows)
+
+
+def test_configs_parse_back_through_the_schema(server: Server) -> None:
+    for name in (*repository.MEMBERS, repository.ENSEMBLE):
+        cfg = repository.read_config(server.repo / name / "config.pbtxt")
+        assert cfg.name == name
+    model = repository.read_config(server.repo / repository.MODEL / "config.pbtxt")
+    assert model.max_batch_size >= K and model.dynamic_batching.max_queue_delay_microseconds > 0

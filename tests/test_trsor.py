@@ -1,0 +1,122 @@
+"""TrSOR against the float64 reference, plus its statistical and geometric properties."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import reference
+from conftest import shared, synthetic_photo
+from slsp.config import TrsorConfig
+from slsp.imaging import load
+from slsp.trsor import NullModel, TrSOR, gradient_energy
+
+CFG = TrsorConfig()
+TRSOR = TrSOR(CFG)
+
+
+def run(img: np.ndarray):
+    with torch.inference_mode():
+        return TRSOR(torch.from_numpy(np.ascontiguousarray(img)))
+
+
+def test_null_constants_match_reference() -> None:
+    n, r = NullModel.of(7, 0.99), reference.gamma_constants(7, 0.99)
+    assert n.trace == pytest.approx(r["trace"], rel=1e-12)
+    assert n.tau == pytest.approx(r["tau"], rel=1e-9)
+    assert n.truncated_mean == pytest.approx(r["trunc"], rel=1e-6)
+    assert n.log_mean == pytest.approx(r["log_mean"], rel=1e-9)
+
+
+def test_box_sum_energy_equals_explicit_operator() -> None:
+    y = reference.luma(synthetic_photo(23, 31, seed=3))
+    np.testing.assert_allclose(reference.gradient_energy(y, 7), reference.gradient_energy_explicit(y, 7), rtol=1e-10)
+    xi = gradient_energy(torch.from_numpy(y.astype(np.float32))[None], 7).numpy()
+    np.testing.assert_allclose(xi, reference.gradient_energy(y, 7), rtol=1e-4, atol=1e-3)
+
+
+def _images():
+    yield "min 64x64", synthetic_photo(64, 64, seed=1)
+    yield "odd 65x99", synthetic_photo(65, 99, seed=2)
+    yield "non-square 200x333", synthetic_photo(200, 333, seed=3)
+    yield "real bsd100 320x480", load(shared("real", "dev", "bsd100_img_020.png"))
+    yield "real kodak", load(shared("real", "dev", "kodak24_kodim03.png"))
+    yield "real camera jpeg", load(shared("real", "dev", "exif-samples_DSCN0010.jpg"))
+    yield "4000x3000", synthetic_photo(4000, 3000, seed=4)
+
+
+@pytest.mark.parametrize("name,img", list(_images()), ids=lambda v: v if isinstance(v, str) else "")
+def test_matches_float64_reference(name: str, img: np.ndarray) -> None:
+    got, ref = run(img), reference.trsor(img)
+    assert float(got.sigma) == pytest.approx(ref["sigma"], rel=2e-4)
+    phi = got.phi.numpy()
+    # float32 vs float64 may flip a patch whose energy sits within rounding of tau: allow 1e-4 of pixels.
+    assert np.mean(phi != ref["phi"]) <= 1e-4, name
+    valid = got.valid.numpy()
+    n_cand = len(ref["counts"])
+    assert valid.sum() == min(n_cand, CFG.crops)
+    pos = got.positions.numpy()[valid]
+    if np.array_equal(phi, ref["phi"]):
+        np.testing.assert_array_equal(pos, ref["positions"])
+    counts = [phi[y : y + CFG.crop, x : x + CFG.crop].sum() for y, x in pos]
+    np.testing.assert_allclose(counts, ref["counts"], atol=CFG.crop)  # same ranking up to flipped pixels
+    crops = got.crops.numpy()[valid]
+    for (y, x), c in zip(pos, crops):
+        np.testing.assert_array_equal(c, img[y : y + CFG.crop, x : x + CFG.crop])
+
+
+def test_small_image_is_covered_whole() -> None:
+    img = synthetic_photo(150, 100, seed=5)
+    o = run(img)
+    covered = np.zeros(img.shape[:2], bool)
+    for (y, x), v in zip(o.positions.numpy(), o.valid.numpy()):
+        if v:
+            covered[y : y + CFG.crop, x : x + CFG.crop] = True
+    assert covered.all()
+    assert len({tuple(p) for p, v in zip(o.positions.numpy(), o.valid.numpy()) if v}) == int(o.valid.sum())
+
+
+def test_noise_estimate_agrees_with_liu_eigenvalue_estimate() -> None:
+    for sigma in (2.0, 5.0):
+        img = synthetic_photo(300, 400, seed=int(sigma), sigma=sigma)
+        o = run(img)
+        ref = reference.trsor(img)
+        liu = reference.liu_noise(img, ref["mask"])
+        assert float(o.sigma) == pytest.approx(liu, rel=0.15), (sigma, float(o.sigma), liu)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(sigma=st.floats(1.5, 12.0), level=st.integers(40, 200), seed=st.integers(0, 2**16))
+def test_flat_noise_region_is_selected_and_sigma_recovered(sigma: float, level: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    h, w = 160, 224
+    img = level + rng.normal(0, sigma, (h, w, 1)).repeat(3, 2)
+    img[:, w // 2 :] += rng.normal(0, 40 + 4 * sigma, (h, w - w // 2, 1)).repeat(3, 2)  # heavy texture half
+    img = np.clip(np.round(img), 0, 255).astype(np.uint8)
+    o = run(img)
+    flat = o.phi.numpy()[8:-8, 8 : w // 2 - 8]
+    assert flat.mean() >= 0.95
+    assert o.phi.numpy()[8:-8, w // 2 + 8 : -8].mean() <= 0.05
+    # Rounding to 8 bits adds 1/12 to the variance; sigma is recovered within 7%.
+    assert float(o.sigma) == pytest.approx(np.sqrt(sigma**2 + 1 / 12), rel=0.07)
+
+
+TRANSFORMS = {
+    "flip_h": (lambda a: a[:, ::-1], lambda a: a[:, ::-1]),
+    "flip_v": (lambda a: a[::-1], lambda a: a[::-1]),
+    "rot90": (lambda a: np.rot90(a, 1), lambda a: np.rot90(a, 1)),
+    "rot270": (lambda a: np.rot90(a, 3), lambda a: np.rot90(a, 3)),
+}
+
+
+@settings(max_examples=8, deadline=None)
+@given(h=st.integers(64, 180), w=st.integers(64, 180), seed=st.integers(0, 2**16), name=st.sampled_from(sorted(TRANSFORMS)))
+def test_mask_moves_with_the_image(h: int, w: int, seed: int, name: str) -> None:
+    fwd, on_mask = TRANSFORMS[name]
+    img = synthetic_photo(h, w, seed=seed)
+    a, b = run(img), run(np.ascontiguousarray(fwd(img)))
+    assert float(b.sigma) == pytest.approx(float(a.sigma), rel=1e-5)
+    assert np.mean(on_mask(a.phi.numpy()) != b.phi.numpy()) <= 1e-3
