@@ -201,3 +201,20 @@ def _install(staged: Path, dst: Path, version: int) -> None:
             shutil.rmtree(old)
         os.replace(staged / "warmup", old)
     os.replace(staged / "config.pbtxt", dst / "config.pbtxt")
+
+
+def rollback(repo: Path) -> int:
+    """Retire the newest version of every member (moved to `.retired-<v>`), so the previous one serves again.
+
+    Triton only loads numeric version folders, so a server polling the repository switches back on its next
+    poll; the retired folder stays on disk for inspection. Returns the version now serving.
+    """
+    repo = Path(repo)
+    current = {m: versions(repo, m) for m in MEMBERS}
+    newest = {vs[-1] for vs in current.values() if vs}
+    if len(newest) != 1 or any(len(vs) < 2 for vs in current.values()):
+        raise SlspError(f"{repo}: nothing to roll back to (versions: {current})")
+    (v,) = newest
+    for m in MEMBERS:
+        os.replace(repo / m / str(v), repo / m / f".retired-{v}")
+    return max(versions(repo, MODEL))

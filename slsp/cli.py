@@ -248,6 +248,60 @@ def query(
         raise typer.Exit(1)
 
 
+@app.command()
+def rollback(repo: Annotated[Path, typer.Option(help="Model repository.")] = Path("model_repository")) -> None:
+    """Retire the newest model version; a server started with --model-control poll serves the previous one."""
+    from slsp.export import repository
+
+    typer.echo(f"{repo}: now serving version {repository.rollback(repo)}")
+
+
+bench_app = typer.Typer(no_args_is_help=True, help="Measure engines in-process and the live server.")
+app.add_typer(bench_app, name="bench")
+BenchOut = Annotated[Path, typer.Option(help="Folder for the results file.")]
+
+
+@bench_app.command("engines")
+def bench_engines(
+    artifacts: Annotated[Path, typer.Option(help="Folder written by `slsp export`.")] = Path("artifacts"),
+    model: RunOpt = None,
+    source: Annotated[Path, typer.Option(help="Real photo, mirror-tiled to each size.")] = Path("../shared/data/real/train/sun-hays80_img_011.png"),
+    size: Annotated[Optional[list[str]], typer.Option(help="WxH (repeatable); default 256..2048 squares and 4000x3000.")] = None,
+    min_time: Annotated[float, typer.Option(help="Seconds of timing per measurement.")] = 1.0,
+    out: BenchOut = Path("benchmarks/results"),
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Per-stage latency for PyTorch eager and ONNX Runtime, and TrSOR against its memory floor."""
+    from slsp import bench
+
+    sizes = bench.SIZES if not size else [tuple(int(v) for v in s.lower().split("x"))[::-1] for s in size]
+    result = bench.engines(model, artifacts, source, sizes, min_time, quiet)
+    path = bench.save(result, out)
+    _emit(result) if json_out else typer.echo(bench.table(result) + f"\nwrote {path}")
+
+
+@bench_app.command("server")
+def bench_server(
+    url: Annotated[str, typer.Option(help="grpc://host:port or http://host:port.")] = "grpc://127.0.0.1:8001",
+    images: Annotated[Optional[list[Path]], typer.Option(help="Images to send (default: ../shared/data/real/dev).")] = None,
+    artifacts: Annotated[Path, typer.Option(help="Artifacts for the in-process ONNX Runtime baseline.")] = Path("artifacts"),
+    concurrency: Annotated[Optional[list[int]], typer.Option(help="Concurrency levels (repeatable).")] = None,
+    requests: Annotated[int, typer.Option(help="Requests per level (ignored with --duration).")] = 64,
+    duration: Annotated[Optional[float], typer.Option(help="Seconds per level instead of a request count.")] = None,
+    out: BenchOut = Path("benchmarks/results"),
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Concurrency sweep over gRPC or HTTP: throughput, p50/p90/p99, errors, Triton's per-member time split."""
+    from slsp import bench
+
+    result = bench.server(url, images or [Path("../shared/data/real/dev")], artifacts,
+                          tuple(concurrency or (1, 2, 4, 8, 16)), None if duration else requests, duration, quiet)
+    path = bench.save(result, out)
+    _emit(result) if json_out else typer.echo(bench.table(result) + f"\nwrote {path}")
+
+
 def main() -> None:
     try:
         app()

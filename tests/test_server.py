@@ -164,3 +164,17 @@ def test_configs_parse_back_through_the_schema(server: Server) -> None:
         assert cfg.name == name
     model = repository.read_config(server.repo / repository.MODEL / "config.pbtxt")
     assert model.max_batch_size >= K and model.dynamic_batching.max_queue_delay_microseconds > 0
+
+
+def test_bench_server_smoke(server: Server, artifacts: Path, tmp_path: Path) -> None:
+    from slsp import bench
+
+    images = [shared("real", "dev", "bsd100_img_020.png"), shared("fake", "dev", "ldm-txt2img", "fire_1.png")]
+    for url in (server.grpc_url, server.http_url):
+        res = bench.server(url, images, artifacts, concurrencies=(1, 2), requests=4, quiet=True)
+        assert [r["concurrency"] for r in res["rows"]] == [1, 2]
+        for r in res["rows"]:
+            assert r["requests"] == 4 and r["errors"] == 0 and r["p50_ms"] <= r["p99_ms"]
+            assert {"slsp_decode_trsor", "slsp_model", "slsp_score"} <= set(r["server_split"])
+        assert "vs ORT" in bench.table(res)
+        assert json.loads(bench.save(res, tmp_path).read_text())["kind"] == "server"

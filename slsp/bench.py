@@ -1,0 +1,241 @@
+"""`slsp bench`: in-process stage timings and a load generator for the live server, written as results files.
+
+Every figure is reported next to a baseline measured in the same run (machines here are noisy): TrSOR next
+to its memory floor, ONNX Runtime next to PyTorch eager, the server next to in-process ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import platform
+import statistics
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PIL import Image
+
+from slsp.errors import SlspError
+
+SIZES = ((256, 256), (512, 512), (1024, 1024), (2048, 2048), (3000, 4000))
+
+
+def machine() -> dict:
+    import onnxruntime
+    import torch
+
+    info = {
+        "platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
+        "processor": platform.processor() or platform.machine(), "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(), "onnxruntime": onnxruntime.__version__,
+    }
+    if torch.cuda.is_available():
+        info["cuda_device"] = torch.cuda.get_device_name(0)
+    try:
+        info["cpu_model"] = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return info
+
+
+def photo_at(source: np.ndarray, h: int, w: int) -> np.ndarray:
+    """A real photo brought to h x w by mirror-tiling (no resampling: pixel statistics stay real)."""
+    reps = (int(np.ceil(h / source.shape[0])), int(np.ceil(w / source.shape[1])))
+    tiles = [[source[:, ::-1] if j % 2 else source for j in range(reps[1])] for _ in range(reps[0])]
+    rows = [np.concatenate(r, 1)[::-1] if i % 2 else np.concatenate(r, 1) for i, r in enumerate(tiles)]
+    return np.ascontiguousarray(np.concatenate(rows, 0)[:h, :w])
+
+
+def timeit(fn: Callable[[], object], min_time: float = 1.0, min_runs: int = 3, warmup: int = 1) -> dict:
+    for _ in range(warmup):
+        fn()
+    times = []
+    start = time.perf_counter()
+    while len(times) < min_runs or time.perf_counter() - start < min_time:
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return {"median_ms": 1e3 * statistics.median(times), "min_ms": 1e3 * min(times), "runs": len(times)}
+
+
+def memory_floor(img: np.ndarray) -> Callable[[], object]:
+    """One read of the uint8 image and one float32 write of the same size: what any TrSOR must at least do."""
+    import torch
+
+    src = torch.from_numpy(img)
+    dst = torch.empty(img.shape, dtype=torch.float32)
+    return lambda: dst.copy_(src)
+
+
+def engines(run: Path | None, artifacts: Path, source: Path, sizes=SIZES, min_time: float = 1.0, quiet: bool = False) -> dict:
+    import torch
+
+    from slsp import detector as det_io
+    from slsp.export.build import verify_artifacts
+    from slsp.export.runners import OrtRunner
+    from slsp.imaging import decode, load
+    from slsp.progress import bar
+
+    det = det_io.load(run)
+    verify_artifacts(det, det_io.default_dir() if run is None else run, artifacts)
+    base = load(source)
+    stages = {s: OrtRunner(artifacts / f"{s}.onnx") for s in ("trsor", "model", "score", "slsp")}
+    rows = []
+    with bar(quiet) as pb, torch.inference_mode():
+        task = pb.add_task("bench engines", total=len(sizes), info="")
+        for h, w in sizes:
+            img = photo_at(base, h, w)
+            encoded = _png(img)
+            t = det.trsor(torch.from_numpy(img))
+            crops, phi, valid = t.crops, t.crop_phi, t.valid
+            scores = det.model(crops, phi)
+            feeds = {"image": img, "crops": crops.numpy(), "crop_phi": phi.numpy(), "crop_scores": scores.numpy(), "valid": valid.numpy()}
+            r = {"size": f"{w}x{h}", "pixels": h * w}
+            r["decode_png"] = timeit(lambda: decode(encoded), min_time)
+            r["floor"] = timeit(memory_floor(img), min_time)
+            r["torch"] = {
+                "trsor": timeit(lambda: det.trsor(torch.from_numpy(img)), min_time),
+                "model": timeit(lambda: det.model(crops, phi), min_time),
+                "score": timeit(lambda: det.scorer(scores, valid), min_time),
+                "pipeline": timeit(lambda: det(torch.from_numpy(img)), min_time),
+            }
+            r["ort"] = {s: timeit(lambda s=s: stages[s].infer(feeds), min_time) for s in ("trsor", "model", "score")}
+            r["ort"]["pipeline"] = timeit(lambda: stages["slsp"].infer(feeds), min_time)
+            r["ratios"] = {
+                "trsor_ort_over_floor": r["ort"]["trsor"]["median_ms"] / r["floor"]["median_ms"],
+                "trsor_torch_over_floor": r["torch"]["trsor"]["median_ms"] / r["floor"]["median_ms"],
+                "pipeline_ort_speedup_over_torch": r["torch"]["pipeline"]["median_ms"] / r["ort"]["pipeline"]["median_ms"],
+            }
+            rows.append(r)
+            pb.advance(task)
+    return {"kind": "engines", "machine": machine(), "source": str(source), "crops_per_image": det.cfg.trsor.crops, "rows": rows}
+
+
+def _png(img: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _percentiles(lat: list[float]) -> dict:
+    a = np.array(lat) * 1e3
+    return {"p50_ms": float(np.percentile(a, 50)), "p90_ms": float(np.percentile(a, 90)), "p99_ms": float(np.percentile(a, 99))}
+
+
+def load_run(send: Callable[[bytes], object], images: list[bytes], concurrency: int, requests: int | None, duration: float | None) -> dict:
+    """Closed-loop load: `concurrency` workers send images round-robin until `requests` or `duration` is reached."""
+    lat, errors, lock = [], [], threading.Lock()
+    counter = iter(range(10**9))
+    deadline = time.perf_counter() + duration if duration else None
+
+    def worker() -> None:
+        while True:
+            i = next(counter)
+            if (requests is not None and i >= requests) or (deadline and time.perf_counter() > deadline):
+                return
+            t0 = time.perf_counter()
+            try:
+                send(images[i % len(images)])
+            except Exception as e:  # noqa: BLE001 - counted, reported
+                with lock:
+                    errors.append(f"{type(e).__name__}: {e}"[:200])
+            else:
+                with lock:
+                    lat.append(time.perf_counter() - t0)
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        for _ in range(concurrency):
+            pool.submit(worker)
+    wall = time.perf_counter() - t0
+    return {"concurrency": concurrency, "requests": len(lat) + len(errors), "errors": len(errors),
+            "error_samples": errors[:3], "wall_s": wall, "throughput_rps": len(lat) / wall, **_percentiles(lat or [0.0])}
+
+
+def server_split(stats_before: dict, stats_after: dict) -> dict:
+    """Per member model: average queue / compute_input / compute_infer / compute_output time per request (ms)."""
+    def index(stats: dict) -> dict:
+        return {m["name"]: m for m in stats.get("model_stats", [])}
+
+    before, after = index(stats_before), index(stats_after)
+    out = {}
+    for name, m in after.items():
+        b = before.get(name, {})
+        n = int(m["inference_stats"]["success"]["count"]) - int(b.get("inference_stats", {}).get("success", {}).get("count", 0))
+        execs = int(m.get("execution_count", 0)) - int(b.get("execution_count", 0))
+        if n <= 0:
+            continue
+        row = {"requests": n, "executions": execs}
+        for k in ("queue", "compute_input", "compute_infer", "compute_output"):
+            ns = int(m["inference_stats"][k]["ns"]) - int(b.get("inference_stats", {}).get(k, {}).get("ns", 0))
+            row[f"{k}_ms"] = ns / n / 1e6
+        out[name] = row
+    return out
+
+
+def server(url: str, sources: list[Path], artifacts: Path, concurrencies=(1, 2, 4, 8, 16), requests: int = 64,
+           duration: float | None = None, quiet: bool = False) -> dict:
+    from slsp.clients.client import SlspClient
+    from slsp.export.runners import OrtRunner
+    from slsp.imaging import collect, decode
+    from slsp.progress import bar
+
+    files = collect(sources)
+    images = [f.read_bytes() for f in files]
+    client = SlspClient(url)
+    if not client.ready():
+        raise SlspError(f"no ready server at {url} (start one with `slsp serve`)")
+    fused = OrtRunner(artifacts / "slsp.onnx")
+    rows = []
+    with bar(quiet) as pb:
+        task = pb.add_task("bench server", total=len(concurrencies) + 1, info="")
+        # Baseline in the same run: in-process ONNX Runtime (decode + fused graph), one request at a time.
+        base = load_run(lambda d: fused.infer({"image": decode(d)}), images, 1, requests, duration)
+        pb.advance(task)
+        for c in concurrencies:
+            client.detect(images[0])  # keep the pipeline warm between settings
+            before = client.statistics()
+            row = load_run(client.detect, images, c, requests, duration)
+            row["server_split"] = server_split(before, client.statistics())
+            row["throughput_vs_inprocess_ort"] = row["throughput_rps"] / base["throughput_rps"]
+            row["p99_over_p50"] = row["p99_ms"] / max(row["p50_ms"], 1e-9)
+            rows.append(row)
+            pb.advance(task)
+    return {"kind": "server", "machine": machine(), "url": url, "protocol": client.protocol,
+            "images": [str(f) for f in files], "inprocess_ort": base, "rows": rows}
+
+
+def save(result: dict, out_dir: Path) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = out_dir / f"{result['kind']}-{result.get('protocol', 'inproc')}-{stamp}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    return path
+
+
+def table(result: dict) -> str:
+    if result["kind"] == "engines":
+        lines = [f"{'size':<11}{'floor':>8}{'trsor ort':>11}{'/floor':>8}{'trsor pt':>10}{'model ort':>11}{'model pt':>10}"
+                 f"{'pipe ort':>10}{'pipe pt':>9}{'ort/pt x':>9}{'decode':>9}   (median ms)"]
+        for r in result["rows"]:
+            lines.append(f"{r['size']:<11}{r['floor']['median_ms']:>8.2f}{r['ort']['trsor']['median_ms']:>11.2f}"
+                         f"{r['ratios']['trsor_ort_over_floor']:>8.1f}{r['torch']['trsor']['median_ms']:>10.2f}"
+                         f"{r['ort']['model']['median_ms']:>11.2f}{r['torch']['model']['median_ms']:>10.2f}"
+                         f"{r['ort']['pipeline']['median_ms']:>10.2f}{r['torch']['pipeline']['median_ms']:>9.2f}"
+                         f"{r['ratios']['pipeline_ort_speedup_over_torch']:>9.2f}{r['decode_png']['median_ms']:>9.2f}")
+        return "\n".join(lines)
+    b = result["inprocess_ort"]
+    lines = [f"in-process ORT (c=1): {b['throughput_rps']:.2f} img/s, p50 {b['p50_ms']:.1f} ms",
+             f"{'conc':>5}{'img/s':>8}{'vs ORT':>8}{'p50':>8}{'p90':>8}{'p99':>8}{'p99/p50':>8}{'errors':>7}   server split per request (ms)"]
+    for r in result["rows"]:
+        split = "  ".join(f"{m.split('_', 1)[-1]}: q{v['queue_ms']:.1f} in{v['compute_input_ms']:.1f} "
+                          f"inf{v['compute_infer_ms']:.1f} out{v['compute_output_ms']:.1f}"
+                          for m, v in r["server_split"].items() if m != "slsp")
+        lines.append(f"{r['concurrency']:>5}{r['throughput_rps']:>8.2f}{r['throughput_vs_inprocess_ort']:>8.2f}"
+                     f"{r['p50_ms']:>8.1f}{r['p90_ms']:>8.1f}{r['p99_ms']:>8.1f}{r['p99_over_p50']:>8.2f}{r['errors']:>7}   {split}")
+    return "\n".join(lines)

@@ -1,0 +1,42 @@
+"""`slsp bench engines` smoke test: output shape only (no timing assertions)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from conftest import shared
+from slsp.bench import photo_at
+
+
+def test_photo_at_tiles_without_resampling() -> None:
+    src = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+    out = photo_at(src, 5, 7)
+    assert out.shape == (5, 7, 3)
+    np.testing.assert_array_equal(out[:2, :3], src)
+    np.testing.assert_array_equal(out[:2, 3:6], src[:, ::-1])  # mirrored, so seams stay continuous
+    np.testing.assert_array_equal(out[2:4, :3], src[::-1])
+
+
+def test_bench_engines_cli(tmp_path: Path) -> None:
+    from slsp.export import build
+
+    art = tmp_path / "artifacts"
+    build.build(None, art, images=[shared("real", "dev", "bsd100_img_020.png")], sizes=0)
+    r = subprocess.run([sys.executable, "-c", "from slsp.cli import main; main()", "bench", "engines",
+                        "--artifacts", str(art), "--source", str(shared("real", "dev", "bsd100_img_020.png")),
+                        "--size", "96x64", "--size", "130x70", "--min-time", "0", "--out", str(tmp_path / "res"), "-q"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "trsor ort" in r.stdout
+    (path,) = (tmp_path / "res").iterdir()
+    res = json.loads(path.read_text())
+    assert [row["size"] for row in res["rows"]] == ["96x64", "130x70"]
+    for row in res["rows"]:
+        assert {"trsor", "model", "score", "pipeline"} <= set(row["ort"]) == set(row["torch"])
+        assert row["ratios"]["trsor_ort_over_floor"] > 0
+    assert res["machine"]["cpus"] >= 1

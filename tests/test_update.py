@@ -1,0 +1,86 @@
+"""Safe model updates on a live server: new version while a client queries, failed export, rollback."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import shared
+from slsp import detector as det_io
+from slsp.clients.client import SlspClient
+from slsp.config import DetectorConfig, ModelConfig
+from slsp.detector import Detector
+from slsp.export import build, repository, torch2onnx
+from slsp.imaging import load
+from slsp.server import Server
+
+pytestmark = pytest.mark.server
+IMAGE = shared("real", "dev", "bsd100_img_020.png")
+
+
+def other_model(tmp: Path) -> Path:
+    """A second checkpoint with the shipped TrSOR settings (shape-compatible), different weights."""
+    torch.manual_seed(123)
+    cfg = det_io.load().cfg
+    small = DetectorConfig(trsor=cfg.trsor, model=ModelConfig(dim=32, depth=2, heads=2, latent=16, decoder_channels=16), threshold=0.5)
+    det_io.save(Detector(small), tmp / "run2")
+    return tmp / "run2"
+
+
+def test_new_version_while_querying_then_rollback(tmp_path: Path, monkeypatch) -> None:
+    build.build(None, tmp_path / "a1", images=[IMAGE], sizes=0)
+    build.build(other_model(tmp_path), tmp_path / "a2", images=[IMAGE], sizes=0)
+    repo = tmp_path / "repo"
+    assert repository.write(tmp_path / "a1", repo) == 1
+    data = IMAGE.read_bytes()
+    with Server(repo, log_path=tmp_path / "server.log", model_control="poll", poll_seconds=1) as srv:
+        client = SlspClient(srv.grpc_url)
+        v1 = client.detect(data).score
+        seen, failures, stop = [], [], threading.Event()
+
+        def query() -> None:
+            while not stop.is_set():
+                try:
+                    seen.append(client.detect(data).score)
+                except Exception as e:  # noqa: BLE001 - any failure during the switch is what we test for
+                    failures.append(repr(e))
+
+        threads = [threading.Thread(target=query) for _ in range(3)]
+        for t in threads:
+            t.start()
+        time.sleep(1.0)
+        assert repository.write(tmp_path / "a2", repo) == 2
+        v2 = float(det_io.load(tmp_path / "run2").detect(load(IMAGE)).score)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (seen and abs(seen[-1] - v2) < 1e-4):
+            time.sleep(0.2)
+        switched = len(seen)
+
+        # A failing export into the live repository leaves the serving version untouched.
+        def broken(det, out_dir, checkpoint_hash, fp16=False, opset=torch2onnx.OPSET):
+            paths = real_export(det, out_dir, checkpoint_hash, fp16, opset)
+            paths["model"].write_bytes(paths["model"].read_bytes().replace(b"crop_scores", b"crop_scoreX"))
+            return paths
+
+        real_export = torch2onnx.export
+        monkeypatch.setattr(torch2onnx, "export", broken)
+        with pytest.raises(Exception):
+            build.build(None, tmp_path / "a3", images=[IMAGE], sizes=0)
+        monkeypatch.undo()
+        assert repository.versions(repo, repository.MODEL) == [1, 2]
+
+        assert repository.rollback(repo) == 1
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and abs(seen[-1] - v1) > 1e-4:
+            time.sleep(0.2)
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not failures, failures[:3]
+    assert abs(seen[switched - 1] - v2) < 1e-4, "the server never moved to version 2"
+    assert abs(seen[-1] - v1) < 1e-4, "rollback did not bring version 1 back"
+    assert len(seen) > switched > 3
