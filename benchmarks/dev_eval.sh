@@ -7,6 +7,7 @@ set -euo pipefail
 model=${1:-}
 out=${2:-benchmarks/results/eval}
 data=../shared/data
+mkdir -p "$out"
 args=(--real "$data/real/dev" --fake "$data/fake/dev" --trim-bottom 16 -q)
 [ -n "$model" ] && args+=(--model "$model")
 slsp eval "${args[@]}" --reencode none --perturb jpeg:75 --perturb resize:0.5 --out "$out/original" | tee "$out.original.txt"

@@ -29,7 +29,7 @@ class Tolerance:
 FP32 = {
     "score": Tolerance(1e-4, 1e-3),
     "crop_scores": Tolerance(1e-4, 1e-3),
-    "sigma": Tolerance(1e-4, 1e-4),
+    "sigma": Tolerance(1e-3, 1e-3),  # gray levels: float32 sums on near-noiseless images move it ~5e-4
     "verdict": Tolerance(0, 0, exact=True),
     "positions": Tolerance(0, 0, exact=True),
     "valid": Tolerance(0, 0, exact=True),

@@ -308,3 +308,7 @@ def main() -> None:
     except SlspError as e:
         typer.echo(f"error: {e}", err=True)
         sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

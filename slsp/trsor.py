@@ -73,13 +73,23 @@ class TrsorOutput(NamedTuple):
     phi: Tensor  # (H, W) float32 in {0, 1}
 
 
+def box_mean(x: Tensor, kh: int, kw: int) -> Tensor:
+    """Mean over every kh x kw window (stride 1), as two 1-D passes: kh + kw reads per output, not kh * kw."""
+    return F.avg_pool2d(F.avg_pool2d(x, (kh, 1), stride=1), (1, kw), stride=1)
+
+
 def gradient_energy(y: Tensor, p: int) -> Tensor:
     """xi for every p x p patch at stride 1: (C, H, W) float -> (H - p + 1, W - p + 1), summed over C."""
     dh = (y[:, :, 2:] - y[:, :, :-2]) * 0.5
     dv = (y[:, 2:, :] - y[:, :-2, :]) * 0.5
-    eh = F.avg_pool2d((dh * dh).unsqueeze(0), (p, p - 2), stride=1) * float(p * (p - 2))
-    ev = F.avg_pool2d((dv * dv).unsqueeze(0), (p - 2, p), stride=1) * float(p * (p - 2))
-    return (eh + ev).sum(dim=(0, 1))
+    area = float(p * (p - 2))
+    return ((box_mean((dh * dh).unsqueeze(0), p, p - 2) + box_mean((dv * dv).unsqueeze(0), p - 2, p)) * area).sum(dim=(0, 1))
+
+
+def dilate(mask: Tensor, p: int) -> Tensor:
+    """Patch map (H - p + 1, W - p + 1) -> per-pixel union of the selected p x p patches (H, W), separably."""
+    m = F.pad(mask[None, None], (p - 1, p - 1, p - 1, p - 1))
+    return F.max_pool2d(F.max_pool2d(m, (p, 1), stride=1), (1, p), stride=1)[0, 0]
 
 
 class TrSOR(nn.Module):
@@ -89,13 +99,14 @@ class TrSOR(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.null = NullModel.of(cfg.patch, cfg.delta)
-        self.register_buffer("luma", torch.tensor(LUMA, dtype=torch.float32).view(3, 1, 1), persistent=False)
+        self.register_buffer("luma", torch.tensor(LUMA, dtype=torch.float32), persistent=False)
 
     def channels(self, image: Tensor) -> Tensor:
-        x = image.permute(2, 0, 1).to(torch.float32)
+        """(H, W, 3) uint8 -> (C, H, W) float: luma in one pass (a matmul), or the three channels."""
+        x = image.to(torch.float32)
         if self.cfg.channel == "rgb":
-            return x
-        return (x * self.luma).sum(0, keepdim=True)
+            return x.permute(2, 0, 1)
+        return (x @ self.luma).unsqueeze(0)
 
     def noise_and_mask(self, xi: Tensor) -> tuple[Tensor, Tensor]:
         """Iterate: tau from sigma^2, select xi <= tau, re-estimate sigma^2 from the selection (fixed count)."""
@@ -117,7 +128,7 @@ class TrSOR(nn.Module):
         xi = gradient_energy(self.channels(image), p)
         sigma2, mask = self.noise_and_mask(xi)
         # A pixel is over-smooth when a selected patch covers it: dilate the patch map back to H x W.
-        phi = F.max_pool2d(F.pad(mask[None, None], (p - 1, p - 1, p - 1, p - 1)), p, stride=1)[0, 0]
+        phi = dilate(mask, p)
         positions, valid = self.select(phi)
         crops, crop_phi = gather_crops(image, phi, positions, c)
         return TrsorOutput(crops, crop_phi, positions, valid, torch.sqrt(sigma2), phi)

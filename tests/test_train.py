@@ -70,3 +70,27 @@ def test_refuses_to_overwrite_and_needs_state_to_resume(real_dir: Path, tmp_path
         train([real_dir], tmp_path / "r", CFG, tcfg(1), quiet=True)
     with pytest.raises(SlspError, match="no state"):
         train([real_dir], tmp_path / "empty", CFG, tcfg(1), resume=True, quiet=True)
+
+
+def test_torchrun_two_processes_ddp(real_dir: Path, tmp_path: Path) -> None:
+    """The same training code under torchrun (DistributedDataParallel, gloo on CPU) completes and calibrates."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "ddp_train.py"
+    script.write_text(
+        "from pathlib import Path\n"
+        "from slsp.config import DetectorConfig, ModelConfig, TrainConfig, TrsorConfig\n"
+        "from slsp.train import train\n"
+        "cfg = DetectorConfig(trsor=TrsorConfig(crops=4), model=ModelConfig(dim=32, depth=2, heads=2, latent=16, decoder_channels=16))\n"
+        f"train([Path({str(real_dir)!r})], Path({str(tmp_path / 'run')!r}), cfg,\n"
+        "      TrainConfig(steps=3, batch=4, warmup=2, crops_per_image=4, holdout=0.25), quiet=True)\n"
+    )
+    from slsp.server import free_port
+
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                        "--master-port", str(free_port()), str(script)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    info = json.loads((tmp_path / "run" / "train.json").read_text())
+    assert info["world_size"] == 2 and info["step"] == 3
+    assert det_io.load(tmp_path / "run").cfg.threshold != 0.5  # calibrated after training
