@@ -126,11 +126,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repo", type=Path, help="existing CPU repository (default: export the shipped model)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/soak.json"))
     args = ap.parse_args(argv)
-    valid = [f.read_bytes() for f in collect([args.images]) if f.stat().st_size < 4 << 20][:16]
+    files = [f for f in collect([args.images]) if f.stat().st_size < 4 << 20][:16]
+    valid = [f.read_bytes() for f in files]
     with tempfile.TemporaryDirectory() as tmp:
         repo = args.repo
         if repo is None:
-            build.build(None, Path(tmp) / "artifacts", sizes=0)
+            build.build(None, Path(tmp) / "artifacts", images=files[:4], sizes=0)
             repo = Path(tmp) / "repo"
             repository.write(Path(tmp) / "artifacts", repo)
         with Server(repo, log_path=Path(tmp) / "server.log") as srv:

@@ -170,12 +170,21 @@ def server_split(stats_before: dict, stats_after: dict) -> dict:
         execs = int(m.get("execution_count", 0)) - int(b.get("execution_count", 0))
         if n <= 0:
             continue
-        row = {"requests": n, "executions": execs}
+        row = {"requests": n, "executions": execs, "batch_sizes": _batch_sizes(b, m)}
         for k in ("queue", "compute_input", "compute_infer", "compute_output"):
             ns = int(m["inference_stats"][k]["ns"]) - int(b.get("inference_stats", {}).get(k, {}).get("ns", 0))
             row[f"{k}_ms"] = ns / n / 1e6
         out[name] = row
     return out
+
+
+def _batch_sizes(before: dict, after: dict) -> dict[str, int]:
+    """Executions per batch size (in batch rows: crops for the model member) between two statistics snapshots."""
+    def counts(m: dict) -> dict[str, int]:
+        return {str(b["batch_size"]): int(b["compute_infer"]["count"]) for b in m.get("batch_stats", [])}
+
+    a, b = counts(after), counts(before)
+    return {k: v - b.get(k, 0) for k, v in sorted(a.items(), key=lambda kv: int(kv[0])) if v - b.get(k, 0) > 0}
 
 
 def server(url: str, sources: list[Path], artifacts: Path, concurrencies=(1, 2, 4, 8, 16), requests: int = 64,

@@ -99,14 +99,16 @@ class TrSOR(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.null = NullModel.of(cfg.patch, cfg.delta)
-        self.register_buffer("luma", torch.tensor(LUMA, dtype=torch.float32), persistent=False)
 
     def channels(self, image: Tensor) -> Tensor:
-        """(H, W, 3) uint8 -> (C, H, W) float: luma in one pass (a matmul), or the three channels."""
+        """(H, W, 3) uint8 -> (C, H, W) float: luma as a weighted channel sum, or the three channels.
+
+        Elementwise on purpose: as a (H*W x 3) @ (3,) MatMul it took 86% of ONNX Runtime's TrSOR time.
+        """
         x = image.to(torch.float32)
         if self.cfg.channel == "rgb":
             return x.permute(2, 0, 1)
-        return (x @ self.luma).unsqueeze(0)
+        return (x[:, :, 0] * LUMA[0] + x[:, :, 1] * LUMA[1] + x[:, :, 2] * LUMA[2]).unsqueeze(0)
 
     def noise_and_mask(self, xi: Tensor) -> tuple[Tensor, Tensor]:
         """Iterate: tau from sigma^2, select xi <= tau, re-estimate sigma^2 from the selection (fixed count)."""

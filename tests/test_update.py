@@ -80,6 +80,8 @@ def test_new_version_while_querying_then_rollback(tmp_path: Path, monkeypatch) -
         stop.set()
         for t in threads:
             t.join()
+    print(f"update: {len(seen) + len(failures)} requests during the switch to v2 and back, {len(failures)} failed, "
+          f"v1 score {v1:.4f}, v2 score {v2:.4f}, switched after {switched} responses")
     assert not failures, failures[:3]
     assert abs(seen[switched - 1] - v2) < 1e-4, "the server never moved to version 2"
     assert abs(seen[-1] - v1) < 1e-4, "rollback did not bring version 1 back"
