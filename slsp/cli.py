@@ -23,6 +23,16 @@ def _emit(obj: object) -> None:
     sys.stdout.write(json.dumps(obj, indent=2) + "\n")
 
 
+def _print_report(report: dict, json_out: bool) -> None:
+    """A parity report: JSON on stdout, or the table plus the runtimes skipped and why."""
+    if json_out:
+        _emit({k: v for k, v in report.items() if k != "table"})
+        return
+    typer.echo(report["table"])
+    for name, why in report["skipped"].items():
+        typer.echo(f"skipped {name}: {why}")
+
+
 @app.command()
 def train(
     real: Annotated[list[Path], typer.Option("--real", help="Folder(s) of real photos (the only training data).")],
@@ -128,12 +138,8 @@ def export_cmd(
     report = build(model, out, fp16=fp16, trt=trt, max_batch=max_batch, images=images, sizes=sizes)
     if repo is not None:
         report["repository"] = {"path": str(repo), "version": repository.write(out, repo, serving), "target": target}
-    if json_out:
-        _emit({k: v for k, v in report.items() if k != "table"})
-    else:
-        typer.echo(report["table"])
-        for name, why in report["skipped"].items():
-            typer.echo(f"skipped {name}: {why}")
+    _print_report(report, json_out)
+    if not json_out:
         typer.echo(f"wrote {out}")
         if repo is not None:
             typer.echo(f"added version {report['repository']['version']} to {repo} ({target})")
@@ -163,12 +169,8 @@ def parity(
         extra.append(ServerRunner(server))
     report = check(det, artifacts, images, sizes, seed, runtimes=runtime, extra=extra,
                    failure_dir=artifacts.parent / f"{artifacts.name}.parity-failed")
-    if json_out:
-        _emit({k: v for k, v in report.items() if k != "table"})
-    else:
-        typer.echo(report["table"])
-        for name, why in report["skipped"].items():
-            typer.echo(f"skipped {name}: {why}")
+    _print_report(report, json_out)
+    if not json_out:
         for f in (r for rt in report["runtimes"] for r in rt["failures"]):
             typer.echo(f"FAIL {f['runtime']} {f['image']} {f['output']}: {f['why']}\n  reproduce: {f.get('reproduce', '-')}")
     if not report["ok"]:

@@ -26,3 +26,14 @@ def session(path: Path, device: str = "cpu", intra_op_threads: int = 0, inter_op
     opts.inter_op_num_threads = inter_op_threads
     opts.log_severity_level = 3
     return ort.InferenceSession(str(path), opts, providers=providers(device))
+
+
+def triton_session(args: dict, filename: str):
+    """For Triton Python-backend models: the session for `filename` in this version folder, and the config's
+    string parameters (device, intra_op_threads, and any model-specific ones)."""
+    import json
+
+    cfg = json.loads(args["model_config"])
+    params = {k: v["string_value"] for k, v in cfg.get("parameters", {}).items()}
+    here = Path(args["model_repository"]) / args["model_version"]
+    return session(here / filename, params["device"], int(params["intra_op_threads"]), 1), params

@@ -10,27 +10,21 @@ import sys
 # The bundled server's embedded interpreter ignores PYTHONPATH; `slsp serve` passes our paths here instead.
 sys.path[:0] = [p for p in os.environ.get("SLSP_PYTHONPATH", "").split(os.pathsep) if p and p not in sys.path]
 
-import json
-from pathlib import Path
-
 import triton_python_backend_utils as pb_utils
 
 from slsp.errors import ImageError
 from slsp.imaging import decode
-from slsp.onnxrt import session
+from slsp.onnxrt import triton_session
 
 OUTPUTS = ("crops", "crop_phi", "positions", "valid", "sigma")
 
 
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
-        cfg = json.loads(args["model_config"])
-        params = {k: v["string_value"] for k, v in cfg.get("parameters", {}).items()}
+        self.session, params = triton_session(args, "trsor.onnx")
         self.max_pixels = int(params["max_pixels"])
         self.max_bytes = int(params["max_bytes"])
         self.min_side = int(params["min_side"])
-        here = Path(args["model_repository"]) / args["model_version"]
-        self.session = session(here / "trsor.onnx", params["device"], int(params["intra_op_threads"]), 1)
 
     def execute(self, requests: list) -> list:
         responses = []

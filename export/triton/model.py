@@ -10,21 +10,15 @@ import sys
 # The bundled server's embedded interpreter ignores PYTHONPATH; `slsp serve` passes our paths here instead.
 sys.path[:0] = [p for p in os.environ.get("SLSP_PYTHONPATH", "").split(os.pathsep) if p and p not in sys.path]
 
-import json
-from pathlib import Path
-
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from slsp.onnxrt import session
+from slsp.onnxrt import triton_session
 
 
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
-        cfg = json.loads(args["model_config"])
-        params = {k: v["string_value"] for k, v in cfg.get("parameters", {}).items()}
-        here = Path(args["model_repository"]) / args["model_version"]
-        self.session = session(here / "model.onnx", params["device"], int(params["intra_op_threads"]), 1)
+        self.session, _ = triton_session(args, "model.onnx")
 
     def execute(self, requests: list) -> list:
         crops = [pb_utils.get_input_tensor_by_name(r, "crops").as_numpy() for r in requests]

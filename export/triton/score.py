@@ -6,20 +6,14 @@ import sys
 # The bundled server's embedded interpreter ignores PYTHONPATH; `slsp serve` passes our paths here instead.
 sys.path[:0] = [p for p in os.environ.get("SLSP_PYTHONPATH", "").split(os.pathsep) if p and p not in sys.path]
 
-import json
-from pathlib import Path
-
 import triton_python_backend_utils as pb_utils
 
-from slsp.onnxrt import session
+from slsp.onnxrt import triton_session
 
 
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
-        cfg = json.loads(args["model_config"])
-        params = {k: v["string_value"] for k, v in cfg.get("parameters", {}).items()}
-        here = Path(args["model_repository"]) / args["model_version"]
-        self.session = session(here / "score.onnx", params["device"], int(params["intra_op_threads"]), 1)
+        self.session, _ = triton_session(args, "score.onnx")
 
     def execute(self, requests: list) -> list:
         responses = []
