@@ -71,13 +71,14 @@ def detect(
     paths: Annotated[list[Path], typer.Argument(help="Image files or folders.")],
     model: RunOpt = None,
     explain: Annotated[Optional[Path], typer.Option(help="Write a PNG per image: Phi and the scored crops.")] = None,
+    max_pixels: Annotated[Optional[int], typer.Option(help="Refuse images declaring more pixels (default: the model's, 50 MP).")] = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Score images with the embedded detector (no server). Exit 1 if any image failed."""
     from slsp.detect import detect_paths
 
-    results = detect_paths(paths, model, explain=explain, quiet=quiet)
+    results = detect_paths(paths, model, explain=explain, quiet=quiet, max_pixels=max_pixels)
     if json_out:
         _emit(results)
     else:
@@ -128,13 +129,15 @@ def export_cmd(
     sizes: Annotated[int, typer.Option(help="Random-size crops per parity image.")] = 2,
     repo: Annotated[Optional[Path], typer.Option(help="Also add a new version to this Triton model repository.")] = None,
     target: Annotated[str, typer.Option(help="Repository target: cpu (bundled server) or gpu (NGC container).")] = "cpu",
+    max_pixels: Annotated[int, typer.Option(help="Server-side limit on decoded pixels per image.")] = 50_000_000,
+    max_bytes: Annotated[int, typer.Option(help="Server-side limit on encoded bytes per request.")] = 64 << 20,
     json_out: JsonOpt = False,
 ) -> None:
     """Export ONNX (and TensorRT) artifacts; the parity gate runs first and a failing export writes nothing."""
     from slsp.export import repository
     from slsp.export.build import build
 
-    serving = repository.ServingConfig(target=target, max_batch=max_batch)  # validated before any work
+    serving = repository.ServingConfig(target=target, max_batch=max_batch, max_pixels=max_pixels, max_bytes=max_bytes)
     report = build(model, out, fp16=fp16, trt=trt, max_batch=max_batch, images=images, sizes=sizes)
     if repo is not None:
         report["repository"] = {"path": str(repo), "version": repository.write(out, repo, serving), "target": target}

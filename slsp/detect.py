@@ -14,8 +14,11 @@ from slsp.imaging import collect, load
 from slsp.progress import bar
 
 
-def detect_paths(paths: list[Path], run: Path | None, explain: Path | None = None, quiet: bool = False) -> list[dict]:
+def detect_paths(
+    paths: list[Path], run: Path | None, explain: Path | None = None, quiet: bool = False, max_pixels: int | None = None
+) -> list[dict]:
     det = det_io.load(run)
+    limit = det.cfg.max_pixels if max_pixels is None else max_pixels
     files = collect(paths)
     if not files:
         raise ImageError(f"no images found under {', '.join(map(str, paths))}")
@@ -26,7 +29,7 @@ def detect_paths(paths: list[Path], run: Path | None, explain: Path | None = Non
         task = pb.add_task("detect", total=len(files), info="")
         for f in files:
             try:
-                img = load(f, max_pixels=det.cfg.max_pixels)
+                img = load(f, max_pixels=limit)
                 d = det.detect(img, str(f))
             except ImageError as e:
                 results.append({"path": str(f), "error": str(e)})

@@ -55,6 +55,12 @@ def test_detect_reports_bad_files_and_exits_nonzero(tmp_path: Path) -> None:
     assert (tmp_path / "explain" / "bsd100_img_020.png").is_file()
 
 
+def test_pixel_limit_is_configurable_on_the_cli() -> None:
+    good = shared("real", "dev", "bsd100_img_020.png")  # 480 x 320 = 153,600 pixels
+    r = slsp("detect", str(good), "--max-pixels", "100000", "--json", "-q")
+    assert r.returncode == 1 and "exceeds the limit of 100000" in json.loads(r.stdout)[0]["error"]
+
+
 def test_missing_path_is_a_clear_error() -> None:
     r = slsp("detect", "/nonexistent/image.png")
     assert r.returncode == 1 and "no such file or folder" in r.stderr
