@@ -99,6 +99,8 @@ def eval_cmd(
     reencode: Annotated[str, typer.Option(help="Applied to both classes: none, png or jpeg:Q.")] = "none",
     perturb: Annotated[Optional[list[str]], typer.Option(help="Robustness rows: jpeg:Q or resize:F (repeatable).")] = None,
     trim_bottom: Annotated[int, typer.Option(help="Rows removed from the bottom of every image (watermarks).")] = 0,
+    score: Annotated[Optional[str], typer.Option(help="Override the per-crop score (disc, recon, latent); same weights.")] = None,
+    aggregate: Annotated[Optional[str], typer.Option(help="Override the aggregation over crops (mean, max).")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Folder for report.json and roc.png.")] = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -106,7 +108,8 @@ def eval_cmd(
     """AUROC, AP, TPR/FPR at the calibrated threshold, TPR at 1%/5% FPR; model vs a training-free baseline."""
     from slsp.evaluate import evaluate, plot_roc, table
 
-    report = evaluate(real, fake, model, reencode=reencode, perturb=perturb, trim_bottom=trim_bottom, quiet=quiet)
+    report = evaluate(real, fake, model, reencode=reencode, perturb=perturb, trim_bottom=trim_bottom, quiet=quiet,
+                      score=score, aggregate=aggregate)
     public = {k: v for k, v in report.items() if k != "scores"}
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)

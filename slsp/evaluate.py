@@ -8,6 +8,7 @@ The baseline scores each image by its TrSOR noise estimate alone (lower noise = 
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,8 +98,17 @@ def evaluate(
     perturb: list[str] | None = None,
     trim_bottom: int = 0,
     quiet: bool = False,
+    score: str | None = None,
+    aggregate: str | None = None,
 ) -> dict:
     det = det_io.load(run)
+    if score or aggregate:  # same weights, another per-crop score or aggregation (METHOD.md 3 alternatives)
+        cfg = dataclasses.replace(det.cfg, model=dataclasses.replace(det.cfg.model, score=score or det.cfg.model.score),
+                                  aggregate=aggregate or det.cfg.aggregate)
+        weights = det.model.state_dict()
+        det = det_io.Detector(cfg)
+        det.model.load_state_dict(weights)
+        det.eval()
     base = Transform(reencode)
     conds = [("original", base)] + [(p, Transform(p)) for p in perturb or []]
     # A perturbation is applied first, then the same re-encoding as the original condition.
@@ -110,7 +120,7 @@ def evaluate(
         task = pb.add_task("eval", total=n, info="")
         real_scores = _score_all(det, reals, chains, trim_bottom, pb, task)
         fake_scores = {g: _score_all(det, fs, chains, trim_bottom, pb, task) for g, fs in gens.items()}
-    thr = det.cfg.threshold
+    thr = None if score or aggregate else det.cfg.threshold  # calibrated for the configured score only
     conditions = {}
     for name, _ in conds:
         rows = {}
@@ -128,6 +138,8 @@ def evaluate(
         conditions[name] = {"n_real": int(real_scores[name]["model"].size), "rows": rows}
     return {
         "model": str(run) if run else "default",
+        "score": det.cfg.model.score,
+        "aggregate": det.cfg.aggregate,
         "threshold": thr,
         "reencode": reencode,
         "trim_bottom": trim_bottom,
@@ -163,7 +175,9 @@ def plot_roc(report: dict, path: Path, condition: str = "original") -> None:
 
 def table(report: dict) -> str:
     cols = ["auroc", "ap", "tpr@1%fpr", "tpr@5%fpr", "tpr@thr", "fpr@thr"]
-    lines = [f"threshold {report['threshold']:.4f}  reencode {report['reencode']}  trim_bottom {report['trim_bottom']}"]
+    shown = "n/a (score overridden)" if report["threshold"] is None else f"{report['threshold']:.4f}"
+    lines = [f"threshold {shown}  score {report['score']}  aggregate {report['aggregate']}  "
+             f"reencode {report['reencode']}  trim_bottom {report['trim_bottom']}"]
     head = f"{'condition':<14}{'method':<10}{'generator':<26}{'n':>4} " + " ".join(f"{c:>10}" for c in cols)
     lines.append(head)
     for cond, c in report["conditions"].items():

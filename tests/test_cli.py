@@ -84,3 +84,7 @@ def test_eval_writes_report_and_roc(tmp_path: Path) -> None:
     assert {"sd1", "mean", "worst"} <= set(rows["model"]) and {"sd1", "mean"} <= set(rows["baseline"])
     assert 0 <= rows["model"]["sd1"]["auroc"] <= 1
     assert (tmp_path / "ev" / "roc.png").is_file() and (tmp_path / "ev" / "report.json").is_file()
+    alt = slsp("eval", "--real", str(real), "--fake", str(tmp_path / "fake"), "--score", "recon", "--aggregate", "max", "--json", "-q")
+    rep = json.loads(alt.stdout)
+    assert (rep["score"], rep["aggregate"], rep["threshold"]) == ("recon", "max", None)
+    assert "tpr@thr" not in rep["conditions"]["original"]["rows"]["model"]["sd1"]
