@@ -47,6 +47,12 @@ class Detector(nn.Module):
         score, verdict = self.scorer(crop_scores, t.valid)
         return Detection(score, verdict, t.positions, crop_scores, t.valid, t.sigma)
 
+    def with_config(self, cfg: DetectorConfig) -> "Detector":
+        """The same weights under another config (threshold, score, aggregation); the model shape must match."""
+        out = Detector(cfg)
+        out.model.load_state_dict(self.model.state_dict())
+        return out.eval()
+
     @property
     def min_side(self) -> int:
         return self.cfg.trsor.crop

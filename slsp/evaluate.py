@@ -103,12 +103,9 @@ def evaluate(
 ) -> dict:
     det = det_io.load(run)
     if score or aggregate:  # same weights, another per-crop score or aggregation (METHOD.md 3 alternatives)
-        cfg = dataclasses.replace(det.cfg, model=dataclasses.replace(det.cfg.model, score=score or det.cfg.model.score),
-                                  aggregate=aggregate or det.cfg.aggregate)
-        weights = det.model.state_dict()
-        det = det_io.Detector(cfg)
-        det.model.load_state_dict(weights)
-        det.eval()
+        det = det.with_config(dataclasses.replace(
+            det.cfg, model=dataclasses.replace(det.cfg.model, score=score or det.cfg.model.score),
+            aggregate=aggregate or det.cfg.aggregate))
     base = Transform(reencode)
     conds = [("original", base)] + [(p, Transform(p)) for p in perturb or []]
     # A perturbation is applied first, then the same re-encoding as the original condition.

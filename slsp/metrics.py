@@ -32,11 +32,22 @@ def average_precision(scores_real: np.ndarray, scores_fake: np.ndarray) -> float
     return float(ap / max(1, len(scores_fake)))
 
 
+def threshold_at_fpr(scores_real: np.ndarray, fpr: float) -> float:
+    """Smallest threshold with at most `fpr` of the real scores >= it (verdict: score >= threshold).
+
+    Computed in the scores' own precision, so a float32 threshold compared with float32 scores (as the exported
+    graph does) keeps the bound.
+    """
+    s = np.sort(np.asarray(scores_real))
+    if s.size == 0:
+        raise ValueError("a threshold at a false-positive rate needs at least one real score")
+    allowed = int(np.floor(fpr * s.size))  # reals allowed at or above the threshold
+    return float(np.nextafter(s[s.size - allowed - 1], s.dtype.type(np.inf)))
+
+
 def tpr_at_fpr(scores_real: np.ndarray, scores_fake: np.ndarray, fpr: float) -> float:
     """TPR at the smallest threshold whose FPR on these reals is <= fpr."""
-    r = np.sort(np.asarray(scores_real, float))
-    allowed = int(np.floor(fpr * r.size))
-    thr = np.nextafter(r[r.size - allowed - 1], np.inf)
+    thr = threshold_at_fpr(np.asarray(scores_real, float), fpr)
     return float((np.asarray(scores_fake) >= thr).mean())
 
 

@@ -8,10 +8,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from slsp.calibrate import threshold_at_fpr
 from slsp.config import SCORES, ModelConfig
 from slsp.errors import ConfigError
-from slsp.metrics import auroc, average_precision, roc, tpr_at_fpr
+from slsp.metrics import auroc, average_precision, roc, threshold_at_fpr, tpr_at_fpr
 from slsp.model import SLSPModel
 from slsp.scoring import Scorer
 
