@@ -175,11 +175,16 @@ class Server:
 
 
 def docker_command(repo: Path, image: str = "nvcr.io/nvidia/tritonserver:24.10-py3") -> list[str]:
-    """The NGC container command for the GPU repository (the container matching tritonserver 2.51)."""
+    """The NGC container command for the GPU repository (the container matching tritonserver 2.51).
+
+    The Python-backend models need this `slsp` package (mounted read-only, found through SLSP_PYTHONPATH
+    as with the bundled server) plus Pillow and ONNX Runtime, which the container does not ship.
+    """
     repo = Path(repo).resolve()
+    package = Path(slsp.__file__).resolve().parent
     return [
         "docker", "run", "--rm", "--gpus=all", "--shm-size=1g",
         "-p127.0.0.1:8000:8000", "-p127.0.0.1:8001:8001", "-p127.0.0.1:8002:8002",
-        "-v", f"{repo}:/models:ro", image,
-        "bash", "-c", "pip install 'slsp[core]' && tritonserver --model-repository=/models",
+        "-v", f"{repo}:/models:ro", "-v", f"{package}:/opt/slsp/slsp:ro", "-e", "SLSP_PYTHONPATH=/opt/slsp", image,
+        "bash", "-c", "pip install pillow onnxruntime-gpu && exec tritonserver --model-repository=/models",
     ]

@@ -88,3 +88,12 @@ def test_eval_writes_report_and_roc(tmp_path: Path) -> None:
     rep = json.loads(alt.stdout)
     assert (rep["score"], rep["aggregate"], rep["threshold"]) == ("recon", "max", None)
     assert "tpr@thr" not in rep["conditions"]["original"]["rows"]["model"]["sd1"]
+
+
+def test_print_docker_mounts_this_package(tmp_path: Path) -> None:
+    r = slsp("serve", "--repo", str(tmp_path / "repo_gpu"), "--print-docker")
+    assert r.returncode == 0, r.stderr
+    cmd = shlex.split(r.stdout)
+    assert f"{(tmp_path / 'repo_gpu').resolve()}:/models:ro" in cmd and "SLSP_PYTHONPATH=/opt/slsp" in cmd
+    assert any(a.endswith("/slsp:/opt/slsp/slsp:ro") for a in cmd)
+    assert "127.0.0.1:8001:8001" in " ".join(cmd) and "slsp[" not in r.stdout  # never a PyPI package named slsp
