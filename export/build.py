@@ -58,9 +58,7 @@ def make_runtimes(det: Detector, artifacts: Path, names: list[str] | None) -> tu
             if name == "ort-cpu":
                 out.append(Pipeline(name, *(OrtRunner(artifacts / f"{s}.onnx") for s in ("trsor", "model", "score"))))
             elif name == "ort-cpu-fused":
-                r = OrtRunner(artifacts / "slsp.onnx")
-                r.name = name
-                out.append(r)
+                out.append(OrtRunner(artifacts / "slsp.onnx", name=name))
             elif name == "ort-cuda":
                 out.append(Pipeline(name, OrtRunner(artifacts / "trsor.onnx", "cuda"), OrtRunner(artifacts / "model.onnx", "cuda"), OrtRunner(artifacts / "score.onnx")))
             elif name == "torch-cuda":

@@ -43,9 +43,9 @@ class TorchRunner:
 class OrtRunner:
     """An ONNX graph in ONNX Runtime; `threads` sets intra-op threads (0 = ORT's default)."""
 
-    def __init__(self, path: Path, device: str = "cpu", threads: int = 0) -> None:
+    def __init__(self, path: Path, device: str = "cpu", threads: int = 0, name: str | None = None) -> None:
         self.session = onnxrt.session(path, device, threads)
-        self.name = f"ort-{device}"
+        self.name = name or f"ort-{device}"
         self.outputs = [o.name for o in self.session.get_outputs()]
 
     def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -30,13 +30,13 @@ def detect_paths(
         for f in files:
             try:
                 img = load(f, max_pixels=limit)
-                d = det.detect(img, str(f))
+                d, phi = det.analyze(img, str(f))
             except ImageError as e:
                 results.append({"path": str(f), "error": str(e)})
             else:
                 results.append(as_dict(str(f), d, det))
                 if explain is not None:
-                    render_explanation(img, det, d).save(explain / f"{f.stem}.png")
+                    render_explanation(img, phi, d, det.cfg.trsor.crop, det.cfg.threshold).save(explain / f"{f.stem}.png")
             pb.advance(task)
     return results
 
@@ -57,20 +57,15 @@ def as_dict(name: str, d: Detection, det: Detector) -> dict:
     }
 
 
-def render_explanation(img: np.ndarray, det: Detector, d: Detection) -> Image.Image:
+def render_explanation(img: np.ndarray, phi: np.ndarray, d: Detection, c: int, threshold: float) -> Image.Image:
     """The image with over-smooth pixels tinted, each scored crop boxed and labelled with its score."""
-    import torch
-
-    with torch.inference_mode():
-        phi = det.trsor(torch.from_numpy(img)).phi.numpy()
     tinted = img.astype(np.float32)
     tinted[phi > 0] = 0.55 * tinted[phi > 0] + 0.45 * np.array([0, 200, 255], np.float32)
     out = Image.fromarray(tinted.astype(np.uint8))
     draw = ImageDraw.Draw(out)
-    c = det.cfg.trsor.crop
     for (y, x), s, v in zip(d.positions.numpy(), d.crop_scores.numpy(), d.valid.numpy()):
         if v:
-            colour = (255, 40, 40) if s >= det.cfg.threshold else (40, 255, 40)
+            colour = (255, 40, 40) if s >= threshold else (40, 255, 40)
             draw.rectangle([int(x), int(y), int(x) + c - 1, int(y) + c - 1], outline=colour, width=2)
             draw.text((int(x) + 3, int(y) + 2), f"{s:.2f}", fill=colour)
     verdict = "synthetic" if bool(d.verdict) else "real"

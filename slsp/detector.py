@@ -42,10 +42,14 @@ class Detector(nn.Module):
         self.scorer = Scorer(cfg.aggregate, cfg.threshold)
 
     def forward(self, image: Tensor) -> Detection:
+        return self._run(image)[0]
+
+    def _run(self, image: Tensor) -> tuple[Detection, Tensor]:
+        """The detection and the full-resolution Phi it was computed from (Phi is not an exported output)."""
         t = self.trsor(image)
         crop_scores = self.model(t.crops, t.crop_phi)
         score, verdict = self.scorer(crop_scores, t.valid)
-        return Detection(score, verdict, t.positions, crop_scores, t.valid, t.sigma)
+        return Detection(score, verdict, t.positions, crop_scores, t.valid, t.sigma), t.phi
 
     def with_config(self, cfg: DetectorConfig) -> "Detector":
         """The same weights under another config (threshold, score, aggregation); the model shape must match."""
@@ -68,9 +72,14 @@ class Detector(nn.Module):
             )
 
     @torch.inference_mode()
-    def detect(self, image: np.ndarray, name: str = "<image>") -> Detection:
+    def analyze(self, image: np.ndarray, name: str = "<image>") -> tuple[Detection, np.ndarray]:
+        """Detection plus the over-smooth mask Phi (H, W), from one pass."""
         self.check(image, name)
-        return self(torch.from_numpy(np.ascontiguousarray(image)))
+        d, phi = self._run(torch.from_numpy(np.ascontiguousarray(image)))
+        return d, phi.numpy()
+
+    def detect(self, image: np.ndarray, name: str = "<image>") -> Detection:
+        return self.analyze(image, name)[0]
 
 
 def default_dir() -> Path:
