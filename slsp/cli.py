@@ -134,13 +134,15 @@ def export_cmd(
     target: Annotated[str, typer.Option(help="Repository target: cpu (bundled server) or gpu (NGC container).")] = "cpu",
     max_pixels: Annotated[int, typer.Option(help="Server-side limit on decoded pixels per image.")] = 50_000_000,
     max_bytes: Annotated[int, typer.Option(help="Server-side limit on encoded bytes per request.")] = 64 << 20,
+    model_threads: Annotated[int, typer.Option(help="ONNX Runtime threads of the batched model member (CPU target).")] = 2,
     json_out: JsonOpt = False,
 ) -> None:
     """Export ONNX (and TensorRT) artifacts; the parity gate runs first and a failing export writes nothing."""
     from slsp.export import repository
     from slsp.export.build import build
 
-    serving = repository.ServingConfig(target=target, max_batch=max_batch, max_pixels=max_pixels, max_bytes=max_bytes)
+    serving = repository.ServingConfig(target=target, max_batch=max_batch, max_pixels=max_pixels, max_bytes=max_bytes,
+                                       model_threads=model_threads)
     report = build(model, out, fp16=fp16, trt=trt, max_batch=max_batch, images=images, sizes=sizes)
     if repo is not None:
         report["repository"] = {"path": str(repo), "version": repository.write(out, repo, serving), "target": target}
