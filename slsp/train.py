@@ -156,9 +156,9 @@ def train(
     if resume:
         if not (run / STATE).is_file():
             raise CheckpointError(f"--resume: no {STATE} in {run}")
-        info = json.loads((run / TRAIN).read_text())
+        resumed = json.loads((run / TRAIN).read_text())
         det = det_io.load(run)
-        start = info["step"]
+        start = resumed["step"]
         if DetectorConfig.load(run / det_io.CONFIG).model != cfg.model:
             raise CheckpointError(f"--resume: {run} was trained with another model config")
     elif (run / STATE).exists():
@@ -176,7 +176,7 @@ def train(
     if resume:
         tensors = load_file(str(run / STATE))
         for name, opt in opts.items():
-            _load_flat(name, opt, tensors, info["param_groups"][name])
+            _load_flat(name, opt, tensors, resumed["param_groups"][name])
     objectives: nn.Module = Objectives(model, tcfg.fake_phi, tcfg.fake_mix)
     if world > 1:
         objectives = nn.parallel.DistributedDataParallel(objectives, find_unused_parameters=True)
