@@ -10,7 +10,9 @@ Each export adds a new version folder to every member (built in a temporary fold
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import py_compile
 import shutil
 import struct
 import tempfile
@@ -180,6 +182,9 @@ def write(artifacts: Path, repo: Path, s: ServingConfig = ServingConfig()) -> in
             if proto.backend == "python":
                 src = resources.files("slsp.export.triton") / py[name]
                 (vdir / "model.py").write_text(src.read_text())
+                # Compiled here so the stub finds a valid cache: a __pycache__ written at load time would change
+                # the version folder's mtime and make a polling server load the new version a second time.
+                py_compile.compile(str(vdir / "model.py"), cfile=importlib.util.cache_from_source(str(vdir / "model.py")), doraise=True)
             if name == DECODE:
                 (mdir / "warmup").mkdir()
                 _warmup_image(mdir / "warmup" / "photo", 2 * cfg.trsor.crop + 3)

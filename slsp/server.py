@@ -149,11 +149,15 @@ class Server:
             time.sleep(0.25)
         raise SlspError(f"tritonserver was not ready after {timeout:.0f} s{self._log_hint()}")
 
-    def _log_hint(self) -> str:
+    def log_tail(self, lines: int = 25) -> str:
+        """The last lines of the server log ('' when it is not saved to a file)."""
         if self.log_path and Path(self.log_path).is_file():
-            tail = Path(self.log_path).read_text(errors="replace").splitlines()[-25:]
-            return "; last log lines:\n" + "\n".join(tail)
+            return "\n".join(Path(self.log_path).read_text(errors="replace").splitlines()[-lines:])
         return ""
+
+    def _log_hint(self) -> str:
+        tail = self.log_tail()
+        return f"; last log lines:\n{tail}" if tail else ""
 
     def stop(self, grace: float = 15.0) -> None:
         if self.proc is not None and self.proc.poll() is None:

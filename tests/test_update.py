@@ -31,15 +31,23 @@ def other_model(tmp: Path) -> Path:
     return tmp / "run2"
 
 
+def newest_mtime(repo: Path) -> int:
+    return max(p.stat().st_mtime_ns for p in repo.rglob("*"))
+
+
 def test_new_version_while_querying_then_rollback(tmp_path: Path, monkeypatch) -> None:
     build.build(None, tmp_path / "a1", images=[IMAGE], sizes=0)
     build.build(other_model(tmp_path), tmp_path / "a2", images=[IMAGE], sizes=0)
     repo = tmp_path / "repo"
     assert repository.write(tmp_path / "a1", repo) == 1
     data = IMAGE.read_bytes()
+    written = newest_mtime(repo)
     with Server(repo, log_path=tmp_path / "server.log", model_control="poll", poll_seconds=1) as srv:
         client = SlspClient(srv.grpc_url)
         v1 = client.detect(data).score
+        # Loading must not write into the repository (a stub's __pycache__ would): a polling server would
+        # see the new mtime and load the same version again.
+        assert newest_mtime(repo) == written
         seen, failures, stop = [], [], threading.Event()
 
         def query() -> None:
@@ -74,15 +82,16 @@ def test_new_version_while_querying_then_rollback(tmp_path: Path, monkeypatch) -
         assert repository.versions(repo, repository.MODEL) == [1, 2]
 
         assert repository.rollback(repo) == 1
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         while time.monotonic() < deadline and abs(seen[-1] - v1) > 1e-4:
             time.sleep(0.2)
         stop.set()
         for t in threads:
             t.join()
+        log = srv.log_tail(60)
     print(f"update: {len(seen) + len(failures)} requests during the switch to v2 and back, {len(failures)} failed, "
           f"v1 score {v1:.4f}, v2 score {v2:.4f}, switched after {switched} responses")
     assert not failures, failures[:3]
-    assert abs(seen[switched - 1] - v2) < 1e-4, "the server never moved to version 2"
-    assert abs(seen[-1] - v1) < 1e-4, "rollback did not bring version 1 back"
+    assert abs(seen[switched - 1] - v2) < 1e-4, f"the server never moved to version 2; server log:\n{log}"
+    assert abs(seen[-1] - v1) < 1e-4, f"rollback did not bring version 1 back; server log:\n{log}"
     assert len(seen) > switched > 3
