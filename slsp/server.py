@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import shutil
 import signal
 import socket
@@ -159,14 +160,26 @@ class Server:
         tail = self.log_tail()
         return f"; last log lines:\n{tail}" if tail else ""
 
+    def shm_regions(self) -> list[Path]:
+        """The Python backend's shared-memory files mapped by the running server."""
+        try:
+            maps = Path(f"/proc/{self.proc.pid}/maps").read_text()
+        except (AttributeError, OSError):
+            return []
+        return sorted({Path(p) for p in re.findall(r"/dev/shm/triton_python_backend_shm_region_\S+", maps)})
+
     def stop(self, grace: float = 15.0) -> None:
+        """SIGINT, then SIGKILL after `grace` s; a killed server cannot unlink its shared memory, so we do."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
             try:
                 self.proc.wait(grace)
             except subprocess.TimeoutExpired:
+                regions = self.shm_regions()
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+                for region in regions:
+                    region.unlink(missing_ok=True)
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import signal
 import struct
 import subprocess
 import sys
@@ -178,3 +179,13 @@ def test_bench_server_smoke(server: Server, artifacts: Path, tmp_path: Path) -> 
             assert {"slsp_decode_trsor", "slsp_model", "slsp_score"} <= set(r["server_split"])
         assert "vs ORT" in bench.table(res)
         assert json.loads(bench.save(res, tmp_path).read_text())["kind"] == "server"
+
+
+def test_killed_server_leaves_no_shared_memory(server: Server) -> None:
+    """A server that must be killed (no time to exit) cannot unlink its stubs' /dev/shm regions itself."""
+    srv = Server(server.repo).start(timeout=180)
+    regions = srv.shm_regions()
+    assert regions and all(r.exists() for r in regions)
+    srv.stop(grace=0)
+    assert srv.proc.returncode == -signal.SIGKILL
+    assert not [r for r in regions if r.exists()]
