@@ -12,7 +12,7 @@ import reference
 from conftest import shared, synthetic_photo
 from slsp.config import TrsorConfig
 from slsp.imaging import load
-from slsp.trsor import NullModel, TrSOR, gradient_energy
+from slsp.trsor import NullModel, TrSOR, gradient_energy, window_reduce
 
 CFG = TrsorConfig()
 TRSOR = TrSOR(CFG)
@@ -29,6 +29,17 @@ def test_null_constants_match_reference() -> None:
     assert n.tau == pytest.approx(r["tau"], rel=1e-9)
     assert n.truncated_mean == pytest.approx(r["trunc"], rel=1e-6)
     assert n.log_mean == pytest.approx(r["log_mean"], rel=1e-9)
+
+
+@settings(max_examples=60, deadline=None)
+@given(k=st.integers(1, 17), extra=st.integers(0, 30), m=st.integers(1, 5), dim=st.integers(0, 1), seed=st.integers(0, 99))
+def test_window_reduce_matches_sliding_windows(k: int, extra: int, m: int, dim: int, seed: int) -> None:
+    n = k + extra
+    x = np.random.default_rng(seed).normal(size=(n, m) if dim == 0 else (m, n))
+    windows = np.lib.stride_tricks.sliding_window_view(x, k, axis=dim)
+    t = torch.from_numpy(x)
+    np.testing.assert_allclose(window_reduce(t, k, dim, torch.add).numpy(), windows.sum(-1), rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(window_reduce(t, k, dim, torch.maximum).numpy(), windows.max(-1))
 
 
 def test_box_sum_energy_equals_explicit_operator() -> None:
