@@ -38,5 +38,6 @@ def test_bench_engines_cli(tmp_path: Path) -> None:
     assert [row["size"] for row in res["rows"]] == ["96x64", "130x70"]
     for row in res["rows"]:
         assert {"trsor", "model", "score", "pipeline"} <= set(row["ort"]) == set(row["torch"])
-        assert row["ratios"]["trsor_ort_over_floor"] > 0
-    assert res["machine"]["cpus"] >= 1
+        assert row["ratios"]["trsor_ort_over_floor"] > 0 and row["ratios"]["model_ort_over_compute_floor"] > 0
+        assert row["model_gflop"] > 0 and all(row[e][s]["runs"] >= 3 for e in ("ort", "torch") for s in row["ort"])
+    assert res["machine"]["cpus"] >= 1 and res["matmul_gflops"] > 0
