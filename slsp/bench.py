@@ -67,16 +67,19 @@ def timeit(fn: Callable[[], object], min_time: float = 1.0, min_runs: int = 3, w
     return _stats(times)
 
 
-def timeit_pair(a: Callable[[], object], b: Callable[[], object], min_time: float = 1.0, min_runs: int = 3) -> tuple[dict, dict]:
-    """Time two functions in alternation, so a slow spell of a noisy machine lands on both sides of a ratio."""
-    a(), b()
+def timeit_pair(a: Callable[[], object], b: Callable[[], object], min_time: float = 1.0, rounds: int = 2) -> tuple[dict, dict]:
+    """Time two functions in alternating blocks (A B A B), so a slow spell of a noisy machine lands on both sides
+    of a ratio. Blocks, not single runs: right after an ONNX Runtime run its spinning threads slowed the next
+    PyTorch run 2x. The first run of each block is discarded."""
     times: tuple[list[float], list[float]] = ([], [])
-    start = time.perf_counter()
-    while len(times[0]) < min_runs or time.perf_counter() - start < 2 * min_time:
+    for _ in range(rounds):
         for fn, ts in zip((a, b), times):
-            t0 = time.perf_counter()
             fn()
-            ts.append(time.perf_counter() - t0)
+            start = time.perf_counter()
+            while len(ts) < 3 or time.perf_counter() - start < min_time / rounds:
+                t0 = time.perf_counter()
+                fn()
+                ts.append(time.perf_counter() - t0)
     return _stats(times[0]), _stats(times[1])
 
 
