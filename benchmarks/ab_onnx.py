@@ -1,0 +1,60 @@
+"""A/B two or more ONNX graphs of one stage on the same real photo, in alternating timing blocks (one run).
+
+    python benchmarks/ab_onnx.py benchmarks/results/trsor-276dafd.onnx artifacts/trsor.onnx \
+        --size 1024x1024 --size 2048x2048 --size 4000x3000
+
+For graphs that take `image` (TrSOR, the fused pipeline). Prints median ms per graph and each graph's speed-up
+over the first; `--json` for scripts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import onnxruntime as ort
+
+from slsp.bench import photo_at
+from slsp.imaging import load
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("onnx", type=Path, nargs="+")
+    ap.add_argument("--size", action="append", help="WxH (repeatable); default 1024x1024 and 2048x2048")
+    ap.add_argument("--source", type=Path, default=Path("../shared/data/real/train/sun-hays80_img_011.png"))
+    ap.add_argument("--block", type=float, default=0.5, help="seconds per timing block")
+    ap.add_argument("--rounds", type=int, default=3, help="blocks per graph, interleaved")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    sessions = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in args.onnx]
+    base = load(args.source)
+    rows = []
+    for size in args.size or ["1024x1024", "2048x2048"]:
+        w, h = (int(v) for v in size.lower().split("x"))
+        feed = {"image": photo_at(base, h, w)}
+        times: list[list[float]] = [[] for _ in sessions]
+        for _ in range(args.rounds):
+            for sess, ts in zip(sessions, times):
+                sess.run(None, feed)  # first run of a block discarded
+                start = time.perf_counter()
+                while len(ts) < 3 or time.perf_counter() - start < args.block:
+                    t0 = time.perf_counter()
+                    sess.run(None, feed)
+                    ts.append(time.perf_counter() - t0)
+        med = [1e3 * statistics.median(ts) for ts in times]
+        rows.append({"size": size, "median_ms": dict(zip(map(str, args.onnx), med)),
+                     "speedup_over_first": dict(zip(map(str, args.onnx), (med[0] / m for m in med)))})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        cells = "  ".join(f"{Path(k).name}: {v:.1f} ms ({r['speedup_over_first'][k]:.2f}x)" for k, v in r["median_ms"].items())
+        print(f"{r['size']:<11} {cells}")
+
+
+if __name__ == "__main__":
+    main()
