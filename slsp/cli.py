@@ -44,7 +44,7 @@ def train(
     size: Annotated[str, typer.Option(help="Model size: 'small' (CPU) or 'paper' (GPU).")] = "small",
     score: Annotated[str, typer.Option(help="Per-crop score: disc, recon or latent.")] = "disc",
     fake_phi: Annotated[str, typer.Option(help="Phi for pseudo-fakes: 'same' or 'ones'.")] = "same",
-    fake_mix: Annotated[str, typer.Option(help="Pseudo-fake: 'full' reconstruction or 'phi' (inside Phi only).")] = "full",
+    fake_mix: Annotated[str, typer.Option(help="Pseudo-fake: 'full' reconstruction, 'phi' (inside Phi only) or 'partial' (25-100% of the way).")] = "full",
     target_fpr: Annotated[float, typer.Option(help="Calibration target false-positive rate.")] = 0.05,
     seed: int = 0,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out.")] = False,

@@ -81,7 +81,8 @@ class TrainConfig:
     holdout: float = 0.15
     crops_per_image: int = 32
     fake_phi: str = "same"  # Phi given to the pseudo-fake: "same" as the real crop, or "ones" (authors' code)
-    fake_mix: str = "full"  # pseudo-fake: "full" reconstruction (authors' code) or "phi": reconstruction inside Phi only
+    fake_mix: str = "full"  # pseudo-fake: "full" reconstruction (authors' code), "phi": reconstruction inside Phi only,
+    # or "partial": a random 25-100% of the way from the crop to its reconstruction
     seed: int = 0
     target_fpr: float = 0.05
 
@@ -92,8 +93,8 @@ class TrainConfig:
             raise ConfigError(f"holdout must be in (0, 0.5), got {self.holdout}")
         if self.fake_phi not in ("same", "ones"):
             raise ConfigError(f"fake_phi must be 'same' or 'ones', got {self.fake_phi!r}")
-        if self.fake_mix not in ("full", "phi"):
-            raise ConfigError(f"fake_mix must be 'full' or 'phi', got {self.fake_mix!r}")
+        if self.fake_mix not in ("full", "phi", "partial"):
+            raise ConfigError(f"fake_mix must be 'full', 'phi' or 'partial', got {self.fake_mix!r}")
         if not 0.0 < self.target_fpr < 0.5:
             raise ConfigError(f"target_fpr must be in (0, 0.5), got {self.target_fpr}")
 

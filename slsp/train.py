@@ -42,7 +42,8 @@ class Objectives(nn.Module):
         self.fake_phi = fake_phi
         self.fake_mix = fake_mix
 
-    def forward(self, phase: str, x: Tensor, phi: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, phase: str, x: Tensor, phi: Tensor, mix: Tensor) -> tuple[Tensor, Tensor]:
+        """`mix` (B,) in [0.25, 1): how far each 'partial' pseudo-fake goes towards its reconstruction."""
         m = self.model
         enc = m.encoder(x, phi)
         if phase == "rec":
@@ -52,6 +53,10 @@ class Objectives(nn.Module):
         if self.fake_mix == "phi":
             # Only the over-smooth region loses its fluctuations; texture stays real, so D must look at Phi.
             fake = phi * fake + (1.0 - phi) * x
+        elif self.fake_mix == "partial":
+            # Part of the way to the reconstruction: fluctuations damped by 25-100%, so D must judge how much
+            # fluctuation the content should carry rather than spot the decoder's blur.
+            fake = x + mix[:, None, None, None] * (fake - x)
         fphi = phi if self.fake_phi == "same" else torch.ones_like(phi)
         real_logit = m.disc(enc.pooled)[:, 0]
         fake_logit = m.disc(m.encoder(fake, fphi).pooled)[:, 0]
@@ -204,14 +209,15 @@ def train(
             phi = torch.where(flip_h[:, None, None, None], phi.flip(3), phi)
             x = torch.where(flip_v[:, None, None, None], x.flip(2), x).to(device)
             phi = torch.where(flip_v[:, None, None, None], phi.flip(2), phi).to(device)
+            mix = (0.25 + 0.75 * torch.rand(tcfg.batch, generator=g)).to(device)
             for opt in opts.values():
                 for group in opt.param_groups:
                     group["lr"] = lr_at(step, tcfg)
-            l_rec, _ = objectives("rec", x, phi)
+            l_rec, _ = objectives("rec", x, phi, mix)
             opts["rec"].zero_grad(set_to_none=True)
             l_rec.backward()
             opts["rec"].step()
-            l_adv, acc = objectives("adv", x, phi)
+            l_adv, acc = objectives("adv", x, phi, mix)
             opts["adv"].zero_grad(set_to_none=True)
             l_adv.backward()
             opts["adv"].step()

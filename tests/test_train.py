@@ -30,8 +30,8 @@ def real_dir(tmp_path_factory) -> Path:
     return d
 
 
-def tcfg(steps: int) -> TrainConfig:
-    return TrainConfig(steps=steps, batch=4, warmup=2, crops_per_image=4, holdout=0.25)
+def tcfg(steps: int, fake_mix: str = "full") -> TrainConfig:
+    return TrainConfig(steps=steps, batch=4, warmup=2, crops_per_image=4, holdout=0.25, fake_mix=fake_mix)
 
 
 def test_train_writes_run_and_calibrates(real_dir: Path, tmp_path: Path) -> None:
@@ -47,18 +47,19 @@ def test_train_writes_run_and_calibrates(real_dir: Path, tmp_path: Path) -> None
     assert np.mean(np.array(scores, np.float32) >= np.float32(cfg.threshold)) <= 0.05  # no generated image involved
 
 
-def test_deterministic_and_resume_equals_uninterrupted(real_dir: Path, tmp_path: Path) -> None:
-    train([real_dir], tmp_path / "a", CFG, tcfg(4), quiet=True)
-    train([real_dir], tmp_path / "b", CFG, tcfg(4), quiet=True)
-    train([real_dir], tmp_path / "c", CFG, tcfg(4), quiet=True, checkpoint_every=2)
+@pytest.mark.parametrize("mix", ["full", "phi", "partial"])
+def test_deterministic_and_resume_equals_uninterrupted(real_dir: Path, tmp_path: Path, mix: str) -> None:
+    train([real_dir], tmp_path / "a", CFG, tcfg(4, mix), quiet=True)
+    train([real_dir], tmp_path / "b", CFG, tcfg(4, mix), quiet=True)
+    train([real_dir], tmp_path / "c", CFG, tcfg(4, mix), quiet=True, checkpoint_every=2)
     wa = load_file(str(tmp_path / "a" / "model.safetensors"))
     for other in ("b", "c"):  # same seed: identical; checkpointing midway changes nothing
         wb = load_file(str(tmp_path / other / "model.safetensors"))
         for k in wa:
             assert (wa[k] == wb[k]).all(), (other, k)
     # Interrupt: a run of 2 steps, then resumed to 4, must equal the uninterrupted 4-step run.
-    train([real_dir], tmp_path / "d", CFG, tcfg(2), quiet=True)
-    train([real_dir], tmp_path / "d", CFG, tcfg(4), resume=True, quiet=True)
+    train([real_dir], tmp_path / "d", CFG, tcfg(2, mix), quiet=True)
+    train([real_dir], tmp_path / "d", CFG, tcfg(4, mix), resume=True, quiet=True)
     wd = load_file(str(tmp_path / "d" / "model.safetensors"))
     for k in wa:
         assert (wa[k] == wd[k]).all(), k
