@@ -52,7 +52,7 @@ def main() -> None:
         print(json.dumps(rows, indent=2))
         return
     for r in rows:
-        cells = "  ".join(f"{Path(k).name}: {v:.1f} ms ({r['speedup_over_first'][k]:.2f}x)" for k, v in r["median_ms"].items())
+        cells = "  ".join(f"{k}: {v:.1f} ms ({r['speedup_over_first'][k]:.2f}x)" for k, v in r["median_ms"].items())
         print(f"{r['size']:<11} {cells}")
 
 

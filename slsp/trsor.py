@@ -98,16 +98,24 @@ def window_reduce(x: Tensor, k: int, dim: int, op: Callable[[Tensor, Tensor], Te
     return out
 
 
-def box_sum(x: Tensor, kh: int, kw: int) -> Tensor:
-    """Sum over every kh x kw window of a (C, H, W) tensor (stride 1), separably."""
-    return F.avg_pool2d(window_reduce(x, kh, -2, torch.add)[None], (1, kw), stride=1)[0] * float(kw)
+def row_pool_sum(x: Tensor, k: int) -> Tensor:
+    """Sum of every k consecutive elements along the last dim of a (C, H, W) tensor, as a 1 x k pool."""
+    return F.avg_pool2d(x[None], (1, k), stride=1)[0] * float(k)
 
 
 def gradient_energy(y: Tensor, p: int) -> Tensor:
-    """xi for every p x p patch at stride 1: (C, H, W) float -> (H - p + 1, W - p + 1), summed over C."""
+    """xi for every p x p patch at stride 1: (C, H, W) float -> (H - p + 1, W - p + 1), summed over C.
+
+    xi = sum over the patch of dh^2 (p rows x p - 2 columns) + dv^2 (p - 2 rows x p columns). With the row sums
+    a = rowsum_{p-2}(dh^2) and b = rowsum_p(dv^2), the column direction shares one window of p - 2 rows:
+    xi[i] = sum_{r < p-2} (a + b)[i + r] + a[i + p - 2] + a[i + p - 1].
+    """
     dh = (y[:, :, 2:] - y[:, :, :-2]) * 0.5
     dv = (y[:, 2:, :] - y[:, :-2, :]) * 0.5
-    xi = box_sum(dh * dh, p, p - 2) + box_sum(dv * dv, p - 2, p)
+    a = row_pool_sum(dh * dh, p - 2)  # (C, H, W - p + 1)
+    b = row_pool_sum(dv * dv, p)  # (C, H - 2, W - p + 1)
+    n = a.shape[1] - p + 1
+    xi = window_reduce(a.narrow(1, 0, b.shape[1]) + b, p - 2, 1, torch.add) + (a.narrow(1, p - 2, n) + a.narrow(1, p - 1, n))
     return xi[0] if xi.shape[0] == 1 else xi.sum(dim=0)  # luma: skip a pass that would only copy
 
 
