@@ -208,11 +208,17 @@ def serve(
         raise SlspError(f"--model-control must be none, poll or explicit, got {model_control!r}")
     if not repo.is_dir():
         from slsp.export import repository
-        from slsp.export.build import build
+        from slsp.export.build import build, default_images
+        from slsp.imaging import collect
 
+        # The shipped weights passed the full gate when released; here the gate checks this machine's runtime,
+        # and 8 photos at their own size do that in seconds instead of ~3 minutes for 177 images.
+        found = default_images()
+        quick = collect(found)[:8] if found else None
         artifacts = repo.parent / f"{repo.name}.artifacts"
-        typer.echo(f"{repo} missing: exporting the shipped model (artifacts in {artifacts})", err=True)
-        build(None, artifacts)
+        typer.echo(f"{repo} missing: exporting the shipped model (artifacts in {artifacts}, parity gate on "
+                   f"{len(quick) if quick else 'synthetic'} images; `slsp export --repo` runs the full gate)", err=True)
+        build(None, artifacts, images=quick, sizes=0)
         repository.write(artifacts, repo)
     server = Server(repo, host=host, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
                     log_path=log, model_control=model_control)

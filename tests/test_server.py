@@ -189,3 +189,28 @@ def test_killed_server_leaves_no_shared_memory(server: Server) -> None:
     srv.stop(grace=0)
     assert srv.proc.returncode == -signal.SIGKILL
     assert not [r for r in regions if r.exists()]
+
+
+def test_serve_cli_exports_when_missing_then_stops_on_ctrl_c(tmp_path: Path) -> None:
+    """`slsp serve` on a fresh machine: export with a quick gate, serve, answer a query, exit cleanly on SIGINT."""
+    repo = tmp_path / "model_repository"
+    ports = [str(free_port()) for _ in range(3)]
+    proc = subprocess.Popen([sys.executable, "-c", "from slsp.cli import main; main()", "serve", "--repo", str(repo),
+                             "--http-port", ports[0], "--grpc-port", ports[1], "--metrics-port", ports[2],
+                             "--log", str(tmp_path / "server.log")],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        for line in proc.stderr:  # ends when the process does
+            lines.append(line)
+            if line.startswith("serving "):
+                break
+        assert lines and lines[-1].startswith("serving "), "".join(lines)
+        assert "parity gate on 8 images" in "".join(lines)
+        assert repository.versions(repo, repository.MODEL) == [1]
+        data = shared("real", "dev", "bsd100_img_020.png").read_bytes()
+        assert SlspClient(f"grpc://127.0.0.1:{ports[1]}").detect(data).score == pytest.approx(float(local(data).score), abs=1e-4)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        rc = proc.wait(60)
+    assert rc in (0, 130), rc
