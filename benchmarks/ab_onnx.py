@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from pathlib import Path
 
 import onnxruntime as ort
 
-from slsp.bench import photo_at
+from slsp.bench import parse_size, photo_at, timeit_blocks
 from slsp.imaging import load
 
 
@@ -34,18 +32,9 @@ def main() -> None:
     base = load(args.source)
     rows = []
     for size in args.size or ["1024x1024", "2048x2048"]:
-        w, h = (int(v) for v in size.lower().split("x"))
-        feed = {"image": photo_at(base, h, w)}
-        times: list[list[float]] = [[] for _ in sessions]
-        for _ in range(args.rounds):
-            for sess, ts in zip(sessions, times):
-                sess.run(None, feed)  # first run of a block discarded
-                start = time.perf_counter()
-                while len(ts) < 3 or time.perf_counter() - start < args.block:
-                    t0 = time.perf_counter()
-                    sess.run(None, feed)
-                    ts.append(time.perf_counter() - t0)
-        med = [1e3 * statistics.median(ts) for ts in times]
+        feed = {"image": photo_at(base, *parse_size(size))}
+        stats = timeit_blocks([lambda s=sess: s.run(None, feed) for sess in sessions], args.block * args.rounds, args.rounds)
+        med = [st["median_ms"] for st in stats]
         rows.append({"size": size, "median_ms": dict(zip(map(str, args.onnx), med)),
                      "speedup_over_first": dict(zip(map(str, args.onnx), (med[0] / m for m in med)))})
     if args.json:

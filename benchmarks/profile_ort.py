@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from slsp.bench import photo_at
+from slsp.bench import parse_size, photo_at
 from slsp.imaging import load
 
 
@@ -31,7 +31,7 @@ def main() -> None:
     opts.enable_profiling = True
     opts.profile_file_prefix = str(Path(tempfile.mkdtemp()) / "ort")
     sess = ort.InferenceSession(str(args.onnx), opts, providers=["CPUExecutionProvider"])
-    w, h = (int(v) for v in args.size.lower().split("x"))
+    h, w = parse_size(args.size)
     rng = np.random.default_rng(0)
     feed = {}
     for i in sess.get_inputs():

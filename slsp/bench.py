@@ -67,20 +67,26 @@ def timeit(fn: Callable[[], object], min_time: float = 1.0, min_runs: int = 3, w
     return _stats(times)
 
 
-def timeit_pair(a: Callable[[], object], b: Callable[[], object], min_time: float = 1.0, rounds: int = 2) -> tuple[dict, dict]:
-    """Time two functions in alternating blocks (A B A B), so a slow spell of a noisy machine lands on both sides
-    of a ratio. Blocks, not single runs: right after an ONNX Runtime run its spinning threads slowed the next
-    PyTorch run 2x. The first run of each block is discarded."""
-    times: tuple[list[float], list[float]] = ([], [])
+def timeit_blocks(fns: list[Callable[[], object]], min_time: float = 1.0, rounds: int = 2) -> list[dict]:
+    """Time functions in alternating blocks (A B A B ...), so a slow spell of a noisy machine lands on every side
+    of a ratio. Blocks, not single runs: right after an ONNX Runtime run its spinning threads slow the next
+    PyTorch run. The first run of each block is discarded; each function gets `min_time` in all."""
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(rounds):
-        for fn, ts in zip((a, b), times):
+        for fn, ts in zip(fns, times):
             fn()
             start = time.perf_counter()
             while len(ts) < 3 or time.perf_counter() - start < min_time / rounds:
                 t0 = time.perf_counter()
                 fn()
                 ts.append(time.perf_counter() - t0)
-    return _stats(times[0]), _stats(times[1])
+    return [_stats(ts) for ts in times]
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'WxH' -> (H, W)."""
+    w, h = (int(v) for v in text.lower().split("x"))
+    return h, w
 
 
 def memory_floor(img: np.ndarray) -> Callable[[], object]:
@@ -142,9 +148,9 @@ def engines(run: Path | None, artifacts: Path, source: Path, sizes=SIZES, min_ti
                        "pipeline": lambda: stages["slsp"].infer(feeds)}
             r["torch"], r["ort"] = {}, {}
             if not rows:  # the first size also paid for thread pools and caches warming up (model 1.5x slower)
-                timeit_pair(torch_fns["pipeline"], ort_fns["pipeline"], min_time)
+                timeit_blocks([torch_fns["pipeline"], ort_fns["pipeline"]], min_time)
             for s in torch_fns:
-                r["torch"][s], r["ort"][s] = timeit_pair(torch_fns[s], ort_fns[s], min_time)
+                r["torch"][s], r["ort"][s] = timeit_blocks([torch_fns[s], ort_fns[s]], min_time)
             gflop = model_gflop(det.model, crops, phi)
             floor_ms = 1e3 * gflop / peak  # the model's work at the machine's matmul rate
             r["model_gflop"] = gflop

@@ -291,7 +291,7 @@ def bench_engines(
     """Per-stage latency for PyTorch eager and ONNX Runtime, and TrSOR against its memory floor."""
     from slsp import bench
 
-    sizes = bench.SIZES if not size else [tuple(int(v) for v in s.lower().split("x"))[::-1] for s in size]
+    sizes = bench.SIZES if not size else [bench.parse_size(s) for s in size]
     result = bench.engines(model, artifacts, source, sizes, min_time, quiet)
     path = bench.save(result, out)
     _emit(result) if json_out else typer.echo(bench.table(result) + f"\nwrote {path}")
