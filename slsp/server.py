@@ -162,9 +162,11 @@ class Server:
 
     def shm_regions(self) -> list[Path]:
         """The Python backend's shared-memory files mapped by the running server."""
+        if self.proc is None:
+            return []
         try:
             maps = Path(f"/proc/{self.proc.pid}/maps").read_text()
-        except (AttributeError, OSError):
+        except OSError:  # exited already, or no /proc (not Linux)
             return []
         return sorted({Path(p) for p in re.findall(r"/dev/shm/triton_python_backend_shm_region_\S+", maps)})
 
