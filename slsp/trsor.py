@@ -79,8 +79,8 @@ def window_reduce(x: Tensor, k: int, dim: int, op: Callable[[Tensor, Tensor], Te
 
     Windows of 1, 2, 4, ... elements are built from overlapping halves, then one per set bit of k is combined
     (4 ops for k = 7). Used across rows, where each slice is one contiguous block: ONNX Runtime's pooling with
-    a k x 1 kernel strides across rows and was 6x slower at 2048 x 2048 (it is fast along rows, so that
-    direction stays a 1 x k pool).
+    k x 1 kernels took 72% of TrSOR at 2048 x 2048 (benchmarks/results/trsor-profile-2048.txt). Along rows a
+    1 x k pool stays.
     """
     out_len = x.shape[dim] - k + 1
     windows, size = {1: x}, 1
@@ -141,7 +141,7 @@ class TrSOR(nn.Module):
         if self.cfg.channel == "rgb":
             return image.permute(2, 0, 1).to(torch.float32)
         # Split the uint8 channels before casting: casting the interleaved image first wrote and re-read
-        # 12 bytes per pixel (27 ms of ONNX Runtime's 2048 x 2048 TrSOR).
+        # 12 bytes per pixel (Cast + Split: 36 -> 16 ms at 2048 x 2048, benchmarks/results/trsor-profile-2048.txt).
         ch = [image[:, :, i].to(torch.float32) for i in range(3)]
         return (ch[0] * LUMA[0] + ch[1] * LUMA[1] + ch[2] * LUMA[2]).unsqueeze(0)
 
