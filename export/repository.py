@@ -184,7 +184,8 @@ def write(artifacts: Path, repo: Path, s: ServingConfig = ServingConfig()) -> in
                 (vdir / "model.py").write_text(src.read_text())
                 # Compiled here so the stub finds a valid cache: a __pycache__ written at load time would change
                 # the version folder's mtime and make a polling server load the new version a second time.
-                py_compile.compile(str(vdir / "model.py"), cfile=importlib.util.cache_from_source(str(vdir / "model.py")), doraise=True)
+                src_py = str(vdir / "model.py")
+                py_compile.compile(src_py, cfile=importlib.util.cache_from_source(src_py), doraise=True)
             if name == DECODE:
                 (mdir / "warmup").mkdir()
                 _warmup_image(mdir / "warmup" / "photo", 2 * cfg.trsor.crop + 3)
