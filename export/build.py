@@ -17,11 +17,11 @@ import numpy as np
 from slsp import detector as det_io
 from slsp.detector import Detector
 from slsp.errors import CheckpointError, ParityError, RuntimeMissing, SlspError
-from slsp.export import onnx2trt, parity, torch2onnx
+from slsp.export import onnx2trt, parity, torch2aoti, torch2onnx
 from slsp.export.runners import OrtRunner, Pipeline, TorchRunner, TrtRunner
 from slsp.progress import stderr
 
-RUNTIMES = ("ort-cpu", "ort-cpu-fused", "ort-cuda", "torch-cuda", "tensorrt")
+RUNTIMES = ("ort-cpu", "ort-cpu-fused", "aoti-cpu", "ort-cuda", "torch-cuda", "tensorrt")
 
 
 def default_images() -> list[Path]:
@@ -59,6 +59,8 @@ def make_runtimes(det: Detector, artifacts: Path, names: list[str] | None) -> tu
                 out.append(Pipeline(name, *(OrtRunner(artifacts / f"{s}.onnx") for s in ("trsor", "model", "score"))))
             elif name == "ort-cpu-fused":
                 out.append(OrtRunner(artifacts / "slsp.onnx", name=name))
+            elif name == "aoti-cpu":
+                out.append(aoti_pipeline(artifacts))
             elif name == "ort-cuda":
                 out.append(Pipeline(name, OrtRunner(artifacts / "trsor.onnx", "cuda"), OrtRunner(artifacts / "model.onnx", "cuda"), OrtRunner(artifacts / "score.onnx")))
             elif name == "torch-cuda":
@@ -75,6 +77,12 @@ def make_runtimes(det: Detector, artifacts: Path, names: list[str] | None) -> tu
                 raise
             skipped[name] = str(e)
     return out, skipped
+
+
+def aoti_pipeline(artifacts: Path) -> Pipeline:
+    """What the CPU server runs for artifacts exported with --aoti: compiled TrSOR, model and score in ORT."""
+    trsor = torch2aoti.AotiRunner(artifacts / torch2aoti.PACKAGE)
+    return Pipeline("aoti-cpu", trsor, *(OrtRunner(artifacts / f"{s}.onnx") for s in ("model", "score")))
 
 
 def check(
@@ -111,6 +119,7 @@ def build(
     out: Path,
     fp16: bool = False,
     trt: bool = False,
+    aoti: bool = False,
     max_batch: int = 64,
     images: list[Path] | None = None,
     sizes: int = 2,
@@ -125,6 +134,9 @@ def build(
     try:
         torch2onnx.export(det, tmp, det_io.checkpoint_hash(run_dir), fp16=fp16)
         shutil.copy2(run_dir / det_io.CONFIG, tmp / det_io.CONFIG)
+        if aoti:
+            stderr.print("compiling TrSOR with AOTInductor (about a minute on 2 cores)")
+            torch2aoti.compile_trsor(det, tmp)
         trt_status = {}
         if trt:
             cfg = det.cfg.trsor

@@ -26,6 +26,7 @@ from PIL import Image
 
 from slsp.config import DetectorConfig
 from slsp.errors import SlspError
+from slsp.export import torch2aoti
 from slsp.imaging import DEFAULT_MAX_PIXELS
 
 ENSEMBLE, DECODE, MODEL, SCORE = "slsp", "slsp_decode_trsor", "slsp_model", "slsp_score"
@@ -63,7 +64,7 @@ def _io(name: str, dtype: str, dims: list[int], reshape: list[int] | None = None
     return d
 
 
-def configs(cfg: DetectorConfig, s: ServingConfig, trt: bool) -> dict[str, dict]:
+def configs(cfg: DetectorConfig, s: ServingConfig, trt: bool, trsor_file: str = "trsor.onnx") -> dict[str, dict]:
     c, k = cfg.trsor.crop, cfg.trsor.crops
     if s.max_batch < k:
         raise SlspError(f"max_batch {s.max_batch} must be >= the {k} crops of one image")
@@ -75,7 +76,7 @@ def configs(cfg: DetectorConfig, s: ServingConfig, trt: bool) -> dict[str, dict]
         "output": [_io("crops", "TYPE_UINT8", [-1, c, c, 3]), _io("crop_phi", "TYPE_FP32", [-1, c, c]),
                    _io("positions", "TYPE_INT64", [-1, 2]), _io("valid", "TYPE_BOOL", [-1]), _io("sigma", "TYPE_FP32", [1])],
         "instance_group": [{"kind": "KIND_CPU", "count": s.decode_instances}],
-        "parameters": _params({**common, "max_pixels": s.max_pixels, "max_bytes": s.max_bytes, "min_side": c}),
+        "parameters": _params({**common, "trsor_file": trsor_file, "max_pixels": s.max_pixels, "max_bytes": s.max_bytes, "min_side": c}),
         "model_warmup": [{"name": "photo", "batch_size": 0, "inputs": {"IMAGE": {
             "data_type": "TYPE_STRING", "dims": [1], "input_data_file": "photo"}}}],
     }
@@ -165,10 +166,12 @@ def write(artifacts: Path, repo: Path, s: ServingConfig = ServingConfig()) -> in
     artifacts, repo = Path(artifacts), Path(repo)
     cfg = DetectorConfig.load(artifacts / "config.json")
     trt = (artifacts / "model.plan").is_file()
-    protos = {name: to_proto(d) for name, d in configs(cfg, s, trt).items()}
+    # The AOTInductor package holds native code for the exporting CPU: served by the CPU target only.
+    trsor = torch2aoti.PACKAGE if s.target == "cpu" and (artifacts / torch2aoti.PACKAGE).is_file() else "trsor.onnx"
+    protos = {name: to_proto(d) for name, d in configs(cfg, s, trt, trsor).items()}
     repo.mkdir(parents=True, exist_ok=True)
     version = 1 + max([0] + [v for m in MEMBERS for v in versions(repo, m)])
-    files = {DECODE: ["trsor.onnx"], MODEL: ["model.plan"] if trt and s.target == "gpu" else ["model.onnx"], SCORE: ["score.onnx"]}
+    files = {DECODE: [trsor], MODEL: ["model.plan"] if trt and s.target == "gpu" else ["model.onnx"], SCORE: ["score.onnx"]}
     py = {DECODE: "decode_trsor.py", MODEL: "model.py", SCORE: "score.py"}
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=repo))
     try:

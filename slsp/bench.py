@@ -119,7 +119,8 @@ def engines(run: Path | None, artifacts: Path, source: Path, sizes=SIZES, min_ti
     import torch
 
     from slsp import detector as det_io
-    from slsp.export.build import verify_artifacts
+    from slsp.export import torch2aoti
+    from slsp.export.build import aoti_pipeline, verify_artifacts
     from slsp.export.runners import OrtRunner
     from slsp.imaging import decode, load
     from slsp.progress import bar
@@ -128,6 +129,7 @@ def engines(run: Path | None, artifacts: Path, source: Path, sizes=SIZES, min_ti
     verify_artifacts(det, det_io.default_dir() if run is None else run, artifacts)
     base = load(source)
     stages = {s: OrtRunner(artifacts / f"{s}.onnx") for s in ("trsor", "model", "score", "slsp")}
+    compiled = aoti_pipeline(artifacts) if (artifacts / torch2aoti.PACKAGE).is_file() else None
     peak = compute_floor(min_time=min_time)
     rows = []
     with bar(quiet) as pb, torch.inference_mode():
@@ -149,8 +151,13 @@ def engines(run: Path | None, artifacts: Path, source: Path, sizes=SIZES, min_ti
             r["torch"], r["ort"] = {}, {}
             if not rows:  # the first size also paid for thread pools and caches warming up (model 1.5x slower)
                 timeit_blocks([torch_fns["pipeline"], ort_fns["pipeline"]], min_time)
+            # The compiled TrSOR, and the pipeline the CPU server runs with it, join the same alternating blocks.
+            aoti_fns = {"trsor": lambda: compiled.trsor.infer(feeds), "pipeline": lambda: compiled.infer(feeds)} if compiled else {}
             for s in torch_fns:
-                r["torch"][s], r["ort"][s] = timeit_blocks([torch_fns[s], ort_fns[s]], min_time)
+                times = timeit_blocks([torch_fns[s], ort_fns[s]] + ([aoti_fns[s]] if s in aoti_fns else []), min_time)
+                r["torch"][s], r["ort"][s] = times[:2]
+                if len(times) > 2:
+                    r.setdefault("aoti", {})[s] = times[2]
             gflop = model_gflop(det.model, crops, phi)
             floor_ms = 1e3 * gflop / peak  # the model's work at the machine's matmul rate
             r["model_gflop"] = gflop
@@ -161,6 +168,11 @@ def engines(run: Path | None, artifacts: Path, source: Path, sizes=SIZES, min_ti
                 "model_torch_over_compute_floor": r["torch"]["model"]["median_ms"] / floor_ms,
                 "pipeline_ort_speedup_over_torch": r["torch"]["pipeline"]["median_ms"] / r["ort"]["pipeline"]["median_ms"],
             }
+            if compiled:
+                r["ratios"].update(
+                    trsor_aoti_over_floor=r["aoti"]["trsor"]["median_ms"] / r["floor"]["median_ms"],
+                    trsor_aoti_speedup_over_ort=r["ort"]["trsor"]["median_ms"] / r["aoti"]["trsor"]["median_ms"],
+                    pipeline_aoti_speedup_over_torch=r["torch"]["pipeline"]["median_ms"] / r["aoti"]["pipeline"]["median_ms"])
             rows.append(r)
             pb.advance(task)
     return {"kind": "engines", "machine": machine(), "source": str(source), "crops_per_image": det.cfg.trsor.crops,
@@ -241,6 +253,8 @@ def _batch_sizes(before: dict, after: dict) -> dict[str, int]:
 def server(url: str, sources: list[Path], artifacts: Path, concurrencies=(1, 2, 4, 8, 16), requests: int = 64,
            duration: float | None = None, quiet: bool = False) -> dict:
     from slsp.clients.client import SlspClient
+    from slsp.export import torch2aoti
+    from slsp.export.build import aoti_pipeline
     from slsp.export.runners import OrtRunner
     from slsp.imaging import collect, decode
     from slsp.progress import bar
@@ -251,23 +265,31 @@ def server(url: str, sources: list[Path], artifacts: Path, concurrencies=(1, 2, 
     if not client.ready():
         raise SlspError(f"no ready server at {url} (start one with `slsp serve`)")
     fused = OrtRunner(artifacts / "slsp.onnx")
+    compiled = aoti_pipeline(artifacts) if (artifacts / torch2aoti.PACKAGE).is_file() else None
     rows = []
     with bar(quiet) as pb:
-        task = pb.add_task("bench server", total=len(concurrencies) + 1, info="")
-        # Baseline in the same run: in-process ONNX Runtime (decode + fused graph), one request at a time.
+        task = pb.add_task("bench server", total=len(concurrencies) + 1 + bool(compiled), info="")
+        # Baselines in the same run, one request at a time: in-process ONNX Runtime (decode + fused graph) and,
+        # with a compiled TrSOR in the artifacts, the same engines as the CPU server (serving overhead alone).
         base = load_run(lambda d: fused.infer({"image": decode(d)}), images, 1, requests, duration)
         pb.advance(task)
+        same = None
+        if compiled:
+            same = load_run(lambda d: compiled.infer({"image": decode(d)}), images, 1, requests, duration)
+            pb.advance(task)
         for c in concurrencies:
             client.detect(images[0])  # keep the pipeline warm between settings
             before = client.statistics()
             row = load_run(client.detect, images, c, requests, duration)
             row["server_split"] = server_split(before, client.statistics())
             row["throughput_vs_inprocess_ort"] = row["throughput_rps"] / base["throughput_rps"]
+            if same:
+                row["throughput_vs_inprocess_aoti"] = row["throughput_rps"] / same["throughput_rps"]
             row["p99_over_p50"] = row["p99_ms"] / max(row["p50_ms"], 1e-9)
             rows.append(row)
             pb.advance(task)
     return {"kind": "server", "machine": machine(), "url": url, "protocol": client.protocol,
-            "images": [str(f) for f in files], "inprocess_ort": base, "rows": rows}
+            "images": [str(f) for f in files], "inprocess_ort": base, "inprocess_aoti": same, "rows": rows}
 
 
 def save(result: dict, out_dir: Path) -> Path:
@@ -281,24 +303,32 @@ def save(result: dict, out_dir: Path) -> Path:
 def table(result: dict) -> str:
     if result["kind"] == "engines":
         lines = [f"{'size':<11}{'floor':>8}{'trsor ort':>11}{'/floor':>8}{'trsor pt':>10}{'model ort':>11}{'model pt':>10}"
-                 f"{'/mm':>6}{'pipe ort':>10}{'pipe pt':>9}{'ort/pt x':>9}{'decode':>9}   (median ms)"]
+                 f"{'/mm':>6}{'pipe ort':>10}{'pipe pt':>9}{'ort/pt x':>9}{'decode':>9}"
+                 + (f"{'trsor aoti':>12}{'/floor':>8}{'pipe aoti':>11}{'aoti/pt x':>10}" if "aoti" in result["rows"][0] else "")
+                 + "   (median ms)"]
         for r in result["rows"]:
             lines.append(f"{r['size']:<11}{r['floor']['median_ms']:>8.2f}{r['ort']['trsor']['median_ms']:>11.2f}"
                          f"{r['ratios']['trsor_ort_over_floor']:>8.1f}{r['torch']['trsor']['median_ms']:>10.2f}"
                          f"{r['ort']['model']['median_ms']:>11.2f}{r['torch']['model']['median_ms']:>10.2f}"
                          f"{r['ratios']['model_ort_over_compute_floor']:>6.1f}"
                          f"{r['ort']['pipeline']['median_ms']:>10.2f}{r['torch']['pipeline']['median_ms']:>9.2f}"
-                         f"{r['ratios']['pipeline_ort_speedup_over_torch']:>9.2f}{r['decode_png']['median_ms']:>9.2f}")
+                         f"{r['ratios']['pipeline_ort_speedup_over_torch']:>9.2f}{r['decode_png']['median_ms']:>9.2f}"
+                         + (f"{r['aoti']['trsor']['median_ms']:>12.2f}{r['ratios']['trsor_aoti_over_floor']:>8.1f}"
+                            f"{r['aoti']['pipeline']['median_ms']:>11.2f}{r['ratios']['pipeline_aoti_speedup_over_torch']:>10.2f}"
+                            if "aoti" in r else ""))
         lines.append(f"/floor: TrSOR over one uint8 read + float32 write; /mm: the model over its {result['rows'][0]['model_gflop']:.2f} "
                      f"GFLOP at the {result['matmul_gflops']:.0f} GFLOP/s of a 1024^3 matmul")
         return "\n".join(lines)
     b = result["inprocess_ort"]
-    lines = [f"in-process ORT (c=1): {b['throughput_rps']:.2f} img/s, p50 {b['p50_ms']:.1f} ms",
-             f"{'conc':>5}{'img/s':>8}{'vs ORT':>8}{'p50':>8}{'p90':>8}{'p99':>8}{'p99/p50':>8}{'errors':>7}   server split per request (ms)"]
+    a = result.get("inprocess_aoti")
+    lines = [f"in-process ORT (c=1): {b['throughput_rps']:.2f} img/s, p50 {b['p50_ms']:.1f} ms"
+             + (f"; in-process AOTI TrSOR + ORT (c=1): {a['throughput_rps']:.2f} img/s, p50 {a['p50_ms']:.1f} ms" if a else ""),
+             f"{'conc':>5}{'img/s':>8}{'vs ORT':>8}{'vs AOTI':>8}{'p50':>8}{'p90':>8}{'p99':>8}{'p99/p50':>8}{'errors':>7}   server split per request (ms)"]
     for r in result["rows"]:
         split = "  ".join(f"{m.split('_', 1)[-1]}: q{v['queue_ms']:.1f} in{v['compute_input_ms']:.1f} "
                           f"inf{v['compute_infer_ms']:.1f} out{v['compute_output_ms']:.1f}"
                           for m, v in r["server_split"].items() if m != "slsp")
         lines.append(f"{r['concurrency']:>5}{r['throughput_rps']:>8.2f}{r['throughput_vs_inprocess_ort']:>8.2f}"
+                     f"{r.get('throughput_vs_inprocess_aoti', float('nan')):>8.2f}"
                      f"{r['p50_ms']:>8.1f}{r['p90_ms']:>8.1f}{r['p99_ms']:>8.1f}{r['p99_over_p50']:>8.2f}{r['errors']:>7}   {split}")
     return "\n".join(lines)

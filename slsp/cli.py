@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -127,6 +128,8 @@ def export_cmd(
     out: Annotated[Path, typer.Option("--out", help="Artifacts folder (replaced only if the gate passes).")] = Path("artifacts"),
     fp16: Annotated[bool, typer.Option("--fp16", help="Half-precision model stage.")] = False,
     trt: Annotated[bool, typer.Option("--trt", help="Also build TensorRT engines (needs tensorrt and a GPU).")] = False,
+    aoti: Annotated[bool, typer.Option("--aoti", help="Also compile TrSOR to native CPU code with AOTInductor (needs g++; "
+                                                       "the CPU server then runs it).")] = False,
     max_batch: Annotated[int, typer.Option(help="Largest crop batch (TensorRT profile, Triton max_batch_size).")] = 64,
     images: Annotated[Optional[list[Path]], typer.Option(help="Real images for the parity gate.")] = None,
     sizes: Annotated[int, typer.Option(help="Random-size crops per parity image.")] = 2,
@@ -143,7 +146,7 @@ def export_cmd(
 
     serving = repository.ServingConfig(target=target, max_batch=max_batch, max_pixels=max_pixels, max_bytes=max_bytes,
                                        model_threads=model_threads)
-    report = build(model, out, fp16=fp16, trt=trt, max_batch=max_batch, images=images, sizes=sizes)
+    report = build(model, out, fp16=fp16, trt=trt, aoti=aoti, max_batch=max_batch, images=images, sizes=sizes)
     if repo is not None:
         report["repository"] = {"path": str(repo), "version": repository.write(out, repo, serving), "target": target}
     _print_report(report, json_out)
@@ -224,6 +227,8 @@ def serve(
                     log_path=log, model_control=model_control)
     server.start(log=None if log else sys.stderr)
     typer.echo(f"serving {repo}: {server.grpc_url}  {server.http_url}  (Ctrl-C stops)", err=True)
+    # Ctrl-C stops even where a non-interactive shell started us in the background with SIGINT ignored.
+    signal.signal(signal.SIGINT, _interrupt)
     try:
         while server.proc is not None and server.proc.poll() is None:
             time.sleep(0.5)
@@ -233,6 +238,10 @@ def serve(
         server.stop()
     if server.proc is not None and server.proc.returncode not in (0, -2, None):
         raise SlspError(f"tritonserver exited with code {server.proc.returncode}")
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 @app.command()
@@ -319,6 +328,8 @@ def bench_server(
 
 
 def main() -> None:
+    # SIGTERM (kill, docker stop, systemd) unwinds like Ctrl-C, so temporary folders are removed and servers stopped.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         app()
     except SlspError as e:

@@ -28,12 +28,17 @@ def session(path: Path, device: str = "cpu", intra_op_threads: int = 0, inter_op
     return ort.InferenceSession(str(path), opts, providers=providers(device))
 
 
-def triton_session(args: dict, filename: str):
-    """For Triton Python-backend models: the session for `filename` in this version folder, and the config's
-    string parameters (device, intra_op_threads, and any model-specific ones)."""
+def triton_params(args: dict) -> tuple[Path, dict[str, str]]:
+    """For Triton Python-backend models: this version's folder and the config's string parameters."""
     import json
 
     cfg = json.loads(args["model_config"])
     params = {k: v["string_value"] for k, v in cfg.get("parameters", {}).items()}
-    here = Path(args["model_repository"]) / args["model_version"]
+    return Path(args["model_repository"]) / args["model_version"], params
+
+
+def triton_session(args: dict, filename: str):
+    """The session for `filename` in this version folder (device and intra_op_threads from the config's
+    parameters), and those parameters."""
+    here, params = triton_params(args)
     return session(here / filename, params["device"], int(params["intra_op_threads"]), 1), params

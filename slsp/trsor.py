@@ -184,8 +184,9 @@ class TrSOR(nn.Module):
         ny, nx = main.shape[0], main.shape[1]
         ys = torch.cat([torch.arange(ny) * c, (h - c) * torch.ones(1, dtype=torch.int64)])
         xs = torch.cat([torch.arange(nx) * c, (w - c) * torch.ones(1, dtype=torch.int64)])
-        row_ok = torch.cat([torch.ones(ny, dtype=torch.bool), (h % c != 0) * torch.ones(1, dtype=torch.bool)])
-        col_ok = torch.cat([torch.ones(nx, dtype=torch.bool), (w % c != 0) * torch.ones(1, dtype=torch.bool)])
+        # Tensor ops on the edge positions, not `h % c` in Python: that would be a guard on the image size.
+        row_ok = torch.cat([torch.ones(ny, dtype=torch.bool), ys[-1:] % c != 0])
+        col_ok = torch.cat([torch.ones(nx, dtype=torch.bool), xs[-1:] % c != 0])
         ok = (row_ok[:, None] & col_ok[None, :]).reshape(-1)
         count = torch.round(tiles.reshape(-1) * float(c * c)).to(torch.int64)
         n = count.shape[0]

@@ -30,3 +30,14 @@ def real_image() -> np.ndarray:
     from slsp.imaging import load
 
     return load(shared("real", "dev", "bsd100_img_020.png"))
+
+
+@pytest.fixture(scope="session")
+def served_artifacts(tmp_path_factory) -> Path:
+    """Artifacts exported with --aoti (one gate photo): the server tests run the compiled TrSOR inside Triton
+    (test_serve_cli covers the ONNX Runtime one), and test_aoti checks the package against PyTorch."""
+    from slsp.export import build
+
+    out = tmp_path_factory.mktemp("serve") / "artifacts"
+    build.build(None, out, aoti=True, images=[shared("real", "dev", "bsd100_img_020.png")], sizes=0)
+    return out

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -99,6 +103,23 @@ def test_broken_export_is_caught_and_leaves_nothing(run_dir: Path, tmp_path: Pat
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
     failed = tmp_path / "artifacts.parity-failed"
     assert any(f.suffix == ".png" for f in failed.iterdir())
+
+
+def test_export_stopped_by_sigterm_leaves_nothing(tmp_path: Path) -> None:
+    """`kill` (docker stop, systemd) mid-export: the temporary folder goes, the previous artifacts stay."""
+    out = tmp_path / "artifacts"
+    out.mkdir()
+    (out / "previous.txt").write_text("serving version")
+    proc = subprocess.Popen([sys.executable, "-c", "from slsp.cli import main; main()", "export", "--out", str(out),
+                             "--images", str(shared("real", "dev"))], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".artifacts.tmp-*/slsp.onnx")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert list(tmp_path.glob(".artifacts.tmp-*")), "export never started writing"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(60) != 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["artifacts"]
+    assert sorted(p.name for p in out.iterdir()) == ["previous.txt"]
 
 
 def test_parity_refuses_foreign_checkpoint(artifacts: Path, tmp_path: Path) -> None:

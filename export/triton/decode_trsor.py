@@ -1,7 +1,8 @@
 """Triton Python-backend model `slsp_decode_trsor`: encoded image bytes -> TrSOR crops, one request at a time.
 
-Each request is decoded under slsp's decoding policy and run through trsor.onnx in ONNX Runtime. A bad image
-gets its own error response; the other requests of the same execution are unaffected.
+Each request is decoded under slsp's decoding policy and run through TrSOR: trsor.pt2 (AOTInductor, native CPU
+kernels) when the repository was written from `slsp export --aoti` artifacts, else trsor.onnx in ONNX Runtime.
+A bad image gets its own error response; the other requests of the same execution are unaffected.
 """
 
 import os
@@ -14,14 +15,22 @@ import triton_python_backend_utils as pb_utils
 
 from slsp.errors import ImageError
 from slsp.imaging import decode
-from slsp.onnxrt import triton_session
+from slsp.onnxrt import session, triton_params
 
 OUTPUTS = ("crops", "crop_phi", "positions", "valid", "sigma")
 
 
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
-        self.session, params = triton_session(args, "trsor.onnx")
+        here, params = triton_params(args)
+        threads = int(params["intra_op_threads"])
+        if params["trsor_file"].endswith(".pt2"):
+            from slsp.export.torch2aoti import AotiRunner  # imports torch: only where the package is served
+
+            self.trsor = AotiRunner(here / params["trsor_file"], threads).infer
+        else:
+            ort = session(here / params["trsor_file"], params["device"], threads, 1)
+            self.trsor = lambda feed: dict(zip(OUTPUTS, ort.run(list(OUTPUTS), feed)))
         self.max_pixels = int(params["max_pixels"])
         self.max_bytes = int(params["max_bytes"])
         self.min_side = int(params["min_side"])
@@ -37,7 +46,7 @@ class TritonPythonModel:
                 if len(data) > self.max_bytes:
                     raise ImageError(f"request of {len(data)} bytes exceeds the limit of {self.max_bytes} bytes")
                 image = decode(data, max_pixels=self.max_pixels, min_side=self.min_side, name="image")
-                out = dict(zip(OUTPUTS, self.session.run(list(OUTPUTS), {"image": image})))
+                out = self.trsor({"image": image})
                 out["sigma"] = out["sigma"].reshape(1)
                 responses.append(pb_utils.InferenceResponse([pb_utils.Tensor(k, v) for k, v in out.items()]))
             except ImageError as e:

@@ -1,0 +1,70 @@
+"""PyTorch -> AOTInductor: TrSOR compiled ahead of time into native CPU kernels (`trsor.pt2`).
+
+TrSOR is a chain of memory-bound elementwise passes and window sums. ONNX Runtime runs each as its own operator
+(80 of them write at least half an image of float32 at 2048 x 2048, benchmarks/results/trsor-profile-2048.txt);
+Inductor fuses them into a few C++ loops. The package is built with the machine's C++ compiler at export time and
+loads without one. Only TrSOR is compiled: the model stage already runs at ~1.2x its compute floor in ONNX Runtime
+and Inductor was no faster there (benchmarks/README.md). Same tensor names and outputs as trsor.onnx.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.fx.experimental._config as fx_config
+
+from slsp.detector import Detector
+from slsp.errors import RuntimeMissing
+from slsp.export.torch2onnx import OUTPUTS, TrsorStage, example_inputs
+
+PACKAGE = "trsor.pt2"
+
+
+def compile_trsor(det: Detector, out_dir: Path) -> Path:
+    """Export TrSOR with dynamic height and width (>= one crop) and compile it into `out_dir/trsor.pt2`."""
+    stage = TrsorStage(det.eval()).eval()
+    (image,) = example_inputs(det)["trsor"]
+    side = {0: torch.export.Dim("height", min=det.min_side), 1: torch.export.Dim("width", min=det.min_side)}
+    path = Path(out_dir) / PACKAGE
+    # Size-oblivious: images below two crops have a 1-row tile grid, and the stride checks of that grid would
+    # otherwise specialize the graph to >= 2 crops per side. The parity tests cover 64 x 64 and 65 x 99.
+    with torch.no_grad(), fx_config.patch(backed_size_oblivious=True), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # PyTorch's own pytree deprecation, not ours to fix
+        program = torch.export.export(stage, (image,), dynamic_shapes={"image": side})
+        try:
+            # The minimum side travels in the package: the compiled code does not check its input's size.
+            torch._inductor.aoti_compile_and_package(program, package_path=str(path), inductor_configs={
+                "aot_inductor.metadata": {"min_side": str(det.min_side)}})
+        except Exception as e:  # Inductor raises many types here; all mean "could not build the package"
+            raise RuntimeMissing(f"AOTInductor could not compile TrSOR (it needs a C++ compiler, g++ by default, "
+                                 f"or set CXX): {type(e).__name__}: {str(e)[:500]}") from e
+    return path
+
+
+class AotiRunner:
+    """The compiled TrSOR package behind the runner interface; `threads` > 0 sets the OpenMP threads it uses."""
+
+    def __init__(self, path: Path, threads: int = 0) -> None:
+        if not Path(path).is_file():
+            raise RuntimeMissing(f"no {path} (export with --aoti)")
+        self.package = torch._inductor.aoti_load_package(str(path))
+        self.min_side = int(self.package.get_metadata()["min_side"])
+        self.threads, self.name = threads, "aoti-cpu"
+
+    def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        image = feed["image"]
+        # Checked here: the native code reads out of bounds below one crop (seen: garbage, or an abort at 10 x 10).
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < self.min_side:
+            raise ValueError(f"TrSOR takes a uint8 (H, W, 3) image with both sides >= {self.min_side}, "
+                             f"got {image.dtype} {image.shape}")
+        before = torch.get_num_threads()  # process-wide: restored, so PyTorch code around it keeps its own
+        torch.set_num_threads(self.threads or before)
+        try:
+            with torch.inference_mode():
+                out = self.package(torch.from_numpy(np.ascontiguousarray(image)))
+        finally:
+            torch.set_num_threads(before)
+        return {n: t.numpy() for n, t in zip(OUTPUTS["trsor"], out)}

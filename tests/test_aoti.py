@@ -1,0 +1,79 @@
+"""The AOTInductor-compiled TrSOR (trsor.pt2) against PyTorch eager: same crops, masks and positions at every
+size class, including the smallest legal image and sizes that are no multiple of the crop."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import shared, synthetic_photo
+from slsp import detector as det_io
+from slsp.errors import RuntimeMissing
+from slsp.export import repository, torch2aoti
+from slsp.export.torch2onnx import OUTPUTS
+from slsp.imaging import load
+
+DET = det_io.load()
+
+
+@pytest.fixture(scope="module")
+def runner(served_artifacts: Path) -> torch2aoti.AotiRunner:
+    return torch2aoti.AotiRunner(served_artifacts / torch2aoti.PACKAGE)
+
+
+def eager(image: np.ndarray) -> dict[str, np.ndarray]:
+    with torch.inference_mode():
+        out = DET.trsor(torch.from_numpy(image))
+    return {n: getattr(out, n).numpy() for n in OUTPUTS["trsor"]}
+
+
+@pytest.mark.parametrize("size", [(64, 64), (65, 99), (129, 64), (200, 333), (128, 192)])
+def test_matches_eager_at_odd_sizes(runner: torch2aoti.AotiRunner, size: tuple[int, int]) -> None:
+    image = synthetic_photo(*size, seed=sum(size))
+    got, want = runner.infer({"image": image}), eager(image)
+    for name in ("crops", "crop_phi", "positions", "valid"):
+        np.testing.assert_array_equal(got[name], want[name], err_msg=f"{name} at {size}")
+    np.testing.assert_allclose(got["sigma"], want["sigma"], rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["kodak24_kodim13.png", "exif-samples_DSCN0029.jpg", "bsd100_img_091.png"])
+def test_matches_eager_on_real_photos(runner: torch2aoti.AotiRunner, name: str) -> None:
+    image = load(shared("real", "dev", name))
+    got, want = runner.infer({"image": image}), eager(image)
+    for key in ("crops", "crop_phi", "positions", "valid"):
+        np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+    np.testing.assert_allclose(got["sigma"], want["sigma"], rtol=1e-4)
+
+
+def test_thread_count_is_restored(served_artifacts: Path) -> None:
+    before = torch.get_num_threads()
+    torch2aoti.AotiRunner(served_artifacts / torch2aoti.PACKAGE, threads=1).infer({"image": synthetic_photo(64, 80)})
+    assert torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize("shape", [(63, 100, 3), (100, 10, 3), (10, 10, 3), (64, 64), (64, 64, 4)])
+def test_bad_shapes_are_refused_before_native_code(runner: torch2aoti.AotiRunner, shape: tuple[int, ...]) -> None:
+    with pytest.raises(ValueError, match=">= 64"):
+        runner.infer({"image": np.zeros(shape, np.uint8)})
+    with pytest.raises(ValueError, match="uint8"):
+        runner.infer({"image": np.zeros((64, 64, 3), np.float32)})
+
+
+def test_missing_package_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeMissing, match="--aoti"):
+        torch2aoti.AotiRunner(tmp_path / torch2aoti.PACKAGE)
+
+
+def test_repository_serves_the_package_on_cpu_only(served_artifacts: Path, tmp_path: Path) -> None:
+    """CPU target: the decode member gets trsor.pt2 and is told so; GPU target: trsor.onnx (x86 code is no GPU
+    code)."""
+    for target, want in (("cpu", "trsor.pt2"), ("gpu", "trsor.onnx")):
+        repo = tmp_path / target
+        v = repository.write(served_artifacts, repo, repository.ServingConfig(target=target))
+        files = {p.name for p in (repo / repository.DECODE / str(v)).iterdir()}
+        assert want in files and ({"trsor.pt2", "trsor.onnx"} - {want}).isdisjoint(files)
+        cfg = repository.read_config(repo / repository.DECODE / "config.pbtxt")
+        assert cfg.parameters["trsor_file"].string_value == want
