@@ -190,8 +190,10 @@ def _percentiles(lat: list[float]) -> dict:
     return {"p50_ms": float(np.percentile(a, 50)), "p90_ms": float(np.percentile(a, 90)), "p99_ms": float(np.percentile(a, 99))}
 
 
-def load_run(send: Callable[[bytes], object], images: list[bytes], concurrency: int, requests: int | None, duration: float | None) -> dict:
-    """Closed-loop load: `concurrency` workers send images round-robin until `requests` or `duration` is reached."""
+def load_run(send: Callable[[bytes], object], images: list[bytes], concurrency: int, requests: int | None,
+             duration: float | None, latencies: list[float] | None = None) -> dict:
+    """Closed-loop load: `concurrency` workers send images round-robin until `requests` or `duration` is reached.
+    Successful requests' latencies (s) are also appended to `latencies` when given, to pool several runs."""
     lat, errors, lock = [], [], threading.Lock()
     counter = iter(range(10**9))
     deadline = time.perf_counter() + duration if duration else None
@@ -216,6 +218,8 @@ def load_run(send: Callable[[bytes], object], images: list[bytes], concurrency: 
         for _ in range(concurrency):
             pool.submit(worker)
     wall = time.perf_counter() - t0
+    if latencies is not None:
+        latencies.extend(lat)
     return {"concurrency": concurrency, "requests": len(lat) + len(errors), "errors": len(errors),
             "error_samples": errors[:3], "wall_s": wall, "throughput_rps": len(lat) / wall, **_percentiles(lat or [0.0])}
 
