@@ -24,6 +24,9 @@ def test_soak_reduced(tmp_path: Path) -> None:
     assert res["valid_failed"] == 0, res["failure_samples"]
     assert res["invalid_unanswered"] == 0 and res["invalid_answered_with_error"] == 40
     assert res["valid_ok"] == 360
-    # Memory after warm-up may still settle in a short run; the full 10,000-request run checks < 10%.
-    assert res["rss_growth_after_warmup"] < 0.5, res["rss_samples"]
+    # Warm-up (until every image was answered once) must leave most of the run to measure; growth is the end of
+    # the run over the peak of its first half after warm-up, so settling arenas plateau and a leak climbs.
+    # The 10,000-request run checks < 10%.
+    assert res["warmup_end_s"] < 0.5 * res["wall_s"], res["warmup_end_s"]
+    assert res["rss_growth_after_warmup"] < 0.25, res["rss_samples"]
     assert r.returncode in (0, 1), r.stderr[-2000:]
