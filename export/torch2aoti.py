@@ -4,7 +4,7 @@ TrSOR is a chain of memory-bound elementwise passes and window sums. ONNX Runtim
 (80 of them write at least half an image of float32 at 2048 x 2048, benchmarks/results/trsor-profile-2048.txt);
 Inductor fuses them into a few C++ loops. The package is built with the machine's C++ compiler at export time and
 loads without one. Only TrSOR is compiled: the model stage already runs at ~1.2x its compute floor in ONNX Runtime
-and Inductor was no faster there (benchmarks/README.md). Same tensor names and outputs as trsor.onnx.
+(`slsp bench engines`), which leaves a compiler little to take. Same tensor names and outputs as trsor.onnx.
 """
 
 from __future__ import annotations
