@@ -17,11 +17,11 @@ import numpy as np
 from slsp import detector as det_io
 from slsp.detector import Detector
 from slsp.errors import CheckpointError, ParityError, RuntimeMissing, SlspError
-from slsp.export import onnx2trt, parity, torch2aoti, torch2onnx
+from slsp.export import onnx2trt, parity, torch2aoti, torch2onnx, trsor_native
 from slsp.export.runners import OrtRunner, Pipeline, TorchRunner, TrtRunner
 from slsp.progress import stderr
 
-RUNTIMES = ("ort-cpu", "ort-cpu-fused", "aoti-cpu", "ort-cuda", "torch-cuda", "tensorrt")
+RUNTIMES = ("ort-cpu", "ort-cpu-fused", "aoti-cpu", "native-cpu", "ort-cuda", "torch-cuda", "tensorrt")
 
 
 def default_images() -> list[Path]:
@@ -59,8 +59,8 @@ def make_runtimes(det: Detector, artifacts: Path, names: list[str] | None) -> tu
                 out.append(Pipeline(name, *(OrtRunner(artifacts / f"{s}.onnx") for s in ("trsor", "model", "score"))))
             elif name == "ort-cpu-fused":
                 out.append(OrtRunner(artifacts / "slsp.onnx", name=name))
-            elif name == "aoti-cpu":
-                out.append(aoti_pipeline(artifacts))
+            elif name in CPU_TRSOR:
+                out.append(cpu_pipeline(name, artifacts))
             elif name == "ort-cuda":
                 out.append(Pipeline(name, OrtRunner(artifacts / "trsor.onnx", "cuda"), OrtRunner(artifacts / "model.onnx", "cuda"), OrtRunner(artifacts / "score.onnx")))
             elif name == "torch-cuda":
@@ -79,10 +79,30 @@ def make_runtimes(det: Detector, artifacts: Path, names: list[str] | None) -> tu
     return out, skipped
 
 
-def aoti_pipeline(artifacts: Path) -> Pipeline:
-    """What the CPU server runs for artifacts exported with --aoti: compiled TrSOR, model and score in ORT."""
-    trsor = torch2aoti.AotiRunner(artifacts / torch2aoti.PACKAGE)
-    return Pipeline("aoti-cpu", trsor, *(OrtRunner(artifacts / f"{s}.onnx") for s in ("model", "score")))
+CPU_TRSOR = {  # compiled TrSOR runtimes for the CPU server: name -> (the file export writes, its runner)
+    "native-cpu": (trsor_native.LIBRARY, lambda artifacts, threads: trsor_native.NativeRunner(artifacts, threads)),
+    "aoti-cpu": (torch2aoti.PACKAGE, lambda artifacts, threads: torch2aoti.AotiRunner(artifacts / torch2aoti.PACKAGE, threads)),
+}
+
+
+def cpu_pipeline(name: str, artifacts: Path, threads: int = 0) -> Pipeline:
+    """What the CPU server runs for artifacts exported with --aoti or --native: that TrSOR, then model and score
+    in ONNX Runtime."""
+    trsor = CPU_TRSOR[name][1](artifacts, threads)
+    return Pipeline(name, trsor, *(OrtRunner(artifacts / f"{s}.onnx", threads=threads) for s in ("model", "score")))
+
+
+def compiled_pipelines(artifacts: Path, threads: int = 0) -> dict[str, Pipeline]:
+    """Every compiled-TrSOR pipeline the artifacts hold, by runtime name."""
+    return {n: cpu_pipeline(n, artifacts, threads) for n, (f, _) in CPU_TRSOR.items() if (artifacts / f).is_file()}
+
+
+def served_pipeline(artifacts: Path) -> Pipeline | None:
+    """The compiled-TrSOR pipeline a CPU repository written from these artifacts serves (None: it serves ONNX)."""
+    from slsp.export.repository import trsor_files
+
+    served = trsor_files(artifacts, "cpu")[0]
+    return next((cpu_pipeline(n, artifacts) for n, (f, _) in CPU_TRSOR.items() if f == served), None)
 
 
 def check(
@@ -120,6 +140,7 @@ def build(
     fp16: bool = False,
     trt: bool = False,
     aoti: bool = False,
+    native: bool = False,
     max_batch: int = 64,
     images: list[Path] | None = None,
     sizes: int = 2,
@@ -137,6 +158,8 @@ def build(
         if aoti:
             stderr.print("compiling TrSOR with AOTInductor (about a minute on 2 cores)")
             torch2aoti.compile_trsor(det, tmp)
+        if native:
+            trsor_native.build(det, tmp)
         trt_status = {}
         if trt:
             cfg = det.cfg.trsor

@@ -26,7 +26,7 @@ from PIL import Image
 
 from slsp.config import DetectorConfig
 from slsp.errors import SlspError
-from slsp.export import torch2aoti
+from slsp.export import torch2aoti, trsor_native
 from slsp.imaging import DEFAULT_MAX_PIXELS
 
 ENSEMBLE, DECODE, MODEL, SCORE = "slsp", "slsp_decode_trsor", "slsp_model", "slsp_score"
@@ -161,17 +161,26 @@ def versions(repo: Path, model: str) -> list[int]:
     return sorted(int(p.name) for p in d.iterdir() if p.is_dir() and p.name.isdigit()) if d.is_dir() else []
 
 
+def trsor_files(artifacts: Path, target: str) -> list[str]:
+    """The decode member's TrSOR, fastest first: the C++ kernel (--native), the AOTInductor package (--aoti), ONNX.
+    Both compiled ones hold code for the exporting CPU, so only the CPU target serves them."""
+    if target == "cpu" and (artifacts / trsor_native.LIBRARY).is_file():
+        return [trsor_native.LIBRARY, trsor_native.META]
+    if target == "cpu" and (artifacts / torch2aoti.PACKAGE).is_file():
+        return [torch2aoti.PACKAGE]
+    return ["trsor.onnx"]
+
+
 def write(artifacts: Path, repo: Path, s: ServingConfig = ServingConfig()) -> int:
     """Add one new version of every member to `repo` (created if missing); returns the version number."""
     artifacts, repo = Path(artifacts), Path(repo)
     cfg = DetectorConfig.load(artifacts / "config.json")
     trt = (artifacts / "model.plan").is_file()
-    # The AOTInductor package holds native code for the exporting CPU: served by the CPU target only.
-    trsor = torch2aoti.PACKAGE if s.target == "cpu" and (artifacts / torch2aoti.PACKAGE).is_file() else "trsor.onnx"
-    protos = {name: to_proto(d) for name, d in configs(cfg, s, trt, trsor).items()}
+    trsor = trsor_files(artifacts, s.target)
+    protos = {name: to_proto(d) for name, d in configs(cfg, s, trt, trsor[0]).items()}
     repo.mkdir(parents=True, exist_ok=True)
     version = 1 + max([0] + [v for m in MEMBERS for v in versions(repo, m)])
-    files = {DECODE: [trsor], MODEL: ["model.plan"] if trt and s.target == "gpu" else ["model.onnx"], SCORE: ["score.onnx"]}
+    files = {DECODE: trsor, MODEL: ["model.plan"] if trt and s.target == "gpu" else ["model.onnx"], SCORE: ["score.onnx"]}
     py = {DECODE: "decode_trsor.py", MODEL: "model.py", SCORE: "score.py"}
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=repo))
     try:

@@ -115,12 +115,12 @@ def model_gflop(model, crops, phi) -> float:
     return counter.get_total_flops() / 1e9
 
 
-def engines(run: Path | None, artifacts: Path, source: Path, sizes=SIZES, min_time: float = 1.0, quiet: bool = False) -> dict:
+def engines(run: Path | None, artifacts: Path, source: Path, sizes=SIZES, min_time: float = 1.0, quiet: bool = False,
+            threads: int = 0) -> dict:
     import torch
 
     from slsp import detector as det_io
-    from slsp.export import torch2aoti
-    from slsp.export.build import aoti_pipeline, verify_artifacts
+    from slsp.export.build import compiled_pipelines, verify_artifacts
     from slsp.export.runners import OrtRunner
     from slsp.imaging import decode, load
     from slsp.progress import bar
@@ -128,8 +128,11 @@ def engines(run: Path | None, artifacts: Path, source: Path, sizes=SIZES, min_ti
     det = det_io.load(run)
     verify_artifacts(det, det_io.default_dir() if run is None else run, artifacts)
     base = load(source)
-    stages = {s: OrtRunner(artifacts / f"{s}.onnx") for s in ("trsor", "model", "score", "slsp")}
-    compiled = aoti_pipeline(artifacts) if (artifacts / torch2aoti.PACKAGE).is_file() else None
+    if threads:
+        torch.set_num_threads(threads)
+    stages = {s: OrtRunner(artifacts / f"{s}.onnx", threads=threads) for s in ("trsor", "model", "score", "slsp")}
+    # Compiled TrSORs in the artifacts (AOTInductor, the C++ kernel), each with the pipeline the CPU server runs.
+    compiled = {name.removesuffix("-cpu"): p for name, p in compiled_pipelines(artifacts, threads).items()}
     peak = compute_floor(min_time=min_time)
     rows = []
     with bar(quiet) as pb, torch.inference_mode():
@@ -151,13 +154,13 @@ def engines(run: Path | None, artifacts: Path, source: Path, sizes=SIZES, min_ti
             r["torch"], r["ort"] = {}, {}
             if not rows:  # the first size also paid for thread pools and caches warming up (model 1.5x slower)
                 timeit_blocks([torch_fns["pipeline"], ort_fns["pipeline"]], min_time)
-            # The compiled TrSOR, and the pipeline the CPU server runs with it, join the same alternating blocks.
-            aoti_fns = {"trsor": lambda: compiled.trsor.infer(feeds), "pipeline": lambda: compiled.infer(feeds)} if compiled else {}
+            # The compiled TrSORs, and the pipelines the CPU server runs with them, join the same alternating blocks.
             for s in torch_fns:
-                times = timeit_blocks([torch_fns[s], ort_fns[s]] + ([aoti_fns[s]] if s in aoti_fns else []), min_time)
+                extra = {k: (p.trsor.infer if s == "trsor" else p.infer) for k, p in compiled.items()} if s in ("trsor", "pipeline") else {}
+                times = timeit_blocks([torch_fns[s], ort_fns[s]] + [lambda f=f: f(feeds) for f in extra.values()], min_time)
                 r["torch"][s], r["ort"][s] = times[:2]
-                if len(times) > 2:
-                    r.setdefault("aoti", {})[s] = times[2]
+                for k, t in zip(extra, times[2:]):
+                    r.setdefault(k, {})[s] = t
             gflop = model_gflop(det.model, crops, phi)
             floor_ms = 1e3 * gflop / peak  # the model's work at the machine's matmul rate
             r["model_gflop"] = gflop
@@ -168,15 +171,15 @@ def engines(run: Path | None, artifacts: Path, source: Path, sizes=SIZES, min_ti
                 "model_torch_over_compute_floor": r["torch"]["model"]["median_ms"] / floor_ms,
                 "pipeline_ort_speedup_over_torch": r["torch"]["pipeline"]["median_ms"] / r["ort"]["pipeline"]["median_ms"],
             }
-            if compiled:
-                r["ratios"].update(
-                    trsor_aoti_over_floor=r["aoti"]["trsor"]["median_ms"] / r["floor"]["median_ms"],
-                    trsor_aoti_speedup_over_ort=r["ort"]["trsor"]["median_ms"] / r["aoti"]["trsor"]["median_ms"],
-                    pipeline_aoti_speedup_over_torch=r["torch"]["pipeline"]["median_ms"] / r["aoti"]["pipeline"]["median_ms"])
+            for k in compiled:
+                r["ratios"].update({
+                    f"trsor_{k}_over_floor": r[k]["trsor"]["median_ms"] / r["floor"]["median_ms"],
+                    f"trsor_{k}_speedup_over_ort": r["ort"]["trsor"]["median_ms"] / r[k]["trsor"]["median_ms"],
+                    f"pipeline_{k}_speedup_over_torch": r["torch"]["pipeline"]["median_ms"] / r[k]["pipeline"]["median_ms"]})
             rows.append(r)
             pb.advance(task)
-    return {"kind": "engines", "machine": machine(), "source": str(source), "crops_per_image": det.cfg.trsor.crops,
-            "matmul_gflops": peak, "rows": rows}
+    return {"kind": "engines", "machine": machine(), "threads": threads, "source": str(source), "crops_per_image": det.cfg.trsor.crops,
+            "matmul_gflops": peak, "compiled": list(compiled), "rows": rows}
 
 
 def _png(img: np.ndarray) -> bytes:
@@ -257,8 +260,7 @@ def _batch_sizes(before: dict, after: dict) -> dict[str, int]:
 def server(url: str, sources: list[Path], artifacts: Path, concurrencies=(1, 2, 4, 8, 16), requests: int = 64,
            duration: float | None = None, quiet: bool = False) -> dict:
     from slsp.clients.client import SlspClient
-    from slsp.export import torch2aoti
-    from slsp.export.build import aoti_pipeline
+    from slsp.export.build import served_pipeline
     from slsp.export.runners import OrtRunner
     from slsp.imaging import collect, decode
     from slsp.progress import bar
@@ -269,7 +271,7 @@ def server(url: str, sources: list[Path], artifacts: Path, concurrencies=(1, 2, 
     if not client.ready():
         raise SlspError(f"no ready server at {url} (start one with `slsp serve`)")
     fused = OrtRunner(artifacts / "slsp.onnx")
-    compiled = aoti_pipeline(artifacts) if (artifacts / torch2aoti.PACKAGE).is_file() else None
+    compiled = served_pipeline(artifacts)
     rows = []
     with bar(quiet) as pb:
         task = pb.add_task("bench server", total=len(concurrencies) + 1 + bool(compiled), info="")
@@ -288,12 +290,13 @@ def server(url: str, sources: list[Path], artifacts: Path, concurrencies=(1, 2, 
             row["server_split"] = server_split(before, client.statistics())
             row["throughput_vs_inprocess_ort"] = row["throughput_rps"] / base["throughput_rps"]
             if same:
-                row["throughput_vs_inprocess_aoti"] = row["throughput_rps"] / same["throughput_rps"]
+                row["throughput_vs_inprocess_served_engines"] = row["throughput_rps"] / same["throughput_rps"]
             row["p99_over_p50"] = row["p99_ms"] / max(row["p50_ms"], 1e-9)
             rows.append(row)
             pb.advance(task)
     return {"kind": "server", "machine": machine(), "url": url, "protocol": client.protocol,
-            "images": [str(f) for f in files], "inprocess_ort": base, "inprocess_aoti": same, "rows": rows}
+            "images": [str(f) for f in files], "inprocess_ort": base, "inprocess_served_engines": same,
+            "served_engines": compiled.name if compiled else "ort-cpu", "rows": rows}
 
 
 def save(result: dict, out_dir: Path) -> Path:
@@ -308,7 +311,7 @@ def table(result: dict) -> str:
     if result["kind"] == "engines":
         lines = [f"{'size':<11}{'floor':>8}{'trsor ort':>11}{'/floor':>8}{'trsor pt':>10}{'model ort':>11}{'model pt':>10}"
                  f"{'/mm':>6}{'pipe ort':>10}{'pipe pt':>9}{'ort/pt x':>9}{'decode':>9}"
-                 + (f"{'trsor aoti':>12}{'/floor':>8}{'pipe aoti':>11}{'aoti/pt x':>10}" if "aoti" in result["rows"][0] else "")
+                 + "".join(f"{'trsor ' + k:>13}{'/floor':>8}{'pipe ' + k:>13}{k + '/pt x':>12}" for k in result.get("compiled", []))
                  + "   (median ms)"]
         for r in result["rows"]:
             lines.append(f"{r['size']:<11}{r['floor']['median_ms']:>8.2f}{r['ort']['trsor']['median_ms']:>11.2f}"
@@ -317,22 +320,24 @@ def table(result: dict) -> str:
                          f"{r['ratios']['model_ort_over_compute_floor']:>6.1f}"
                          f"{r['ort']['pipeline']['median_ms']:>10.2f}{r['torch']['pipeline']['median_ms']:>9.2f}"
                          f"{r['ratios']['pipeline_ort_speedup_over_torch']:>9.2f}{r['decode_png']['median_ms']:>9.2f}"
-                         + (f"{r['aoti']['trsor']['median_ms']:>12.2f}{r['ratios']['trsor_aoti_over_floor']:>8.1f}"
-                            f"{r['aoti']['pipeline']['median_ms']:>11.2f}{r['ratios']['pipeline_aoti_speedup_over_torch']:>10.2f}"
-                            if "aoti" in r else ""))
+                         + "".join(f"{r[k]['trsor']['median_ms']:>13.2f}{r['ratios'][f'trsor_{k}_over_floor']:>8.1f}"
+                                   f"{r[k]['pipeline']['median_ms']:>13.2f}{r['ratios'][f'pipeline_{k}_speedup_over_torch']:>12.2f}"
+                                   for k in result.get("compiled", [])))
         lines.append(f"/floor: TrSOR over one uint8 read + float32 write; /mm: the model over its {result['rows'][0]['model_gflop']:.2f} "
-                     f"GFLOP at the {result['matmul_gflops']:.0f} GFLOP/s of a 1024^3 matmul")
+                     f"GFLOP at the {result['matmul_gflops']:.0f} GFLOP/s of a 1024^3 matmul; "
+                     f"threads: {result.get('threads') or 'engine defaults'}")
         return "\n".join(lines)
     b = result["inprocess_ort"]
-    a = result.get("inprocess_aoti")
+    a = result.get("inprocess_served_engines")
     lines = [f"in-process ORT (c=1): {b['throughput_rps']:.2f} img/s, p50 {b['p50_ms']:.1f} ms"
-             + (f"; in-process AOTI TrSOR + ORT (c=1): {a['throughput_rps']:.2f} img/s, p50 {a['p50_ms']:.1f} ms" if a else ""),
-             f"{'conc':>5}{'img/s':>8}{'vs ORT':>8}{'vs AOTI':>8}{'p50':>8}{'p90':>8}{'p99':>8}{'p99/p50':>8}{'errors':>7}   server split per request (ms)"]
+             + (f"; in-process {result['served_engines']} as served (c=1): {a['throughput_rps']:.2f} img/s, "
+                f"p50 {a['p50_ms']:.1f} ms" if a else ""),
+             f"{'conc':>5}{'img/s':>8}{'vs ORT':>8}{'vs same':>8}{'p50':>8}{'p90':>8}{'p99':>8}{'p99/p50':>8}{'errors':>7}   server split per request (ms)"]
     for r in result["rows"]:
         split = "  ".join(f"{m.split('_', 1)[-1]}: q{v['queue_ms']:.1f} in{v['compute_input_ms']:.1f} "
                           f"inf{v['compute_infer_ms']:.1f} out{v['compute_output_ms']:.1f}"
                           for m, v in r["server_split"].items() if m != "slsp")
         lines.append(f"{r['concurrency']:>5}{r['throughput_rps']:>8.2f}{r['throughput_vs_inprocess_ort']:>8.2f}"
-                     f"{r.get('throughput_vs_inprocess_aoti', float('nan')):>8.2f}"
+                     f"{r.get('throughput_vs_inprocess_served_engines', float('nan')):>8.2f}"
                      f"{r['p50_ms']:>8.1f}{r['p90_ms']:>8.1f}{r['p99_ms']:>8.1f}{r['p99_over_p50']:>8.2f}{r['errors']:>7}   {split}")
     return "\n".join(lines)

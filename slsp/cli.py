@@ -130,6 +130,8 @@ def export_cmd(
     trt: Annotated[bool, typer.Option("--trt", help="Also build TensorRT engines (needs tensorrt and a GPU).")] = False,
     aoti: Annotated[bool, typer.Option("--aoti", help="Also compile TrSOR to native CPU code with AOTInductor (needs g++; "
                                                        "the CPU server then runs it).")] = False,
+    native: Annotated[bool, typer.Option("--native", help="Also compile the hand-written C++ TrSOR (needs g++; ~5x "
+                                                           "its memory floor; the CPU server then runs it).")] = False,
     max_batch: Annotated[int, typer.Option(help="Largest crop batch (TensorRT profile, Triton max_batch_size).")] = 64,
     images: Annotated[Optional[list[Path]], typer.Option(help="Real images for the parity gate.")] = None,
     sizes: Annotated[int, typer.Option(help="Random-size crops per parity image.")] = 2,
@@ -146,7 +148,7 @@ def export_cmd(
 
     serving = repository.ServingConfig(target=target, max_batch=max_batch, max_pixels=max_pixels, max_bytes=max_bytes,
                                        model_threads=model_threads)
-    report = build(model, out, fp16=fp16, trt=trt, aoti=aoti, max_batch=max_batch, images=images, sizes=sizes)
+    report = build(model, out, fp16=fp16, trt=trt, aoti=aoti, native=native, max_batch=max_batch, images=images, sizes=sizes)
     if repo is not None:
         report["repository"] = {"path": str(repo), "version": repository.write(out, repo, serving), "target": target}
     _print_report(report, json_out)
@@ -293,6 +295,8 @@ def bench_engines(
     source: Annotated[Path, typer.Option(help="Real photo, mirror-tiled to each size.")] = Path("../shared/data/real/train/sun-hays80_img_011.png"),
     size: Annotated[Optional[list[str]], typer.Option(help="WxH (repeatable); default 256..2048 squares and 4000x3000.")] = None,
     min_time: Annotated[float, typer.Option(help="Seconds of timing per measurement.")] = 1.0,
+    threads: Annotated[int, typer.Option(help="Threads for every engine (0: their defaults, one per core); 1 is "
+                                              "what the CPU server's decode member runs.")] = 0,
     out: BenchOut = Path("benchmarks/results"),
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -301,7 +305,7 @@ def bench_engines(
     from slsp import bench
 
     sizes = bench.SIZES if not size else [bench.parse_size(s) for s in size]
-    result = bench.engines(model, artifacts, source, sizes, min_time, quiet)
+    result = bench.engines(model, artifacts, source, sizes, min_time, quiet, threads)
     path = bench.save(result, out)
     _emit(result) if json_out else typer.echo(bench.table(result) + f"\nwrote {path}")
 

@@ -34,10 +34,10 @@ def real_image() -> np.ndarray:
 
 @pytest.fixture(scope="session")
 def served_artifacts(tmp_path_factory) -> Path:
-    """Artifacts exported with --aoti (one gate photo): the server tests run the compiled TrSOR inside Triton
-    (test_serve_cli covers the ONNX Runtime one), and test_aoti checks the package against PyTorch."""
+    """Artifacts exported with --aoti and --native (one gate photo): the server tests run the C++ TrSOR inside
+    Triton (test_serve_cli covers the ONNX Runtime one); test_aoti and test_native check both against PyTorch."""
     from slsp.export import build
 
     out = tmp_path_factory.mktemp("serve") / "artifacts"
-    build.build(None, out, aoti=True, images=[shared("real", "dev", "bsd100_img_020.png")], sizes=0)
+    build.build(None, out, aoti=True, native=True, images=[shared("real", "dev", "bsd100_img_020.png")], sizes=0)
     return out

@@ -12,7 +12,7 @@ import torch
 from conftest import shared, synthetic_photo
 from slsp import detector as det_io
 from slsp.errors import RuntimeMissing
-from slsp.export import repository, torch2aoti
+from slsp.export import torch2aoti
 from slsp.export.torch2onnx import OUTPUTS
 from slsp.imaging import load
 
@@ -65,15 +65,3 @@ def test_bad_shapes_are_refused_before_native_code(runner: torch2aoti.AotiRunner
 def test_missing_package_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(RuntimeMissing, match="--aoti"):
         torch2aoti.AotiRunner(tmp_path / torch2aoti.PACKAGE)
-
-
-def test_repository_serves_the_package_on_cpu_only(served_artifacts: Path, tmp_path: Path) -> None:
-    """CPU target: the decode member gets trsor.pt2 and is told so; GPU target: trsor.onnx (x86 code is no GPU
-    code)."""
-    for target, want in (("cpu", "trsor.pt2"), ("gpu", "trsor.onnx")):
-        repo = tmp_path / target
-        v = repository.write(served_artifacts, repo, repository.ServingConfig(target=target))
-        files = {p.name for p in (repo / repository.DECODE / str(v)).iterdir()}
-        assert want in files and ({"trsor.pt2", "trsor.onnx"} - {want}).isdisjoint(files)
-        cfg = repository.read_config(repo / repository.DECODE / "config.pbtxt")
-        assert cfg.parameters["trsor_file"].string_value == want

@@ -26,10 +26,10 @@ def test_bench_engines_cli(served_artifacts: Path, tmp_path: Path) -> None:
     art = served_artifacts  # with trsor.pt2: the compiled TrSOR joins the table
     r = subprocess.run([sys.executable, "-c", "from slsp.cli import main; main()", "bench", "engines",
                         "--artifacts", str(art), "--source", str(shared("real", "dev", "bsd100_img_020.png")),
-                        "--size", "96x64", "--size", "130x70", "--min-time", "0", "--out", str(tmp_path / "res"), "-q"],
+                        "--size", "96x64", "--size", "130x70", "--min-time", "0", "--threads", "1", "--out", str(tmp_path / "res"), "-q"],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
-    assert "trsor ort" in r.stdout and "trsor aoti" in r.stdout
+    assert "trsor ort" in r.stdout and "trsor aoti" in r.stdout and "trsor native" in r.stdout
     (path,) = (tmp_path / "res").iterdir()
     res = json.loads(path.read_text())
     assert [row["size"] for row in res["rows"]] == ["96x64", "130x70"]
@@ -37,5 +37,7 @@ def test_bench_engines_cli(served_artifacts: Path, tmp_path: Path) -> None:
         assert {"trsor", "model", "score", "pipeline"} <= set(row["ort"]) == set(row["torch"])
         assert row["ratios"]["trsor_ort_over_floor"] > 0 and row["ratios"]["model_ort_over_compute_floor"] > 0
         assert row["model_gflop"] > 0 and all(row[e][s]["runs"] >= 3 for e in ("ort", "torch") for s in row["ort"])
-        assert set(row["aoti"]) == {"trsor", "pipeline"} and row["ratios"]["trsor_aoti_over_floor"] > 0
+        for k in ("aoti", "native"):
+            assert set(row[k]) == {"trsor", "pipeline"} and row["ratios"][f"trsor_{k}_over_floor"] > 0
+    assert res["threads"] == 1 == res["machine"]["torch_threads"]
     assert res["machine"]["cpus"] >= 1 and res["matmul_gflops"] > 0

@@ -137,10 +137,10 @@ def test_connection_refused_is_not_a_timeout() -> None:
 def test_parity_with_server(server: Server, served_artifacts: Path) -> None:
     det = det_io.load()
     sources = [shared("real", "dev", n) for n in ("bsd100_img_091.png", "kodak24_kodim13.png", "exif-samples_DSCN0029.jpg")]
-    report = build.check(det, served_artifacts, sources, sizes=1, runtimes=["ort-cpu", "aoti-cpu"],
+    report = build.check(det, served_artifacts, sources, sizes=1, runtimes=["ort-cpu", "aoti-cpu", "native-cpu"],
                          extra=[ServerRunner(server.grpc_url), ServerRunner(server.http_url)])
     assert report["ok"], report["table"]
-    assert {r["runtime"] for r in report["runtimes"]} == {"ort-cpu", "aoti-cpu", "server-grpc", "server-http"}
+    assert {r["runtime"] for r in report["runtimes"]} == {"ort-cpu", "aoti-cpu", "native-cpu", "server-grpc", "server-http"}
 
 
 def test_query_cli(server: Server) -> None:
@@ -170,8 +170,8 @@ def test_bench_server_smoke(server: Server, served_artifacts: Path, tmp_path: Pa
         for r in res["rows"]:
             assert r["requests"] == 4 and r["errors"] == 0 and r["p50_ms"] <= r["p99_ms"]
             assert {"slsp_decode_trsor", "slsp_model", "slsp_score"} <= set(r["server_split"])
-        assert res["inprocess_aoti"]["requests"] == 4  # the served engines in-process, same run
-        assert "vs ORT" in bench.table(res) and r["throughput_vs_inprocess_aoti"] > 0
+        assert res["served_engines"] == "native-cpu" and res["inprocess_served_engines"]["requests"] == 4  # same run
+        assert "vs ORT" in bench.table(res) and r["throughput_vs_inprocess_served_engines"] > 0
         assert json.loads(bench.save(res, tmp_path).read_text())["kind"] == "server"
 
 

@@ -1,7 +1,7 @@
 """Triton Python-backend model `slsp_decode_trsor`: encoded image bytes -> TrSOR crops, one request at a time.
 
-Each request is decoded under slsp's decoding policy and run through TrSOR: trsor.pt2 (AOTInductor, native CPU
-kernels) when the repository was written from `slsp export --aoti` artifacts, else trsor.onnx in ONNX Runtime.
+Each request is decoded under slsp's decoding policy and run through TrSOR: the C++ kernel trsor_native.so
+(`slsp export --native` artifacts), trsor.pt2 (AOTInductor, `--aoti`), else trsor.onnx in ONNX Runtime.
 A bad image gets its own error response; the other requests of the same execution are unaffected.
 """
 
@@ -24,7 +24,11 @@ class TritonPythonModel:
     def initialize(self, args: dict) -> None:
         here, params = triton_params(args)
         threads = int(params["intra_op_threads"])
-        if params["trsor_file"].endswith(".pt2"):
+        if params["trsor_file"].endswith(".so"):
+            from slsp.export.trsor_native import NativeRunner  # ctypes and NumPy: no torch in this process
+
+            self.trsor = NativeRunner(here, threads).infer
+        elif params["trsor_file"].endswith(".pt2"):
             from slsp.export.torch2aoti import AotiRunner  # imports torch: only where the package is served
 
             self.trsor = AotiRunner(here / params["trsor_file"], threads).infer

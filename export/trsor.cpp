@@ -1,0 +1,277 @@
+// TrSOR as three fused passes over the image, for the CPU server (built by export/native.py, called via ctypes).
+//
+// slsp/trsor.py writes TrSOR as ~80 tensor operators so it exports to ONNX; each writes a tensor of about the
+// image's float32 size. Here the same arithmetic runs row by row with the intermediates in small ring buffers:
+//   1. luma -> squared central differences -> row sums -> column sums = xi (the only full-size intermediate),
+//      and the log-domain mean that starts the noise estimate, while each xi row is still in cache;
+//   2. the fixed number of re-estimation passes (count and sum of xi <= threshold);
+//   3. the mask, its p x p dilation into Phi (written as float32) and Phi's count per candidate tile.
+// Ranking the tiles and gathering the K crops are left to the caller (a few thousand tiles, K crops).
+// Sums are taken in double; xi, the thresholds and Phi in float32 as in PyTorch. The parity gate compares
+// every output with PyTorch eager before an artifact is written.
+
+#include <omp.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <vector>
+
+namespace {
+
+// Natural log of a positive normal float without a call, so loops over it vectorize (Cephes logf: x = m 2^e,
+// m in [sqrt(1/2), sqrt(2)), degree-9 polynomial; within 2 ulp of logf).
+inline float log_positive(float x) {
+  uint32_t bits;
+  std::memcpy(&bits, &x, 4);
+  int e = static_cast<int>(bits >> 23) - 126;
+  bits = (bits & 0x007fffffu) | 0x3f000000u;  // mantissa in [0.5, 1)
+  float m;
+  std::memcpy(&m, &bits, 4);
+  const bool low = m < 0.707106781186547524f;
+  e -= low ? 1 : 0;
+  m = low ? m + m - 1.0f : m - 1.0f;
+  const float z = m * m;
+  float y = 7.0376836292e-2f;
+  y = y * m - 1.1514610310e-1f;
+  y = y * m + 1.1676998740e-1f;
+  y = y * m - 1.2420140846e-1f;
+  y = y * m + 1.4249322787e-1f;
+  y = y * m - 1.6668057665e-1f;
+  y = y * m + 2.0000714765e-1f;
+  y = y * m - 2.4999993993e-1f;
+  y = y * m + 3.3333331174e-1f;
+  y = y * m * z;
+  const float fe = static_cast<float>(e);
+  y += -2.12194440e-4f * fe;
+  y += -0.5f * z;
+  return m + y + 0.693359375f * fe;
+}
+
+// Rows [lo, hi) of `n` split evenly over the calling thread's team.
+inline void band(int64_t n, int64_t* lo, int64_t* hi) {
+  const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
+  *lo = n * t / nt;
+  *hi = n * (t + 1) / nt;
+}
+
+// The helpers below stay out of line: GCC keeps __restrict only on parameters, and without it the loops that
+// write one ring row from another run scalar (seen: 4x slower).
+
+// out[x] = op over rows[0][x], rows[1][x], ... rows[m - 1][x] in that order, x < n: one 64-byte vector at a
+// time, held in a register while the m rows are folded into it, so out is written once (the rows may be
+// shifted views of one row).
+template <typename T, typename Op>
+__attribute__((noinline)) void combine(const T* const* rows, int m, T* __restrict out, int64_t n, Op op) {
+  typedef T vec __attribute__((vector_size(64)));
+  constexpr int64_t lanes = 64 / sizeof(T);
+  int64_t x0 = 0;
+  for (; x0 + lanes <= n; x0 += lanes) {
+    vec acc, v;
+    std::memcpy(&acc, rows[0] + x0, 64);
+    for (int k = 1; k < m; ++k) {
+      std::memcpy(&v, rows[k] + x0, 64);
+      acc = op(acc, v);
+    }
+    std::memcpy(out + x0, &acc, 64);
+  }
+  for (int64_t x = x0; x < n; ++x) {
+    T v = rows[0][x];
+    for (int k = 1; k < m; ++k) v = op(v, rows[k][x]);
+    out[x] = v;
+  }
+}
+
+// out[x] = op over in[x .. x + k - 1], x < n: a k-wide window at stride 1, its terms taken in order.
+template <typename T, typename Op>
+void window(const T* in, T* out, int64_t n, int k, Op op) {
+  const T* rows[64];
+  for (int j = 0; j < k; ++j) rows[j] = in + j;
+  combine(rows, k, out, n, op);
+}
+
+const auto plus = [](auto u, auto v) { return u + v; };
+const auto either = [](auto u, auto v) { return decltype(u)(u | v); };
+
+// acc[x] (+)= ((hi[x] - lo[x]) / 2)^2, x < n: a squared central difference (set for the first channel).
+__attribute__((noinline)) void add_square_diff(const float* __restrict hi, const float* __restrict lo, float* __restrict acc, int64_t n,
+                            bool first) {
+  for (int64_t x = 0; x < n; ++x) {
+    const float d = (hi[x] - lo[x]) * 0.5f;
+    acc[x] = first ? d * d : acc[x] + d * d;
+  }
+}
+
+// Sums vectorize as float lanes within blocks of BLOCK elements (64 terms a lane at 16 lanes); the block totals
+// are added in double, so the error stays near PyTorch's float32 cascade sums (~1e-6 relative).
+constexpr int64_t BLOCK = 1024;
+
+// Sum of log(x + eps) over x[0 .. n).
+__attribute__((noinline)) double sum_log(const float* __restrict x, int64_t n, float eps) {
+  double total = 0.0;
+  for (int64_t k0 = 0; k0 < n; k0 += BLOCK) {
+    const int64_t k1 = k0 + BLOCK < n ? k0 + BLOCK : n;
+    float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+    for (int64_t k = k0; k < k1; ++k) s += log_positive(x[k] + eps);
+    total += s;
+  }
+  return total;
+}
+
+// Count and sum of the x[k] <= t, k in [k0, k1), added to *count and *sum.
+__attribute__((noinline)) void count_sum_below(const float* __restrict x, int64_t k0, int64_t k1, float t,
+                                               int64_t* count, double* sum) {
+  for (int64_t b0 = k0; b0 < k1; b0 += BLOCK) {
+    const int64_t b1 = b0 + BLOCK < k1 ? b0 + BLOCK : k1;
+    float s = 0.0f;
+    int c = 0;
+#pragma omp simd reduction(+ : s, c)
+    for (int64_t k = b0; k < b1; ++k) {
+      const bool sel = x[k] <= t;
+      s += sel ? x[k] : 0.0f;
+      c += sel ? 1 : 0;
+    }
+    *sum += s;
+    *count += c;
+  }
+}
+
+// Pass 1 for xi rows [i0, i1): luma (or the 3 channels) of rows [i0, i1 + p - 1) into a ring of 3 rows, row sums
+// a (p - 2 horizontal differences) and b (p vertical differences) into rings, xi = column sums of p a-rows and
+// p - 2 b-rows. Returns the sum of log(xi + eps) over the band.
+double energy_band(const uint8_t* img, int64_t w, int p, int nch, float eps, int64_t i0, int64_t i1, float* xi) {
+  const int64_t wp = w - p + 1;
+  std::vector<float> y(3 * nch * w), dd(w), a(p * wp), b((p - 2) * wp);
+  double log_sum = 0.0;
+  for (int64_t r = i0; r < i1 + p - 1; ++r) {
+    float* __restrict yr = &y[(r % 3) * nch * w];
+    const uint8_t* __restrict src = img + r * w * 3;
+    if (nch == 1) {
+      for (int64_t x = 0; x < w; ++x) {
+        yr[x] = static_cast<float>(src[3 * x]) * 0.299f + static_cast<float>(src[3 * x + 1]) * 0.587f +
+                static_cast<float>(src[3 * x + 2]) * 0.114f;
+      }
+    } else {
+      for (int ch = 0; ch < 3; ++ch) {
+        for (int64_t x = 0; x < w; ++x) yr[ch * w + x] = static_cast<float>(src[3 * x + ch]);
+      }
+    }
+    // a: sum over p - 2 consecutive squared horizontal differences (summed over channels).
+    for (int ch = 0; ch < nch; ++ch) add_square_diff(yr + ch * w + 2, yr + ch * w, dd.data(), w - 2, ch == 0);
+    window(dd.data(), &a[(r % p) * wp], wp, p - 2, plus);
+    // b for difference row r - 2 (rows r - 2 and r): sum over p consecutive squared vertical differences.
+    if (r >= i0 + 2) {
+      const float* yo = &y[((r - 2) % 3) * nch * w];
+      for (int ch = 0; ch < nch; ++ch) add_square_diff(yr + ch * w, yo + ch * w, dd.data(), w, ch == 0);
+      window(dd.data(), &b[((r - 2) % (p - 2)) * wp], wp, p, plus);
+    }
+    // xi row i = r - p + 1: a rows i .. i + p - 1 and b rows i .. i + p - 3 are all in the rings now.
+    const int64_t i = r - p + 1;
+    if (i < i0) continue;
+    float* out = xi + i * wp;
+    const float* rows[64];
+    for (int k = 0; k < p; ++k) rows[k] = &a[((i + k) % p) * wp];
+    for (int k = 0; k < p - 2; ++k) rows[p + k] = &b[((i + k) % (p - 2)) * wp];
+    combine(rows, 2 * p - 2, out, wp, plus);
+    log_sum += sum_log(out, wp, eps);
+  }
+  return log_sum;
+}
+
+// mask[x] = xi[x] <= threshold, x < n.
+__attribute__((noinline)) void below(const float* __restrict xi, uint8_t* __restrict mask, int64_t n, float threshold) {
+  for (int64_t x = 0; x < n; ++x) mask[x] = xi[x] <= threshold;
+}
+
+__attribute__((noinline)) void to_float(const uint8_t* __restrict in, float* __restrict out, int64_t n) {
+  for (int64_t x = 0; x < n; ++x) out[x] = static_cast<float>(in[x]);
+}
+
+__attribute__((noinline)) int64_t count(const uint8_t* __restrict in, int64_t n) {
+  int s = 0;
+  for (int64_t x = 0; x < n; ++x) s += in[x];
+  return s;
+}
+
+// Pass 3 for Phi rows [y0, y1): mask rows dilated along the row into a ring of p byte rows, then OR-ed down the
+// column; Phi written as float32 and each row's Phi pixels added to its candidate tiles' counts.
+void phi_band(const float* xi, int64_t h, int64_t w, int p, int c, float threshold, int64_t y0, int64_t y1,
+              float* phi, int64_t* counts) {
+  const int64_t wp = w - p + 1, hp = h - p + 1, ny = h / c, nx = w / c;
+  std::vector<uint8_t> pad(w + p - 1, 0), ring(p * w), row(w);
+  auto dilate_row = [&](int64_t i) {  // ring slot i % p <- mask row i dilated along the row (zero-padded)
+    below(xi + i * wp, &pad[p - 1], wp, threshold);
+    window(pad.data(), &ring[(i % p) * w], w, p, either);
+  };
+  for (int64_t i = y0 - p + 1 < 0 ? 0 : y0 - p + 1; i < y0 && i < hp; ++i) dilate_row(i);
+  for (int64_t yy = y0; yy < y1; ++yy) {
+    if (yy < hp) dilate_row(yy);
+    const int64_t first = yy - p + 1 < 0 ? 0 : yy - p + 1, last = yy < hp - 1 ? yy : hp - 1;
+    const uint8_t* rows[32];
+    for (int64_t i = first; i <= last; ++i) rows[i - first] = &ring[(i % p) * w];
+    combine(rows, static_cast<int>(last - first + 1), row.data(), w, either);
+    to_float(row.data(), phi + yy * w, w);
+    // Candidate tiles: (ny + 1) x (nx + 1); the last row and column are the tiles flush with the bottom and right.
+    const bool grid = yy < ny * c, bottom = yy >= h - c;
+    for (int64_t tx = 0; tx <= nx && (grid || bottom); ++tx) {
+      const int64_t s = count(&row[tx < nx ? tx * c : w - c], c);
+      if (grid) counts[(yy / c) * (nx + 1) + tx] += s;
+      if (bottom) counts[ny * (nx + 1) + tx] += s;
+    }
+  }
+}
+
+}  // namespace
+
+extern "C" {
+
+// img: (h, w, 3) uint8, h and w >= c >= 4 p. phi: (h, w) float32 out. counts: ((h / c + 1) * (w / c + 1)) int64
+// out. null: {tau, truncated mean, log mean} of the Gamma null per unit variance (slsp.trsor.NullModel).
+// Returns the final noise variance sigma^2 in 8-bit units squared, or -1 on bad arguments.
+double slsp_trsor(const uint8_t* img, int64_t h, int64_t w, int p, int nch, int iterations, const double* null,
+                  float eps, int c, int threads, float* phi, int64_t* counts) {
+  if (p < 3 || p % 2 == 0 || (nch != 1 && nch != 3) || c < p || h < c || w < c || iterations < 0 || threads < 1)
+    return -1.0;
+  const int64_t hp = h - p + 1, wp = w - p + 1, n = hp * wp, ntiles = (h / c + 1) * (w / c + 1);
+  const float tau = static_cast<float>(null[0] * nch), trunc = static_cast<float>(null[1] * nch);
+  std::unique_ptr<float[]> xi(new float[n]);  // not zeroed: every element is written in pass 1
+  double log_sum = 0.0;
+#pragma omp parallel num_threads(threads) reduction(+ : log_sum)
+  {
+    int64_t lo, hi;
+    band(hp, &lo, &hi);
+    if (lo < hi) log_sum += energy_band(img, w, p, nch, eps, lo, hi, xi.get());
+  }
+  // As PyTorch computes it in float32: start, thresholds, re-estimates.
+  float sigma2 = std::exp(static_cast<float>(log_sum / static_cast<double>(n) - null[2] - std::log(static_cast<double>(nch))));
+  const float* x = xi.get();
+  for (int it = 0; it < iterations; ++it) {
+    const float t = sigma2 * tau;
+    int64_t count = 0;
+    double sum = 0.0;
+#pragma omp parallel num_threads(threads) reduction(+ : count, sum)
+    {
+      int64_t lo, hi;
+      band(n, &lo, &hi);
+      count_sum_below(x, lo, hi, t, &count, &sum);
+    }
+    if (count > 0) sigma2 = static_cast<float>(sum / static_cast<double>(count)) / trunc;
+  }
+  const float threshold = sigma2 * tau;
+  std::memset(counts, 0, ntiles * sizeof(int64_t));
+  std::vector<std::vector<int64_t>> partial(threads, std::vector<int64_t>(ntiles, 0));
+#pragma omp parallel num_threads(threads)
+  {
+    int64_t lo, hi;
+    band(h, &lo, &hi);
+    if (lo < hi) phi_band(x, h, w, p, c, threshold, lo, hi, phi, partial[omp_get_thread_num()].data());
+  }
+  for (const auto& part : partial) {
+    for (int64_t k = 0; k < ntiles; ++k) counts[k] += part[k];
+  }
+  return static_cast<double>(sigma2);
+}
+
+}  // extern "C"

@@ -1,0 +1,125 @@
+"""Hand-written C++ TrSOR (`export/trsor.cpp`) -> `trsor_native.so`, built with the machine's C++ compiler at export.
+
+The tensor-op TrSOR writes ~80 full-size intermediates (benchmarks/results/trsor-profile-2048.txt); AOTInductor
+fuses some of them and still runs 17-100x TrSOR's memory floor. The kernel makes three passes over the image
+with the intermediates in row buffers, within ~5x of that floor (`slsp bench engines`). It is one more runtime
+behind the parity gate (`native-cpu`), and the CPU server's decode member runs it without importing torch.
+
+Beside the library, `trsor_native.json` holds what the kernel needs and the image does not give: the TrSOR
+config, the Gamma-null constants (computed here with SciPy) and the instruction-set level it was compiled for.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from slsp.errors import RuntimeMissing
+
+LIBRARY, META = "trsor_native.so", "trsor_native.json"
+_LEVELS = {  # x86-64 micro-architecture levels (GCC -march) and the /proc/cpuinfo flags each needs
+    "x86-64-v3": {"avx", "avx2", "fma", "bmi1", "bmi2", "f16c", "movbe"},
+    "x86-64-v4": {"avx", "avx2", "fma", "bmi1", "bmi2", "f16c", "movbe", "avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"},
+}
+
+
+def isa_levels() -> list[str]:
+    """The -march levels this CPU runs, lowest first (empty off x86-64 or where /proc/cpuinfo is unreadable)."""
+    if platform.machine() not in ("x86_64", "AMD64"):
+        return []
+    try:
+        flags = set(next(l for l in open("/proc/cpuinfo") if l.startswith("flags")).split(":", 1)[1].split())
+    except (OSError, StopIteration):
+        return []
+    return [level for level, need in _LEVELS.items() if need <= flags]
+
+
+def build(det, out_dir: Path) -> Path:
+    """Compile the kernel for the highest level this CPU has and write its metadata; returns the library path."""
+    from slsp.trsor import _LOG_EPS, NullModel
+
+    cfg = det.cfg.trsor
+    cxx = os.environ.get("CXX", "g++")
+    if shutil.which(cxx) is None:
+        raise RuntimeMissing(f"the native TrSOR needs a C++ compiler with OpenMP ({cxx} not found; install g++ or set CXX)")
+    levels = isa_levels()
+    march = [f"-march={levels[-1]}"] if levels else []
+    out = Path(out_dir) / LIBRARY
+    with tempfile.TemporaryDirectory() as tmp, resources.as_file(resources.files("slsp.export") / "trsor.cpp") as src:
+        # -ffp-contract=off: no fused multiply-adds, so luma and differences round as PyTorch's separate ops do.
+        cmd = [cxx, "-O3", *march, "-fopenmp", "-ffp-contract=off", "-shared", "-fPIC", "-o", str(Path(tmp) / LIBRARY), str(src)]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode:
+            raise RuntimeMissing(f"could not compile the native TrSOR ({' '.join(cmd)}):\n{r.stderr[-2000:]}")
+        shutil.copy2(Path(tmp) / LIBRARY, out)
+    null = NullModel.of(cfg.patch, cfg.delta)
+    meta = {"patch": cfg.patch, "iterations": cfg.iterations, "crop": cfg.crop, "crops": cfg.crops, "channel": cfg.channel,
+            "tau": null.tau, "truncated_mean": null.truncated_mean, "log_mean": null.log_mean, "log_eps": _LOG_EPS,
+            "march": levels[-1] if levels else "default", "compiler": cmd[0]}
+    (Path(out_dir) / META).write_text(json.dumps(meta, indent=2) + "\n")
+    return out
+
+
+def select(counts: np.ndarray, h: int, w: int, c: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """K crop positions from Phi's count per candidate tile: the rule of `slsp.trsor.TrSOR.select`, in NumPy."""
+    ny, nx = h // c, w // c
+    n = (ny + 1) * (nx + 1)
+    ys, xs = np.r_[np.arange(ny) * c, h - c], np.r_[np.arange(nx) * c, w - c]
+    ok = (np.r_[np.ones(ny, bool), (h - c) % c != 0][:, None] & np.r_[np.ones(nx, bool), (w - c) % c != 0][None, :]).ravel()
+    order = np.arange(n)
+    key = np.r_[np.where(ok, counts * n + (n - 1 - order), -1 - order), -1 - n - np.arange(k)]
+    idx = np.argsort(-key, kind="stable")[:k]  # keys are unique: the order is fully determined
+    valid = key[idx] >= 0
+    idx = np.minimum(idx, n - 1)
+    return np.stack([ys[idx // (nx + 1)], xs[idx % (nx + 1)]], 1).astype(np.int64), valid
+
+
+class NativeRunner:
+    """The compiled kernel behind the runner interface (`trsor` stage outputs); `threads` 0 = one per core."""
+
+    def __init__(self, artifacts: Path, threads: int = 0) -> None:
+        lib, meta = Path(artifacts) / LIBRARY, Path(artifacts) / META
+        if not lib.is_file() or not meta.is_file():
+            raise RuntimeMissing(f"no {LIBRARY} / {META} in {artifacts} (export with --native)")
+        self.meta = json.loads(meta.read_text())
+        march = self.meta["march"]
+        if march != "default" and march not in isa_levels():
+            raise RuntimeMissing(f"{lib} was compiled for {march}, which this CPU does not support; export again here")
+        self.fn = ctypes.CDLL(str(lib)).slsp_trsor
+        ptr = lambda dtype: np.ctypeslib.ndpointer(dtype, flags="C_CONTIGUOUS")  # noqa: E731
+        i64, i32 = ctypes.c_int64, ctypes.c_int
+        self.fn.argtypes = [ptr(np.uint8), i64, i64, i32, i32, i32, ptr(np.float64), ctypes.c_float, i32, i32,
+                            ptr(np.float32), ptr(np.int64)]
+        self.fn.restype = ctypes.c_double
+        self.null = np.array([self.meta["tau"], self.meta["truncated_mean"], self.meta["log_mean"]])
+        self.threads = threads or len(os.sched_getaffinity(0))
+        self.name = "native-cpu"
+
+    def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        m = self.meta
+        c, image = m["crop"], feed["image"]
+        # Checked here: the kernel assumes a uint8 (H, W, 3) image of at least one crop per side.
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < c:
+            raise ValueError(f"TrSOR takes a uint8 (H, W, 3) image with both sides >= {c}, got {image.dtype} {image.shape}")
+        image = np.ascontiguousarray(image)
+        h, w = image.shape[:2]
+        phi = np.empty((h, w), np.float32)
+        counts = np.empty((h // c + 1) * (w // c + 1), np.int64)
+        sigma2 = self.fn(image, h, w, m["patch"], 3 if m["channel"] == "rgb" else 1, m["iterations"], self.null,
+                         m["log_eps"], c, self.threads, phi, counts)
+        if sigma2 < 0:
+            raise RuntimeError(f"native TrSOR refused its arguments ({h}x{w}, {m})")
+        positions, valid = select(counts, h, w, c, m["crops"])
+        crops = np.stack([image[y : y + c, x : x + c] for y, x in positions])
+        crop_phi = np.stack([phi[y : y + c, x : x + c] for y, x in positions])
+        return {"crops": crops, "crop_phi": crop_phi, "positions": positions, "valid": valid,
+                "sigma": np.sqrt(np.float32(sigma2)).reshape(())}

@@ -1,0 +1,121 @@
+"""The C++ TrSOR (trsor_native.so) against PyTorch eager and the float64 reference: same Phi, crops and positions at
+every size class (the smallest legal image, sizes that are no multiple of the crop, real photos, RGB energy),
+any thread count, and clear errors before native code sees a bad input."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import reference
+from conftest import shared, synthetic_photo
+from slsp import detector as det_io
+from slsp.errors import RuntimeMissing
+from slsp.export import repository, torch2aoti, trsor_native
+from slsp.imaging import load
+
+DET = det_io.load()
+
+
+@pytest.fixture(scope="module")
+def runner(served_artifacts: Path) -> trsor_native.NativeRunner:
+    return trsor_native.NativeRunner(served_artifacts)
+
+
+def eager(det, image: np.ndarray) -> dict[str, np.ndarray]:
+    with torch.inference_mode():
+        out = det.trsor(torch.from_numpy(image))
+    return {n: getattr(out, n).numpy() for n in ("crops", "crop_phi", "positions", "valid", "sigma")}
+
+
+def assert_same(got: dict, want: dict, what: str) -> None:
+    for name in ("crops", "crop_phi", "positions", "valid"):
+        assert got[name].dtype == want[name].dtype and got[name].shape == want[name].shape, f"{name} at {what}"
+        np.testing.assert_array_equal(got[name], want[name], err_msg=f"{name} at {what}")
+    assert got["sigma"].dtype == np.float32 and got["sigma"].shape == ()
+    np.testing.assert_allclose(got["sigma"], want["sigma"], rtol=1e-5, err_msg=what)
+
+
+@pytest.mark.parametrize("size", [(64, 64), (65, 99), (129, 64), (200, 333), (128, 192), (64, 1000)])
+def test_matches_eager_at_odd_sizes(runner: trsor_native.NativeRunner, size: tuple[int, int]) -> None:
+    image = synthetic_photo(*size, seed=sum(size))
+    assert_same(runner.infer({"image": image}), eager(DET, image), str(size))
+
+
+@pytest.mark.parametrize("name", ["kodak24_kodim13.png", "exif-samples_DSCN0029.jpg", "bsd100_img_091.png"])
+def test_matches_eager_on_real_photos(runner: trsor_native.NativeRunner, name: str) -> None:
+    image = load(shared("real", "dev", name))
+    assert_same(runner.infer({"image": image}), eager(DET, image), name)
+
+
+def test_matches_the_float64_reference(runner: trsor_native.NativeRunner) -> None:
+    image = load(shared("real", "dev", "bsd100_img_020.png"))
+    got, ref = runner.infer({"image": image}), reference.trsor(image)
+    np.testing.assert_allclose(got["sigma"], ref["sigma"], rtol=2e-4)
+    valid = got["positions"][got["valid"]]
+    np.testing.assert_array_equal(valid, ref["positions"][: len(valid)])
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(h=st.integers(64, 260), w=st.integers(64, 260), noise=st.floats(0.5, 12.0), seed=st.integers(0, 2**16))
+def test_any_size_and_thread_count_matches_eager(served_artifacts: Path, h: int, w: int, noise: float, seed: int) -> None:
+    image = synthetic_photo(h, w, seed=seed, sigma=noise)
+    want = eager(DET, image)
+    for threads in (1, 2, 3):  # rows are split per thread: the bands' seams must not show
+        assert_same(trsor_native.NativeRunner(served_artifacts, threads).infer({"image": image}), want, f"{h}x{w}, {threads} threads")
+
+
+def test_rgb_energy_matches_eager(tmp_path: Path) -> None:
+    cfg = dataclasses.replace(DET.cfg, trsor=dataclasses.replace(DET.cfg.trsor, channel="rgb"))
+    det = DET.with_config(cfg)
+    trsor_native.build(det, tmp_path)
+    native = trsor_native.NativeRunner(tmp_path)
+    for size in ((64, 64), (150, 221)):
+        image = synthetic_photo(*size, seed=3)
+        assert_same(native.infer({"image": image}), eager(det, image), f"rgb {size}")
+
+
+@pytest.mark.parametrize("shape", [(63, 100, 3), (100, 10, 3), (10, 10, 3), (64, 64), (64, 64, 4)])
+def test_bad_shapes_are_refused_before_native_code(runner: trsor_native.NativeRunner, shape: tuple[int, ...]) -> None:
+    with pytest.raises(ValueError, match=">= 64"):
+        runner.infer({"image": np.zeros(shape, np.uint8)})
+    with pytest.raises(ValueError, match="uint8"):
+        runner.infer({"image": np.zeros((64, 64, 3), np.float32)})
+
+
+def test_missing_library_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeMissing, match="--native"):
+        trsor_native.NativeRunner(tmp_path)
+
+
+def test_library_for_another_cpu_is_refused(served_artifacts: Path, tmp_path: Path) -> None:
+    for f in (trsor_native.LIBRARY, trsor_native.META):
+        shutil.copy2(served_artifacts / f, tmp_path / f)
+    meta = json.loads((tmp_path / trsor_native.META).read_text())
+    (tmp_path / trsor_native.META).write_text(json.dumps({**meta, "march": "x86-64-v9"}))
+    with pytest.raises(RuntimeMissing, match="x86-64-v9.*export again"):
+        trsor_native.NativeRunner(tmp_path)
+
+
+def test_repository_serves_the_fastest_cpu_trsor(served_artifacts: Path, tmp_path: Path) -> None:
+    """CPU target: the C++ kernel, else the AOTInductor package; GPU target: trsor.onnx (x86 code is no GPU code)."""
+    no_native = tmp_path / "no-native"
+    shutil.copytree(served_artifacts, no_native, ignore=shutil.ignore_patterns("trsor_native.*"))
+    cases = [(served_artifacts, "cpu", [trsor_native.LIBRARY, trsor_native.META]), (no_native, "cpu", [torch2aoti.PACKAGE]),
+             (served_artifacts, "gpu", ["trsor.onnx"])]
+    trsors = {trsor_native.LIBRARY, trsor_native.META, torch2aoti.PACKAGE, "trsor.onnx"}
+    for i, (art, target, want) in enumerate(cases):
+        repo = tmp_path / f"repo{i}"
+        v = repository.write(art, repo, repository.ServingConfig(target=target))
+        files = {p.name for p in (repo / repository.DECODE / str(v)).iterdir()}
+        assert files & trsors == set(want), (target, files)
+        cfg = repository.read_config(repo / repository.DECODE / "config.pbtxt")
+        assert cfg.parameters["trsor_file"].string_value == want[0]
