@@ -10,12 +10,12 @@
 // Sums are taken in double; xi, the thresholds and Phi in float32 as in PyTorch. The parity gate compares
 // every output with PyTorch eager before an artifact is written.
 
-#include <omp.h>
-
+#include <barrier>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -49,9 +49,8 @@ inline float log_positive(float x) {
   return m + y + 0.693359375f * fe;
 }
 
-// Rows [lo, hi) of `n` split evenly over the calling thread's team.
-inline void band(int64_t n, int64_t* lo, int64_t* hi) {
-  const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
+// Rows [lo, hi) of `n` for member t of a team of nt threads.
+inline void band(int64_t n, int t, int nt, int64_t* lo, int64_t* hi) {
   *lo = n * t / nt;
   *hi = n * (t + 1) / nt;
 }
@@ -237,41 +236,45 @@ double slsp_trsor(const uint8_t* img, int64_t h, int64_t w, int p, int nch, int 
   const int64_t hp = h - p + 1, wp = w - p + 1, n = hp * wp, ntiles = (h / c + 1) * (w / c + 1);
   const float tau = static_cast<float>(null[0] * nch), trunc = static_cast<float>(null[1] * nch);
   std::unique_ptr<float[]> xi(new float[n]);  // not zeroed: every element is written in pass 1
-  double log_sum = 0.0;
-#pragma omp parallel num_threads(threads) reduction(+ : log_sum)
-  {
-    int64_t lo, hi;
-    band(hp, &lo, &hi);
-    if (lo < hi) log_sum += energy_band(img, w, p, nch, eps, lo, hi, xi.get());
-  }
-  // As PyTorch computes it in float32: start, thresholds, re-estimates.
-  float sigma2 = std::exp(static_cast<float>(log_sum / static_cast<double>(n) - null[2] - std::log(static_cast<double>(nch))));
-  const float* x = xi.get();
-  for (int it = 0; it < iterations; ++it) {
-    const float t = sigma2 * tau;
-    int64_t count = 0;
-    double sum = 0.0;
-#pragma omp parallel num_threads(threads) reduction(+ : count, sum)
-    {
-      int64_t lo, hi;
-      band(n, &lo, &hi);
-      count_sum_below(x, lo, hi, t, &count, &sum);
-    }
-    if (count > 0) sigma2 = static_cast<float>(sum / static_cast<double>(count)) / trunc;
-  }
-  const float threshold = sigma2 * tau;
-  std::memset(counts, 0, ntiles * sizeof(int64_t));
+  std::vector<double> logs(threads, 0.0), sums(iterations * threads, 0.0);
+  std::vector<int64_t> selected(iterations * threads, 0);
   std::vector<std::vector<int64_t>> partial(threads, std::vector<int64_t>(ntiles, 0));
-#pragma omp parallel num_threads(threads)
-  {
+  float result = 0.0f;
+  // One team of plain threads for the whole call, in step at a barrier after each pass; each member derives the
+  // same sigma^2 from the same per-member partial sums in the same order. (OpenMP's idle workers spin after a
+  // parallel region and slowed the ONNX Runtime model run that follows in the same process 2-3x.)
+  std::barrier sync(threads);
+  auto member = [&](int t) {
     int64_t lo, hi;
-    band(h, &lo, &hi);
-    if (lo < hi) phi_band(x, h, w, p, c, threshold, lo, hi, phi, partial[omp_get_thread_num()].data());
+    band(hp, t, threads, &lo, &hi);
+    if (lo < hi) logs[t] = energy_band(img, w, p, nch, eps, lo, hi, xi.get());
+    sync.arrive_and_wait();
+    double log_sum = 0.0;
+    for (double v : logs) log_sum += v;
+    // As PyTorch computes it in float32: start, thresholds, re-estimates.
+    float sigma2 = std::exp(static_cast<float>(log_sum / static_cast<double>(n) - null[2] - std::log(static_cast<double>(nch))));
+    band(n, t, threads, &lo, &hi);
+    for (int it = 0; it < iterations; ++it) {
+      count_sum_below(xi.get(), lo, hi, sigma2 * tau, &selected[it * threads + t], &sums[it * threads + t]);
+      sync.arrive_and_wait();
+      int64_t count = 0;
+      double sum = 0.0;
+      for (int k = 0; k < threads; ++k) count += selected[it * threads + k], sum += sums[it * threads + k];
+      if (count > 0) sigma2 = static_cast<float>(sum / static_cast<double>(count)) / trunc;
+    }
+    band(h, t, threads, &lo, &hi);
+    if (lo < hi) phi_band(xi.get(), h, w, p, c, sigma2 * tau, lo, hi, phi, partial[t].data());
+    if (t == 0) result = sigma2;
+  };
+  std::vector<std::thread> team;
+  for (int t = 1; t < threads; ++t) team.emplace_back(member, t);
+  member(0);
+  for (auto& th : team) th.join();
+  for (int64_t k = 0; k < ntiles; ++k) {
+    counts[k] = 0;
+    for (const auto& part : partial) counts[k] += part[k];
   }
-  for (const auto& part : partial) {
-    for (int64_t k = 0; k < ntiles; ++k) counts[k] += part[k];
-  }
-  return static_cast<double>(sigma2);
+  return static_cast<double>(result);
 }
 
 }  // extern "C"
