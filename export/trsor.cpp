@@ -5,16 +5,15 @@
 //   1. luma -> squared central differences -> row sums -> column sums = xi (the only full-size intermediate),
 //      and the log-domain mean that starts the noise estimate, while each xi row is still in cache;
 //   2. the fixed number of re-estimation passes (count and sum of xi <= threshold);
-//   3. the mask, its p x p dilation into Phi (written as float32) and Phi's count per candidate tile.
+//   3. the mask, its p x p dilation into Phi (one byte a pixel) and Phi's count per candidate tile.
 // Ranking the tiles and gathering the K crops are left to the caller (a few thousand tiles, K crops).
-// Sums are taken in double; xi, the thresholds and Phi in float32 as in PyTorch. The parity gate compares
+// Sums are taken in double; xi and the thresholds in float32 as in PyTorch. The parity gate compares
 // every output with PyTorch eager before an artifact is written.
 
 #include <barrier>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <memory>
 #include <thread>
 #include <vector>
 
@@ -138,11 +137,12 @@ __attribute__((noinline)) void count_sum_below(const float* __restrict x, int64_
 }
 
 // Pass 1 for xi rows [i0, i1): luma (or the 3 channels) of rows [i0, i1 + p - 1) into a ring of 3 rows, row sums
-// a (p - 2 horizontal differences) and b (p vertical differences) into rings, xi = column sums of p a-rows and
-// p - 2 b-rows. Returns the sum of log(xi + eps) over the band.
+// a (p - 2 horizontal differences) and b (p vertical differences), and xi as slsp.trsor.gradient_energy sums
+// them: s = a + b shares one window of p - 2 rows, xi[i] = s[i] + ... + s[i + p - 3] + a[i + p - 2] + a[i + p - 1].
+// Returns the sum of log(xi + eps) over the band.
 double energy_band(const uint8_t* img, int64_t w, int p, int nch, float eps, int64_t i0, int64_t i1, float* xi) {
   const int64_t wp = w - p + 1;
-  std::vector<float> y(3 * nch * w), dd(w), a(p * wp), b((p - 2) * wp);
+  std::vector<float> y(3 * nch * w), dd(w), a(p * wp), b(wp), sums((p - 2) * wp);
   double log_sum = 0.0;
   for (int64_t r = i0; r < i1 + p - 1; ++r) {
     float* __restrict yr = &y[(r % 3) * nch * w];
@@ -164,16 +164,19 @@ double energy_band(const uint8_t* img, int64_t w, int p, int nch, float eps, int
     if (r >= i0 + 2) {
       const float* yo = &y[((r - 2) % 3) * nch * w];
       for (int ch = 0; ch < nch; ++ch) add_square_diff(yr + ch * w, yo + ch * w, dd.data(), w, ch == 0);
-      window(dd.data(), &b[((r - 2) % (p - 2)) * wp], wp, p, plus);
+      window(dd.data(), b.data(), wp, p, plus);
+      const float* ab[2] = {&a[((r - 2) % p) * wp], b.data()};
+      combine(ab, 2, &sums[((r - 2) % (p - 2)) * wp], wp, plus);
     }
-    // xi row i = r - p + 1: a rows i .. i + p - 1 and b rows i .. i + p - 3 are all in the rings now.
+    // xi row i = r - p + 1: s rows i .. i + p - 3 and a rows i + p - 2, i + p - 1 are all in the rings now.
     const int64_t i = r - p + 1;
     if (i < i0) continue;
     float* out = xi + i * wp;
     const float* rows[64];
-    for (int k = 0; k < p; ++k) rows[k] = &a[((i + k) % p) * wp];
-    for (int k = 0; k < p - 2; ++k) rows[p + k] = &b[((i + k) % (p - 2)) * wp];
-    combine(rows, 2 * p - 2, out, wp, plus);
+    for (int k = 0; k < p - 2; ++k) rows[k] = &sums[((i + k) % (p - 2)) * wp];
+    rows[p - 2] = &a[((i + p - 2) % p) * wp];
+    rows[p - 1] = &a[((i + p - 1) % p) * wp];
+    combine(rows, p, out, wp, plus);
     log_sum += sum_log(out, wp, eps);
   }
   return log_sum;
@@ -184,10 +187,6 @@ __attribute__((noinline)) void below(const float* __restrict xi, uint8_t* __rest
   for (int64_t x = 0; x < n; ++x) mask[x] = xi[x] <= threshold;
 }
 
-__attribute__((noinline)) void to_float(const uint8_t* __restrict in, float* __restrict out, int64_t n) {
-  for (int64_t x = 0; x < n; ++x) out[x] = static_cast<float>(in[x]);
-}
-
 __attribute__((noinline)) int64_t count(const uint8_t* __restrict in, int64_t n) {
   int s = 0;
   for (int64_t x = 0; x < n; ++x) s += in[x];
@@ -195,11 +194,11 @@ __attribute__((noinline)) int64_t count(const uint8_t* __restrict in, int64_t n)
 }
 
 // Pass 3 for Phi rows [y0, y1): mask rows dilated along the row into a ring of p byte rows, then OR-ed down the
-// column; Phi written as float32 and each row's Phi pixels added to its candidate tiles' counts.
+// column into Phi (0 or 1, one byte a pixel), and each row's Phi pixels added to its candidate tiles' counts.
 void phi_band(const float* xi, int64_t h, int64_t w, int p, int c, float threshold, int64_t y0, int64_t y1,
-              float* phi, int64_t* counts) {
+              uint8_t* phi, int64_t* counts) {
   const int64_t wp = w - p + 1, hp = h - p + 1, ny = h / c, nx = w / c;
-  std::vector<uint8_t> pad(w + p - 1, 0), ring(p * w), row(w);
+  std::vector<uint8_t> pad(w + p - 1, 0), ring(p * w);
   auto dilate_row = [&](int64_t i) {  // ring slot i % p <- mask row i dilated along the row (zero-padded)
     below(xi + i * wp, &pad[p - 1], wp, threshold);
     window(pad.data(), &ring[(i % p) * w], w, p, either);
@@ -210,8 +209,8 @@ void phi_band(const float* xi, int64_t h, int64_t w, int p, int c, float thresho
     const int64_t first = yy - p + 1 < 0 ? 0 : yy - p + 1, last = yy < hp - 1 ? yy : hp - 1;
     const uint8_t* rows[32];
     for (int64_t i = first; i <= last; ++i) rows[i - first] = &ring[(i % p) * w];
-    combine(rows, static_cast<int>(last - first + 1), row.data(), w, either);
-    to_float(row.data(), phi + yy * w, w);
+    uint8_t* row = phi + yy * w;
+    combine(rows, static_cast<int>(last - first + 1), row, w, either);
     // Candidate tiles: (ny + 1) x (nx + 1); the last row and column are the tiles flush with the bottom and right.
     const bool grid = yy < ny * c, bottom = yy >= h - c;
     for (int64_t tx = 0; tx <= nx && (grid || bottom); ++tx) {
@@ -226,16 +225,17 @@ void phi_band(const float* xi, int64_t h, int64_t w, int p, int c, float thresho
 
 extern "C" {
 
-// img: (h, w, 3) uint8, h and w >= c >= 4 p. phi: (h, w) float32 out. counts: ((h / c + 1) * (w / c + 1)) int64
-// out. null: {tau, truncated mean, log mean} of the Gamma null per unit variance (slsp.trsor.NullModel).
+// img: (h, w, 3) uint8, h and w >= c >= 4 p. xi: ((h - p + 1) * (w - p + 1)) float32 scratch. phi: (h, w) uint8
+// out. counts: ((h / c + 1) * (w / c + 1)) int64 out. null: {tau, truncated mean, log mean} of the Gamma null per
+// unit variance (slsp.trsor.NullModel). The caller owns the large buffers so it can reuse them: freshly mapped
+// pages cost a fault each (~1,500 a call at 1 MP, more than the kernel's own time).
 // Returns the final noise variance sigma^2 in 8-bit units squared, or -1 on bad arguments.
 double slsp_trsor(const uint8_t* img, int64_t h, int64_t w, int p, int nch, int iterations, const double* null,
-                  float eps, int c, int threads, float* phi, int64_t* counts) {
+                  float eps, int c, int threads, float* xi, uint8_t* phi, int64_t* counts) {
   if (p < 3 || p % 2 == 0 || (nch != 1 && nch != 3) || c < p || h < c || w < c || iterations < 0 || threads < 1)
     return -1.0;
   const int64_t hp = h - p + 1, wp = w - p + 1, n = hp * wp, ntiles = (h / c + 1) * (w / c + 1);
   const float tau = static_cast<float>(null[0] * nch), trunc = static_cast<float>(null[1] * nch);
-  std::unique_ptr<float[]> xi(new float[n]);  // not zeroed: every element is written in pass 1
   std::vector<double> logs(threads, 0.0), sums(iterations * threads, 0.0);
   std::vector<int64_t> selected(iterations * threads, 0);
   std::vector<std::vector<int64_t>> partial(threads, std::vector<int64_t>(ntiles, 0));
@@ -247,7 +247,7 @@ double slsp_trsor(const uint8_t* img, int64_t h, int64_t w, int p, int nch, int 
   auto member = [&](int t) {
     int64_t lo, hi;
     band(hp, t, threads, &lo, &hi);
-    if (lo < hi) logs[t] = energy_band(img, w, p, nch, eps, lo, hi, xi.get());
+    if (lo < hi) logs[t] = energy_band(img, w, p, nch, eps, lo, hi, xi);
     sync.arrive_and_wait();
     double log_sum = 0.0;
     for (double v : logs) log_sum += v;
@@ -255,7 +255,7 @@ double slsp_trsor(const uint8_t* img, int64_t h, int64_t w, int p, int nch, int 
     float sigma2 = std::exp(static_cast<float>(log_sum / static_cast<double>(n) - null[2] - std::log(static_cast<double>(nch))));
     band(n, t, threads, &lo, &hi);
     for (int it = 0; it < iterations; ++it) {
-      count_sum_below(xi.get(), lo, hi, sigma2 * tau, &selected[it * threads + t], &sums[it * threads + t]);
+      count_sum_below(xi, lo, hi, sigma2 * tau, &selected[it * threads + t], &sums[it * threads + t]);
       sync.arrive_and_wait();
       int64_t count = 0;
       double sum = 0.0;
@@ -263,7 +263,7 @@ double slsp_trsor(const uint8_t* img, int64_t h, int64_t w, int p, int nch, int 
       if (count > 0) sigma2 = static_cast<float>(sum / static_cast<double>(count)) / trunc;
     }
     band(h, t, threads, &lo, &hi);
-    if (lo < hi) phi_band(xi.get(), h, w, p, c, sigma2 * tau, lo, hi, phi, partial[t].data());
+    if (lo < hi) phi_band(xi, h, w, p, c, sigma2 * tau, lo, hi, phi, partial[t].data());
     if (t == 0) result = sigma2;
   };
   std::vector<std::thread> team;
