@@ -21,16 +21,19 @@ namespace {
 
 // Natural log of a positive normal float without a call, so loops over it vectorize (Cephes logf: x = m 2^e,
 // m in [sqrt(1/2), sqrt(2)), degree-9 polynomial; within 2 ulp of logf).
+
 inline float log_positive(float x) {
   uint32_t bits;
   std::memcpy(&bits, &x, 4);
-  int e = static_cast<int>(bits >> 23) - 126;
-  bits = (bits & 0x007fffffu) | 0x3f000000u;  // mantissa in [0.5, 1)
+  const int32_t expo = static_cast<int32_t>(bits >> 23), mant = static_cast<int32_t>(bits & 0x007fffffu);
+  bits = static_cast<uint32_t>(mant) | 0x3f000000u;  // m in [0.5, 1)
   float m;
   std::memcpy(&m, &bits, 4);
-  const bool low = m < 0.707106781186547524f;
-  e -= low ? 1 : 0;
-  m = low ? m + m - 1.0f : m - 1.0f;
+  // m < sqrt(1/2) (0x3f3504f3 as a float) exactly when the mantissa bits are below 0x3504f3. Shifts and
+  // arithmetic, no compare or select: without AVX-512's mask registers GCC leaves those loops unvectorized.
+  const int32_t low = (mant - 0x3504f3) >> 31;  // -1 or 0
+  const int32_t e = expo - 126 + low;
+  m = m * (1.0f - static_cast<float>(low)) - 1.0f;  // 2m - 1 or m - 1, exactly
   const float z = m * m;
   float y = 7.0376836292e-2f;
   y = y * m - 1.1514610310e-1f;
@@ -57,22 +60,31 @@ inline void band(int64_t n, int t, int nt, int64_t* lo, int64_t* hi) {
 // The helpers below stay out of line: GCC keeps __restrict only on parameters, and without it the loops that
 // write one ring row from another run scalar (seen: 4x slower).
 
-// out[x] = op over rows[0][x], rows[1][x], ... rows[m - 1][x] in that order, x < n: one 64-byte vector at a
-// time, held in a register while the m rows are folded into it, so out is written once (the rows may be
+// The widest vector registers the target has: wider vector types are passed through memory (3x slower on AVX2).
+#if defined(__AVX512F__)
+constexpr int VEC_BYTES = 64;
+#elif defined(__AVX__)
+constexpr int VEC_BYTES = 32;
+#else
+constexpr int VEC_BYTES = 16;
+#endif
+
+// out[x] = op over rows[0][x], rows[1][x], ... rows[m - 1][x] in that order, x < n: one vector register at a
+// time, holding the partial result while the m rows are folded into it, so out is written once (the rows may be
 // shifted views of one row).
 template <typename T, typename Op>
 __attribute__((noinline)) void combine(const T* const* rows, int m, T* __restrict out, int64_t n, Op op) {
-  typedef T vec __attribute__((vector_size(64)));
-  constexpr int64_t lanes = 64 / sizeof(T);
+  typedef T vec __attribute__((vector_size(VEC_BYTES)));
+  constexpr int64_t lanes = VEC_BYTES / sizeof(T);
   int64_t x0 = 0;
   for (; x0 + lanes <= n; x0 += lanes) {
     vec acc, v;
-    std::memcpy(&acc, rows[0] + x0, 64);
+    std::memcpy(&acc, rows[0] + x0, VEC_BYTES);
     for (int k = 1; k < m; ++k) {
-      std::memcpy(&v, rows[k] + x0, 64);
+      std::memcpy(&v, rows[k] + x0, VEC_BYTES);
       acc = op(acc, v);
     }
-    std::memcpy(out + x0, &acc, 64);
+    std::memcpy(out + x0, &acc, VEC_BYTES);
   }
   for (int64_t x = x0; x < n; ++x) {
     T v = rows[0][x];
@@ -107,12 +119,15 @@ constexpr int64_t BLOCK = 1024;
 
 // Sum of log(x + eps) over x[0 .. n).
 __attribute__((noinline)) double sum_log(const float* __restrict x, int64_t n, float eps) {
+  // Logs first, then their sum: as one loop it vectorizes only with AVX-512 (the simd reduction's lane array).
+  float logs[BLOCK];
   double total = 0.0;
   for (int64_t k0 = 0; k0 < n; k0 += BLOCK) {
-    const int64_t k1 = k0 + BLOCK < n ? k0 + BLOCK : n;
+    const int64_t m = k0 + BLOCK < n ? BLOCK : n - k0;
+    for (int64_t k = 0; k < m; ++k) logs[k] = log_positive(x[k0 + k] + eps);
     float s = 0.0f;
 #pragma omp simd reduction(+ : s)
-    for (int64_t k = k0; k < k1; ++k) s += log_positive(x[k] + eps);
+    for (int64_t k = 0; k < m; ++k) s += logs[k];
     total += s;
   }
   return total;

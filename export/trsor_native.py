@@ -44,8 +44,9 @@ def isa_levels() -> list[str]:
     return [level for level, need in _LEVELS.items() if need <= flags]
 
 
-def build(det, out_dir: Path) -> Path:
-    """Compile the kernel for the highest level this CPU has and write its metadata; returns the library path."""
+def build(det, out_dir: Path, march: str | None = None) -> Path:
+    """Compile the kernel for `march` (default: the highest level this CPU has) and write its metadata; returns the
+    library path."""
     from slsp.trsor import _LOG_EPS, NullModel
 
     cfg = det.cfg.trsor
@@ -53,12 +54,12 @@ def build(det, out_dir: Path) -> Path:
     if shutil.which(cxx) is None:
         raise RuntimeMissing(f"the native TrSOR needs a C++20 compiler ({cxx} not found; install g++ or set CXX)")
     levels = isa_levels()
-    march = [f"-march={levels[-1]}"] if levels else []
+    march = march or (levels[-1] if levels else "default")
     out = Path(out_dir) / LIBRARY
     with tempfile.TemporaryDirectory() as tmp, resources.as_file(resources.files("slsp.export") / "trsor.cpp") as src:
         # -ffp-contract=off: no fused multiply-adds, so luma and differences round as PyTorch's separate ops do;
         # -fopenmp-simd: the `omp simd` reductions vectorise (no OpenMP runtime: the kernel runs its own threads).
-        cmd = [cxx, "-O3", *march, "-std=c++20", "-pthread", "-fopenmp-simd", "-ffp-contract=off", "-shared", "-fPIC",
+        cmd = [cxx, "-O3", *([f"-march={march}"] if march != "default" else []), "-std=c++20", "-pthread", "-fopenmp-simd", "-ffp-contract=off", "-shared", "-fPIC",
                "-o", str(Path(tmp) / LIBRARY), str(src)]
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode:
@@ -67,7 +68,7 @@ def build(det, out_dir: Path) -> Path:
     null = NullModel.of(cfg.patch, cfg.delta)
     meta = {"patch": cfg.patch, "iterations": cfg.iterations, "crop": cfg.crop, "crops": cfg.crops, "channel": cfg.channel,
             "tau": null.tau, "truncated_mean": null.truncated_mean, "log_mean": null.log_mean, "log_eps": _LOG_EPS,
-            "march": levels[-1] if levels else "default", "compiler": cmd[0]}
+            "march": march, "compiler": cmd[0]}
     (Path(out_dir) / META).write_text(json.dumps(meta, indent=2) + "\n")
     return out
 

@@ -83,6 +83,20 @@ def test_rgb_energy_matches_eager(tmp_path: Path) -> None:
         assert_same(native.infer({"image": image}), eager(det, image), f"rgb {size}")
 
 
+@pytest.mark.parametrize("march", ["x86-64-v3", "default"])
+def test_lower_instruction_sets_match_eager(march: str, tmp_path: Path) -> None:
+    """The builds other CPUs get (AVX2, or no -march at all) compute the same, where this CPU can run them."""
+    if march != "default" and march not in trsor_native.isa_levels():
+        pytest.skip(f"this CPU cannot run {march} code")
+    trsor_native.build(DET, tmp_path, march)
+    native = trsor_native.NativeRunner(tmp_path, threads=2)
+    for size in ((64, 64), (201, 333)):
+        image = synthetic_photo(*size, seed=5)
+        assert_same(native.infer({"image": image}), eager(DET, image), f"{march} {size}")
+    image = load(shared("real", "dev", "kodak24_kodim13.png"))
+    assert_same(native.infer({"image": image}), eager(DET, image), f"{march} kodim13")
+
+
 @pytest.mark.parametrize("shape", [(63, 100, 3), (100, 10, 3), (10, 10, 3), (64, 64), (64, 64, 4)])
 def test_bad_shapes_are_refused_before_native_code(runner: trsor_native.NativeRunner, shape: tuple[int, ...]) -> None:
     with pytest.raises(ValueError, match=">= 64"):
