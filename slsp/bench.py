@@ -115,6 +115,29 @@ def model_gflop(model, crops, phi) -> float:
     return counter.get_total_flops() / 1e9
 
 
+def cuda_engines(det, base: np.ndarray, sizes, min_time: float = 1.0) -> dict:
+    """PyTorch CUDA on the current GPU: TrSOR per image size (the image already on the GPU) and the batched model
+    over 1 to 64 images' crops. Each timed run ends with a device synchronise, so host time is device time."""
+    import copy
+
+    import torch
+
+    gpu = copy.deepcopy(det).to("cuda")
+    timed = lambda fn: timeit(lambda: (fn(), torch.cuda.synchronize()), min_time)  # noqa: E731
+    out = {"device": torch.cuda.get_device_name(0), "trsor": [], "model": []}
+    with torch.inference_mode():
+        for h, w in sizes:
+            img = torch.from_numpy(photo_at(base, h, w)).cuda()
+            t = timed(lambda: gpu.trsor(img))
+            out["trsor"].append({"size": f"{w}x{h}", **t, "mpix_per_s": h * w / 1e3 / t["median_ms"]})
+        sel = gpu.trsor(img)  # the largest size's crops
+        for n in (1, 4, 16, 64):
+            crops, phi = sel.crops.repeat(n, 1, 1, 1), sel.crop_phi.repeat(n, 1, 1)
+            t = timed(lambda: gpu.model(crops, phi))
+            out["model"].append({"images": n, "crops": int(crops.shape[0]), **t, "images_per_s": n * 1e3 / t["median_ms"]})
+    return out
+
+
 def engines(run: Path | None, artifacts: Path, source: Path, sizes=SIZES, min_time: float = 1.0, quiet: bool = False,
             threads: int = 0) -> dict:
     import torch
@@ -178,8 +201,11 @@ def engines(run: Path | None, artifacts: Path, source: Path, sizes=SIZES, min_ti
                     f"pipeline_{k}_speedup_over_torch": r["torch"]["pipeline"]["median_ms"] / r[k]["pipeline"]["median_ms"]})
             rows.append(r)
             pb.advance(task)
-    return {"kind": "engines", "machine": machine(), "threads": threads, "source": str(source), "crops_per_image": det.cfg.trsor.crops,
-            "matmul_gflops": peak, "compiled": list(compiled), "rows": rows}
+    result = {"kind": "engines", "machine": machine(), "threads": threads, "source": str(source),
+              "crops_per_image": det.cfg.trsor.crops, "matmul_gflops": peak, "compiled": list(compiled), "rows": rows}
+    if torch.cuda.is_available():
+        result["cuda"] = cuda_engines(det, base, sizes, min_time)
+    return result
 
 
 def _png(img: np.ndarray) -> bytes:
@@ -326,6 +352,11 @@ def table(result: dict) -> str:
         lines.append(f"/floor: TrSOR over one uint8 read + float32 write; /mm: the model over its {result['rows'][0]['model_gflop']:.2f} "
                      f"GFLOP at the {result['matmul_gflops']:.0f} GFLOP/s of a 1024^3 matmul; "
                      f"threads: {result.get('threads') or 'engine defaults'}")
+        if "cuda" in result:
+            cuda = result["cuda"]
+            lines.append(f"PyTorch CUDA on {cuda['device']}: TrSOR " + ", ".join(
+                f"{r['size']} {r['median_ms']:.2f} ms ({r['mpix_per_s']:.0f} MP/s)" for r in cuda["trsor"]) + "; model " + ", ".join(
+                f"{r['crops']} crops {r['median_ms']:.2f} ms ({r['images_per_s']:.0f} img/s)" for r in cuda["model"]))
         return "\n".join(lines)
     b = result["inprocess_ort"]
     a = result.get("inprocess_served_engines")

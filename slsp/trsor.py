@@ -182,18 +182,19 @@ class TrSOR(nn.Module):
         corner = phi[h - c :, w - c :].mean().reshape(1, 1)
         tiles = torch.cat([torch.cat([main, right], 1), torch.cat([bottom, corner], 1)], 0)
         ny, nx = main.shape[0], main.shape[1]
-        ys = torch.cat([torch.arange(ny) * c, (h - c) * torch.ones(1, dtype=torch.int64)])
-        xs = torch.cat([torch.arange(nx) * c, (w - c) * torch.ones(1, dtype=torch.int64)])
+        dev = phi.device  # index tensors live beside the image: a CUDA TrSOR must not mix in CPU tensors
+        ys = torch.cat([torch.arange(ny, device=dev) * c, (h - c) * torch.ones(1, dtype=torch.int64, device=dev)])
+        xs = torch.cat([torch.arange(nx, device=dev) * c, (w - c) * torch.ones(1, dtype=torch.int64, device=dev)])
         # Tensor ops on the edge positions, not `h % c` in Python: that would be a guard on the image size.
-        row_ok = torch.cat([torch.ones(ny, dtype=torch.bool), ys[-1:] % c != 0])
-        col_ok = torch.cat([torch.ones(nx, dtype=torch.bool), xs[-1:] % c != 0])
+        row_ok = torch.cat([torch.ones(ny, dtype=torch.bool, device=dev), ys[-1:] % c != 0])
+        col_ok = torch.cat([torch.ones(nx, dtype=torch.bool, device=dev), xs[-1:] % c != 0])
         ok = (row_ok[:, None] & col_ok[None, :]).reshape(-1)
         count = torch.round(tiles.reshape(-1) * float(c * c)).to(torch.int64)
         n = count.shape[0]
-        order = torch.arange(n)
+        order = torch.arange(n, device=dev)
         # Unique keys, so every runtime's TopK returns the same order (invalid and padding slots included).
         key = torch.where(ok, count * n + (n - 1 - order), -1 - order)
-        key = torch.cat([key, -1 - n - torch.arange(k)])
+        key = torch.cat([key, -1 - n - torch.arange(k, device=dev)])
         top, idx = torch.topk(key, k)
         idx = torch.clamp(idx, max=n - 1)
         ny1 = nx + 1
@@ -204,7 +205,7 @@ class TrSOR(nn.Module):
 def gather_crops(image: Tensor, phi: Tensor, positions: Tensor, c: int) -> tuple[Tensor, Tensor]:
     """Gather (K, C, C, 3) uint8 crops and (K, C, C) Phi crops at the given top-left positions."""
     w = image.shape[1]
-    ar = torch.arange(c)
+    ar = torch.arange(c, device=image.device)
     rows = positions[:, 0, None, None] + ar[None, :, None]
     cols = positions[:, 1, None, None] + ar[None, None, :]
     flat = (rows * w + cols).reshape(-1)

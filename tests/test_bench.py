@@ -8,9 +8,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
+import torch
 
 from conftest import shared
+from slsp import bench
 from slsp.bench import photo_at
+from slsp.imaging import load
 
 
 def test_photo_at_tiles_without_resampling() -> None:
@@ -41,3 +45,14 @@ def test_bench_engines_cli(served_artifacts: Path, tmp_path: Path) -> None:
             assert set(row[k]) == {"trsor", "pipeline"} and row["ratios"][f"trsor_{k}_over_floor"] > 0
     assert res["threads"] == 1 == res["machine"]["torch_threads"]
     assert res["machine"]["cpus"] >= 1 and res["matmul_gflops"] > 0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none on this machine)")
+def test_cuda_engines_shape() -> None:
+    from slsp import detector
+
+    res = bench.cuda_engines(detector.load(), load(shared("real", "dev", "bsd100_img_020.png")), [(64, 96), (130, 70)], min_time=0)
+    assert res["device"] and [r["size"] for r in res["trsor"]] == ["96x64", "70x130"]
+    assert all(r["median_ms"] > 0 and r["mpix_per_s"] > 0 for r in res["trsor"])
+    assert [r["crops"] for r in res["model"]] == [16, 64, 256, 1024] and all(r["images_per_s"] > 0 for r in res["model"])

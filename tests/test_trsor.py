@@ -131,3 +131,18 @@ def test_mask_moves_with_the_image(h: int, w: int, seed: int, name: str) -> None
     a, b = run(img), run(np.ascontiguousarray(fwd(img)))
     assert float(b.sigma) == pytest.approx(float(a.sigma), rel=1e-5)
     assert np.mean(on_mask(a.phi.numpy()) != b.phi.numpy()) <= 1e-3
+
+
+def test_runs_on_the_device_of_its_input() -> None:
+    """Every tensor TrSOR and the detector make lives on the input's device: on PyTorch's data-free `meta` device,
+    which refuses to mix devices like CUDA does, a stray CPU index tensor fails here without a GPU."""
+    from slsp import detector as det_io
+    from slsp.export.torch2onnx import FusedStage
+
+    image = torch.empty((200, 333, 3), dtype=torch.uint8, device="meta")
+    det = det_io.load().to("meta")
+    with torch.inference_mode():
+        out = det.trsor(image)
+        assert {getattr(out, n).device.type for n in out._fields} == {"meta"}
+        assert out.crops.shape == (CFG.crops, CFG.crop, CFG.crop, 3) and out.positions.shape == (CFG.crops, 2)
+        assert all(t.device.type == "meta" for t in FusedStage(det)(image))
