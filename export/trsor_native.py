@@ -44,9 +44,9 @@ def isa_levels() -> list[str]:
     return [level for level, need in _LEVELS.items() if need <= flags]
 
 
-def build(det, out_dir: Path, march: str | None = None) -> Path:
-    """Compile the kernel for `march` (default: the highest level this CPU has) and write its metadata; returns the
-    library path."""
+def build(det, out_dir: Path, march: str | None = None, source: Path | None = None) -> Path:
+    """Compile the kernel (`source`, default the packaged trsor.cpp) for `march` (default: the highest level this
+    CPU has) and write its metadata; returns the library path."""
     from slsp.trsor import _LOG_EPS, NullModel
 
     cfg = det.cfg.trsor
@@ -56,11 +56,11 @@ def build(det, out_dir: Path, march: str | None = None) -> Path:
     levels = isa_levels()
     march = march or (levels[-1] if levels else "default")
     out = Path(out_dir) / LIBRARY
-    with tempfile.TemporaryDirectory() as tmp, resources.as_file(resources.files("slsp.export") / "trsor.cpp") as src:
+    with tempfile.TemporaryDirectory() as tmp, resources.as_file(resources.files("slsp.export") / "trsor.cpp") as packaged:
         # -ffp-contract=off: no fused multiply-adds, so luma and differences round as PyTorch's separate ops do;
         # -fopenmp-simd: the `omp simd` reductions vectorise (no OpenMP runtime: the kernel runs its own threads).
-        cmd = [cxx, "-O3", *([f"-march={march}"] if march != "default" else []), "-std=c++20", "-pthread", "-fopenmp-simd", "-ffp-contract=off", "-shared", "-fPIC",
-               "-o", str(Path(tmp) / LIBRARY), str(src)]
+        cmd = [cxx, "-O3", *([f"-march={march}"] if march != "default" else []), "-std=c++20", "-pthread",
+               "-fopenmp-simd", "-ffp-contract=off", "-shared", "-fPIC", "-o", str(Path(tmp) / LIBRARY), str(source or packaged)]
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode:
             raise RuntimeMissing(f"could not compile the native TrSOR ({' '.join(cmd)}):\n{r.stderr[-2000:]}")

@@ -1,0 +1,65 @@
+"""A/B builds of the native TrSOR kernel: other sources of export/trsor.cpp and other -march levels, one run.
+
+    git show 187f543^:export/trsor.cpp > /tmp/before.cpp
+    python benchmarks/ab_native.py /tmp/before.cpp export/trsor.cpp --march x86-64-v3 --march x86-64-v4 \
+        --size 1024x1024 --size 2048x2048 --threads 1 --threads 2
+
+Every (source, march) pair is built by `slsp.export.trsor_native.build` (the flags `slsp export --native` uses)
+and timed through `NativeRunner.infer` in alternating blocks, so each variant pays the same Python around the
+kernel. Sources must have the current C signature (commits from 7a325d2 on). Prints median ms per variant and
+its speed-up over the first; `--json` for scripts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import tempfile
+from pathlib import Path
+
+from slsp import detector
+from slsp.bench import parse_size, photo_at, timeit_blocks
+from slsp.export import trsor_native
+from slsp.imaging import load
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("sources", type=Path, nargs="+")
+    ap.add_argument("--march", action="append", help="-march level (repeatable); default: the highest this CPU has")
+    ap.add_argument("--size", action="append", help="WxH (repeatable); default 1024x1024 and 2048x2048")
+    ap.add_argument("--threads", type=int, action="append", help="kernel threads (repeatable); default 1")
+    ap.add_argument("--source-image", type=Path, default=Path("../shared/data/real/train/sun-hays80_img_011.png"))
+    ap.add_argument("--block", type=float, default=0.5, help="seconds per timing block")
+    ap.add_argument("--rounds", type=int, default=3, help="blocks per variant, interleaved")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    det, base = detector.load(), load(args.source_image)
+    marches = args.march or [trsor_native.isa_levels()[-1] if trsor_native.isa_levels() else "default"]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        variants = {}
+        for i, (src, march) in enumerate(itertools.product(args.sources, marches)):
+            out = Path(tmp) / str(i)
+            out.mkdir()
+            trsor_native.build(det, out, march, src)
+            variants[f"{src}@{march}"] = out
+        for threads in args.threads or [1]:
+            runners = {name: trsor_native.NativeRunner(d, threads) for name, d in variants.items()}
+            for size in args.size or ["1024x1024", "2048x2048"]:
+                feed = {"image": photo_at(base, *parse_size(size))}
+                stats = timeit_blocks([lambda r=r: r.infer(feed) for r in runners.values()], args.block * args.rounds, args.rounds)
+                med = [st["median_ms"] for st in stats]
+                rows.append({"size": size, "threads": threads, "median_ms": dict(zip(runners, med)),
+                             "speedup_over_first": dict(zip(runners, (med[0] / m for m in med)))})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        cells = "  ".join(f"{k}: {v:.2f} ms ({r['speedup_over_first'][k]:.2f}x)" for k, v in r["median_ms"].items())
+        print(f"{r['size']:<11} {r['threads']} thr  {cells}")
+
+
+if __name__ == "__main__":
+    main()
