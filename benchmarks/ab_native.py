@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 from slsp import detector
-from slsp.bench import parse_size, photo_at, timeit_blocks
+from slsp.bench import ab, ab_cells, parse_size, photo_at
 from slsp.export import trsor_native
 from slsp.imaging import load
 
@@ -44,21 +44,19 @@ def main() -> None:
             out = Path(tmp) / str(i)
             out.mkdir()
             trsor_native.build(det, out, march, src)
-            variants[f"{src}@{march}"] = out
+            name = f"{src}@{march}"
+            variants[name if name not in variants else f"{name}#{i}"] = out  # the same build twice: a noise check
         for threads in args.threads or [1]:
             runners = {name: trsor_native.NativeRunner(d, threads) for name, d in variants.items()}
             for size in args.size or ["1024x1024", "2048x2048"]:
                 feed = {"image": photo_at(base, *parse_size(size))}
-                stats = timeit_blocks([lambda r=r: r.infer(feed) for r in runners.values()], args.block * args.rounds, args.rounds)
-                med = [st["median_ms"] for st in stats]
-                rows.append({"size": size, "threads": threads, "median_ms": dict(zip(runners, med)),
-                             "speedup_over_first": dict(zip(runners, (med[0] / m for m in med)))})
+                fns = {name: lambda r=r: r.infer(feed) for name, r in runners.items()}
+                rows.append({"size": size, "threads": threads, **ab(fns, args.block, args.rounds)})
     if args.json:
         print(json.dumps(rows, indent=2))
         return
     for r in rows:
-        cells = "  ".join(f"{k}: {v:.2f} ms ({r['speedup_over_first'][k]:.2f}x)" for k, v in r["median_ms"].items())
-        print(f"{r['size']:<11} {r['threads']} thr  {cells}")
+        print(f"{r['size']:<11} {r['threads']} thr  {ab_cells(r, 2)}")
 
 
 if __name__ == "__main__":

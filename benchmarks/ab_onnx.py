@@ -15,7 +15,7 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-from slsp.bench import parse_size, photo_at, timeit_blocks
+from slsp.bench import ab, ab_cells, parse_size, photo_at
 from slsp.imaging import load
 
 
@@ -33,16 +33,13 @@ def main() -> None:
     rows = []
     for size in args.size or ["1024x1024", "2048x2048"]:
         feed = {"image": photo_at(base, *parse_size(size))}
-        stats = timeit_blocks([lambda s=sess: s.run(None, feed) for sess in sessions], args.block * args.rounds, args.rounds)
-        med = [st["median_ms"] for st in stats]
-        rows.append({"size": size, "median_ms": dict(zip(map(str, args.onnx), med)),
-                     "speedup_over_first": dict(zip(map(str, args.onnx), (med[0] / m for m in med)))})
+        fns = {str(p): lambda s=sess: s.run(None, feed) for p, sess in zip(args.onnx, sessions)}
+        rows.append({"size": size, **ab(fns, args.block, args.rounds)})
     if args.json:
         print(json.dumps(rows, indent=2))
         return
     for r in rows:
-        cells = "  ".join(f"{k}: {v:.1f} ms ({r['speedup_over_first'][k]:.2f}x)" for k, v in r["median_ms"].items())
-        print(f"{r['size']:<11} {cells}")
+        print(f"{r['size']:<11} {ab_cells(r)}")
 
 
 if __name__ == "__main__":

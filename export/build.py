@@ -80,7 +80,7 @@ def make_runtimes(det: Detector, artifacts: Path, names: list[str] | None) -> tu
 
 
 CPU_TRSOR = {  # compiled TrSOR runtimes for the CPU server: name -> (the file export writes, its runner)
-    "native-cpu": (trsor_native.LIBRARY, lambda artifacts, threads: trsor_native.NativeRunner(artifacts, threads)),
+    "native-cpu": (trsor_native.LIBRARY, trsor_native.NativeRunner),
     "aoti-cpu": (torch2aoti.PACKAGE, lambda artifacts, threads: torch2aoti.AotiRunner(artifacts / torch2aoti.PACKAGE, threads)),
 }
 

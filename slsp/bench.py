@@ -83,6 +83,17 @@ def timeit_blocks(fns: list[Callable[[], object]], min_time: float = 1.0, rounds
     return [_stats(ts) for ts in times]
 
 
+def ab(fns: dict[str, Callable[[], object]], block: float = 0.5, rounds: int = 3) -> dict:
+    """Named variants timed in alternating blocks: median ms of each and its speed-up over the first."""
+    med = [st["median_ms"] for st in timeit_blocks(list(fns.values()), block * rounds, rounds)]
+    return {"median_ms": dict(zip(fns, med)), "speedup_over_first": dict(zip(fns, (med[0] / m for m in med)))}
+
+
+def ab_cells(row: dict, digits: int = 1) -> str:
+    """One printed line's cells for a result of `ab`."""
+    return "  ".join(f"{k}: {v:.{digits}f} ms ({row['speedup_over_first'][k]:.2f}x)" for k, v in row["median_ms"].items())
+
+
 def parse_size(text: str) -> tuple[int, int]:
     """'WxH' -> (H, W)."""
     w, h = (int(v) for v in text.lower().split("x"))

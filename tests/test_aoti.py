@@ -54,14 +54,6 @@ def test_thread_count_is_restored(served_artifacts: Path) -> None:
     assert torch.get_num_threads() == before
 
 
-@pytest.mark.parametrize("shape", [(63, 100, 3), (100, 10, 3), (10, 10, 3), (64, 64), (64, 64, 4)])
-def test_bad_shapes_are_refused_before_native_code(runner: torch2aoti.AotiRunner, shape: tuple[int, ...]) -> None:
-    with pytest.raises(ValueError, match=">= 64"):
-        runner.infer({"image": np.zeros(shape, np.uint8)})
-    with pytest.raises(ValueError, match="uint8"):
-        runner.infer({"image": np.zeros((64, 64, 3), np.float32)})
-
-
 def test_missing_package_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(RuntimeMissing, match="--aoti"):
         torch2aoti.AotiRunner(tmp_path / torch2aoti.PACKAGE)

@@ -19,7 +19,7 @@ import reference
 from conftest import shared, synthetic_photo
 from slsp import detector as det_io
 from slsp.errors import RuntimeMissing
-from slsp.export import repository, torch2aoti, trsor_native
+from slsp.export import build, repository, torch2aoti, trsor_native
 from slsp.imaging import load
 
 DET = det_io.load()
@@ -97,12 +97,19 @@ def test_lower_instruction_sets_match_eager(march: str, tmp_path: Path) -> None:
     assert_same(native.infer({"image": image}), eager(DET, image), f"{march} kodim13")
 
 
+@pytest.fixture(scope="module")
+def compiled(served_artifacts: Path) -> dict:
+    return {name: make(served_artifacts, 0) for name, (_, make) in build.CPU_TRSOR.items()}
+
+
+@pytest.mark.parametrize("runtime", sorted(build.CPU_TRSOR))
 @pytest.mark.parametrize("shape", [(63, 100, 3), (100, 10, 3), (10, 10, 3), (64, 64), (64, 64, 4)])
-def test_bad_shapes_are_refused_before_native_code(runner: trsor_native.NativeRunner, shape: tuple[int, ...]) -> None:
+def test_bad_shapes_are_refused_before_native_code(compiled: dict, runtime: str, shape: tuple[int, ...]) -> None:
+    """Both compiled TrSORs (this kernel and the AOTInductor package) read out of bounds below one crop."""
     with pytest.raises(ValueError, match=">= 64"):
-        runner.infer({"image": np.zeros(shape, np.uint8)})
+        compiled[runtime].infer({"image": np.zeros(shape, np.uint8)})
     with pytest.raises(ValueError, match="uint8"):
-        runner.infer({"image": np.zeros((64, 64, 3), np.float32)})
+        compiled[runtime].infer({"image": np.zeros((64, 64, 3), np.float32)})
 
 
 def test_missing_library_is_a_clear_error(tmp_path: Path) -> None:
