@@ -1,0 +1,13 @@
+"""Triton clients for the `slsp` ensemble (numpy + tritonclient, no torch): `from slsp.clients import SlspClient`."""
+
+from slsp.clients.client import (
+    ClientError,
+    InvalidInput,
+    RequestTimeout,
+    Result,
+    ServerError,
+    ServerUnavailable,
+    SlspClient,
+)
+
+__all__ = ["ClientError", "InvalidInput", "RequestTimeout", "Result", "ServerError", "ServerUnavailable", "SlspClient"]

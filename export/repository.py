@@ -103,7 +103,8 @@ def configs(cfg: DetectorConfig, s: ServingConfig, trt: bool, trsor_file: str = 
                      optimization={"graph": {"level": 1}})
     score = {
         "name": SCORE, "max_batch_size": 0,
-        "input": [_io("crop_scores", "TYPE_FP32", [-1, 1], [-1] if gpu_native else None), _io("valid", "TYPE_BOOL", [-1])],
+        "input": [_io("crop_scores", "TYPE_FP32", [-1, 1], [-1] if gpu_native else None), _io("valid", "TYPE_BOOL", [-1]),
+                  _io("sigma", "TYPE_FP32", [1], [] if gpu_native else None)],
         "output": [_io("score", "TYPE_FP32", [1], [] if gpu_native else None),
                    _io("verdict", "TYPE_BOOL", [1], [] if gpu_native else None)],
         "instance_group": [{"kind": "KIND_CPU", "count": 1}],
@@ -122,7 +123,8 @@ def configs(cfg: DetectorConfig, s: ServingConfig, trt: bool, trsor_file: str = 
             step(DECODE, {"IMAGE": "IMAGE"}, {"crops": "crops", "crop_phi": "crop_phi", "positions": "POSITIONS",
                                               "valid": "VALID", "sigma": "SIGMA"}),
             step(MODEL, {"crops": "crops", "crop_phi": "crop_phi"}, {"crop_scores": "CROP_SCORES"}),
-            step(SCORE, {"crop_scores": "CROP_SCORES", "valid": "VALID"}, {"score": "SCORE", "verdict": "VERDICT"}),
+            step(SCORE, {"crop_scores": "CROP_SCORES", "valid": "VALID", "sigma": "SIGMA"},
+                 {"score": "SCORE", "verdict": "VERDICT"}),
         ]},
     }
     return {DECODE: decode, MODEL: model, SCORE: score, ENSEMBLE: ensemble}

@@ -111,5 +111,5 @@ class Pipeline:
     def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         t = self.trsor.infer(feed)
         m = self.model.infer({"crops": t["crops"], "crop_phi": t["crop_phi"]})
-        s = self.score.infer({"crop_scores": m["crop_scores"], "valid": t["valid"]})
+        s = self.score.infer({"crop_scores": m["crop_scores"], "valid": t["valid"], "sigma": t["sigma"]})
         return {**s, "positions": t["positions"], "crop_scores": m["crop_scores"], "valid": t["valid"], "sigma": t["sigma"]}

@@ -4,7 +4,7 @@ Tensor names are the contract shared by the runners, the parity gate and the Tri
   trsor:  image (H, W, 3) uint8 -> crops (K, C, C, 3) uint8, crop_phi (K, C, C) f32, positions (K, 2) i64,
           valid (K,) bool, sigma () f32
   model:  crops (N, C, C, 3) uint8, crop_phi (N, C, C) f32 -> crop_scores (N,) f32
-  score:  crop_scores (K,) f32, valid (K,) bool -> score () f32, verdict () bool
+  score:  crop_scores (K,) f32, valid (K,) bool, sigma () f32 -> score () f32, verdict () bool
   slsp (fused): image -> score, verdict, positions, crop_scores, valid, sigma
 """
 
@@ -26,7 +26,7 @@ STAGES = ("trsor", "model", "score", "slsp")
 INPUTS = {
     "trsor": ["image"],
     "model": ["crops", "crop_phi"],
-    "score": ["crop_scores", "valid"],
+    "score": ["crop_scores", "valid", "sigma"],
     "slsp": ["image"],
 }
 OUTPUTS = {
@@ -58,8 +58,8 @@ class ScoreStage(nn.Module):
         super().__init__()
         self.scorer = det.scorer
 
-    def forward(self, crop_scores: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
-        return self.scorer(crop_scores, valid)
+    def forward(self, crop_scores: Tensor, valid: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor]:
+        return self.scorer(crop_scores, valid, sigma)
 
 
 class FusedStage(nn.Module):
@@ -90,7 +90,8 @@ def example_inputs(det: Detector) -> dict[str, tuple[Tensor, ...]]:
     phi = (torch.rand(3, c, c, generator=g) > 0.5).to(torch.float32)
     scores = torch.rand(k, generator=g)
     valid = torch.rand(k, generator=g) > 0.3
-    return {"trsor": (image,), "model": (crops, phi), "score": (scores, valid), "slsp": (image,)}
+    sigma = torch.rand((), generator=g) * 3.0
+    return {"trsor": (image,), "model": (crops, phi), "score": (scores, valid, sigma), "slsp": (image,)}
 
 
 def metadata(det: Detector, checkpoint_hash: str, stage: str, fp16: bool) -> dict[str, str]:

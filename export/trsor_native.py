@@ -136,4 +136,4 @@ class NativeRunner:
         crops = np.stack([image[y : y + c, x : x + c] for y, x in positions])
         crop_phi = np.stack([phi[y : y + c, x : x + c] for y, x in positions]).astype(np.float32)
         return {"crops": crops, "crop_phi": crop_phi, "positions": positions, "valid": valid,
-                "sigma": np.sqrt(np.float32(sigma2)).reshape(())}
+                "sigma": np.array(np.sqrt(np.float32(sigma2)), np.float32).reshape(())}

@@ -42,11 +42,15 @@ def train(
     batch: int = 64,
     lr: float = 2e-3,
     crop: Annotated[int, typer.Option(help="Crop size (model input and TrSOR crop).")] = 64,
-    size: Annotated[str, typer.Option(help="Model size: 'small' (CPU) or 'paper' (GPU).")] = "small",
+    family: Annotated[str, typer.Option(help="Model family: 'slsp' (the authors' recipe) or 'fluct' (residual CNN "
+                                              "vs content-preserving pseudo-fakes, fused with the noise level).")] = "slsp",
+    size: Annotated[str, typer.Option(help="Family slsp: 'small' (CPU) or 'paper' (GPU).")] = "small",
     score: Annotated[str, typer.Option(help="Per-crop score: disc, recon or latent.")] = "disc",
     fake_phi: Annotated[str, typer.Option(help="Phi for pseudo-fakes: 'same' or 'ones'.")] = "same",
     fake_mix: Annotated[str, typer.Option(help="Pseudo-fake: 'full' reconstruction, 'phi' (inside Phi only) or 'partial' (25-100% of the way).")] = "full",
     target_fpr: Annotated[float, typer.Option(help="Calibration target false-positive rate.")] = 0.05,
+    holdout: Annotated[float, typer.Option(help="Share of each --real folder held out for calibration.")] = 0.15,
+    crops_per_image: Annotated[int, typer.Option(help="TrSOR crops taken from each training photo.")] = 32,
     seed: int = 0,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out.")] = False,
     quiet: QuietOpt = False,
@@ -54,15 +58,21 @@ def train(
     """Train on real images only, then calibrate the threshold on a held-out real split."""
     import dataclasses
 
-    from slsp.config import DetectorConfig, ModelConfig, TrainConfig, TrsorConfig
+    from slsp.config import DetectorConfig, FluctConfig, ModelConfig, TrainConfig, TrsorConfig
     from slsp.train import train as run_train
 
+    if family not in ("slsp", "fluct"):
+        raise SlspError(f"--family must be 'slsp' or 'fluct', got {family!r}")
     if size not in ("small", "paper"):
         raise SlspError(f"--size must be 'small' or 'paper', got {size!r}")
-    base = ModelConfig() if size == "small" else ModelConfig.paper()
-    mcfg = dataclasses.replace(base, crop=crop if size == "small" else base.crop, score=score)
+    if family == "fluct":
+        mcfg = FluctConfig(crop=crop, score=score)
+    else:
+        base = ModelConfig() if size == "small" else ModelConfig.paper()
+        mcfg = dataclasses.replace(base, crop=crop if size == "small" else base.crop, score=score)
     cfg = DetectorConfig(trsor=TrsorConfig(crop=mcfg.crop), model=mcfg, target_fpr=target_fpr)
-    tcfg = TrainConfig(steps=steps, batch=batch, lr=lr, seed=seed, fake_phi=fake_phi, fake_mix=fake_mix, target_fpr=target_fpr)
+    tcfg = TrainConfig(steps=steps, batch=batch, lr=lr, seed=seed, fake_phi=fake_phi, fake_mix=fake_mix,
+                       target_fpr=target_fpr, holdout=holdout, crops_per_image=crops_per_image)
     result = run_train(real, out, cfg, tcfg, resume=resume, quiet=quiet)
     typer.echo(f"wrote {out} (threshold {result.threshold:.4f})")
 

@@ -12,6 +12,7 @@ from slsp.errors import ConfigError
 
 SCORES = ("disc", "recon", "latent")
 AGGREGATES = ("mean", "max")
+FAMILIES = ("slsp", "fluct")
 
 
 @dataclass(frozen=True)
@@ -42,8 +43,10 @@ class TrsorConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The self-supervised fluctuation model; `small()` trains on a 2-core CPU, `paper()` is the GPU size."""
+    """The authors' recipe (family "slsp"): a token transformer over (crop, Phi); the default trains on a 2-core CPU,
+    `paper()` is the GPU size."""
 
+    family: str = "slsp"
     crop: int = 64
     token: int = 8
     dim: int = 128
@@ -60,12 +63,63 @@ class ModelConfig:
             raise ConfigError(f"dim ({self.dim}) must be divisible by heads ({self.heads})")
         if self.depth < 2 or self.depth % 2:
             raise ConfigError(f"depth must be even and >= 2 (long skips pair blocks), got {self.depth}")
+        if self.family != "slsp":
+            raise ConfigError(f"ModelConfig is family 'slsp', got {self.family!r}")
         if self.score not in SCORES:
             raise ConfigError(f"score must be one of {SCORES}, got {self.score!r}")
 
     @staticmethod
     def paper() -> "ModelConfig":
         return ModelConfig(crop=256, token=16, dim=768, depth=12, heads=12, latent=512, decoder_channels=512)
+
+
+@dataclass(frozen=True)
+class FluctConfig:
+    """Family "fluct": a convolutional encoder over the crop, its high-pass residual and Phi (slsp/fluct.py).
+
+    `gain` scales the residual (8-bit levels per unit), so +-1 gray level is an input of order one.
+    """
+
+    family: str = "fluct"
+    crop: int = 64
+    width: int = 16
+    latent: int = 64
+    gain: float = 2.0
+    score: str = "disc"
+
+    def __post_init__(self) -> None:
+        if self.family != "fluct":
+            raise ConfigError(f"FluctConfig is family 'fluct', got {self.family!r}")
+        if self.crop % 8 or self.crop < 32:
+            raise ConfigError(f"crop must be a multiple of 8 and >= 32, got {self.crop}")
+        if not 4 <= self.width <= 256 or not 4 <= self.latent <= 1024:
+            raise ConfigError(f"width must be in [4, 256] and latent in [4, 1024], got {self.width}, {self.latent}")
+        if not self.gain > 0:
+            raise ConfigError(f"gain must be > 0, got {self.gain}")
+        if self.score != "disc":
+            raise ConfigError(f"family 'fluct' scores with 'disc' only, got {self.score!r}")
+
+
+MODEL_CONFIGS: dict[str, type] = {"slsp": ModelConfig, "fluct": FluctConfig}
+
+
+@dataclass(frozen=True)
+class FusionConfig:
+    """Image score = sigmoid(z_model + z_noise): both parts standardised on held-out real photos only.
+
+    z_model = (mean crop score - model_mean) / model_std; z_noise = (-log(sigma) - noise_mean) / noise_std, so a
+    cleaner image (lower TrSOR sigma) scores higher. Disabled: the image score is the crop aggregate alone.
+    """
+
+    enabled: bool = False
+    model_mean: float = 0.0
+    model_std: float = 1.0
+    noise_mean: float = 0.0
+    noise_std: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not (self.model_std > 0 and self.noise_std > 0):
+            raise ConfigError("fusion standard deviations must be > 0")
 
 
 @dataclass(frozen=True)
@@ -104,7 +158,8 @@ class DetectorConfig:
     """Everything needed to rebuild a detector: TrSOR, model, aggregation and the calibrated threshold."""
 
     trsor: TrsorConfig = field(default_factory=TrsorConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: ModelConfig | FluctConfig = field(default_factory=ModelConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
     aggregate: str = "mean"
     threshold: float = 0.5
     target_fpr: float = 0.05
@@ -122,10 +177,15 @@ class DetectorConfig:
     @staticmethod
     def from_dict(d: dict[str, Any]) -> "DetectorConfig":
         try:
+            m = d.get("model", {})
+            family = m.get("family", "slsp")
+            if family not in MODEL_CONFIGS:
+                raise ConfigError(f"unknown model family {family!r}; known: {', '.join(MODEL_CONFIGS)}")
             return DetectorConfig(
                 trsor=TrsorConfig(**d.get("trsor", {})),
-                model=ModelConfig(**d.get("model", {})),
-                **{k: v for k, v in d.items() if k not in ("trsor", "model")},
+                model=MODEL_CONFIGS[family](**m),
+                fusion=FusionConfig(**d.get("fusion", {})),
+                **{k: v for k, v in d.items() if k not in ("trsor", "model", "fusion")},
             )
         except TypeError as e:
             raise ConfigError(f"unknown or missing config key: {e}") from e

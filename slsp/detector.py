@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from slsp.config import DetectorConfig
 from slsp.errors import CheckpointError, ImageError
-from slsp.model import SLSPModel
+from slsp.families import build_model
 from slsp.scoring import Scorer
 from slsp.trsor import TrSOR
 
@@ -38,8 +38,8 @@ class Detector(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.trsor = TrSOR(cfg.trsor)
-        self.model = SLSPModel(cfg.model)
-        self.scorer = Scorer(cfg.aggregate, cfg.threshold)
+        self.model = build_model(cfg.model)
+        self.scorer = Scorer(cfg.aggregate, cfg.threshold, cfg.fusion)
 
     def forward(self, image: Tensor) -> Detection:
         return self._run(image)[0]
@@ -48,7 +48,7 @@ class Detector(nn.Module):
         """The detection and the full-resolution Phi it was computed from (Phi is not an exported output)."""
         t = self.trsor(image)
         crop_scores = self.model(t.crops, t.crop_phi)
-        score, verdict = self.scorer(crop_scores, t.valid)
+        score, verdict = self.scorer(crop_scores, t.valid, t.sigma)
         return Detection(score, verdict, t.positions, crop_scores, t.valid, t.sigma), t.phi
 
     def with_config(self, cfg: DetectorConfig) -> "Detector":

@@ -20,7 +20,7 @@ from PIL import Image, ImageDraw
 from slsp import detector as det_io
 from slsp.errors import ImageError, SlspError
 from slsp.imaging import IMAGE_SUFFIXES, collect, decode, load
-from slsp.metrics import roc, summary
+from slsp.metrics import auroc, bootstrap, roc, summary
 from slsp.progress import bar
 
 
@@ -66,9 +66,15 @@ def generators(fake_dir: Path) -> dict[str, list[Path]]:
     return groups
 
 
+def source(path: str | Path) -> str:
+    """A real photo's source: its file-name prefix before the first '_' (kodak24, bsd100, exif-samples, ...)."""
+    return Path(path).name.split("_", 1)[0]
+
+
 def _score_all(det, files: list[Path], chains: dict[str, Callable], trim: int, pb, task) -> dict[str, dict]:
-    """Model and baseline scores per condition; an image that fails is reported and skipped."""
-    out: dict[str, dict] = {name: {"model": [], "baseline": [], "files": []} for name in chains}
+    """Per condition: the detector's score ("model"), its crop aggregate before the noise fusion ("crops"), and
+    the noise baseline; an image that fails is reported and skipped."""
+    out: dict[str, dict] = {name: {"model": [], "crops": [], "baseline": [], "files": []} for name in chains}
     for f in files:
         try:
             img = load(f, max_pixels=det.cfg.max_pixels)
@@ -84,6 +90,7 @@ def _score_all(det, files: list[Path], chains: dict[str, Callable], trim: int, p
                 pb.console.print(f"[yellow]skipped under {name}[/] {e}")
             else:
                 out[name]["model"].append(float(d.score))
+                out[name]["crops"].append(float(det.scorer.crop_aggregate(d.crop_scores, d.valid)))
                 out[name]["baseline"].append(-float(np.log(float(d.sigma) + 1e-3)))
                 out[name]["files"].append(str(f))
             pb.advance(task)
@@ -118,10 +125,12 @@ def evaluate(
         real_scores = _score_all(det, reals, chains, trim_bottom, pb, task)
         fake_scores = {g: _score_all(det, fs, chains, trim_bottom, pb, task) for g, fs in gens.items()}
     thr = None if score or aggregate else det.cfg.threshold  # calibrated for the configured score only
+    # "crops" differs from "model" only when the score fuses the noise level: then both parts are reported.
+    methods = ("model", "crops", "baseline") if det.cfg.fusion.enabled else ("model", "baseline")
     conditions = {}
     for name, _ in conds:
         rows = {}
-        for method in ("model", "baseline"):
+        for method in methods:
             r = real_scores[name][method]
             if r.size == 0:
                 raise SlspError(f"no real image could be scored under {name}")
@@ -132,7 +141,16 @@ def evaluate(
             gen_rows = [v for g, v in per.items() if g != "mean"]
             per["worst"] = {"n": 0, **{k: float(min(v[k] for v in gen_rows)) if k != "fpr@thr" else per["mean"][k] for k in keys}}
             rows[method] = per
-        conditions[name] = {"n_real": int(real_scores[name]["model"].size), "rows": rows}
+        boot = bootstrap({m: real_scores[name][m] for m in methods},
+                         {g: {m: s[name][m] for m in methods} for g, s in fake_scores.items() if s[name]["model"].size})
+        for method in methods:
+            for g, (lo, hi) in boot["auroc"][method].items():
+                rows[method][g]["auroc_lo"], rows[method][g]["auroc_hi"] = lo, hi
+        paired = {k: {"diff": rows[k.split("-")[0]]["mean"]["auroc"] - rows[k.split("-")[1]]["mean"]["auroc"],
+                      "lo": lo, "hi": hi} for k, (lo, hi) in boot["diff"].items() if k.split("-")[1] == "baseline"
+                  or k == "model-crops"}
+        conditions[name] = {"n_real": int(real_scores[name]["model"].size), "rows": rows, "paired": paired,
+                            "fpr_by_source": _fpr_by_source(real_scores[name], thr)}
     return {
         "model": str(run) if run else "default",
         "score": det.cfg.model.score,
@@ -143,6 +161,17 @@ def evaluate(
         "conditions": conditions,
         "scores": {"real": real_scores, "fake": fake_scores},
     }
+
+
+def _fpr_by_source(real: dict, thr: float | None) -> dict[str, dict[str, float]]:
+    """The calibrated threshold's false-positive rate on each real source (file-name prefix)."""
+    if thr is None:
+        return {}
+    by: dict[str, list[float]] = {}
+    for f, s in zip(real["files"], real["model"]):
+        by.setdefault(source(f), []).append(float(s))
+    return {k: {"n": len(v), "fpr": float(np.mean(np.asarray(v, dtype=np.float32) >= np.float32(thr)))}
+            for k, v in sorted(by.items())}
 
 
 def plot_roc(report: dict, path: Path, condition: str = "original") -> None:
@@ -171,7 +200,7 @@ def plot_roc(report: dict, path: Path, condition: str = "original") -> None:
 
 
 def table(report: dict) -> str:
-    cols = ["auroc", "ap", "tpr@1%fpr", "tpr@5%fpr", "tpr@thr", "fpr@thr"]
+    cols = ["auroc", "auroc_lo", "auroc_hi", "ap", "tpr@5%fpr", "tpr@thr", "fpr@thr"]
     shown = "n/a (score overridden)" if report["threshold"] is None else f"{report['threshold']:.4f}"
     lines = [f"threshold {shown}  score {report['score']}  aggregate {report['aggregate']}  "
              f"reencode {report['reencode']}  trim_bottom {report['trim_bottom']}"]
@@ -182,4 +211,9 @@ def table(report: dict) -> str:
             for g, r in rows.items():
                 vals = " ".join(f"{r[k]:>10.3f}" if k in r else f"{'-':>10}" for k in cols)
                 lines.append(f"{cond:<14}{method:<10}{g:<26}{r['n']:>4} {vals}")
+        for k, p in c["paired"].items():
+            lines.append(f"{cond:<14}paired mean AUROC {k}: {p['diff']:+.3f}  90% interval [{p['lo']:+.3f}, {p['hi']:+.3f}]")
+        if c["fpr_by_source"]:
+            lines.append(f"{cond:<14}FPR at threshold by real source: " + ", ".join(
+                f"{k} {v['fpr']:.1%} (n={v['n']})" for k, v in c["fpr_by_source"].items()))
     return "\n".join(lines)

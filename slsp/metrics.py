@@ -62,3 +62,40 @@ def summary(scores_real: np.ndarray, scores_fake: np.ndarray, threshold: float |
         out["tpr@thr"] = float((np.asarray(scores_fake) >= threshold).mean())
         out["fpr@thr"] = float((np.asarray(scores_real) >= threshold).mean())
     return out
+
+
+def bootstrap(
+    real: dict[str, np.ndarray], fakes: dict[str, dict[str, np.ndarray]], n: int = 1000, seed: int = 0, level: float = 0.9
+) -> dict[str, dict[str, tuple[float, float]]]:
+    """Percentile intervals of AUROC per generator and of the mean over generators, for every method, and of each
+    method's mean AUROC minus every other's (paired: the same resampled images for all methods).
+
+    real: method -> scores of the real images; fakes: generator -> method -> scores. Reals and each generator's
+    fakes are resampled separately (stratified), as the dev split is sampled per source.
+    Returns {"auroc": {method: {generator | "mean": (lo, hi)}}, "diff": {"a-b": (lo, hi)}}.
+    """
+    rng = np.random.default_rng(seed)
+    methods = list(real)
+    gens = list(fakes)
+    nr = len(next(iter(real.values())))
+    draws: dict[str, dict[str, list[float]]] = {m: {g: [] for g in [*gens, "mean"]} for m in methods}
+    for _ in range(n):
+        ri = rng.integers(nr, size=nr)
+        fi = {g: rng.integers(len(fakes[g][methods[0]]), size=len(fakes[g][methods[0]])) for g in gens}
+        for m in methods:
+            vals = [auroc(real[m][ri], fakes[g][m][fi[g]]) for g in gens]
+            for g, v in zip(gens, vals):
+                draws[m][g].append(v)
+            draws[m]["mean"].append(float(np.mean(vals)))
+    q = ((1 - level) / 2 * 100, (1 + level) / 2 * 100)
+
+    def interval(x: list[float] | np.ndarray) -> tuple[float, float]:
+        lo, hi = np.percentile(x, q)
+        return float(lo), float(hi)
+
+    out: dict[str, dict] = {"auroc": {m: {g: interval(v) for g, v in d.items()} for m, d in draws.items()}, "diff": {}}
+    for a in methods:
+        for b in methods:
+            if a != b:
+                out["diff"][f"{a}-{b}"] = interval(np.subtract(draws[a]["mean"], draws[b]["mean"]))
+    return out

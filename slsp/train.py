@@ -141,7 +141,14 @@ def train(
     quiet: bool = False,
     checkpoint_every: int = 250,
 ) -> DetectorConfig:
-    """Train on real images only, checkpoint as it goes, calibrate on the held-out split; returns the config."""
+    """Train on real images only, checkpoint as it goes, calibrate on the held-out split; returns the config.
+
+    The "fluct" family trains by its own objective (slsp/fluct_train.py); this body is the authors' recipe.
+    """
+    if cfg.model.family == "fluct":
+        from slsp.fluct_train import train_fluct
+
+        return train_fluct(real_dirs, run, cfg, tcfg, resume=resume, quiet=quiet, checkpoint_every=checkpoint_every)
     run = Path(run)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))

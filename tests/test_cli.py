@@ -97,3 +97,9 @@ def test_print_docker_mounts_this_package(tmp_path: Path) -> None:
     assert f"{(tmp_path / 'repo_gpu').resolve()}:/models:ro" in cmd and "SLSP_PYTHONPATH=/opt/slsp" in cmd
     assert any(a.endswith("/slsp:/opt/slsp/slsp:ro") for a in cmd)
     assert "127.0.0.1:8001:8001" in " ".join(cmd) and "slsp[" not in r.stdout  # never a PyPI package named slsp
+
+
+def test_client_imports_from_the_package_without_torch() -> None:
+    code = "import sys; from slsp.clients import SlspClient, InvalidInput; assert 'torch' not in sys.modules, 'torch'"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr

@@ -17,20 +17,23 @@ from onnx import numpy_helper
 
 from conftest import shared, synthetic_photo
 from slsp import detector as det_io
-from slsp.config import DetectorConfig, ModelConfig, TrsorConfig
+from slsp.config import DetectorConfig, FluctConfig, FusionConfig, ModelConfig, TrsorConfig
 from slsp.detector import Detector
 from slsp.errors import ParityError, RuntimeMissing, SlspError
 from slsp.export import build, onnx2trt, parity, torch2onnx
 from slsp.export.runners import OrtRunner, Pipeline, TorchRunner
 
 CFG = DetectorConfig(trsor=TrsorConfig(crops=6), model=ModelConfig(dim=32, depth=2, heads=2, latent=16, decoder_channels=16), threshold=0.5)
+# Each model family is exported and gated the same way; the fluct config also exports the noise fusion.
+FAMILY_CFGS = {"slsp": CFG, "fluct": DetectorConfig(trsor=TrsorConfig(crops=6), model=FluctConfig(width=8, latent=16),
+                                                    fusion=FusionConfig(True, 0.45, 0.05, -0.6, 1.2), threshold=0.5)}
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
+@pytest.fixture(scope="module", params=list(FAMILY_CFGS))
+def run_dir(request, tmp_path_factory) -> Path:
     torch.manual_seed(0)
     d = tmp_path_factory.mktemp("run")
-    det_io.save(Detector(CFG), d)
+    det_io.save(Detector(FAMILY_CFGS[request.param]), d)
     return d
 
 

@@ -53,9 +53,10 @@ def test_bad_config_is_rejected(bad: dict) -> None:
 def test_scorer_ignores_invalid_crops() -> None:
     scores = torch.tensor([0.9, 0.1, 0.5, 0.99])
     valid = torch.tensor([True, True, False, False])
-    s, v = Scorer("mean", 0.4)(scores, valid)
+    sigma = torch.tensor(1.5)
+    s, v = Scorer("mean", 0.4)(scores, valid, sigma)
     assert float(s) == pytest.approx(0.5) and bool(v)
-    s, v = Scorer("max", 0.95)(scores, valid)
+    s, v = Scorer("max", 0.95)(scores, valid, sigma)
     assert float(s) == pytest.approx(0.9) and not bool(v)
 
 

@@ -1,4 +1,5 @@
-"""Triton Python-backend model `slsp_score`: per-crop scores + validity -> image score and verdict (score.onnx)."""
+"""Triton Python-backend model `slsp_score`: per-crop scores, validity and the noise estimate -> image score and
+verdict (score.onnx)."""
 
 import os
 import sys
@@ -22,6 +23,7 @@ class TritonPythonModel:
                 feed = {
                     "crop_scores": pb_utils.get_input_tensor_by_name(r, "crop_scores").as_numpy().reshape(-1),
                     "valid": pb_utils.get_input_tensor_by_name(r, "valid").as_numpy().reshape(-1),
+                    "sigma": pb_utils.get_input_tensor_by_name(r, "sigma").as_numpy().reshape(()),
                 }
                 score, verdict = self.session.run(["score", "verdict"], feed)
                 responses.append(pb_utils.InferenceResponse(

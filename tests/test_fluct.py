@@ -1,0 +1,169 @@
+"""Family "fluct": the residual input, pseudo-fakes that keep content, the processing chain, the noise fusion
+(against a float64 NumPy reference), its calibration on reals only, and real-only training with resume."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+from safetensors.torch import load_file
+
+from conftest import shared, synthetic_photo
+from slsp import detector as det_io
+from slsp.config import DetectorConfig, FluctConfig, FusionConfig, TrainConfig, TrsorConfig
+from slsp.detector import Detector
+from slsp.errors import ConfigError
+from slsp.fluct import FluctModel, residual
+from slsp.fluct_train import make_batch, split_per_folder, train_fluct
+from slsp.imaging import load
+from slsp.pseudofakes import process, pseudo_fake, training_crop
+from slsp.scoring import Scorer
+
+TINY = FluctConfig(width=8, latent=16)
+CFG = DetectorConfig(trsor=TrsorConfig(crops=4), model=TINY)
+
+
+def reference_residual(x: np.ndarray) -> np.ndarray:
+    """float64: each pixel minus the mean of its 3 x 3 neighbourhood, edges mirrored without repeating the edge."""
+    p = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (1, 1), (1, 1)), mode="reflect")
+    h, w = x.shape[2:]
+    mean = sum(p[:, :, i:i + h, j:j + w] for i in range(3) for j in range(3)) / 9.0
+    return x - mean
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(4, 40), st.integers(4, 40), st.integers(0, 2**31 - 1), st.floats(0, 200))
+def test_residual_matches_reference_and_ignores_content_offset(h: int, w: int, seed: int, offset: float) -> None:
+    x = np.random.default_rng(seed).uniform(0, 255, (2, 3, h, w))
+    got = residual(torch.from_numpy(x).float()).double().numpy()
+    np.testing.assert_allclose(got, reference_residual(x), atol=2e-4)
+    shifted = residual(torch.from_numpy(x + offset).float()).double().numpy()
+    np.testing.assert_allclose(shifted, got, atol=5e-3)  # a flat offset is content, not fluctuation
+
+
+def test_model_scores_crops_and_rejects_bad_config() -> None:
+    m = FluctModel(TINY).eval()
+    crops = torch.randint(0, 256, (5, 64, 64, 3), dtype=torch.uint8)
+    s = m(crops, torch.ones(5, 64, 64))
+    assert s.shape == (5,) and s.dtype == torch.float32 and ((s >= 0) & (s <= 1)).all()
+    for bad in ({"score": "recon"}, {"crop": 60}, {"gain": 0.0}, {"family": "slsp"}):
+        with pytest.raises(ConfigError):
+            FluctConfig(**{**dataclasses.asdict(TINY), **bad})
+
+
+def test_config_round_trips_by_family() -> None:
+    cfg = dataclasses.replace(CFG, fusion=FusionConfig(True, 0.5, 0.1, -1.0, 0.3))
+    back = DetectorConfig.from_dict(json.loads(cfg.to_json()))
+    assert back == cfg and isinstance(back.model, FluctConfig)
+    with pytest.raises(ConfigError, match="unknown model family"):
+        DetectorConfig.from_dict({"model": {"family": "nope"}})
+
+
+def test_pseudo_fakes_keep_content_and_change_fluctuations() -> None:
+    img = synthetic_photo(128, 128, sigma=3.0)
+    x = torch.from_numpy(img).permute(2, 0, 1).float()
+    phi = torch.zeros(128, 128)
+    phi[64:, :] = 1.0
+    changed = 0
+    for seed in range(40):
+        y = pseudo_fake(x, phi, np.random.default_rng(seed), torch.Generator().manual_seed(seed))
+        assert y.shape == x.shape
+        # Content kept: the 8 x 8 block means move by a fraction of a gray level's noise, not by the image's range.
+        blocks = lambda t: torch.nn.functional.avg_pool2d(t[None], 8)[0]  # noqa: E731
+        assert (blocks(y) - blocks(x)).abs().mean() < 1.5
+        changed += float((residual(y[None]) - residual(x[None])).abs().mean()) > 0.3
+    assert changed >= 30  # and the fluctuations do change, in (nearly) every draw
+
+
+def test_chain_is_applied_alike_and_keeps_sizes() -> None:
+    img = synthetic_photo(128, 128)
+    phi = np.ones((128, 128), np.uint8)
+    kinds = set()
+    for seed in range(30):
+        out, ophi = process(img, phi, np.random.default_rng(seed))
+        assert out.dtype == np.uint8 and out.shape[:2] == ophi.shape and min(ophi.shape) >= 64
+        kinds.add("none" if out is img else "resized" if out.shape[0] < 128 else "jpeg")
+    assert kinds == {"none", "resized", "jpeg"}
+    x, p = training_crop(img, phi, 64, fake=True, rng=np.random.default_rng(0), g=torch.Generator().manual_seed(0))
+    assert x.shape == (64, 64, 3) and p.shape == (64, 64)
+
+
+def test_batches_are_seeded_half_real() -> None:
+    crops = torch.from_numpy(np.stack([synthetic_photo(128, 128, seed=i) for i in range(3)]))
+    phis = torch.ones(3, 128, 128, dtype=torch.uint8)
+    a, pa, ya = make_batch(crops, phis, 64, 6, seed=1, step=5)
+    b, pb, _ = make_batch(crops, phis, 64, 6, seed=1, step=5)
+    c, _, _ = make_batch(crops, phis, 64, 6, seed=1, step=6)
+    assert (a == b).all() and (pa == pb).all() and not (a == c).all()
+    assert ya.tolist() == [1, 1, 1, 0, 0, 0]
+
+
+@pytest.mark.parametrize("aggregate", ["mean", "max"])
+def test_fusion_matches_float64_reference(aggregate: str) -> None:
+    f = FusionConfig(enabled=True, model_mean=0.4, model_std=0.05, noise_mean=-0.8, noise_std=0.4)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        scores, valid, sigma = rng.uniform(0, 1, 16), rng.uniform(size=16) > 0.3, rng.uniform(0.2, 6)
+        v = scores[valid]
+        agg = (v.mean() if v.size else 0.0) if aggregate == "mean" else (v.max() if v.size else -1.0)
+        z = (agg - 0.4) / 0.05 + (-np.log(sigma + 1e-3) + 0.8) / 0.4
+        want = 1 / (1 + np.exp(-z))
+        got, verdict = Scorer(aggregate, 0.5, f)(torch.tensor(scores, dtype=torch.float32), torch.tensor(valid),
+                                                 torch.tensor(sigma, dtype=torch.float32))
+        assert abs(float(got) - want) < 1e-5 and bool(verdict) == (float(got) >= 0.5)
+    # Lower noise, all else equal, is more synthetic; without fusion sigma changes nothing.
+    s = torch.full((16,), 0.4)
+    ok = torch.ones(16, dtype=torch.bool)
+    assert Scorer("mean", 0.5, f)(s, ok, torch.tensor(0.5))[0] > Scorer("mean", 0.5, f)(s, ok, torch.tensor(3.0))[0]
+    assert Scorer("mean", 0.5)(s, ok, torch.tensor(0.5))[0] == Scorer("mean", 0.5)(s, ok, torch.tensor(3.0))[0]
+
+
+@pytest.fixture(scope="module")
+def real_dirs(tmp_path_factory) -> list[Path]:
+    """Two folders of small real photos (PNG-history and in-camera JPEG), as the default model trains on."""
+    out = []
+    for name, src in (("png", shared("real", "train")), ("camera", shared("real", "train-camera"))):
+        d = tmp_path_factory.mktemp(name)
+        for i, f in enumerate(sorted(p for p in src.iterdir() if p.suffix != ".tsv")[:6]):
+            Image.fromarray(load(f)[:144, :160]).save(d / f"{name}_{i}.png")
+        out.append(d)
+    return out
+
+
+def tcfg(steps: int) -> TrainConfig:
+    return TrainConfig(steps=steps, batch=4, warmup=2, crops_per_image=2, holdout=0.34)
+
+
+def test_split_holds_out_every_folder(real_dirs: list[Path]) -> None:
+    train, hold = split_per_folder(real_dirs, 0.34, 0)
+    assert not set(train) & set(hold)
+    assert {p.parent for p in hold} == set(real_dirs) and len(hold) == 4
+
+
+def test_train_fluct_fits_fusion_on_reals_and_resumes(real_dirs: list[Path], tmp_path: Path) -> None:
+    cfg = train_fluct(real_dirs, tmp_path / "a", CFG, tcfg(4), quiet=True)
+    assert cfg.fusion.enabled and cfg.fusion.model_std > 0 and cfg.fusion.noise_std > 0
+    det = det_io.load(tmp_path / "a")
+    assert det.cfg == cfg
+    info = json.loads((tmp_path / "a" / "train.json").read_text())
+    scores = [float(det.detect(load(f)).score) for f in info["holdout_images"]]
+    assert np.mean(np.array(scores, np.float32) >= np.float32(cfg.threshold)) <= 0.05
+    # Interrupted after 2 steps and resumed: the same weights as the uninterrupted run.
+    train_fluct(real_dirs, tmp_path / "b", CFG, tcfg(2), quiet=True)
+    train_fluct(real_dirs, tmp_path / "b", CFG, tcfg(4), resume=True, quiet=True)
+    wa, wb = load_file(str(tmp_path / "a" / "model.safetensors")), load_file(str(tmp_path / "b" / "model.safetensors"))
+    assert all((wa[k] == wb[k]).all() for k in wa)
+
+
+def test_detector_builds_the_configured_family() -> None:
+    det = Detector(CFG).eval()
+    assert isinstance(det.model, FluctModel)
+    d = det.detect(synthetic_photo(150, 170))
+    assert 0 <= float(d.score) <= 1 and d.crop_scores.shape == (4,)
