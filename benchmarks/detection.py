@@ -19,11 +19,14 @@ from pathlib import Path
 import numpy as np
 
 from slsp.evaluate import evaluate
+from slsp.metrics import bootstrap
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 OUT = ROOT / "benchmarks" / "results" / "detection"
 TRIM = 16  # the DALL-E 2 watermark bar, removed from every image (real and fake alike)
+SHIPPED = "fluct-a-canon-resize0.5"  # slsp/default holds this run's config.json, model.safetensors and train.json
+REFERENCE = "fluct-a"  # no canonical transform: its baseline column is sigma of the pixels as each condition gives them
 
 # name -> (run folder or None for the shipped default, how it was trained)
 CANDIDATES: dict[str, tuple[str | None, str]] = {
@@ -32,6 +35,30 @@ CANDIDATES: dict[str, tuple[str | None, str]] = {
     "fluct-a": ("runs/fluct-a",
                 "slsp train --family fluct --real ../shared/data/real/train --real ../shared/data/real/train-camera "
                 "--out runs/fluct-a --steps 1500 --holdout 0.25 --crops-per-image 16"),
+    "fluct-a-cal": ("runs/fluct-a-cal",
+                    "(fluct-a) then slsp calibrate --model runs/fluct-a --out runs/fluct-a-cal --variant jpeg:90 "
+                    "--variant resize:0.75"),
+    "fluct-a-k32": ("runs/fluct-a-k32",
+                    "(fluct-a) with \"crops\": 32 in its config.json, then slsp calibrate --model runs/fluct-a-k32 "
+                    "--out runs/fluct-a-k32 (32 TrSOR crops per image instead of 16)"),
+    "fluct-a-canon-resize0.5": ("runs/fluct-a-canon-resize0.5",
+                                "(fluct-a) then slsp calibrate --model runs/fluct-a --out runs/fluct-a-canon-resize0.5 "
+                                "--canonical resize:0.5 (every image halved before scoring)"),
+    "fluct-a-canon-jpeg75": ("runs/fluct-a-canon-jpeg75",
+                             "(fluct-a) then slsp calibrate --model runs/fluct-a --out runs/fluct-a-canon-jpeg75 "
+                             "--canonical jpeg:75 (every image re-encoded as JPEG q75 before scoring)"),
+    "fluct-a-no-chain": ("runs/fluct-a-no-chain",
+                         "slsp train --family fluct --real ../shared/data/real/train --real ../shared/data/real/train-camera "
+                         "--out runs/fluct-a-no-chain --steps 1500 --holdout 0.25 --crops-per-image 16 --no-chain"),
+    "fluct-a-no-residual": ("runs/fluct-a-no-residual",
+                            "slsp train --family fluct --real ../shared/data/real/train --real ../shared/data/real/train-camera "
+                            "--out runs/fluct-a-no-residual --steps 1500 --holdout 0.25 --crops-per-image 16 --no-residual"),
+    "fluct-a-no-camera": ("runs/fluct-a-no-camera",
+                          "slsp train --family fluct --real ../shared/data/real/train "
+                          "--out runs/fluct-a-no-camera --steps 1500 --holdout 0.25 --crops-per-image 16"),
+    "fluct-b": ("runs/fluct-b",
+                "slsp train --family fluct --real ../shared/data/real/train --real ../shared/data/real/train-camera "
+                "--out runs/fluct-b --steps 4000 --holdout 0.25 --crops-per-image 16"),
 }
 # condition -> (--reencode, --perturb or None)
 CONDITIONS: dict[str, tuple[str, str | None]] = {
@@ -65,13 +92,27 @@ def reports(name: str, run: str | None, fresh: bool) -> dict[str, dict]:
         for cond, perturb in conds.items():
             key = perturb or "original"
             scores = {"real": {m: [float(x) for x in v] if m != "files" else v for m, v in r["scores"]["real"][key].items()},
-                      "fake": {g: {m: [float(x) for x in v] for m, v in s[key].items() if m != "files"}
+                      "fake": {g: {m: [float(x) for x in v] if m != "files" else v for m, v in s[key].items()}
                                for g, s in r["scores"]["fake"].items()}}
             out[cond] = {"command": eval_command(run, cond), "threshold": r["threshold"],
                          "condition": r["conditions"][key], "scores": scores}
             paths[cond].parent.mkdir(parents=True, exist_ok=True)
             paths[cond].write_text(json.dumps(out[cond], indent=1) + "\n")
     return {cond: out[cond] for cond in CONDITIONS}
+
+
+def raw_baseline_diff(rec: dict, ref: dict) -> str:
+    """Paired difference of mean AUROC between a candidate's score and the noise baseline of `ref` (a candidate
+    scored without a canonical transform: sigma of the pixels as the condition gives them), on the same images."""
+    real, fake = rec["scores"]["real"], rec["scores"]["fake"]
+    rreal, rfake = ref["scores"]["real"], ref["scores"]["fake"]
+    if len(real["model"]) != len(rreal["baseline"]) or any(len(fake[g]["model"]) != len(rfake[g]["baseline"]) for g in fake):
+        return "n/a (images skipped)"
+    out = bootstrap({"model": np.asarray(real["model"]), "raw": np.asarray(rreal["baseline"])},
+                    {g: {"model": np.asarray(fake[g]["model"]), "raw": np.asarray(rfake[g]["baseline"])} for g in fake})
+    lo, hi = out["diff"]["model-raw"]
+    m = rec["condition"]["rows"]["model"]["mean"]["auroc"] - ref["condition"]["rows"]["baseline"]["mean"]["auroc"]
+    return f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}]"
 
 
 def _fmt(row: dict) -> str:
@@ -82,7 +123,7 @@ def logo(all_reports: dict[str, dict], cond: str) -> list[str]:
     """Leave-one-generator-out: choose the candidate by mean AUROC over the other generators, score the left-out one."""
     gens = [g for g in all_reports[next(iter(all_reports))][cond]["condition"]["rows"]["model"] if g not in ("mean", "worst")]
     per = {n: {g: r[cond]["condition"]["rows"]["model"][g]["auroc"] for g in gens} for n, r in all_reports.items()}
-    lines = [f"| left out | chosen on the rest | its AUROC on the left-out generator | best candidate there |", "|---|---|---|---|"]
+    lines = ["| left out | chosen on the rest | its AUROC on the left-out generator | best candidate there |", "|---|---|---|---|"]
     for g in gens:
         chosen = max(per, key=lambda n: np.mean([per[n][h] for h in gens if h != g]))
         best = max(per, key=lambda n: per[n][g])
@@ -91,16 +132,19 @@ def logo(all_reports: dict[str, dict], cond: str) -> list[str]:
 
 
 def markdown(all_reports: dict[str, dict]) -> str:
-    lines = ["# Detection leaderboard (dev split)", "",
+    lines = ["# Detection leaderboard (dev split)", "", f"Shipped default (`slsp/default`): **{SHIPPED}**.", "",
              "Generated by `python benchmarks/detection.py` from the cached reports in `benchmarks/results/detection/`.",
              f"Dev: {DATA.name}/real/dev (59 real photos) vs {DATA.name}/fake/dev (8 generators, 69 images); the bottom "
              f"{TRIM} rows of every image removed. AUROC with its 90% bootstrap interval (reals and each generator's "
              "fakes resampled, 1000 draws). `model` is the shipped score of the candidate; `crops` its crop score "
              "before the noise fusion; `baseline` TrSOR's sigma alone (no model) on the same images. "
              "stored: pixels as stored; png / jpeg95: both classes re-encoded alike; jpeg75 / resize0.5: both "
-             "classes perturbed alike.", ""]
+             "classes perturbed alike. A candidate with a canonical transform computes its baseline column on the "
+             "transformed pixels; the last column compares every candidate with the baseline on the pixels as the "
+             f"condition gives them ({REFERENCE}'s baseline column), paired on the same images.", ""]
     lines += ["| candidate | condition | mean AUROC model | worst (model) | crops before fusion | noise baseline | "
-              "model - baseline [90%] | FPR at thr (pooled) | TPR at thr |", "|---|---|---|---|---|---|---|---|---|"]
+              "model - baseline [90%] | FPR at thr (pooled) | TPR at thr | model - baseline on untransformed pixels |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for name, reps in all_reports.items():
         for cond, rec in reps.items():
             rows = rec["condition"]["rows"]
@@ -110,8 +154,9 @@ def markdown(all_reports: dict[str, dict]) -> str:
             p = rec["condition"]["paired"]["model-baseline"]
             fpr = f"{m['mean'].get('fpr@thr', float('nan')):.1%}"
             tpr = f"{m['mean'].get('tpr@thr', float('nan')):.2f}"
+            raw = raw_baseline_diff(rec, all_reports[REFERENCE][cond]) if REFERENCE in all_reports else "n/a"
             lines.append(f"| {name} | {cond} | {_fmt(m['mean'])} | {m[worst_g]['auroc']:.3f} ({worst_g}) | {crops} | "
-                         f"{_fmt(b['mean'])} | {p['diff']:+.3f} [{p['lo']:+.3f}, {p['hi']:+.3f}] | {fpr} | {tpr} |")
+                         f"{_fmt(b['mean'])} | {p['diff']:+.3f} [{p['lo']:+.3f}, {p['hi']:+.3f}] | {fpr} | {tpr} | {raw} |")
     lines += ["", "## Per generator (jpeg95: both classes re-encoded as JPEG q95)", ""]
     gens = [g for g in next(iter(all_reports.values()))["jpeg95"]["condition"]["rows"]["model"] if g not in ("mean", "worst")]
     lines += ["| candidate | " + " | ".join(gens) + " |", "|---|" + "---|" * len(gens)]
@@ -120,10 +165,11 @@ def markdown(all_reports: dict[str, dict]) -> str:
         lines.append(f"| {name} | " + " | ".join(_fmt(rows[g]) for g in gens) + " |")
     base = next(iter(all_reports.values()))["jpeg95"]["condition"]["rows"]["baseline"]
     lines.append("| noise baseline | " + " | ".join(_fmt(base[g]) for g in gens) + " |")
-    lines += ["", "## FPR at the calibrated threshold per real source (stored)", ""]
-    for name, reps in all_reports.items():
-        by = reps["stored"]["condition"]["fpr_by_source"]
-        lines.append(f"- {name}: " + ", ".join(f"{k} {v['fpr']:.0%} (n={v['n']})" for k, v in by.items()))
+    for cond in ("stored", "jpeg95"):
+        lines += ["", f"## FPR at the calibrated threshold per real source ({cond})", ""]
+        for name, reps in all_reports.items():
+            by = reps[cond]["condition"]["fpr_by_source"]
+            lines.append(f"- {name}: " + ", ".join(f"{k} {v['fpr']:.0%} (n={v['n']})" for k, v in by.items()))
     for cond in ("stored", "jpeg95"):
         lines += ["", f"## Leave-one-generator-out choice of candidate ({cond})", ""] + logo(all_reports, cond)
     lines += ["", "## Reproduce", ""]

@@ -106,6 +106,7 @@ def metadata(det: Detector, checkpoint_hash: str, stage: str, fp16: bool) -> dic
         "delta": str(cfg.trsor.delta),
         "threshold": repr(cfg.threshold),
         "aggregate": cfg.aggregate,
+        "canonical": cfg.canonical,  # applied before the graph, by the caller (Detector.analyze, the decode member)
         "score": cfg.model.score,
         "precision": "fp16" if fp16 and stage in ("model", "slsp") else "fp32",
         "checkpoint_sha256": checkpoint_hash,

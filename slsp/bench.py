@@ -175,15 +175,15 @@ def engines(run: Path | None, artifacts: Path, source: Path, sizes=SIZES, min_ti
             img = photo_at(base, h, w)
             encoded = _png(img)
             t = det.trsor(torch.from_numpy(img))
-            crops, phi, valid = t.crops, t.crop_phi, t.valid
+            crops, phi, valid, sigma = t.crops, t.crop_phi, t.valid, t.sigma
             scores = det.model(crops, phi)
             feeds = {"image": img, "crops": crops.numpy(), "crop_phi": phi.numpy(), "crop_scores": scores.numpy(), "valid": valid.numpy(),
-                     "sigma": t.sigma.numpy()}
+                     "sigma": sigma.numpy()}
             r = {"size": f"{w}x{h}", "pixels": h * w}
             r["decode_png"] = timeit(lambda: decode(encoded), min_time)
             r["floor"] = timeit(memory_floor(img), min_time)
             torch_fns = {"trsor": lambda: det.trsor(torch.from_numpy(img)), "model": lambda: det.model(crops, phi),
-                         "score": lambda: det.scorer(scores, valid, t.sigma), "pipeline": lambda: det(torch.from_numpy(img))}
+                         "score": lambda: det.scorer(scores, valid, sigma), "pipeline": lambda: det(torch.from_numpy(img))}
             ort_fns = {**{s: lambda s=s: stages[s].infer(feeds) for s in ("trsor", "model", "score")},
                        "pipeline": lambda: stages["slsp"].infer(feeds)}
             r["torch"], r["ort"] = {}, {}

@@ -15,6 +15,7 @@ from slsp.errors import SlspError
 from slsp.imaging import load
 from slsp.metrics import threshold_at_fpr
 from slsp.progress import bar
+from slsp.transforms import Transform
 
 
 class Calibration(NamedTuple):
@@ -24,13 +25,18 @@ class Calibration(NamedTuple):
     scores: list[float]
 
 
-def _detections(det: Detector, real_files: list[Path], quiet: bool) -> list[Detection]:
+def _detections(det: Detector, real_files: list[Path], quiet: bool, variants: tuple[str, ...] = ("none",)
+                ) -> list[Detection]:
+    """One detection per photo and variant (a transform of the photo: 'none', 'jpeg:Q', 'resize:F')."""
+    transforms = [Transform(v) for v in variants]
     out = []
     with bar(quiet) as pb:
-        task = pb.add_task("calibrate", total=len(real_files), info="")
+        task = pb.add_task("calibrate", total=len(real_files) * len(transforms), info="")
         for f in real_files:
-            out.append(det.detect(load(f, max_pixels=det.cfg.max_pixels), str(f)))
-            pb.advance(task)
+            img = load(f, max_pixels=det.cfg.max_pixels)
+            for t in transforms:
+                out.append(det.detect(t(img), str(f)))
+                pb.advance(task)
     if not out:
         raise SlspError("calibration needs at least one real image")
     return out
@@ -49,13 +55,15 @@ def calibrate(det: Detector, real_files: list[Path], target_fpr: float, quiet: b
 
 
 @torch.inference_mode()
-def calibrate_fused(det: Detector, real_files: list[Path], target_fpr: float, quiet: bool = False) -> Calibration:
-    """Fit the noise fusion (FusionConfig) on real photos, then the threshold of the fused score on the same photos.
+def calibrate_fused(det: Detector, real_files: list[Path], target_fpr: float, quiet: bool = False,
+                    variants: tuple[str, ...] = ("none",)) -> Calibration:
+    """Fit the noise fusion (FusionConfig) on real photos, then the threshold of the fused score on the same photos,
+    each photo as stored and under every variant.
 
     One detection pass: the exported `Scorer` recomputes the fused score from each photo's crop scores and sigma.
     """
     plain = det.with_config(dataclasses.replace(det.cfg, fusion=FusionConfig()))
-    dets = _detections(plain, real_files, quiet)
+    dets = _detections(plain, real_files, quiet, variants)
     agg = np.array([float(plain.scorer.crop_aggregate(d.crop_scores, d.valid)) for d in dets])
     noise = np.array([-np.log(float(d.sigma) + 1e-3) for d in dets])
     fusion = FusionConfig(enabled=True, model_mean=float(agg.mean()), model_std=float(max(agg.std(), 1e-6)),
@@ -63,3 +71,37 @@ def calibrate_fused(det: Detector, real_files: list[Path], target_fpr: float, qu
     fused = det.with_config(dataclasses.replace(det.cfg, fusion=fusion))
     scores = [float(fused.scorer(d.crop_scores, d.valid, d.sigma)[0]) for d in dets]
     return _with_threshold(fused, scores, target_fpr)
+
+
+def recalibrate(run: Path, out: Path, target_fpr: float, variants: tuple[str, ...] = ("none",), fuse: bool | None = None,
+                canonical: str | None = None, quiet: bool = False) -> Calibration:
+    """Calibrate a trained run again on its own held-out reals (train.json), e.g. with other variants or another
+    canonical transform (DetectorConfig.canonical); writes `out`.
+
+    fuse: refit the noise fusion (default: whether the run fuses already).
+    """
+    import json
+    import shutil
+
+    from slsp import detector as det_io
+
+    info_path = Path(run) / "train.json"
+    if not info_path.is_file():
+        raise SlspError(f"{run}: no train.json, so its held-out real photos are unknown")
+    info = json.loads(info_path.read_text())
+    files = [Path(f) for f in info["holdout_images"]]
+    det = det_io.load(run)
+    if canonical is not None:
+        det = det.with_config(dataclasses.replace(det.cfg, canonical=canonical))
+    fuse = det.cfg.fusion.enabled if fuse is None else fuse
+    cal = (calibrate_fused(det, files, target_fpr, quiet, variants) if fuse else
+           _with_threshold(det, [float(d.score) for d in _detections(det, files, quiet, variants)], target_fpr))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    det_io.save(cal.detector, out)
+    info["calibration"] = {"variants": list(variants), "target_fpr": target_fpr, "fused": fuse, "canonical": det.cfg.canonical,
+                           "threshold": cal.threshold, "holdout_fpr": cal.fpr, "from": str(run)}
+    (out / "train.json").write_text(json.dumps(info, indent=2) + "\n")
+    if Path(run).resolve() != out.resolve() and (Path(run) / "state.safetensors").is_file():
+        shutil.copy2(Path(run) / "state.safetensors", out / "state.safetensors")
+    return cal

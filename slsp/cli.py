@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from slsp.config import TRAINING_DEFAULTS
 from slsp.errors import SlspError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Detect AI-generated images from smooth-patch fluctuations.")
@@ -38,19 +39,30 @@ def _print_report(report: dict, json_out: bool) -> None:
 def train(
     real: Annotated[list[Path], typer.Option("--real", help="Folder(s) of real photos (the only training data).")],
     out: Annotated[Path, typer.Option("--out", help="Run folder: weights, config, optimiser state.")],
-    steps: int = 1000,
+    steps: Annotated[Optional[int], typer.Option(help="Optimiser steps (default: the family's, see below).")] = None,
     batch: int = 64,
     lr: float = 2e-3,
     crop: Annotated[int, typer.Option(help="Crop size (model input and TrSOR crop).")] = 64,
-    family: Annotated[str, typer.Option(help="Model family: 'slsp' (the authors' recipe) or 'fluct' (residual CNN "
-                                              "vs content-preserving pseudo-fakes, fused with the noise level).")] = "slsp",
+    family: Annotated[str, typer.Option(help="Model family: 'fluct' (the shipped default: residual CNN vs "
+                                              "content-preserving pseudo-fakes, fused with the noise level) or 'slsp' "
+                                              "(the authors' recipe). Unset options take the family's defaults: "
+                                              + "; ".join(f"{k}: {', '.join(f'{o} {v}' for o, v in d.items())}"
+                                                          for k, d in TRAINING_DEFAULTS.items()))] = "fluct",
     size: Annotated[str, typer.Option(help="Family slsp: 'small' (CPU) or 'paper' (GPU).")] = "small",
     score: Annotated[str, typer.Option(help="Per-crop score: disc, recon or latent.")] = "disc",
     fake_phi: Annotated[str, typer.Option(help="Phi for pseudo-fakes: 'same' or 'ones'.")] = "same",
     fake_mix: Annotated[str, typer.Option(help="Pseudo-fake: 'full' reconstruction, 'phi' (inside Phi only) or 'partial' (25-100% of the way).")] = "full",
     target_fpr: Annotated[float, typer.Option(help="Calibration target false-positive rate.")] = 0.05,
-    holdout: Annotated[float, typer.Option(help="Share of each --real folder held out for calibration.")] = 0.15,
-    crops_per_image: Annotated[int, typer.Option(help="TrSOR crops taken from each training photo.")] = 32,
+    holdout: Annotated[Optional[float], typer.Option(help="Share of each --real folder held out for calibration.")] = None,
+    crops_per_image: Annotated[Optional[int], typer.Option(help="TrSOR crops taken from each training photo.")] = None,
+    calibrate_on: Annotated[Optional[list[str]], typer.Option(help="Family fluct: also calibrate on each held-out photo "
+                                                                     "under this transform (jpeg:Q, resize:F; repeatable).")] = None,
+    chain: Annotated[bool, typer.Option(help="Family fluct: the processing chain on every training crop "
+                                             "(--no-chain only to measure it).")] = True,
+    residual: Annotated[bool, typer.Option(help="Family fluct: the high-pass residual input "
+                                                "(--no-residual only to measure it).")] = True,
+    canonical: Annotated[Optional[str], typer.Option(help="Transform every image goes through before scoring (none, "
+                                                          "jpeg:Q, resize:F); applied in calibration and serving alike.")] = None,
     seed: int = 0,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out.")] = False,
     quiet: QuietOpt = False,
@@ -61,20 +73,44 @@ def train(
     from slsp.config import DetectorConfig, FluctConfig, ModelConfig, TrainConfig, TrsorConfig
     from slsp.train import train as run_train
 
-    if family not in ("slsp", "fluct"):
-        raise SlspError(f"--family must be 'slsp' or 'fluct', got {family!r}")
+    if family not in TRAINING_DEFAULTS:
+        raise SlspError(f"--family must be one of {', '.join(TRAINING_DEFAULTS)}, got {family!r}")
+    d = TRAINING_DEFAULTS[family]
+    steps = d["steps"] if steps is None else steps
+    holdout = d["holdout"] if holdout is None else holdout
+    crops_per_image = d["crops_per_image"] if crops_per_image is None else crops_per_image
+    canonical = d["canonical"] if canonical is None else canonical
     if size not in ("small", "paper"):
         raise SlspError(f"--size must be 'small' or 'paper', got {size!r}")
     if family == "fluct":
-        mcfg = FluctConfig(crop=crop, score=score)
+        mcfg = FluctConfig(crop=crop, score=score, residual=residual)
     else:
         base = ModelConfig() if size == "small" else ModelConfig.paper()
         mcfg = dataclasses.replace(base, crop=crop if size == "small" else base.crop, score=score)
-    cfg = DetectorConfig(trsor=TrsorConfig(crop=mcfg.crop), model=mcfg, target_fpr=target_fpr)
+    cfg = DetectorConfig(trsor=TrsorConfig(crop=mcfg.crop), model=mcfg, target_fpr=target_fpr, canonical=canonical)
     tcfg = TrainConfig(steps=steps, batch=batch, lr=lr, seed=seed, fake_phi=fake_phi, fake_mix=fake_mix,
-                       target_fpr=target_fpr, holdout=holdout, crops_per_image=crops_per_image)
+                       target_fpr=target_fpr, holdout=holdout, crops_per_image=crops_per_image,
+                       calibration=("none", *(calibrate_on or [])), chain=chain)
     result = run_train(real, out, cfg, tcfg, resume=resume, quiet=quiet)
     typer.echo(f"wrote {out} (threshold {result.threshold:.4f})")
+
+
+@app.command()
+def calibrate(
+    model: Annotated[Path, typer.Option("--model", "-m", help="Run folder from `slsp train` (its held-out reals are used).")],
+    out: Annotated[Path, typer.Option("--out", help="Run folder to write (may be --model itself).")],
+    variant: Annotated[Optional[list[str]], typer.Option(help="Also calibrate on each held-out photo under this "
+                                                                "transform: jpeg:Q or resize:F (repeatable).")] = None,
+    target_fpr: Annotated[float, typer.Option(help="Target false-positive rate.")] = 0.05,
+    canonical: Annotated[Optional[str], typer.Option(help="Set the canonical transform every image goes through "
+                                                          "before scoring: none, jpeg:Q or resize:F.")] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Re-fit the threshold (and the noise fusion, if the model fuses) on the run's held-out real photos only."""
+    from slsp.calibrate import recalibrate
+
+    cal = recalibrate(model, out, target_fpr, ("none", *(variant or [])), canonical=canonical, quiet=quiet)
+    typer.echo(f"wrote {out} (threshold {cal.threshold:.4f}, held-out FPR {cal.fpr:.1%} on {len(cal.scores)} scores)")
 
 
 @app.command()

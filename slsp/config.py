@@ -85,6 +85,7 @@ class FluctConfig:
     width: int = 16
     latent: int = 64
     gain: float = 2.0
+    residual: bool = True  # the high-pass residual channels beside the crop (off only to measure them)
     score: str = "disc"
 
     def __post_init__(self) -> None:
@@ -101,6 +102,11 @@ class FluctConfig:
 
 
 MODEL_CONFIGS: dict[str, type] = {"slsp": ModelConfig, "fluct": FluctConfig}
+# `slsp train` options a family sets when the command line leaves them out (the shipped default is family fluct).
+TRAINING_DEFAULTS: dict[str, dict[str, Any]] = {
+    "fluct": {"steps": 1500, "holdout": 0.25, "crops_per_image": 16, "canonical": "resize:0.5"},
+    "slsp": {"steps": 1000, "holdout": 0.15, "crops_per_image": 32, "canonical": "none"},
+}
 
 
 @dataclass(frozen=True)
@@ -139,8 +145,17 @@ class TrainConfig:
     # or "partial": a random 25-100% of the way from the crop to its reconstruction
     seed: int = 0
     target_fpr: float = 0.05
+    # Family fluct: each held-out real photo is calibrated as stored and under these transforms (slsp/transforms.py),
+    # so the threshold spans processing histories the photo may still go through.
+    calibration: tuple[str, ...] = ("none",)
+    chain: bool = True  # family fluct: the processing chain on real crops and pseudo-fakes (off only to measure it)
 
     def __post_init__(self) -> None:
+        from slsp.transforms import Transform
+
+        object.__setattr__(self, "calibration", tuple(self.calibration))
+        for spec in self.calibration:
+            Transform(spec)
         if self.steps < 1 or self.batch < 2:
             raise ConfigError("steps must be >= 1 and batch >= 2")
         if not 0.0 < self.holdout < 0.5:
@@ -164,8 +179,15 @@ class DetectorConfig:
     threshold: float = 0.5
     target_fpr: float = 0.05
     max_pixels: int = 50_000_000
+    # Applied to every decoded image before TrSOR, in the library and in the server alike (slsp/transforms.py):
+    # "none", "jpeg:Q" or "resize:F". A canonical processing step that both classes go through, so an image's
+    # own processing history (never compressed, camera JPEG, resized) weighs less in the score.
+    canonical: str = "none"
 
     def __post_init__(self) -> None:
+        from slsp.transforms import Transform
+
+        Transform(self.canonical)
         if self.trsor.crop != self.model.crop:
             raise ConfigError(f"TrSOR crop {self.trsor.crop} != model crop {self.model.crop}")
         if self.aggregate not in AGGREGATES:

@@ -36,7 +36,8 @@ def detect_paths(
             else:
                 results.append(as_dict(str(f), d, det))
                 if explain is not None:
-                    render_explanation(img, phi, d, det.cfg.trsor.crop, det.cfg.threshold).save(explain / f"{f.stem}.png")
+                    render_explanation(det.canonical(img), phi, d, det.cfg.trsor.crop, det.cfg.threshold).save(
+                        explain / f"{f.stem}.png")
             pb.advance(task)
     return results
 
@@ -49,6 +50,7 @@ def as_dict(name: str, d: Detection, det: Detector) -> dict:
         "verdict": "synthetic" if bool(d.verdict) else "real",
         "threshold": det.cfg.threshold,
         "noise_sigma": float(d.sigma),
+        "canonical": det.cfg.canonical,  # crop positions (y, x) refer to the image after this transform
         "crops": [
             {"y": int(p[0]), "x": int(p[1]), "score": float(s)}
             for p, s, v in zip(d.positions.numpy(), d.crop_scores.numpy(), valid)

@@ -16,6 +16,7 @@ from slsp.config import DetectorConfig
 from slsp.errors import CheckpointError, ImageError
 from slsp.families import build_model
 from slsp.scoring import Scorer
+from slsp.transforms import Transform
 from slsp.trsor import TrSOR
 
 WEIGHTS = "model.safetensors"
@@ -40,6 +41,7 @@ class Detector(nn.Module):
         self.trsor = TrSOR(cfg.trsor)
         self.model = build_model(cfg.model)
         self.scorer = Scorer(cfg.aggregate, cfg.threshold, cfg.fusion)
+        self.canonical = Transform(cfg.canonical)
 
     def forward(self, image: Tensor) -> Detection:
         return self._run(image)[0]
@@ -59,23 +61,30 @@ class Detector(nn.Module):
 
     @property
     def min_side(self) -> int:
+        """The graph's smallest image side: one crop."""
         return self.cfg.trsor.crop
 
+    @property
+    def min_input_side(self) -> int:
+        """The smallest side of an input image: one crop after the canonical transform."""
+        return self.canonical.min_side(self.min_side)
+
     def check(self, image: np.ndarray, name: str = "<image>") -> None:
-        """The shape contract the graph cannot enforce itself: uint8 H x W x 3, each side >= the crop size."""
+        """The shape contract the graph cannot enforce itself: uint8 H x W x 3, each side >= `min_input_side`."""
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise ImageError(f"{name}: expected uint8 H x W x 3, got {image.dtype} {image.shape}")
-        if min(image.shape[:2]) < self.min_side:
-            raise ImageError(
-                f"{name}: {image.shape[1]} x {image.shape[0]} is below the minimum size "
-                f"{self.min_side} x {self.min_side} (one crop; slsp never resizes or pads)"
-            )
+        s = self.min_input_side
+        if min(image.shape[:2]) < s:
+            why = "one crop" if s == self.min_side else f"one {self.min_side}-pixel crop after the canonical {self.cfg.canonical}"
+            raise ImageError(f"{name}: {image.shape[1]} x {image.shape[0]} is below the minimum size {s} x {s} "
+                             f"({why}; slsp never pads)")
 
     @torch.inference_mode()
     def analyze(self, image: np.ndarray, name: str = "<image>") -> tuple[Detection, np.ndarray]:
-        """Detection plus the over-smooth mask Phi (H, W), from one pass."""
+        """Detection plus the over-smooth mask Phi, from one pass. Positions and Phi refer to the image as
+        scored, i.e. after the canonical transform (`canonical`)."""
         self.check(image, name)
-        d, phi = self._run(torch.from_numpy(np.ascontiguousarray(image)))
+        d, phi = self._run(torch.from_numpy(np.ascontiguousarray(self.canonical(image))))
         return d, phi.numpy()
 
     def detect(self, image: np.ndarray, name: str = "<image>") -> Detection:

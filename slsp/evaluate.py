@@ -9,8 +9,6 @@ The baseline scores each image by its TrSOR noise estimate alone (lower noise = 
 from __future__ import annotations
 
 import dataclasses
-import io
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -19,39 +17,10 @@ from PIL import Image, ImageDraw
 
 from slsp import detector as det_io
 from slsp.errors import ImageError, SlspError
-from slsp.imaging import IMAGE_SUFFIXES, collect, decode, load
-from slsp.metrics import auroc, bootstrap, roc, summary
+from slsp.imaging import IMAGE_SUFFIXES, collect, load
+from slsp.metrics import bootstrap, roc, summary
 from slsp.progress import bar
-
-
-@dataclass(frozen=True)
-class Transform:
-    """A pixel transform applied identically to both classes: 'none', 'png', 'jpeg:Q' or 'resize:F'."""
-
-    spec: str = "none"
-
-    def __post_init__(self) -> None:
-        kind, _, arg = self.spec.partition(":")
-        ok = (kind in ("none", "png") and not arg) or (kind == "jpeg" and arg.isdigit() and 1 <= int(arg) <= 100)
-        if kind == "resize":
-            try:
-                ok = 0.0 < float(arg) <= 1.0
-            except ValueError:
-                ok = False
-        if not ok:
-            raise SlspError(f"bad transform {self.spec!r}: use png, jpeg:Q (1-100) or resize:F (0 < F <= 1)")
-
-    def __call__(self, img: np.ndarray) -> np.ndarray:
-        kind, _, arg = self.spec.partition(":")
-        if kind == "none":
-            return img
-        pil = Image.fromarray(img)
-        if kind == "resize":
-            f = float(arg)
-            return np.array(pil.resize((max(1, round(pil.width * f)), max(1, round(pil.height * f))), Image.BICUBIC))
-        buf = io.BytesIO()
-        pil.save(buf, format="PNG") if kind == "png" else pil.save(buf, format="JPEG", quality=int(arg))
-        return decode(buf.getvalue())
+from slsp.transforms import Transform
 
 
 def generators(fake_dir: Path) -> dict[str, list[Path]]:

@@ -32,15 +32,16 @@ class FluctEncoder(nn.Module):
         super().__init__()
         w = cfg.width
         self.gain = cfg.gain
+        self.residual = cfg.residual
         # Full resolution first (the fluctuation lives at one pixel), then two stride-2 stages.
-        self.body = nn.Sequential(_conv(7, w), _conv(w, 2 * w, 2), _conv(2 * w, 2 * w), _conv(2 * w, 4 * w, 2), _conv(4 * w, 4 * w))
+        self.body = nn.Sequential(_conv(7 if cfg.residual else 4, w), _conv(w, 2 * w, 2), _conv(2 * w, 2 * w), _conv(2 * w, 4 * w, 2), _conv(4 * w, 4 * w))
         self.norm = nn.LayerNorm(8 * w)
         self.bottleneck = nn.Linear(8 * w, cfg.latent)
 
     def forward(self, x: Tensor, phi: Tensor) -> Encoding:
         """x: (B, 3, C, C) in [-1, 1]; phi: (B, 1, C, C) in [0, 1]."""
-        r = residual((x + 1.0) * 127.5) * (1.0 / self.gain)
-        f = self.body(torch.cat([r, x, phi], dim=1))
+        parts = [residual((x + 1.0) * 127.5) * (1.0 / self.gain)] if self.residual else []
+        f = self.body(torch.cat([*parts, x, phi], dim=1))
         p = F.avg_pool2d(phi, 4)  # Phi on the feature grid
         inside = (f * p).sum((2, 3)) / p.sum((2, 3)).clamp(min=1e-3)
         pooled = self.norm(torch.cat([f.mean((2, 3)), inside], dim=1))

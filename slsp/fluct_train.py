@@ -43,7 +43,7 @@ def split_per_folder(real_dirs: list[Path], holdout: float, seed: int) -> tuple[
     return train, hold
 
 
-def make_batch(crops: torch.Tensor, phis: torch.Tensor, crop: int, batch: int, seed: int, step: int
+def make_batch(crops: torch.Tensor, phis: torch.Tensor, crop: int, batch: int, seed: int, step: int, chain: bool = True
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Half real, half pseudo-fake model inputs (uint8 crops, Phi) and their labels (1 = real), seeded per step."""
     rng = np.random.default_rng([seed, step])
@@ -51,7 +51,7 @@ def make_batch(crops: torch.Tensor, phis: torch.Tensor, crop: int, batch: int, s
     idx = rng.integers(crops.shape[0], size=batch)
     out_x, out_phi = [], []
     for i, j in enumerate(idx):
-        x, phi = training_crop(crops[j].numpy(), phis[j].numpy(), crop, fake=i >= batch // 2, rng=rng, g=g)
+        x, phi = training_crop(crops[j].numpy(), phis[j].numpy(), crop, fake=i >= batch // 2, rng=rng, g=g, chain=chain)
         out_x.append(torch.from_numpy(np.array(x)))
         out_phi.append(torch.from_numpy(np.array(phi)))
     labels = (torch.arange(batch) < batch // 2).float()
@@ -82,7 +82,7 @@ def train_fluct(real_dirs: list[Path], run: Path, cfg: DetectorConfig, tcfg: Tra
     c = cfg.model.crop
     # Sources twice the crop size, so the chain's 0.5 resize still leaves one full crop.
     src_det = Detector(dataclasses.replace(cfg, trsor=dataclasses.replace(cfg.trsor, crop=2 * c),
-                                           model=dataclasses.replace(cfg.model, crop=2 * c)))
+                                           model=dataclasses.replace(cfg.model, crop=2 * c), canonical="none"))
     crops, phis = extract_crops(src_det, train_files, tcfg.crops_per_image, quiet)
     model: FluctModel = det.model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
@@ -100,7 +100,7 @@ def train_fluct(real_dirs: list[Path], run: Path, cfg: DetectorConfig, tcfg: Tra
     with bar(quiet) as pb:
         task = pb.add_task("train", total=tcfg.steps, completed=start, info="")
         for step in range(start, tcfg.steps):
-            x8, phi, y = make_batch(crops, phis, c, tcfg.batch, tcfg.seed, step)
+            x8, phi, y = make_batch(crops, phis, c, tcfg.batch, tcfg.seed, step, tcfg.chain)
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, tcfg)
             x, phi = model.prepare(x8, phi)
@@ -121,7 +121,7 @@ def train_fluct(real_dirs: list[Path], run: Path, cfg: DetectorConfig, tcfg: Tra
                 _save_state(run, done, {"all": opt}, {**info, "last": {"adv": l_adv.item(), "rec": l_rec.item(),
                                                                         "acc": acc.item()}})
     det = det_io.load(run)
-    cal = calibrate_fused(det, hold_files, tcfg.target_fpr, quiet=quiet)
+    cal = calibrate_fused(det, hold_files, tcfg.target_fpr, quiet=quiet, variants=tcfg.calibration)
     det_io.save(cal.detector, run)
     stderr.print(f"fusion and threshold fit on {len(hold_files)} held-out real images: threshold {cal.threshold:.4f} "
                  f"at target FPR {tcfg.target_fpr:.0%} (held-out FPR {cal.fpr:.1%})")

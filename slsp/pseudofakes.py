@@ -105,7 +105,7 @@ def process(img: np.ndarray, phi: np.ndarray, rng: np.random.Generator) -> tuple
 
 
 def training_crop(src: np.ndarray, src_phi: np.ndarray, crop: int, fake: bool, rng: np.random.Generator,
-                  g: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
+                  g: torch.Generator, chain: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """One model input from a larger real crop: flips, the pseudo-fake (if `fake`), the chain, a random crop.
 
     src: (S, S, 3) uint8 with S >= 2 * crop (so a 0.5 resize still holds one crop); src_phi: (S, S) uint8 {0, 1}.
@@ -119,7 +119,8 @@ def training_crop(src: np.ndarray, src_phi: np.ndarray, crop: int, fake: bool, r
         x = torch.from_numpy(img).permute(2, 0, 1).float()
         y = pseudo_fake(x, torch.from_numpy(phi).float(), rng, g)
         img = y.round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
-    img, phi = process(img, phi, rng)
+    if chain:
+        img, phi = process(img, phi, rng)
     h, w = phi.shape
     y0, x0 = int(rng.integers(h - crop + 1)), int(rng.integers(w - crop + 1))
     return img[y0:y0 + crop, x0:x0 + crop], phi[y0:y0 + crop, x0:x0 + crop]

@@ -28,16 +28,19 @@ def readme_detect_command() -> list[str]:
     return shlex.split(line.split("&& slsp ", 1)[1])
 
 
-def test_readme_main_command_runs_on_shipped_model() -> None:
-    shared("real", "dev")
+def test_readme_main_command_runs_on_shipped_model(tmp_path: Path) -> None:
+    """From a folder without ../shared/ beside it: the examples ship in the repository and the fakes are flagged."""
     args = readme_detect_command()
-    r = slsp(*args, "--json", "-q")
+    assert args[1:] == ["examples"]
+    (tmp_path / "examples").symlink_to(ROOT / "examples")
+    r = slsp(*args, "--json", "-q", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     results = json.loads(r.stdout)
-    assert len(results) >= 2
+    assert len(results) == 3
     for res in results:
-        assert 0.0 <= res["score"] <= 1.0 and res["verdict"] in ("real", "synthetic")
-        assert res["crops"] and all({"x", "y", "score"} <= set(c) for c in res["crops"])
+        assert 0.0 <= res["score"] <= 1.0 and res["crops"] and all({"x", "y", "score"} <= set(c) for c in res["crops"])
+        want = "synthetic" if Path(res["path"]).name.startswith("fake_") else "real"
+        assert res["verdict"] == want, res
     plain = slsp(*args, "-q")
     assert plain.returncode == 0 and re.search(r"\t(real|synthetic)\t", plain.stdout)
 
@@ -84,10 +87,17 @@ def test_eval_writes_report_and_roc(tmp_path: Path) -> None:
     assert {"sd1", "mean", "worst"} <= set(rows["model"]) and {"sd1", "mean"} <= set(rows["baseline"])
     assert 0 <= rows["model"]["sd1"]["auroc"] <= 1
     assert (tmp_path / "ev" / "roc.png").is_file() and (tmp_path / "ev" / "report.json").is_file()
-    alt = slsp("eval", "--real", str(real), "--fake", str(tmp_path / "fake"), "--score", "recon", "--aggregate", "max", "--json", "-q")
+    assert set(rows) == {"model", "crops", "baseline"}  # the shipped model fuses the noise level: both parts shown
+    assert rows["model"]["mean"]["auroc_lo"] <= rows["model"]["mean"]["auroc"] <= rows["model"]["mean"]["auroc_hi"]
+    paired = rep["conditions"]["original"]["paired"]
+    assert {"model-baseline", "crops-baseline", "model-crops"} <= set(paired)
+    assert set(rep["conditions"]["original"]["fpr_by_source"]) == {"bsd100"}
+    alt = slsp("eval", "--real", str(real), "--fake", str(tmp_path / "fake"), "--aggregate", "max", "--json", "-q")
     rep = json.loads(alt.stdout)
-    assert (rep["score"], rep["aggregate"], rep["threshold"]) == ("recon", "max", None)
+    assert (rep["aggregate"], rep["threshold"]) == ("max", None)
     assert "tpr@thr" not in rep["conditions"]["original"]["rows"]["model"]["sd1"]
+    bad = slsp("eval", "--real", str(real), "--fake", str(tmp_path / "fake"), "--score", "recon", "-q")
+    assert bad.returncode == 1 and "scores with 'disc' only" in bad.stderr
 
 
 def test_print_docker_mounts_this_package(tmp_path: Path) -> None:

@@ -167,3 +167,55 @@ def test_detector_builds_the_configured_family() -> None:
     assert isinstance(det.model, FluctModel)
     d = det.detect(synthetic_photo(150, 170))
     assert 0 <= float(d.score) <= 1 and d.crop_scores.shape == (4,)
+
+
+def test_recalibrate_on_variants_uses_only_held_out_reals(real_dirs: list[Path], tmp_path: Path) -> None:
+    from slsp.calibrate import recalibrate
+
+    train_fluct(real_dirs, tmp_path / "a", CFG, tcfg(2), quiet=True)
+    cal = recalibrate(tmp_path / "a", tmp_path / "b", 0.05, ("none", "jpeg:90", "resize:0.75"), quiet=True)
+    info = json.loads((tmp_path / "b" / "train.json").read_text())
+    assert len(cal.scores) == 3 * len(info["holdout_images"]) and cal.fpr <= 0.05
+    assert info["calibration"]["variants"] == ["none", "jpeg:90", "resize:0.75"]
+    assert det_io.load(tmp_path / "b").cfg.threshold == cal.threshold
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(8, 256), st.floats(0.1, 1.0))
+def test_canonical_min_side_is_the_smallest_that_keeps_a_crop(side: int, f: float) -> None:
+    from slsp.transforms import Transform
+
+    t = Transform(f"resize:{f}")
+    s = t.min_side(side)
+    assert round(s * f) >= side and (s == side or round((s - 1) * f) < side)
+    img = np.zeros((s, s + 1, 3), np.uint8)
+    assert min(t(img).shape[:2]) >= side
+
+
+def test_canonical_transform_runs_before_the_graph() -> None:
+    from slsp.errors import ImageError
+    from slsp.transforms import Transform
+
+    torch.manual_seed(0)
+    plain = Detector(CFG).eval()
+    canon = plain.with_config(dataclasses.replace(CFG, canonical="resize:0.5"))
+    img = synthetic_photo(200, 230)
+    a, b = canon.detect(img), plain.detect(Transform("resize:0.5")(img))
+    assert float(a.score) == float(b.score) and (a.positions == b.positions).all()
+    assert canon.min_input_side == 127 and canon.min_side == 64
+    with pytest.raises(ImageError, match="after the canonical resize:0.5"):
+        canon.detect(synthetic_photo(100, 300))
+    with pytest.raises(ConfigError):
+        dataclasses.replace(CFG, canonical="blur:3")
+
+
+def test_cli_train_takes_the_family_defaults(real_dirs: list[Path], tmp_path: Path) -> None:
+    from test_cli import slsp
+
+    r = slsp("train", "--real", str(real_dirs[0]), "--real", str(real_dirs[1]), "--out", str(tmp_path / "run"),
+             "--steps", "2", "--batch", "4", "--crops-per-image", "2", "-q")
+    assert r.returncode == 0, r.stderr
+    cfg = DetectorConfig.load(tmp_path / "run" / "config.json")
+    shipped = DetectorConfig.load(det_io.default_dir() / "config.json")
+    assert (cfg.model.family, cfg.canonical, cfg.fusion.enabled) == ("fluct", shipped.canonical, True)
+    assert json.loads((tmp_path / "run" / "train.json").read_text())["train_config"]["holdout"] == 0.25

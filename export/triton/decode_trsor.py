@@ -1,6 +1,7 @@
 """Triton Python-backend model `slsp_decode_trsor`: encoded image bytes -> TrSOR crops, one request at a time.
 
-Each request is decoded under slsp's decoding policy and run through TrSOR: the C++ kernel trsor_native.so
+Each request is decoded under slsp's decoding policy, goes through the model's canonical transform (as in
+`Detector.analyze`) and is run through TrSOR: the C++ kernel trsor_native.so
 (`slsp export --native` artifacts), trsor.pt2 (AOTInductor, `--aoti`), else trsor.onnx in ONNX Runtime.
 A bad image gets its own error response; the other requests of the same execution are unaffected.
 """
@@ -16,6 +17,7 @@ import triton_python_backend_utils as pb_utils
 from slsp.errors import ImageError
 from slsp.imaging import decode
 from slsp.onnxrt import session, triton_params
+from slsp.transforms import Transform
 
 OUTPUTS = ("crops", "crop_phi", "positions", "valid", "sigma")
 
@@ -38,6 +40,7 @@ class TritonPythonModel:
         self.max_pixels = int(params["max_pixels"])
         self.max_bytes = int(params["max_bytes"])
         self.min_side = int(params["min_side"])
+        self.canonical = Transform(params["canonical"])
 
     def execute(self, requests: list) -> list:
         responses = []
@@ -50,7 +53,7 @@ class TritonPythonModel:
                 if len(data) > self.max_bytes:
                     raise ImageError(f"request of {len(data)} bytes exceeds the limit of {self.max_bytes} bytes")
                 image = decode(data, max_pixels=self.max_pixels, min_side=self.min_side, name="image")
-                out = self.trsor({"image": image})
+                out = self.trsor({"image": self.canonical(image)})
                 out["sigma"] = out["sigma"].reshape(1)
                 responses.append(pb_utils.InferenceResponse([pb_utils.Tensor(k, v) for k, v in out.items()]))
             except ImageError as e:
