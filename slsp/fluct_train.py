@@ -9,7 +9,6 @@ photos and in-camera JPEGs).
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
@@ -21,12 +20,12 @@ from slsp import detector as det_io
 from slsp.calibrate import calibrate_fused
 from slsp.config import DetectorConfig, TrainConfig
 from slsp.detector import Detector
-from slsp.errors import CheckpointError, SlspError
+from slsp.errors import SlspError
 from slsp.fluct import FluctModel
 from slsp.imaging import collect
 from slsp.progress import bar, stderr
 from slsp.pseudofakes import training_crop
-from slsp.train import STATE, TRAIN, _load_flat, _save_state, extract_crops, lr_at, split
+from slsp.train import STATE, _load_flat, _save_state, extract_crops, lr_at, open_run, split
 
 REC_WEIGHT = 0.1
 
@@ -65,19 +64,7 @@ def train_fluct(real_dirs: list[Path], run: Path, cfg: DetectorConfig, tcfg: Tra
     torch.manual_seed(tcfg.seed)
     torch.use_deterministic_algorithms(True)
     train_files, hold_files = split_per_folder(real_dirs, tcfg.holdout, tcfg.seed)
-    det = Detector(cfg)
-    start = 0
-    if resume:
-        if not (run / STATE).is_file():
-            raise CheckpointError(f"--resume: no {STATE} in {run}")
-        resumed = json.loads((run / TRAIN).read_text())
-        if DetectorConfig.load(run / det_io.CONFIG).model != cfg.model:
-            raise CheckpointError(f"--resume: {run} was trained with another model config")
-        det = det_io.load(run)
-        start = resumed["step"]
-    elif (run / STATE).exists():
-        raise SlspError(f"{run} already holds a training run; pass --resume or choose a new --out")
-    run.mkdir(parents=True, exist_ok=True)
+    det, start, resumed = open_run(run, cfg, resume)
 
     c = cfg.model.crop
     # Sources twice the crop size, so the chain's 0.5 resize still leaves one full crop.

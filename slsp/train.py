@@ -126,6 +126,21 @@ def _save_state(run: Path, step: int, opts: dict[str, torch.optim.Optimizer], in
     os.replace(run / (TRAIN + ".tmp"), run / TRAIN)
 
 
+def open_run(run: Path, cfg: DetectorConfig, resume: bool) -> tuple[Detector, int, dict]:
+    """A new run folder (refusing to overwrite one), or the run to resume: its detector, step and train.json."""
+    if resume:
+        if not (run / STATE).is_file():
+            raise CheckpointError(f"--resume: no {STATE} in {run}")
+        if DetectorConfig.load(run / det_io.CONFIG).model != cfg.model:
+            raise CheckpointError(f"--resume: {run} was trained with another model config")
+        resumed = json.loads((run / TRAIN).read_text())
+        return det_io.load(run), resumed["step"], resumed
+    if (run / STATE).exists():
+        raise SlspError(f"{run} already holds a training run; pass --resume or choose a new --out")
+    run.mkdir(parents=True, exist_ok=True)
+    return Detector(cfg), 0, {}
+
+
 def _device() -> torch.device:
     if torch.cuda.is_available():
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
@@ -163,19 +178,7 @@ def train(
     if len(files) < 4:
         raise SlspError(f"found {len(files)} images under {', '.join(map(str, real_dirs))}; need at least 4")
     train_files, hold_files = split(files, tcfg.holdout, tcfg.seed)
-    det = Detector(cfg)
-    start = 0
-    if resume:
-        if not (run / STATE).is_file():
-            raise CheckpointError(f"--resume: no {STATE} in {run}")
-        resumed = json.loads((run / TRAIN).read_text())
-        det = det_io.load(run)
-        start = resumed["step"]
-        if DetectorConfig.load(run / det_io.CONFIG).model != cfg.model:
-            raise CheckpointError(f"--resume: {run} was trained with another model config")
-    elif (run / STATE).exists():
-        raise SlspError(f"{run} already holds a training run; pass --resume or choose a new --out")
-    run.mkdir(parents=True, exist_ok=True)
+    det, start, resumed = open_run(run, cfg, resume)
 
     crops, phis = extract_crops(det, train_files, tcfg.crops_per_image, quiet or rank > 0)
     model = det.model.to(device).train()
