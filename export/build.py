@@ -119,15 +119,17 @@ def check(
     meta = torch2onnx.read_metadata(artifacts / "slsp.onnx")
     fp16 = meta.get("precision") == "fp16"
     sources = images if images is not None else default_images()
-    imgs = parity.parity_images(sources, sizes, seed, det.min_side) if sources else synthetic_images(seed, det.min_side)
+    # Images every runtime takes: the live server applies the canonical transform first, so its minimum applies.
+    side = det.min_input_side
+    imgs = parity.parity_images(sources, sizes, seed, side) if sources else synthetic_images(seed, side)
     if not imgs:
-        raise SlspError(f"no usable image (each side >= {det.min_side}) under {', '.join(map(str, sources))}")
+        raise SlspError(f"no usable image (each side >= {side}) under {', '.join(map(str, sources))}")
     runners, skipped = make_runtimes(det, artifacts, runtimes)
     runners += extra or []
     tol = parity.FP16 if fp16 else parity.FP32
     reference = TorchRunner(torch2onnx.FusedStage(det), "slsp")
     cmd = f"slsp parity --artifacts {artifacts}"
-    results = parity.run_parity(imgs, reference, runners, tol, failure_dir, cmd)
+    results = parity.run_parity(imgs, reference, runners, tol, failure_dir, cmd, canonical=det.canonical)
     report = parity.as_json(results, tol)
     report.update(images=[n for n, _ in imgs], skipped=skipped, precision="fp16" if fp16 else "fp32",
                   table=parity.table(results), source="real" if sources else "synthetic")

@@ -77,8 +77,9 @@ def configs(cfg: DetectorConfig, s: ServingConfig, trt: bool, trsor_file: str = 
         "output": [_io("crops", "TYPE_UINT8", [-1, c, c, 3]), _io("crop_phi", "TYPE_FP32", [-1, c, c]),
                    _io("positions", "TYPE_INT64", [-1, 2]), _io("valid", "TYPE_BOOL", [-1]), _io("sigma", "TYPE_FP32", [1])],
         "instance_group": [{"kind": "KIND_CPU", "count": s.decode_instances}],
-        "parameters": _params({**common, "trsor_file": trsor_file, "max_pixels": s.max_pixels, "max_bytes": s.max_bytes,
-                               "canonical": cfg.canonical, "min_side": Transform(cfg.canonical).min_side(c)}),
+        # The canonical transform and the minimum side come from the version folder's slsp_config.json: versions
+        # share this config, and a rolled-back version must keep its own.
+        "parameters": _params({**common, "trsor_file": trsor_file, "max_pixels": s.max_pixels, "max_bytes": s.max_bytes}),
         "model_warmup": [{"name": "photo", "batch_size": 0, "inputs": {"IMAGE": {
             "data_type": "TYPE_STRING", "dims": [1], "input_data_file": "photo"}}}],
     }
@@ -204,7 +205,9 @@ def write(artifacts: Path, repo: Path, s: ServingConfig = ServingConfig()) -> in
                 py_compile.compile(src_py, cfile=importlib.util.cache_from_source(src_py), doraise=True)
             if name == DECODE:
                 (mdir / "warmup").mkdir()
-                _warmup_image(mdir / "warmup" / "photo", 2 * Transform(cfg.canonical).min_side(cfg.trsor.crop) + 3)
+                # Shared by all versions: four crops at least, so a rolled-back version with another canonical still fits.
+                side = max(4 * cfg.trsor.crop, 2 * Transform(cfg.canonical).min_side(cfg.trsor.crop))
+                _warmup_image(mdir / "warmup" / "photo", side + 3)
         shutil.copy2(artifacts / "config.json", staging / DECODE / str(version) / "slsp_config.json")
         for name in protos:
             _install(staging / name, repo / name, version if name != ENSEMBLE else 1)

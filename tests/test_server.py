@@ -26,6 +26,7 @@ from slsp.server import Server, free_port
 pytestmark = pytest.mark.server
 
 K = det_io.load().cfg.trsor.crops
+MIN = det_io.load().min_input_side  # one crop after the model's canonical transform
 
 
 @pytest.fixture(scope="session")
@@ -59,7 +60,7 @@ def test_end_to_end_matches_library(server: Server, protocol: str) -> None:
     client = SlspClient(server.grpc_url if protocol == "grpc" else server.http_url)
     files = [shared("real", "dev", "bsd100_img_083.png"), shared("real", "dev", "exif-samples_jolla.jpg"),
              shared("fake", "dev", "ldm-txt2img", "fire_1.png")]
-    datas = [f.read_bytes() for f in files] + [png(synthetic_photo(97, 131, seed=1))]
+    datas = [f.read_bytes() for f in files] + [png(synthetic_photo(MIN, MIN + 34, seed=1))]
     for data, res in zip(datas, client.detect_many(datas, concurrency=4)):
         ref = local(data)
         assert res.score == pytest.approx(float(ref.score), abs=1e-4)
@@ -104,6 +105,7 @@ def test_bad_inputs_fail_alone_and_the_server_stays_up(server: Server) -> None:
         "truncated-jpeg": jpeg[: len(jpeg) // 3],
         "zero-bytes": b"",
         "1x1": png(np.zeros((1, 1, 3), np.uint8)),
+        "below-min-side": png(synthetic_photo(MIN - 1, 300, seed=2)),
         "over-pixel-limit": _bomb(),
     }
     policy = {  # decoded under the documented policy: a real result

@@ -14,6 +14,7 @@ sys.path[:0] = [p for p in os.environ.get("SLSP_PYTHONPATH", "").split(os.pathse
 
 import triton_python_backend_utils as pb_utils
 
+from slsp.config import DetectorConfig
 from slsp.errors import ImageError
 from slsp.imaging import decode
 from slsp.onnxrt import session, triton_params
@@ -39,8 +40,9 @@ class TritonPythonModel:
             self.trsor = lambda feed: dict(zip(OUTPUTS, ort.run(list(OUTPUTS), feed)))
         self.max_pixels = int(params["max_pixels"])
         self.max_bytes = int(params["max_bytes"])
-        self.min_side = int(params["min_side"])
-        self.canonical = Transform(params["canonical"])
+        cfg = DetectorConfig.load(here / "slsp_config.json")  # this version's own, like its TrSOR files
+        self.canonical = Transform(cfg.canonical)
+        self.min_side = self.canonical.min_side(cfg.trsor.crop)
 
     def execute(self, requests: list) -> list:
         responses = []
