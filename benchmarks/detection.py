@@ -31,10 +31,11 @@ REFERENCE = "fluct-a"  # no canonical transform: its baseline column is sigma of
 # name -> (run folder or None for the shipped default, how it was trained)
 CANDIDATES: dict[str, tuple[str | None, str]] = {
     "slsp-recipe": ("runs/slsp-recipe",
-                    "slsp train --real ../shared/data/real/train --out runs/slsp-recipe  (the authors' recipe, small)"),
+                    "slsp train --family slsp --real ../shared/data/real/train --out runs/slsp-recipe  "
+                    "(the authors' recipe, small; the weights shipped before this change)"),
     "fluct-a": ("runs/fluct-a",
                 "slsp train --family fluct --real ../shared/data/real/train --real ../shared/data/real/train-camera "
-                "--out runs/fluct-a --steps 1500 --holdout 0.25 --crops-per-image 16"),
+                "--out runs/fluct-a --steps 1500 --holdout 0.25 --crops-per-image 16 --canonical none"),
     "fluct-a-cal": ("runs/fluct-a-cal",
                     "(fluct-a) then slsp calibrate --model runs/fluct-a --out runs/fluct-a-cal --variant jpeg:90 "
                     "--variant resize:0.75"),
@@ -49,16 +50,21 @@ CANDIDATES: dict[str, tuple[str | None, str]] = {
                              "--canonical jpeg:75 (every image re-encoded as JPEG q75 before scoring)"),
     "fluct-a-no-chain": ("runs/fluct-a-no-chain",
                          "slsp train --family fluct --real ../shared/data/real/train --real ../shared/data/real/train-camera "
-                         "--out runs/fluct-a-no-chain --steps 1500 --holdout 0.25 --crops-per-image 16 --no-chain"),
+                         "--out runs/fluct-a-no-chain --steps 1500 --holdout 0.25 --crops-per-image 16 --no-chain "
+                         "--canonical none"),
     "fluct-a-no-residual": ("runs/fluct-a-no-residual",
                             "slsp train --family fluct --real ../shared/data/real/train --real ../shared/data/real/train-camera "
-                            "--out runs/fluct-a-no-residual --steps 1500 --holdout 0.25 --crops-per-image 16 --no-residual"),
+                            "--out runs/fluct-a-no-residual --steps 1500 --holdout 0.25 --crops-per-image 16 "
+                            "--no-residual --canonical none"),
     "fluct-a-no-camera": ("runs/fluct-a-no-camera",
                           "slsp train --family fluct --real ../shared/data/real/train "
-                          "--out runs/fluct-a-no-camera --steps 1500 --holdout 0.25 --crops-per-image 16"),
+                          "--out runs/fluct-a-no-camera --steps 1500 --holdout 0.25 --crops-per-image 16 --canonical none"),
+    "fluct-a-no-camera-canon-resize0.5": ("runs/fluct-a-no-camera-canon-resize0.5",
+                                          "(fluct-a-no-camera) then slsp calibrate --model runs/fluct-a-no-camera "
+                                          "--out runs/fluct-a-no-camera-canon-resize0.5 --canonical resize:0.5"),
     "fluct-b": ("runs/fluct-b",
                 "slsp train --family fluct --real ../shared/data/real/train --real ../shared/data/real/train-camera "
-                "--out runs/fluct-b --steps 4000 --holdout 0.25 --crops-per-image 16"),
+                "--out runs/fluct-b --steps 4000 --holdout 0.25 --crops-per-image 16 --canonical none"),
 }
 # condition -> (--reencode, --perturb or None)
 CONDITIONS: dict[str, tuple[str, str | None]] = {
