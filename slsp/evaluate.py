@@ -115,9 +115,10 @@ def evaluate(
         for method in methods:
             for g, (lo, hi) in boot["auroc"][method].items():
                 rows[method][g]["auroc_lo"], rows[method][g]["auroc_hi"] = lo, hi
-        paired = {k: {"diff": rows[k.split("-")[0]]["mean"]["auroc"] - rows[k.split("-")[1]]["mean"]["auroc"],
-                      "lo": lo, "hi": hi} for k, (lo, hi) in boot["diff"].items() if k.split("-")[1] == "baseline"
-                  or k == "model-crops"}
+        # Each score against the noise baseline, and the fused score against its crop part, paired on the images.
+        pairs = [(m, "baseline") for m in methods if m != "baseline"] + [("model", "crops")] * ("crops" in methods)
+        paired = {f"{a}-{b}": {"diff": rows[a]["mean"]["auroc"] - rows[b]["mean"]["auroc"],
+                               "lo": boot["diff"][f"{a}-{b}"][0], "hi": boot["diff"][f"{a}-{b}"][1]} for a, b in pairs}
         conditions[name] = {"n_real": int(real_scores[name]["model"].size), "rows": rows, "paired": paired,
                             "fpr_by_source": _fpr_by_source(real_scores[name], thr)}
     return {
