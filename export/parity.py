@@ -111,10 +111,10 @@ def run_parity(
     results = [RuntimeResult(r.name) for r in runtimes]
     for name, img in images:
         ref = reference.infer({"image": img})
-        if canonical is not None and any(getattr(r, "end_to_end", False) for r in runtimes):
-            ref_e2e = reference.infer({"image": canonical(img)})
-        for runner, res in zip(runtimes, results):
-            want = ref_e2e if getattr(runner, "end_to_end", False) and canonical is not None else ref
+        e2e = [canonical is not None and getattr(r, "end_to_end", False) for r in runtimes]
+        ref_e2e = reference.infer({"image": canonical(img)}) if any(e2e) else ref
+        for runner, res, is_e2e in zip(runtimes, results, e2e):
+            want = ref_e2e if is_e2e else ref
             res.images += 1
             try:
                 got = runner.infer({"image": img})

@@ -15,6 +15,7 @@ from slsp.errors import SlspError
 from slsp.imaging import load
 from slsp.metrics import threshold_at_fpr
 from slsp.progress import bar
+from slsp.scoring import noise_score
 from slsp.transforms import Transform
 
 
@@ -49,9 +50,10 @@ def _with_threshold(det: Detector, scores: list[float], target_fpr: float) -> Ca
     return Calibration(out, thr, fpr, scores)
 
 
-def calibrate(det: Detector, real_files: list[Path], target_fpr: float, quiet: bool = False) -> Calibration:
+def calibrate(det: Detector, real_files: list[Path], target_fpr: float, quiet: bool = False,
+              variants: tuple[str, ...] = ("none",)) -> Calibration:
     """The threshold for the detector's own score, fusion (if any) as configured."""
-    return _with_threshold(det, [float(d.score) for d in _detections(det, real_files, quiet)], target_fpr)
+    return _with_threshold(det, [float(d.score) for d in _detections(det, real_files, quiet, variants)], target_fpr)
 
 
 @torch.inference_mode()
@@ -65,7 +67,7 @@ def calibrate_fused(det: Detector, real_files: list[Path], target_fpr: float, qu
     plain = det.with_config(dataclasses.replace(det.cfg, fusion=FusionConfig()))
     dets = _detections(plain, real_files, quiet, variants)
     agg = np.array([float(plain.scorer.crop_aggregate(d.crop_scores, d.valid)) for d in dets])
-    noise = np.array([-np.log(float(d.sigma) + 1e-3) for d in dets])
+    noise = np.array([noise_score(d.sigma) for d in dets])
     fusion = FusionConfig(enabled=True, model_mean=float(agg.mean()), model_std=float(max(agg.std(), 1e-6)),
                           noise_mean=float(noise.mean()), noise_std=float(max(noise.std(), 1e-6)))
     fused = det.with_config(dataclasses.replace(det.cfg, fusion=fusion))
@@ -94,8 +96,7 @@ def recalibrate(run: Path, out: Path, target_fpr: float, variants: tuple[str, ..
     if canonical is not None:
         det = det.with_config(dataclasses.replace(det.cfg, canonical=canonical))
     fuse = det.cfg.fusion.enabled if fuse is None else fuse
-    cal = (calibrate_fused(det, files, target_fpr, quiet, variants) if fuse else
-           _with_threshold(det, [float(d.score) for d in _detections(det, files, quiet, variants)], target_fpr))
+    cal = (calibrate_fused if fuse else calibrate)(det, files, target_fpr, quiet, variants)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     det_io.save(cal.detector, out)

@@ -12,7 +12,6 @@ from slsp.errors import ConfigError
 
 SCORES = ("disc", "recon", "latent")
 AGGREGATES = ("mean", "max")
-FAMILIES = ("slsp", "fluct")
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from slsp.errors import ImageError, SlspError
 from slsp.imaging import IMAGE_SUFFIXES, collect, load
 from slsp.metrics import bootstrap, roc, summary
 from slsp.progress import bar
+from slsp.scoring import noise_score
 from slsp.transforms import Transform
 
 
@@ -60,7 +61,7 @@ def _score_all(det, files: list[Path], chains: dict[str, Callable], trim: int, p
             else:
                 out[name]["model"].append(float(d.score))
                 out[name]["crops"].append(float(det.scorer.crop_aggregate(d.crop_scores, d.valid)))
-                out[name]["baseline"].append(-float(np.log(float(d.sigma) + 1e-3)))
+                out[name]["baseline"].append(noise_score(d.sigma))
                 out[name]["files"].append(str(f))
             pb.advance(task)
     return {k: {m: np.asarray(v) if m != "files" else v for m, v in d.items()} for k, d in out.items()}

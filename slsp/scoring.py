@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from slsp.config import FusionConfig
+
+NOISE_EPS = 1e-3  # gray levels; keeps the log finite on noiseless images
+
+
+def noise_score(sigma: float) -> float:
+    """-log(sigma + eps): the noise baseline's score and the fusion's noise part (a cleaner image scores higher).
+    `Scorer.fuse` computes the same in the graph."""
+    return -float(np.log(float(sigma) + NOISE_EPS))
 
 
 class Scorer(nn.Module):
@@ -31,7 +40,7 @@ class Scorer(nn.Module):
             # graph), so the stage has one signature whether or not a model fuses the noise level.
             return agg + sigma * 0.0
         z_model = (agg - f.model_mean) * (1.0 / f.model_std)
-        z_noise = (-torch.log(sigma + 1e-3) - f.noise_mean) * (1.0 / f.noise_std)
+        z_noise = (-torch.log(sigma + NOISE_EPS) - f.noise_mean) * (1.0 / f.noise_std)
         return torch.sigmoid(z_model + z_noise)
 
     def forward(self, crop_scores: Tensor, valid: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor]:
