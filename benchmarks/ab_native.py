@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 from slsp import detector
-from slsp.bench import ab, ab_cells, parse_size, photo_at
+from slsp.bench.timing import ab, ab_cells, parse_size, photo_at
 from slsp.export import trsor_native
 from slsp.imaging import load
 

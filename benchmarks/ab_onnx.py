@@ -15,7 +15,7 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-from slsp.bench import ab, ab_cells, parse_size, photo_at
+from slsp.bench.timing import ab, ab_cells, parse_size, photo_at
 from slsp.imaging import load
 
 

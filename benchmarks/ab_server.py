@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from slsp.bench import load_run
+from slsp.bench.server import load_run
 from slsp.clients.client import SlspClient
 from slsp.imaging import collect
 from slsp.server import Server

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from slsp.bench import parse_size, photo_at
+from slsp.bench.timing import parse_size, photo_at
 from slsp.imaging import load
 
 

@@ -14,8 +14,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-MODEL = "slsp"
-OUTPUTS = ("SCORE", "VERDICT", "POSITIONS", "CROP_SCORES", "VALID", "SIGMA")
+from slsp import contract
 
 
 class ClientError(Exception):
@@ -40,6 +39,8 @@ class ServerError(ClientError):
 
 @dataclass(frozen=True)
 class Result:
+    """One image's answer; the fields are named as the fused stage's outputs (`slsp.contract.FUSED`)."""
+
     score: float
     verdict: bool
     positions: np.ndarray  # (K, 2) top-left (y, x) of each crop
@@ -145,8 +146,9 @@ class SlspClient:
     def _infer(self, data: bytes) -> Result:
         m, c = self.module, self._client()
         arr = np.array([data], dtype=object)
-        inp = m.InferInput("IMAGE", [1], "BYTES")
-        outputs = [m.InferRequestedOutput(n) for n in OUTPUTS]
+        spec = contract.ENSEMBLE_INPUT
+        inp = m.InferInput(spec.name, list(spec.dims), "BYTES")
+        outputs = [m.InferRequestedOutput(t.name) for t in contract.ENSEMBLE_OUTPUTS]
         region = None
         try:
             if self.shared_memory:
@@ -155,18 +157,14 @@ class SlspClient:
             else:
                 inp.set_data_from_numpy(arr)
             kw = {"client_timeout": self.timeout} if self.protocol == "grpc" else {}
-            res = c.infer(MODEL, [inp], outputs=outputs, **kw)
+            res = c.infer(contract.ENSEMBLE, [inp], outputs=outputs, **kw)
         finally:
             if region is not None:
                 self._drop_shm(c, region)
-        return Result(
-            float(res.as_numpy("SCORE").reshape(-1)[0]),
-            bool(res.as_numpy("VERDICT").reshape(-1)[0]),
-            res.as_numpy("POSITIONS").reshape(-1, 2),
-            res.as_numpy("CROP_SCORES").reshape(-1),
-            res.as_numpy("VALID").reshape(-1),
-            float(res.as_numpy("SIGMA").reshape(-1)[0]),
-        )
+        # The fused stage's outputs in its own dims (Triton sends scalars as (1,) and crop scores as (K, 1)).
+        out = {t.name: res.as_numpy(contract.served(t.name)).reshape(t.shape(0, -1)) for t in contract.FUSED.outputs}
+        return Result(float(out[contract.SCORE]), bool(out[contract.VERDICT]), out[contract.POSITIONS],
+                      out[contract.CROP_SCORES], out[contract.VALID], float(out[contract.SIGMA]))
 
     @staticmethod
     def _put_shm(c, arr: np.ndarray):

@@ -7,6 +7,7 @@ import io
 import numpy as np
 from PIL import Image
 
+from slsp import contract
 from slsp.clients.client import SlspClient
 
 
@@ -21,9 +22,7 @@ class ServerRunner:
 
     def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         buf = io.BytesIO()
-        Image.fromarray(feed["image"]).save(buf, format="PNG")
+        Image.fromarray(feed[contract.IMAGE]).save(buf, format="PNG")
         r = self.client.detect(buf.getvalue())
-        return {
-            "score": np.float32(r.score), "verdict": np.bool_(r.verdict), "positions": r.positions,
-            "crop_scores": r.crop_scores.astype(np.float32), "valid": r.valid, "sigma": np.float32(r.sigma),
-        }
+        # Result's fields are the fused stage's outputs by name.
+        return {t.name: np.asarray(getattr(r, t.name), t.dtype) for t in contract.FUSED.outputs}

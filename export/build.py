@@ -14,14 +14,16 @@ from pathlib import Path
 
 import numpy as np
 
+from slsp import contract
 from slsp import detector as det_io
 from slsp.detector import Detector
 from slsp.errors import CheckpointError, ParityError, RuntimeMissing, SlspError
-from slsp.export import onnx2trt, parity, torch2aoti, torch2onnx, trsor_native
+from slsp.export import onnx2trt, parity, torch2aoti, torch2onnx, trsor_backends, trsor_native
 from slsp.export.runners import OrtRunner, Pipeline, TorchRunner, TrtRunner
 from slsp.progress import stderr
 
 RUNTIMES = ("ort-cpu", "ort-cpu-fused", "aoti-cpu", "native-cpu", "ort-cuda", "torch-cuda", "tensorrt")
+TRSOR, MODEL, SCORING, FUSED = contract.TRSOR, contract.MODEL, contract.SCORING, contract.FUSED
 
 
 def default_images() -> list[Path]:
@@ -56,20 +58,22 @@ def make_runtimes(det: Detector, artifacts: Path, names: list[str] | None) -> tu
     for name in names or RUNTIMES:
         try:
             if name == "ort-cpu":
-                out.append(Pipeline(name, *(OrtRunner(artifacts / f"{s}.onnx") for s in ("trsor", "model", "score"))))
+                out.append(Pipeline(name, *(OrtRunner(artifacts / s.onnx) for s in contract.CHAIN)))
             elif name == "ort-cpu-fused":
-                out.append(OrtRunner(artifacts / "slsp.onnx", name=name))
-            elif name in CPU_TRSOR:
+                out.append(OrtRunner(artifacts / FUSED.onnx, name=name))
+            elif name in trsor_backends.COMPILED:
                 out.append(cpu_pipeline(name, artifacts))
             elif name == "ort-cuda":
-                out.append(Pipeline(name, OrtRunner(artifacts / "trsor.onnx", "cuda"), OrtRunner(artifacts / "model.onnx", "cuda"), OrtRunner(artifacts / "score.onnx")))
+                out.append(Pipeline(name, OrtRunner(artifacts / TRSOR.onnx, "cuda"), OrtRunner(artifacts / MODEL.onnx, "cuda"),
+                                    OrtRunner(artifacts / SCORING.onnx)))
             elif name == "torch-cuda":
-                out.append(TorchRunner(torch2onnx.FusedStage(det), "slsp", "cuda"))
+                out.append(TorchRunner(torch2onnx.FusedStage(det), FUSED.name, "cuda"))
             elif name == "tensorrt":
-                if not (artifacts / "model.plan").is_file():
-                    raise RuntimeMissing(f"no model.plan in {artifacts} (export with --trt on a GPU machine)")
-                trsor = TrtRunner(artifacts / "trsor.plan") if (artifacts / "trsor.plan").is_file() else OrtRunner(artifacts / "trsor.onnx")
-                out.append(Pipeline(name, trsor, TrtRunner(artifacts / "model.plan"), OrtRunner(artifacts / "score.onnx")))
+                if not (artifacts / contract.plan(MODEL)).is_file():
+                    raise RuntimeMissing(f"no {contract.plan(MODEL)} in {artifacts} (export with --trt on a GPU machine)")
+                trsor_plan = artifacts / contract.plan(TRSOR)
+                trsor = TrtRunner(trsor_plan) if trsor_plan.is_file() else OrtRunner(artifacts / TRSOR.onnx)
+                out.append(Pipeline(name, trsor, TrtRunner(artifacts / contract.plan(MODEL)), OrtRunner(artifacts / SCORING.onnx)))
             else:
                 raise SlspError(f"unknown runtime {name!r}; choose from {', '.join(RUNTIMES)}")
         except RuntimeMissing as e:
@@ -79,30 +83,22 @@ def make_runtimes(det: Detector, artifacts: Path, names: list[str] | None) -> tu
     return out, skipped
 
 
-CPU_TRSOR = {  # compiled TrSOR runtimes for the CPU server: name -> (the file export writes, its runner)
-    "native-cpu": (trsor_native.LIBRARY, trsor_native.NativeRunner),
-    "aoti-cpu": (torch2aoti.PACKAGE, lambda artifacts, threads: torch2aoti.AotiRunner(artifacts / torch2aoti.PACKAGE, threads)),
-}
-
-
 def cpu_pipeline(name: str, artifacts: Path, threads: int = 0) -> Pipeline:
-    """What the CPU server runs for artifacts exported with --aoti or --native: that TrSOR, then model and score
-    in ONNX Runtime."""
-    trsor = CPU_TRSOR[name][1](artifacts, threads)
-    return Pipeline(name, trsor, *(OrtRunner(artifacts / f"{s}.onnx", threads=threads) for s in ("model", "score")))
+    """What the CPU server runs for artifacts exported with a compiled TrSOR (`trsor_backends.COMPILED`): that TrSOR,
+    then model and score in ONNX Runtime."""
+    trsor = trsor_backends.COMPILED[name].open(artifacts, "cpu", threads)
+    return Pipeline(name, trsor, *(OrtRunner(artifacts / s.onnx, threads=threads) for s in (MODEL, SCORING)))
 
 
 def compiled_pipelines(artifacts: Path, threads: int = 0) -> dict[str, Pipeline]:
     """Every compiled-TrSOR pipeline the artifacts hold, by runtime name."""
-    return {n: cpu_pipeline(n, artifacts, threads) for n, (f, _) in CPU_TRSOR.items() if (artifacts / f).is_file()}
+    return {n: cpu_pipeline(n, artifacts, threads) for n, b in trsor_backends.COMPILED.items() if b.present(artifacts)}
 
 
 def served_pipeline(artifacts: Path) -> Pipeline | None:
     """The compiled-TrSOR pipeline a CPU repository written from these artifacts serves (None: it serves ONNX)."""
-    from slsp.export.repository import trsor_files
-
-    served = trsor_files(artifacts, "cpu")[0]
-    return next((cpu_pipeline(n, artifacts) for n, (f, _) in CPU_TRSOR.items() if f == served), None)
+    backend = trsor_backends.served(artifacts, "cpu")
+    return cpu_pipeline(backend.name, artifacts) if backend.compiled else None
 
 
 def check(
@@ -116,7 +112,7 @@ def check(
     failure_dir: Path | None = None,
 ) -> dict:
     """Run the parity gate on `artifacts` against `det` in PyTorch; returns the JSON report (ok flag inside)."""
-    meta = torch2onnx.read_metadata(artifacts / "slsp.onnx")
+    meta = torch2onnx.read_metadata(artifacts / FUSED.onnx)
     fp16 = meta.get("precision") == "fp16"
     sources = images if images is not None else default_images()
     # Images every runtime takes: the live server applies the canonical transform first, so its minimum applies.
@@ -127,7 +123,7 @@ def check(
     runners, skipped = make_runtimes(det, artifacts, runtimes)
     runners += extra or []
     tol = parity.FP16 if fp16 else parity.FP32
-    reference = TorchRunner(torch2onnx.FusedStage(det), "slsp")
+    reference = TorchRunner(torch2onnx.FusedStage(det), FUSED.name)
     cmd = f"slsp parity --artifacts {artifacts}"
     results = parity.run_parity(imgs, reference, runners, tol, failure_dir, cmd, canonical=det.canonical)
     report = parity.as_json(results, tol)
@@ -156,7 +152,7 @@ def build(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         torch2onnx.export(det, tmp, det_io.checkpoint_hash(run_dir), fp16=fp16)
-        shutil.copy2(run_dir / det_io.CONFIG, tmp / det_io.CONFIG)
+        shutil.copy2(run_dir / contract.CONFIG, tmp / contract.CONFIG)
         if aoti:
             stderr.print("compiling TrSOR with AOTInductor (about a minute on 2 cores)")
             torch2aoti.compile_trsor(det, tmp)
@@ -169,7 +165,7 @@ def build(
         stderr.print(f"exported to {tmp.name}; running the parity gate")
         report = check(det, tmp, images, sizes, seed, failure_dir=out.parent / f"{out.name}.parity-failed")
         report["tensorrt"] = trt_status
-        (tmp / "parity.json").write_text(json.dumps(report, indent=2) + "\n")
+        (tmp / contract.PARITY_REPORT).write_text(json.dumps(report, indent=2) + "\n")
         if not report["ok"]:
             raise ParityError(f"parity gate failed; nothing was written to {out}\n{report['table']}\n"
                               f"report and failing inputs: {out.parent / (out.name + '.parity-failed')}")
@@ -193,7 +189,7 @@ def _replace_dir(src: Path, dst: Path) -> None:
 
 def verify_artifacts(det: Detector, run_dir: Path, artifacts: Path) -> None:
     """Refuse to compare artifacts with a checkpoint they were not exported from."""
-    meta = torch2onnx.read_metadata(artifacts / "slsp.onnx")
+    meta = torch2onnx.read_metadata(artifacts / FUSED.onnx)
     want = det_io.checkpoint_hash(run_dir)
     if meta.get("checkpoint_sha256") != want:
         raise CheckpointError(f"{artifacts} was exported from checkpoint {meta.get('checkpoint_sha256', '?')[:12]}, "

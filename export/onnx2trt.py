@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from slsp import contract
 from slsp.errors import RuntimeMissing, SlspError
 from slsp.export.runners import import_tensorrt
 
@@ -27,15 +28,14 @@ class Profile:
 def model_profile(crop: int, k: int, max_batch: int) -> Profile:
     if max_batch < k:
         raise SlspError(f"--max-batch {max_batch} must be >= the crops per image ({k}) so one image fits a batch")
-    opt = k
-    return Profile({
-        "crops": ((1, crop, crop, 3), (opt, crop, crop, 3), (max_batch, crop, crop, 3)),
-        "crop_phi": ((1, crop, crop), (opt, crop, crop), (max_batch, crop, crop)),
-    })
+    # The batch dim N runs from 1 to max_batch, optimal at one image's K crops.
+    return Profile({t.name: tuple(tuple(n if d == -1 else d for d in t.shape(crop, k)) for n in (1, k, max_batch))
+                    for t in contract.MODEL.inputs})
 
 
 def trsor_profile(crop: int, max_side: int = 4096, opt_side: int = 1024) -> Profile:
-    return Profile({"image": ((crop, crop, 3), (opt_side, opt_side, 3), (max_side, max_side, 3))})
+    (image,) = contract.TRSOR.inputs
+    return Profile({image.name: tuple((s, s, 3) for s in (crop, opt_side, max_side))})
 
 
 def builder_flags(fp16: bool, tf32: bool) -> list[str]:
@@ -92,13 +92,14 @@ def build_engine(
 
 
 def build_all(onnx_dir: Path, crop: int, k: int, max_batch: int, fp16: bool, tf32: bool = True) -> dict[str, str]:
-    """model.plan always; trsor.plan where TensorRT takes it. Returns a per-stage status for the report."""
-    cache = onnx_dir / "timing.cache"
-    build_engine(onnx_dir / "model.onnx", onnx_dir / "model.plan", model_profile(crop, k, max_batch), fp16, tf32, cache)
-    status = {"model": "tensorrt"}
+    """The model stage's engine always; TrSOR's where TensorRT takes it. Returns a per-stage status for the report."""
+    cache = onnx_dir / contract.TRT_TIMING_CACHE
+    model, trsor = contract.MODEL, contract.TRSOR
+    build_engine(onnx_dir / model.onnx, onnx_dir / contract.plan(model), model_profile(crop, k, max_batch), fp16, tf32, cache)
+    status = {model.name: "tensorrt"}
     try:
-        build_engine(onnx_dir / "trsor.onnx", onnx_dir / "trsor.plan", trsor_profile(crop), False, False, cache)
-        status["trsor"] = "tensorrt"
+        build_engine(onnx_dir / trsor.onnx, onnx_dir / contract.plan(trsor), trsor_profile(crop), False, False, cache)
+        status[trsor.name] = "tensorrt"
     except SlspError as e:
-        status["trsor"] = f"onnxruntime (TensorRT refused it: {e})"
+        status[trsor.name] = f"onnxruntime (TensorRT refused it: {e})"
     return status

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from slsp.contract import CROP_SCORES, IMAGE, POSITIONS, SCORE, SIGMA, VALID, VERDICT
 from slsp.imaging import collect, load
 
 EPS = 1e-6
@@ -27,15 +28,15 @@ class Tolerance:
     exact: bool = False
 
 
-FP32 = {
-    "score": Tolerance(1e-4, 1e-3),
-    "crop_scores": Tolerance(1e-4, 1e-3),
-    "sigma": Tolerance(1e-3, 1e-3),  # gray levels: float32 sums on near-noiseless images move it ~5e-4
-    "verdict": Tolerance(0, 0, exact=True),
-    "positions": Tolerance(0, 0, exact=True),
-    "valid": Tolerance(0, 0, exact=True),
+FP32 = {  # per fused-stage output
+    SCORE: Tolerance(1e-4, 1e-3),
+    CROP_SCORES: Tolerance(1e-4, 1e-3),
+    SIGMA: Tolerance(1e-3, 1e-3),  # gray levels: float32 sums on near-noiseless images differ by up to ~1e-3
+    VERDICT: Tolerance(0, 0, exact=True),
+    POSITIONS: Tolerance(0, 0, exact=True),
+    VALID: Tolerance(0, 0, exact=True),
 }
-FP16 = {**FP32, "score": Tolerance(1e-2, 5e-2), "crop_scores": Tolerance(2e-2, 5e-2)}
+FP16 = {**FP32, SCORE: Tolerance(1e-2, 5e-2), CROP_SCORES: Tolerance(2e-2, 5e-2)}
 
 
 @dataclass
@@ -110,14 +111,14 @@ def run_parity(
     """
     results = [RuntimeResult(r.name) for r in runtimes]
     for name, img in images:
-        ref = reference.infer({"image": img})
+        ref = reference.infer({IMAGE: img})
         e2e = [canonical is not None and getattr(r, "end_to_end", False) for r in runtimes]
-        ref_e2e = reference.infer({"image": canonical(img)}) if any(e2e) else ref
+        ref_e2e = reference.infer({IMAGE: canonical(img)}) if any(e2e) else ref
         for runner, res, is_e2e in zip(runtimes, results, e2e):
             want = ref_e2e if is_e2e else ref
             res.images += 1
             try:
-                got = runner.infer({"image": img})
+                got = runner.infer({IMAGE: img})
             except Exception as e:  # a runtime that crashes on an input is a parity failure, not a crash
                 res.failures.append(_failure(name, img, runner.name, "error", str(e), failure_dir, reproduce))
                 continue
@@ -133,8 +134,8 @@ def run_parity(
                     if st.nonfinite:
                         why = f"{st.nonfinite} NaN/Inf values; " + why
                     res.failures.append(_failure(name, img, runner.name, out, why, failure_dir, reproduce))
-            res.max_score_diff = max(res.max_score_diff, float(abs(float(got["score"]) - float(want["score"]))))
-            res.verdicts_agree += int(bool(got["verdict"]) == bool(want["verdict"]))
+            res.max_score_diff = max(res.max_score_diff, float(abs(float(got[SCORE]) - float(want[SCORE]))))
+            res.verdicts_agree += int(bool(got[VERDICT]) == bool(want[VERDICT]))
     return results
 
 

@@ -24,14 +24,20 @@ import numpy as np
 from google.protobuf import json_format, text_format
 from PIL import Image
 
+from slsp import contract
 from slsp.config import DetectorConfig
+from slsp.contract import TensorSpec
 from slsp.errors import SlspError
-from slsp.export import torch2aoti, trsor_native
+from slsp.export import trsor_backends
 from slsp.imaging import DEFAULT_MAX_PIXELS
 from slsp.transforms import Transform
 
-ENSEMBLE, DECODE, MODEL, SCORE = "slsp", "slsp_decode_trsor", "slsp_model", "slsp_score"
+ENSEMBLE = contract.ENSEMBLE
+DECODE, MODEL, SCORE = (contract.MEMBERS[s.name] for s in contract.CHAIN)
 MEMBERS = (DECODE, MODEL, SCORE)
+SOURCES = {DECODE: "decode_trsor.py", MODEL: "model.py", SCORE: "score.py"}  # in slsp.export.triton
+TRITON_TYPES = {"uint8": "TYPE_UINT8", "float32": "TYPE_FP32", "int64": "TYPE_INT64", "bool": "TYPE_BOOL",
+                "bytes": "TYPE_STRING"}
 
 
 @dataclass(frozen=True)
@@ -58,77 +64,85 @@ def _params(d: dict[str, object]) -> dict:
     return {k: {"string_value": str(v)} for k, v in d.items()}
 
 
-def _io(name: str, dtype: str, dims: list[int], reshape: list[int] | None = None) -> dict:
-    d = {"name": name, "data_type": dtype, "dims": dims}
-    if reshape is not None:
-        d["reshape"] = {"shape": reshape}
+def _io(t: TensorSpec, crop: int, *, batched: bool = False, after_batch: bool = False, native: bool = False,
+        name: str | None = None) -> dict:
+    """A config input or output for tensor `t` of the contract. A batching member leaves out the batch dim, and a
+    tensor it produced arrives elsewhere as [-1, ...]; a scalar travels as [1]. Where a native backend runs the
+    graph (`native`), a reshape gives the graph its own dims."""
+    graph = list(t.shape(crop, -1))[1 if batched else 0 :]  # K is -1: Triton sees crops as a variable-length dim
+    dims = [-1, *(graph[1:] or [1])] if after_batch else graph or [1]
+    d = {"name": name or t.name, "data_type": TRITON_TYPES[t.dtype], "dims": dims}
+    if native and dims != graph:
+        d["reshape"] = {"shape": graph}
     return d
 
 
-def configs(cfg: DetectorConfig, s: ServingConfig, trt: bool, trsor_file: str = "trsor.onnx") -> dict[str, dict]:
+def configs(cfg: DetectorConfig, s: ServingConfig, trt: bool, trsor_file: str = contract.TRSOR.onnx) -> dict[str, dict]:
     c, k = cfg.trsor.crop, cfg.trsor.crops
     if s.max_batch < k:
         raise SlspError(f"max_batch {s.max_batch} must be >= the {k} crops of one image")
     device = "cuda" if s.target == "gpu" else "cpu"
     common = {"device": device, "intra_op_threads": s.intra_op_threads}
+    trsor, model_stage, scoring, fused = contract.TRSOR, contract.MODEL, contract.SCORING, contract.FUSED
+    image = contract.ENSEMBLE_INPUT
     decode = {
         "name": DECODE, "backend": "python", "max_batch_size": 0,
-        "input": [_io("IMAGE", "TYPE_STRING", [1])],
-        "output": [_io("crops", "TYPE_UINT8", [-1, c, c, 3]), _io("crop_phi", "TYPE_FP32", [-1, c, c]),
-                   _io("positions", "TYPE_INT64", [-1, 2]), _io("valid", "TYPE_BOOL", [-1]), _io("sigma", "TYPE_FP32", [1])],
+        "input": [_io(image, c)],
+        "output": [_io(t, c) for t in trsor.outputs],
         "instance_group": [{"kind": "KIND_CPU", "count": s.decode_instances}],
-        # The canonical transform and the minimum side come from the version folder's slsp_config.json: versions
+        # The canonical transform and the minimum side come from the version folder's SERVED_CONFIG: versions
         # share this config, and a rolled-back version must keep its own.
         "parameters": _params({**common, "trsor_file": trsor_file, "max_pixels": s.max_pixels, "max_bytes": s.max_bytes}),
-        "model_warmup": [{"name": "photo", "batch_size": 0, "inputs": {"IMAGE": {
-            "data_type": "TYPE_STRING", "dims": [1], "input_data_file": "photo"}}}],
+        "model_warmup": [{"name": "photo", "batch_size": 0, "inputs": {image.name: {
+            "data_type": TRITON_TYPES[image.dtype], "dims": list(image.dims), "input_data_file": "photo"}}}],
     }
     gpu_native = s.target == "gpu"
     model = {
         "name": MODEL, "max_batch_size": s.max_batch,
-        "input": [_io("crops", "TYPE_UINT8", [c, c, 3]), _io("crop_phi", "TYPE_FP32", [c, c])],
-        "output": [_io("crop_scores", "TYPE_FP32", [1], [] if gpu_native else None)],
+        "input": [_io(t, c, batched=True) for t in model_stage.inputs],
+        "output": [_io(t, c, batched=True, native=gpu_native) for t in model_stage.outputs],
         "dynamic_batching": {"preferred_batch_size": sorted({k, min(2 * k, s.max_batch), s.max_batch}),
                              "max_queue_delay_microseconds": s.queue_delay_us},
         "model_warmup": [{"name": "crops", "batch_size": k, "inputs": {
-            "crops": {"data_type": "TYPE_UINT8", "dims": [c, c, 3], "random_data": True},
-            "crop_phi": {"data_type": "TYPE_FP32", "dims": [c, c], "zero_data": True}}}],
+            t.name: {"data_type": TRITON_TYPES[t.dtype], "dims": _io(t, c, batched=True)["dims"],
+                     **({"random_data": True} if t.dtype == "uint8" else {"zero_data": True})}
+            for t in model_stage.inputs}}],
     }
     if not gpu_native:
         model.update(backend="python", instance_group=[{"kind": "KIND_CPU", "count": s.model_instances}],
                      parameters=_params({**common, "intra_op_threads": s.model_threads}))
     elif trt:
-        model.update(platform="tensorrt_plan", default_model_filename="model.plan",
+        model.update(platform="tensorrt_plan", default_model_filename=contract.plan(model_stage),
                      instance_group=[{"kind": "KIND_GPU", "count": s.model_instances, "profile": ["0"]}])
     else:
-        model.update(backend="onnxruntime", default_model_filename="model.onnx",
+        model.update(backend="onnxruntime", default_model_filename=model_stage.onnx,
                      instance_group=[{"kind": "KIND_GPU", "count": s.model_instances}],
                      optimization={"graph": {"level": 1}})
+    batched_outputs = {t.name for t in model_stage.outputs}
     score = {
         "name": SCORE, "max_batch_size": 0,
-        "input": [_io("crop_scores", "TYPE_FP32", [-1, 1], [-1] if gpu_native else None), _io("valid", "TYPE_BOOL", [-1]),
-                  _io("sigma", "TYPE_FP32", [1], [] if gpu_native else None)],
-        "output": [_io("score", "TYPE_FP32", [1], [] if gpu_native else None),
-                   _io("verdict", "TYPE_BOOL", [1], [] if gpu_native else None)],
+        "input": [_io(t, c, after_batch=t.name in batched_outputs, native=gpu_native) for t in scoring.inputs],
+        "output": [_io(t, c, native=gpu_native) for t in scoring.outputs],
         "instance_group": [{"kind": "KIND_CPU", "count": 1}],
     }
     if gpu_native:
-        score.update(backend="onnxruntime", default_model_filename="score.onnx")
+        score.update(backend="onnxruntime", default_model_filename=scoring.onnx)
     else:
         score.update(backend="python", parameters=_params(common))
-    step = lambda m, i, o: {"model_name": m, "model_version": -1, "input_map": i, "output_map": o}  # noqa: E731
+
+    def step(member: str, stage: contract.Stage) -> dict:
+        """Member tensors keep their names inside the ensemble; the ensemble's outputs are upper-cased."""
+        wire = lambda n: contract.served(n) if n in fused.output_names else n  # noqa: E731
+        # The decode member takes the encoded image where the TrSOR graph takes decoded pixels.
+        names = [image.name if n == contract.IMAGE else n for n in stage.input_names]
+        return {"model_name": member, "model_version": -1, "input_map": {n: wire(n) for n in names},
+                "output_map": {n: wire(n) for n in stage.output_names}}
+
     ensemble = {
         "name": ENSEMBLE, "platform": "ensemble", "max_batch_size": 0,
-        "input": [_io("IMAGE", "TYPE_STRING", [1])],
-        "output": [_io("SCORE", "TYPE_FP32", [1]), _io("VERDICT", "TYPE_BOOL", [1]), _io("POSITIONS", "TYPE_INT64", [-1, 2]),
-                   _io("CROP_SCORES", "TYPE_FP32", [-1, 1]), _io("VALID", "TYPE_BOOL", [-1]), _io("SIGMA", "TYPE_FP32", [1])],
-        "ensemble_scheduling": {"step": [
-            step(DECODE, {"IMAGE": "IMAGE"}, {"crops": "crops", "crop_phi": "crop_phi", "positions": "POSITIONS",
-                                              "valid": "VALID", "sigma": "SIGMA"}),
-            step(MODEL, {"crops": "crops", "crop_phi": "crop_phi"}, {"crop_scores": "CROP_SCORES"}),
-            step(SCORE, {"crop_scores": "CROP_SCORES", "valid": "VALID", "sigma": "SIGMA"},
-                 {"score": "SCORE", "verdict": "VERDICT"}),
-        ]},
+        "input": [_io(image, c)],
+        "output": [_io(t, c, after_batch=t.name in batched_outputs, name=contract.served(t.name)) for t in fused.outputs],
+        "ensemble_scheduling": {"step": [step(m, st) for m, st in zip(MEMBERS, contract.CHAIN)]},
     }
     return {DECODE: decode, MODEL: model, SCORE: score, ENSEMBLE: ensemble}
 
@@ -166,27 +180,18 @@ def versions(repo: Path, model: str) -> list[int]:
     return sorted(int(p.name) for p in d.iterdir() if p.is_dir() and p.name.isdigit()) if d.is_dir() else []
 
 
-def trsor_files(artifacts: Path, target: str) -> list[str]:
-    """The decode member's TrSOR, fastest first: the C++ kernel (--native), the AOTInductor package (--aoti), ONNX.
-    Both compiled ones hold code for the exporting CPU, so only the CPU target serves them."""
-    if target == "cpu" and (artifacts / trsor_native.LIBRARY).is_file():
-        return [trsor_native.LIBRARY, trsor_native.META]
-    if target == "cpu" and (artifacts / torch2aoti.PACKAGE).is_file():
-        return [torch2aoti.PACKAGE]
-    return ["trsor.onnx"]
-
-
 def write(artifacts: Path, repo: Path, s: ServingConfig = ServingConfig()) -> int:
     """Add one new version of every member to `repo` (created if missing); returns the version number."""
     artifacts, repo = Path(artifacts), Path(repo)
-    cfg = DetectorConfig.load(artifacts / "config.json")
-    trt = (artifacts / "model.plan").is_file()
-    trsor = trsor_files(artifacts, s.target)
+    cfg = DetectorConfig.load(artifacts / contract.CONFIG)
+    model_plan = contract.plan(contract.MODEL)
+    trt = (artifacts / model_plan).is_file()
+    trsor = trsor_backends.served(artifacts, s.target).files
     protos = {name: to_proto(d) for name, d in configs(cfg, s, trt, trsor[0]).items()}
     repo.mkdir(parents=True, exist_ok=True)
     version = 1 + max([0] + [v for m in MEMBERS for v in versions(repo, m)])
-    files = {DECODE: trsor, MODEL: ["model.plan"] if trt and s.target == "gpu" else ["model.onnx"], SCORE: ["score.onnx"]}
-    py = {DECODE: "decode_trsor.py", MODEL: "model.py", SCORE: "score.py"}
+    files = {DECODE: trsor, MODEL: [model_plan if trt and s.target == "gpu" else contract.MODEL.onnx],
+             SCORE: [contract.SCORING.onnx]}
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=repo))
     try:
         for name, proto in protos.items():
@@ -197,7 +202,7 @@ def write(artifacts: Path, repo: Path, s: ServingConfig = ServingConfig()) -> in
             for f in files.get(name, []):
                 shutil.copy2(artifacts / f, vdir / f)
             if proto.backend == "python":
-                src = resources.files("slsp.export.triton") / py[name]
+                src = resources.files("slsp.export.triton") / SOURCES[name]
                 (vdir / "model.py").write_text(src.read_text())
                 # Compiled here so the stub finds a valid cache: a __pycache__ written at load time would change
                 # the version folder's mtime and make a polling server load the new version a second time.
@@ -208,12 +213,34 @@ def write(artifacts: Path, repo: Path, s: ServingConfig = ServingConfig()) -> in
                 # Shared by all versions: four crops at least, so a rolled-back version with another canonical still fits.
                 side = max(4 * cfg.trsor.crop, 2 * Transform(cfg.canonical).min_side(cfg.trsor.crop))
                 _warmup_image(mdir / "warmup" / "photo", side + 3)
-        shutil.copy2(artifacts / "config.json", staging / DECODE / str(version) / "slsp_config.json")
+        shutil.copy2(artifacts / contract.CONFIG, staging / DECODE / str(version) / contract.SERVED_CONFIG)
         for name in protos:
             _install(staging / name, repo / name, version if name != ENSEMBLE else 1)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return version
+
+
+def ensure(repo: Path) -> bool:
+    """Export the shipped model and write it as `repo`'s first version when `repo` does not exist (what `slsp serve`
+    starts from); returns whether it did. The artifacts stay beside it in `<repo>.artifacts`."""
+    from slsp.export.build import build, default_images
+    from slsp.imaging import collect
+    from slsp.progress import stderr
+
+    repo = Path(repo)
+    if repo.is_dir():
+        return False
+    # The shipped weights passed the full gate when released; here the gate checks this machine's runtimes, and 8
+    # photos at their own size do that in seconds instead of minutes for the full gate.
+    found = default_images()
+    quick = collect(found)[:8] if found else None
+    artifacts = repo.parent / f"{repo.name}.artifacts"
+    stderr.print(f"{repo} missing: exporting the shipped model (artifacts in {artifacts}, parity gate on "
+                 f"{len(quick) if quick else 'synthetic'} images; `slsp export --repo` runs the full gate)", soft_wrap=True)
+    build(None, artifacts, images=quick, sizes=0)
+    write(artifacts, repo)
+    return True
 
 
 def _install(staged: Path, dst: Path, version: int) -> None:

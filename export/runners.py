@@ -1,20 +1,22 @@
-"""One runner per runtime behind `infer(feed) -> dict[str, ndarray]`; optional runtimes are imported lazily.
+"""One runner per runtime behind `infer(feed) -> dict[str, ndarray]`; torch and the optional runtimes are imported
+lazily, so the Triton members use these runners without torch in their process.
 
-A `Pipeline` chains the three stages (trsor -> model -> score) the way the Triton ensemble does, so each
-runtime is checked on exactly the graphs it would serve.
+A `Pipeline` chains the stages of `contract.CHAIN` (trsor -> model -> score) the way the Triton ensemble does, so
+each runtime is checked on exactly the graphs it would serve.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
-import torch
 
-from slsp import onnxrt
+from slsp import contract, onnxrt
 from slsp.errors import RuntimeMissing
-from slsp.export.torch2onnx import INPUTS, OUTPUTS
+
+if TYPE_CHECKING:
+    import torch
 
 
 class Runner(Protocol):
@@ -27,17 +29,21 @@ class TorchRunner:
     """A stage module in PyTorch eager (CPU, or CUDA when asked and present)."""
 
     def __init__(self, module: torch.nn.Module, stage: str, device: str = "cpu") -> None:
+        import torch
+
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise RuntimeMissing("PyTorch CUDA requested but torch.cuda.is_available() is False")
         self.module, self.stage, self.device = module.eval().to(device), stage, device
         self.name = f"torch-{device}"
 
-    @torch.inference_mode()
     def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        args = [torch.from_numpy(np.ascontiguousarray(feed[n])).to(self.device) for n in INPUTS[self.stage]]
-        out = self.module(*args)
+        import torch
+
+        spec = contract.STAGES[self.stage]
+        with torch.inference_mode():
+            out = self.module(*(torch.from_numpy(np.ascontiguousarray(feed[n])).to(self.device) for n in spec.input_names))
         out = (out,) if isinstance(out, torch.Tensor) else tuple(out)
-        return {n: t.cpu().numpy() for n, t in zip(OUTPUTS[self.stage], out)}
+        return {n: t.cpu().numpy() for n, t in zip(spec.output_names, out)}
 
 
 class OrtRunner:
@@ -54,9 +60,11 @@ class OrtRunner:
 
 
 class TrtRunner:
-    """A serialized TensorRT engine (`model.plan`) executed with the TensorRT Python API on the current GPU."""
+    """A serialized TensorRT engine (a stage's `contract.plan`) executed with the TensorRT Python API on the current GPU."""
 
     def __init__(self, plan: Path) -> None:
+        import torch
+
         trt = import_tensorrt()
         if not torch.cuda.is_available():
             raise RuntimeMissing("TensorRT needs a CUDA GPU; none is visible to PyTorch")
@@ -70,6 +78,8 @@ class TrtRunner:
         self.name = "tensorrt"
 
     def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import torch
+
         trt = self.trt
         keep, outs = [], {}
         for n in self.names:
@@ -103,13 +113,14 @@ def import_tensorrt():
 
 
 class Pipeline:
-    """trsor -> model -> score, as the Triton ensemble chains them; outputs named like the fused graph."""
+    """The stages of `contract.CHAIN`, one runner each, as the Triton ensemble chains them; returns the fused graph's
+    outputs."""
 
     def __init__(self, name: str, trsor: Runner, model: Runner, score: Runner) -> None:
         self.name, self.trsor, self.model, self.score = name, trsor, model, score
 
     def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        t = self.trsor.infer(feed)
-        m = self.model.infer({"crops": t["crops"], "crop_phi": t["crop_phi"]})
-        s = self.score.infer({"crop_scores": m["crop_scores"], "valid": t["valid"], "sigma": t["sigma"]})
-        return {**s, "positions": t["positions"], "crop_scores": m["crop_scores"], "valid": t["valid"], "sigma": t["sigma"]}
+        values = dict(feed)
+        for stage, runner in zip(contract.CHAIN, (self.trsor, self.model, self.score)):
+            values.update(runner.infer({n: values[n] for n in stage.input_names}))
+        return {n: values[n] for n in contract.FUSED.output_names}

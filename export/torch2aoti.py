@@ -16,24 +16,24 @@ import numpy as np
 import torch
 import torch.fx.experimental._config as fx_config
 
+from slsp import contract
 from slsp.detector import Detector
 from slsp.errors import RuntimeMissing
-from slsp.export.torch2onnx import OUTPUTS, TrsorStage, example_inputs
-
-PACKAGE = "trsor.pt2"
+from slsp.export.torch2onnx import TrsorStage, example_inputs
+from slsp.imaging import check_image
 
 
 def compile_trsor(det: Detector, out_dir: Path) -> Path:
     """Export TrSOR with dynamic height and width (>= one crop) and compile it into `out_dir/trsor.pt2`."""
     stage = TrsorStage(det.eval()).eval()
-    (image,) = example_inputs(det)["trsor"]
-    side = {0: torch.export.Dim("height", min=det.min_side), 1: torch.export.Dim("width", min=det.min_side)}
-    path = Path(out_dir) / PACKAGE
+    (image,) = example_inputs(det)[contract.TRSOR.name]
+    side = {i: torch.export.Dim(contract.DYNAMIC_DIMS[d], min=det.min_side) for i, d in enumerate("HW")}
+    path = Path(out_dir) / contract.TRSOR_AOTI
     # Size-oblivious: images below two crops have a 1-row tile grid, and the stride checks of that grid would
     # otherwise specialize the graph to >= 2 crops per side. The parity tests cover 64 x 64 and 65 x 99.
     with torch.no_grad(), fx_config.patch(backed_size_oblivious=True), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # PyTorch's own pytree deprecation, not ours to fix
-        program = torch.export.export(stage, (image,), dynamic_shapes={"image": side})
+        program = torch.export.export(stage, (image,), dynamic_shapes={contract.IMAGE: side})
         try:
             # The minimum side travels in the package: the compiled code does not check its input's size.
             torch._inductor.aoti_compile_and_package(program, package_path=str(path), inductor_configs={
@@ -55,11 +55,9 @@ class AotiRunner:
         self.threads, self.name = threads, "aoti-cpu"
 
     def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        image = feed["image"]
-        # Checked here: the native code reads out of bounds below one crop (seen: garbage, or an abort at 10 x 10).
-        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < self.min_side:
-            raise ValueError(f"TrSOR takes a uint8 (H, W, 3) image with both sides >= {self.min_side}, "
-                             f"got {image.dtype} {image.shape}")
+        image = feed[contract.IMAGE]
+        # The compiled code reads out of bounds below one crop (seen: garbage, or an abort at 10 x 10).
+        check_image(image, self.min_side, contract.IMAGE)
         before = torch.get_num_threads()  # process-wide: restored, so PyTorch code around it keeps its own
         torch.set_num_threads(self.threads or before)
         try:
@@ -67,4 +65,4 @@ class AotiRunner:
                 out = self.package(torch.from_numpy(np.ascontiguousarray(image)))
         finally:
             torch.set_num_threads(before)
-        return {n: t.numpy() for n, t in zip(OUTPUTS["trsor"], out)}
+        return {n: t.numpy() for n, t in zip(contract.TRSOR.output_names, out)}

@@ -1,11 +1,6 @@
 """PyTorch -> ONNX: the three stages Triton chains (trsor, model, score) and one fused graph of the whole pipeline.
 
-Tensor names are the contract shared by the runners, the parity gate and the Triton repository:
-  trsor:  image (H, W, 3) uint8 -> crops (K, C, C, 3) uint8, crop_phi (K, C, C) f32, positions (K, 2) i64,
-          valid (K,) bool, sigma () f32
-  model:  crops (N, C, C, 3) uint8, crop_phi (N, C, C) f32 -> crop_scores (N,) f32
-  score:  crop_scores (K,) f32, valid (K,) bool, sigma () f32 -> score () f32, verdict () bool
-  slsp (fused): image -> score, verdict, positions, crop_scores, valid, sigma
+Each graph's tensor names, dtypes and dims are those of `slsp.contract` (tests/test_contract.py checks them).
 """
 
 from __future__ import annotations
@@ -19,28 +14,10 @@ import torch
 from torch import Tensor, nn
 
 import slsp
+from slsp import contract
 from slsp.detector import Detector
 
 OPSET = 17
-STAGES = ("trsor", "model", "score", "slsp")
-INPUTS = {
-    "trsor": ["image"],
-    "model": ["crops", "crop_phi"],
-    "score": ["crop_scores", "valid", "sigma"],
-    "slsp": ["image"],
-}
-OUTPUTS = {
-    "trsor": ["crops", "crop_phi", "positions", "valid", "sigma"],
-    "model": ["crop_scores"],
-    "score": ["score", "verdict"],
-    "slsp": ["score", "verdict", "positions", "crop_scores", "valid", "sigma"],
-}
-DYNAMIC = {
-    "trsor": {"image": {0: "height", 1: "width"}},
-    "model": {"crops": {0: "batch"}, "crop_phi": {0: "batch"}, "crop_scores": {0: "batch"}},
-    "score": {},
-    "slsp": {"image": {0: "height", 1: "width"}},
-}
 
 
 class TrsorStage(nn.Module):
@@ -78,7 +55,8 @@ def stage_modules(det: Detector, fp16: bool = False) -> dict[str, nn.Module]:
     if fp16:
         fused = copy.deepcopy(det)
         fused.model = model
-    return {"trsor": TrsorStage(det), "model": model, "score": ScoreStage(det), "slsp": FusedStage(fused)}
+    return {contract.TRSOR.name: TrsorStage(det), contract.MODEL.name: model, contract.SCORING.name: ScoreStage(det),
+            contract.FUSED.name: FusedStage(fused)}
 
 
 def example_inputs(det: Detector) -> dict[str, tuple[Tensor, ...]]:
@@ -91,7 +69,8 @@ def example_inputs(det: Detector) -> dict[str, tuple[Tensor, ...]]:
     scores = torch.rand(k, generator=g)
     valid = torch.rand(k, generator=g) > 0.3
     sigma = torch.rand((), generator=g) * 3.0
-    return {"trsor": (image,), "model": (crops, phi), "score": (scores, valid, sigma), "slsp": (image,)}
+    return {contract.TRSOR.name: (image,), contract.MODEL.name: (crops, phi), contract.SCORING.name: (scores, valid, sigma),
+            contract.FUSED.name: (image,)}
 
 
 def metadata(det: Detector, checkpoint_hash: str, stage: str, fp16: bool) -> dict[str, str]:
@@ -108,14 +87,15 @@ def metadata(det: Detector, checkpoint_hash: str, stage: str, fp16: bool) -> dic
         "aggregate": cfg.aggregate,
         "canonical": cfg.canonical,  # applied before the graph, by the caller (Detector.analyze, the decode member)
         "score": cfg.model.score,
-        "precision": "fp16" if fp16 and stage in ("model", "slsp") else "fp32",
+        "precision": "fp16" if fp16 and stage in (contract.MODEL.name, contract.FUSED.name) else "fp32",
         "checkpoint_sha256": checkpoint_hash,
         "config_json": cfg.to_json(),
     }
 
 
 def export(det: Detector, out_dir: Path, checkpoint_hash: str, fp16: bool = False, opset: int = OPSET) -> dict[str, Path]:
-    """Write trsor.onnx, model.onnx, score.onnx and slsp.onnx (fused), each fully checked; returns their paths."""
+    """Write each stage's graph (`contract.STAGES`: trsor, model, score and the fused slsp), each fully checked;
+    returns their paths by stage."""
     if opset > 20:
         raise ValueError("TensorRT's ONNX parser takes opsets up to 20")
     out_dir = Path(out_dir)
@@ -123,13 +103,13 @@ def export(det: Detector, out_dir: Path, checkpoint_hash: str, fp16: bool = Fals
     det = det.eval()
     modules, inputs = stage_modules(det, fp16), example_inputs(det)
     paths = {}
-    for stage in STAGES:
-        path = out_dir / f"{stage}.onnx"
+    for stage, spec in contract.STAGES.items():
+        path = out_dir / spec.onnx
         with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 modules[stage], inputs[stage], str(path), dynamo=False, opset_version=opset,
-                input_names=INPUTS[stage], output_names=OUTPUTS[stage], dynamic_axes=DYNAMIC[stage],
+                input_names=spec.input_names, output_names=spec.output_names, dynamic_axes=spec.dynamic_axes(),
             )
         proto = onnx.load(str(path))
         del proto.metadata_props[:]

@@ -24,9 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
+from slsp.contract import IMAGE, TRSOR, TRSOR_NATIVE, TRSOR_NATIVE_META
 from slsp.errors import RuntimeMissing
+from slsp.imaging import check_image
 
-LIBRARY, META = "trsor_native.so", "trsor_native.json"
 _LEVELS = {  # x86-64 micro-architecture levels (GCC -march) and the /proc/cpuinfo flags each needs
     "x86-64-v3": {"avx", "avx2", "fma", "bmi1", "bmi2", "f16c", "movbe"},
     "x86-64-v4": {"avx", "avx2", "fma", "bmi1", "bmi2", "f16c", "movbe", "avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"},
@@ -55,21 +56,21 @@ def build(det, out_dir: Path, march: str | None = None, source: Path | None = No
         raise RuntimeMissing(f"the native TrSOR needs a C++20 compiler ({cxx} not found; install g++ or set CXX)")
     levels = isa_levels()
     march = march or (levels[-1] if levels else "default")
-    out = Path(out_dir) / LIBRARY
+    out = Path(out_dir) / TRSOR_NATIVE
     with tempfile.TemporaryDirectory() as tmp, resources.as_file(resources.files("slsp.export") / "trsor.cpp") as packaged:
         # -ffp-contract=off: no fused multiply-adds, so luma and differences round as PyTorch's separate ops do;
         # -fopenmp-simd: the `omp simd` reductions vectorise (no OpenMP runtime: the kernel runs its own threads).
         cmd = [cxx, "-O3", *([f"-march={march}"] if march != "default" else []), "-std=c++20", "-pthread",
-               "-fopenmp-simd", "-ffp-contract=off", "-shared", "-fPIC", "-o", str(Path(tmp) / LIBRARY), str(source or packaged)]
+               "-fopenmp-simd", "-ffp-contract=off", "-shared", "-fPIC", "-o", str(Path(tmp) / TRSOR_NATIVE), str(source or packaged)]
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode:
             raise RuntimeMissing(f"could not compile the native TrSOR ({' '.join(cmd)}):\n{r.stderr[-2000:]}")
-        shutil.copy2(Path(tmp) / LIBRARY, out)
+        shutil.copy2(Path(tmp) / TRSOR_NATIVE, out)
     null = NullModel.of(cfg.patch, cfg.delta)
     meta = {"patch": cfg.patch, "iterations": cfg.iterations, "crop": cfg.crop, "crops": cfg.crops, "channel": cfg.channel,
             "tau": null.tau, "truncated_mean": null.truncated_mean, "log_mean": null.log_mean, "log_eps": _LOG_EPS,
             "march": march, "compiler": cmd[0]}
-    (Path(out_dir) / META).write_text(json.dumps(meta, indent=2) + "\n")
+    (Path(out_dir) / TRSOR_NATIVE_META).write_text(json.dumps(meta, indent=2) + "\n")
     return out
 
 
@@ -91,9 +92,9 @@ class NativeRunner:
     """The compiled kernel behind the runner interface (`trsor` stage outputs); `threads` 0 = one per core."""
 
     def __init__(self, artifacts: Path, threads: int = 0) -> None:
-        lib, meta = Path(artifacts) / LIBRARY, Path(artifacts) / META
+        lib, meta = Path(artifacts) / TRSOR_NATIVE, Path(artifacts) / TRSOR_NATIVE_META
         if not lib.is_file() or not meta.is_file():
-            raise RuntimeMissing(f"no {LIBRARY} / {META} in {artifacts} (export with --native)")
+            raise RuntimeMissing(f"no {TRSOR_NATIVE} / {TRSOR_NATIVE_META} in {artifacts} (export with --native)")
         self.meta = json.loads(meta.read_text())
         march = self.meta["march"]
         if march != "default" and march not in isa_levels():
@@ -120,10 +121,8 @@ class NativeRunner:
 
     def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         m = self.meta
-        c, image = m["crop"], feed["image"]
-        # Checked here: the kernel assumes a uint8 (H, W, 3) image of at least one crop per side.
-        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < c:
-            raise ValueError(f"TrSOR takes a uint8 (H, W, 3) image with both sides >= {c}, got {image.dtype} {image.shape}")
+        c, image = m["crop"], feed[IMAGE]
+        check_image(image, c, IMAGE)  # the kernel assumes uint8 (H, W, 3) of at least one crop per side
         image = np.ascontiguousarray(image)
         h, w = image.shape[:2]
         xi, phi = self.buffers(h, w)
@@ -135,5 +134,5 @@ class NativeRunner:
         positions, valid = select(counts, h, w, c, m["crops"])
         crops = np.stack([image[y : y + c, x : x + c] for y, x in positions])
         crop_phi = np.stack([phi[y : y + c, x : x + c] for y, x in positions]).astype(np.float32)
-        return {"crops": crops, "crop_phi": crop_phi, "positions": positions, "valid": valid,
-                "sigma": np.array(np.sqrt(np.float32(sigma2)), np.float32).reshape(())}
+        sigma = np.array(np.sqrt(np.float32(sigma2)), np.float32).reshape(())
+        return dict(zip(TRSOR.output_names, (crops, crop_phi, positions, valid, sigma)))

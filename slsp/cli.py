@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from slsp.config import TRAINING_DEFAULTS
+from slsp.config import AGGREGATES, FAKE_MIX, FAKE_PHI, MODEL_SIZES, SCORES, TRAINING_DEFAULTS
 from slsp.errors import SlspError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Detect AI-generated images from smooth-patch fluctuations.")
@@ -42,16 +42,17 @@ def train(
     steps: Annotated[Optional[int], typer.Option(help="Optimiser steps (default: the family's, see below).")] = None,
     batch: int = 64,
     lr: float = 2e-3,
-    crop: Annotated[int, typer.Option(help="Crop size (model input and TrSOR crop).")] = 64,
+    crop: Annotated[Optional[int], typer.Option(help="Crop size (model input and TrSOR crop; default: the size's).")] = None,
     family: Annotated[str, typer.Option(help="Model family: 'fluct' (the shipped default: residual CNN vs "
                                               "content-preserving pseudo-fakes, fused with the noise level) or 'slsp' "
                                               "(the authors' recipe). Unset options take the family's defaults: "
                                               + "; ".join(f"{k}: {', '.join(f'{o} {v}' for o, v in d.items())}"
                                                           for k, d in TRAINING_DEFAULTS.items()))] = "fluct",
-    size: Annotated[str, typer.Option(help="Family slsp: 'small' (CPU) or 'paper' (GPU).")] = "small",
-    score: Annotated[str, typer.Option(help="Per-crop score: disc, recon or latent.")] = "disc",
-    fake_phi: Annotated[str, typer.Option(help="Phi for pseudo-fakes: 'same' or 'ones'.")] = "same",
-    fake_mix: Annotated[str, typer.Option(help="Pseudo-fake: 'full' reconstruction, 'phi' (inside Phi only) or 'partial' (25-100% of the way).")] = "full",
+    size: Annotated[str, typer.Option(help="Model size: " + "; ".join(
+        f"family {k}: {', '.join(v)}" for k, v in MODEL_SIZES.items()) + ".")] = "small",
+    score: Annotated[Optional[str], typer.Option(help=f"Family slsp: per-crop score, one of {', '.join(SCORES)}.")] = None,
+    fake_phi: Annotated[str, typer.Option(help=f"Phi for pseudo-fakes: {' or '.join(FAKE_PHI)}.")] = FAKE_PHI[0],
+    fake_mix: Annotated[str, typer.Option(help=f"Pseudo-fake: {', '.join(FAKE_MIX)} (slsp/config.py).")] = FAKE_MIX[0],
     target_fpr: Annotated[float, typer.Option(help="Calibration target false-positive rate.")] = 0.05,
     holdout: Annotated[Optional[float], typer.Option(help="Share of each --real folder held out for calibration.")] = None,
     crops_per_image: Annotated[Optional[int], typer.Option(help="TrSOR crops taken from each training photo.")] = None,
@@ -59,8 +60,8 @@ def train(
                                                                      "under this transform (jpeg:Q, resize:F; repeatable).")] = None,
     chain: Annotated[bool, typer.Option(help="Family fluct: the processing chain on every training crop "
                                              "(--no-chain only to measure it).")] = True,
-    residual: Annotated[bool, typer.Option(help="Family fluct: the high-pass residual input "
-                                                "(--no-residual only to measure it).")] = True,
+    residual: Annotated[Optional[bool], typer.Option(help="Family fluct: the high-pass residual input "
+                                                          "(--no-residual only to measure it).")] = None,
     canonical: Annotated[Optional[str], typer.Option(help="Transform every image goes through before scoring (none, "
                                                           "jpeg:Q, resize:F); applied in calibration and serving alike.")] = None,
     seed: int = 0,
@@ -68,9 +69,7 @@ def train(
     quiet: QuietOpt = False,
 ) -> None:
     """Train on real images only, then calibrate the threshold on a held-out real split."""
-    import dataclasses
-
-    from slsp.config import DetectorConfig, FluctConfig, ModelConfig, TrainConfig, TrsorConfig
+    from slsp.config import DetectorConfig, TrainConfig, TrsorConfig, model_config
     from slsp.train import train as run_train
 
     if family not in TRAINING_DEFAULTS:
@@ -80,13 +79,7 @@ def train(
     holdout = d["holdout"] if holdout is None else holdout
     crops_per_image = d["crops_per_image"] if crops_per_image is None else crops_per_image
     canonical = d["canonical"] if canonical is None else canonical
-    if size not in ("small", "paper"):
-        raise SlspError(f"--size must be 'small' or 'paper', got {size!r}")
-    if family == "fluct":
-        mcfg = FluctConfig(crop=crop, score=score, residual=residual)
-    else:
-        base = ModelConfig() if size == "small" else ModelConfig.paper()
-        mcfg = dataclasses.replace(base, crop=crop if size == "small" else base.crop, score=score)
+    mcfg = model_config(family, size, crop=crop, score=score, residual=residual)
     cfg = DetectorConfig(trsor=TrsorConfig(crop=mcfg.crop), model=mcfg, target_fpr=target_fpr, canonical=canonical)
     tcfg = TrainConfig(steps=steps, batch=batch, lr=lr, seed=seed, fake_phi=fake_phi, fake_mix=fake_mix,
                        target_fpr=target_fpr, holdout=holdout, crops_per_image=crops_per_image,
@@ -146,8 +139,8 @@ def eval_cmd(
     reencode: Annotated[str, typer.Option(help="Applied to both classes: none, png or jpeg:Q.")] = "none",
     perturb: Annotated[Optional[list[str]], typer.Option(help="Robustness rows: jpeg:Q or resize:F (repeatable).")] = None,
     trim_bottom: Annotated[int, typer.Option(help="Rows removed from the bottom of every image (watermarks).")] = 0,
-    score: Annotated[Optional[str], typer.Option(help="Override the per-crop score (disc, recon, latent); same weights.")] = None,
-    aggregate: Annotated[Optional[str], typer.Option(help="Override the aggregation over crops (mean, max).")] = None,
+    score: Annotated[Optional[str], typer.Option(help=f"Override the per-crop score ({', '.join(SCORES)}); same weights.")] = None,
+    aggregate: Annotated[Optional[str], typer.Option(help=f"Override the aggregation over crops ({', '.join(AGGREGATES)}).")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Folder for report.json and roc.png.")] = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -243,34 +236,23 @@ def serve(
     http_port: int = 8000,
     grpc_port: int = 8001,
     metrics_port: int = 8002,
-    model_control: Annotated[str, typer.Option(help="none, poll (pick up new versions) or explicit.")] = "poll",
+    model_control: Annotated[str, typer.Option(help="Triton's model control mode: none, poll (picks up new versions) "
+                                                     "or explicit.")] = "poll",
     log: Annotated[Optional[Path], typer.Option(help="Write the server log here instead of the terminal.")] = None,
     print_docker: Annotated[bool, typer.Option("--print-docker", help="Print the NGC container command for a GPU repository and exit.")] = False,
 ) -> None:
     """Run the bundled Triton server (CPU, no Docker) on the repository until Ctrl-C."""
-    from slsp.server import Server, docker_command
+    from slsp.export import repository
+    from slsp.server import MODEL_CONTROL, Server, docker_command
 
     if print_docker:
         import shlex
 
         typer.echo(" ".join(shlex.quote(a) for a in docker_command(repo)))
         return
-    if model_control not in ("none", "poll", "explicit"):
-        raise SlspError(f"--model-control must be none, poll or explicit, got {model_control!r}")
-    if not repo.is_dir():
-        from slsp.export import repository
-        from slsp.export.build import build, default_images
-        from slsp.imaging import collect
-
-        # The shipped weights passed the full gate when released; here the gate checks this machine's runtime,
-        # and 8 photos at their own size do that in seconds instead of ~3 minutes for 177 images.
-        found = default_images()
-        quick = collect(found)[:8] if found else None
-        artifacts = repo.parent / f"{repo.name}.artifacts"
-        typer.echo(f"{repo} missing: exporting the shipped model (artifacts in {artifacts}, parity gate on "
-                   f"{len(quick) if quick else 'synthetic'} images; `slsp export --repo` runs the full gate)", err=True)
-        build(None, artifacts, images=quick, sizes=0)
-        repository.write(artifacts, repo)
+    if model_control not in MODEL_CONTROL:
+        raise SlspError(f"--model-control must be one of {', '.join(MODEL_CONTROL)}, got {model_control!r}")
+    repository.ensure(repo)
     server = Server(repo, host=host, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
                     log_path=log, model_control=model_control)
     server.start(log=None if log else sys.stderr)
@@ -348,12 +330,12 @@ def bench_engines(
     quiet: QuietOpt = False,
 ) -> None:
     """Per-stage latency for PyTorch eager and ONNX Runtime, and TrSOR against its memory floor."""
-    from slsp import bench
+    from slsp.bench import engines, timing
 
-    sizes = bench.SIZES if not size else [bench.parse_size(s) for s in size]
-    result = bench.engines(model, artifacts, source, sizes, min_time, quiet, threads)
-    path = bench.save(result, out)
-    _emit(result) if json_out else typer.echo(bench.table(result) + f"\nwrote {path}")
+    sizes = engines.SIZES if not size else [timing.parse_size(s) for s in size]
+    result = engines.measure(model, artifacts, source, sizes, min_time, quiet, threads)
+    path = timing.save(result, out)
+    _emit(result) if json_out else typer.echo(engines.table(result) + f"\nwrote {path}")
 
 
 @bench_app.command("server")
@@ -369,12 +351,12 @@ def bench_server(
     quiet: QuietOpt = False,
 ) -> None:
     """Concurrency sweep over gRPC or HTTP: throughput, p50/p90/p99, errors, Triton's per-member time split."""
-    from slsp import bench
+    from slsp.bench import server, timing
 
-    result = bench.server(url, images or [Path("../shared/data/real/dev")], artifacts,
-                          tuple(concurrency or (1, 2, 4, 8, 16)), None if duration else requests, duration, quiet)
-    path = bench.save(result, out)
-    _emit(result) if json_out else typer.echo(bench.table(result) + f"\nwrote {path}")
+    result = server.measure(url, images or [Path("../shared/data/real/dev")], artifacts,
+                            tuple(concurrency or (1, 2, 4, 8, 16)), None if duration else requests, duration, quiet)
+    path = timing.save(result, out)
+    _emit(result) if json_out else typer.echo(server.table(result) + f"\nwrote {path}")
 
 
 def main() -> None:

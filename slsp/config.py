@@ -10,8 +10,11 @@ from typing import Any
 
 from slsp.errors import ConfigError
 
-SCORES = ("disc", "recon", "latent")
+SCORES = ("disc", "recon", "latent")  # the recipe's per-crop scores (slsp/model.py SCORES holds them)
 AGGREGATES = ("mean", "max")
+FAKE_PHI = ("same", "ones")  # Phi given to the pseudo-fake: as the real crop's, or all ones (authors' code)
+FAKE_MIX = ("full", "phi", "partial")  # pseudo-fake: full reconstruction (authors' code), inside Phi only, or a
+# random 25-100% of the way from the crop to its reconstruction
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,25 @@ class FluctConfig:
 
 
 MODEL_CONFIGS: dict[str, type] = {"slsp": ModelConfig, "fluct": FluctConfig}
+# Named sizes per family: "small" trains on a 2-core CPU; the recipe's "paper" size is the authors' (a GPU's).
+MODEL_SIZES: dict[str, dict[str, Any]] = {
+    "slsp": {"small": ModelConfig(), "paper": ModelConfig.paper()},
+    "fluct": {"small": FluctConfig()},
+}
+
+
+def model_config(family: str, size: str = "small", **options: Any) -> ModelConfig | FluctConfig:
+    """A family's model config at a named size, with `options` (None = the size's own value) replacing fields."""
+    if family not in MODEL_SIZES:
+        raise ConfigError(f"unknown model family {family!r}; known: {', '.join(MODEL_SIZES)}")
+    if size not in MODEL_SIZES[family]:
+        raise ConfigError(f"family {family!r} has sizes {', '.join(MODEL_SIZES[family])}, not {size!r}")
+    base = MODEL_SIZES[family][size]
+    fields = {f.name for f in dataclasses.fields(base)}
+    given = {k: v for k, v in options.items() if v is not None}
+    if unknown := sorted(set(given) - fields):
+        raise ConfigError(f"family {family!r} has no option {', '.join(unknown)}")
+    return dataclasses.replace(base, **given)
 # `slsp train` options a family sets when the command line leaves them out (the shipped default is family fluct).
 TRAINING_DEFAULTS: dict[str, dict[str, Any]] = {
     "fluct": {"steps": 1500, "holdout": 0.25, "crops_per_image": 16, "canonical": "resize:0.5"},
@@ -139,9 +161,8 @@ class TrainConfig:
     warmup: int = 100
     holdout: float = 0.15
     crops_per_image: int = 32
-    fake_phi: str = "same"  # Phi given to the pseudo-fake: "same" as the real crop, or "ones" (authors' code)
-    fake_mix: str = "full"  # pseudo-fake: "full" reconstruction (authors' code), "phi": reconstruction inside Phi only,
-    # or "partial": a random 25-100% of the way from the crop to its reconstruction
+    fake_phi: str = "same"  # one of FAKE_PHI
+    fake_mix: str = "full"  # one of FAKE_MIX
     seed: int = 0
     target_fpr: float = 0.05
     # Family fluct: each held-out real photo is calibrated as stored and under these transforms (slsp/transforms.py),
@@ -159,10 +180,10 @@ class TrainConfig:
             raise ConfigError("steps must be >= 1 and batch >= 2")
         if not 0.0 < self.holdout < 0.5:
             raise ConfigError(f"holdout must be in (0, 0.5), got {self.holdout}")
-        if self.fake_phi not in ("same", "ones"):
-            raise ConfigError(f"fake_phi must be 'same' or 'ones', got {self.fake_phi!r}")
-        if self.fake_mix not in ("full", "phi", "partial"):
-            raise ConfigError(f"fake_mix must be 'full', 'phi' or 'partial', got {self.fake_mix!r}")
+        if self.fake_phi not in FAKE_PHI:
+            raise ConfigError(f"fake_phi must be one of {FAKE_PHI}, got {self.fake_phi!r}")
+        if self.fake_mix not in FAKE_MIX:
+            raise ConfigError(f"fake_mix must be one of {FAKE_MIX}, got {self.fake_mix!r}")
         if not 0.0 < self.target_fpr < 0.5:
             raise ConfigError(f"target_fpr must be in (0, 0.5), got {self.target_fpr}")
 

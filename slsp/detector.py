@@ -13,14 +13,15 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from slsp.config import DetectorConfig
-from slsp.errors import CheckpointError, ImageError
+from slsp.contract import CONFIG
+from slsp.errors import CheckpointError
 from slsp.families import build_model
+from slsp.imaging import check_image
 from slsp.scoring import Scorer
 from slsp.transforms import Transform
 from slsp.trsor import TrSOR
 
 WEIGHTS = "model.safetensors"
-CONFIG = "config.json"
 
 
 class Detection(NamedTuple):
@@ -71,13 +72,9 @@ class Detector(nn.Module):
 
     def check(self, image: np.ndarray, name: str = "<image>") -> None:
         """The shape contract the graph cannot enforce itself: uint8 H x W x 3, each side >= `min_input_side`."""
-        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-            raise ImageError(f"{name}: expected uint8 H x W x 3, got {image.dtype} {image.shape}")
         s = self.min_input_side
-        if min(image.shape[:2]) < s:
-            why = "one crop" if s == self.min_side else f"one {self.min_side}-pixel crop after the canonical {self.cfg.canonical}"
-            raise ImageError(f"{name}: {image.shape[1]} x {image.shape[0]} is below the minimum size {s} x {s} "
-                             f"({why}; slsp never pads)")
+        why = "one crop" if s == self.min_side else f"one {self.min_side}-pixel crop after the canonical {self.cfg.canonical}"
+        check_image(image, s, name, why)
 
     @torch.inference_mode()
     def analyze(self, image: np.ndarray, name: str = "<image>") -> tuple[Detection, np.ndarray]:

@@ -53,6 +53,17 @@ def decode(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int =
     return arr
 
 
+def check_image(image: np.ndarray, min_side: int, name: str = "<image>", why: str = "one crop") -> None:
+    """The one input check for every TrSOR runtime and the detector: uint8 H x W x 3, each side >= `min_side`.
+    Compiled TrSORs read out of bounds below one crop, so they must never see such an image."""
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        got = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
+        raise ImageError(f"{name}: expected uint8 H x W x 3, got {got}")
+    if min(image.shape[:2]) < min_side:
+        raise ImageError(f"{name}: {image.shape[1]} x {image.shape[0]} is below the minimum size {min_side} x {min_side} "
+                         f"({why}; slsp never pads)")
+
+
 def _to_rgb8(img: Image.Image, name: str) -> np.ndarray:
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I"):

@@ -9,7 +9,7 @@ decoder G turns back into an over-smooth reconstruction, the pseudo-fake) and th
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -135,13 +135,27 @@ class SLSPModel(nn.Module):
         return self._score(*self.prepare(crops, crop_phi, self.encoder.pos.dtype)).to(torch.float32)
 
     def _score(self, x: Tensor, phi: Tensor) -> Tensor:
-        enc = self.encoder(x, phi)
-        if self.cfg.score == "disc":
-            return torch.sigmoid(-self.disc(enc.pooled)[:, 0])  # 1 - P(real)
-        rec = self.decoder(enc.latent)
-        if self.cfg.score == "recon":
-            # Reconstruction error inside Phi: small error = the crop is as smooth as G's output.
-            err = ((rec - x).abs().mean(1, keepdim=True) * phi).sum((1, 2, 3)) / phi.sum((1, 2, 3)).clamp(min=1.0)
-            return torch.exp(-err * 10.0)
-        s2 = self.encoder(rec, torch.ones_like(phi)).latent
-        return torch.exp(-(enc.latent - s2).norm(dim=1) / math.sqrt(self.cfg.latent))
+        return SCORES[self.cfg.score](self, self.encoder(x, phi), x, phi)
+
+
+def disc_score(m: SLSPModel, enc: Encoding, x: Tensor, phi: Tensor) -> Tensor:
+    """1 - P(real) from the discriminator."""
+    return torch.sigmoid(-m.disc(enc.pooled)[:, 0])
+
+
+def recon_score(m: SLSPModel, enc: Encoding, x: Tensor, phi: Tensor) -> Tensor:
+    """Reconstruction error inside Phi: a small error means the crop is as smooth as G's output."""
+    rec = m.decoder(enc.latent)
+    err = ((rec - x).abs().mean(1, keepdim=True) * phi).sum((1, 2, 3)) / phi.sum((1, 2, 3)).clamp(min=1.0)
+    return torch.exp(-err * 10.0)
+
+
+def latent_score(m: SLSPModel, enc: Encoding, x: Tensor, phi: Tensor) -> Tensor:
+    """Latent consistency: the reconstruction re-encoded lands near the crop's own latent."""
+    s2 = m.encoder(m.decoder(enc.latent), torch.ones_like(phi)).latent
+    return torch.exp(-(enc.latent - s2).norm(dim=1) / math.sqrt(m.cfg.latent))
+
+
+# Per-crop scores of the recipe by `ModelConfig.score`; config.SCORES lists the same names (checked in tests).
+SCORES: dict[str, Callable[[SLSPModel, Encoding, Tensor, Tensor], Tensor]] = {
+    "disc": disc_score, "recon": recon_score, "latent": latent_score}

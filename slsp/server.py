@@ -27,6 +27,7 @@ import slsp
 from slsp.errors import RuntimeMissing, SlspError
 
 PR_SET_PDEATHSIG = 1
+MODEL_CONTROL = ("none", "poll", "explicit")  # Triton's --model-control-mode values
 
 
 def free_port() -> int:
@@ -61,7 +62,7 @@ class Server:
     grpc_port: int = field(default_factory=free_port)
     metrics_port: int = field(default_factory=free_port)
     log_path: Path | None = None
-    model_control: str = "none"  # none | poll | explicit
+    model_control: str = "none"  # one of MODEL_CONTROL
     poll_seconds: int = 2
     proc: subprocess.Popen | None = None
     _tmp: Path | None = None

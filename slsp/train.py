@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from slsp import detector as det_io
 from slsp.calibrate import calibrate
 from slsp.config import DetectorConfig, TrainConfig
+from slsp.contract import CONFIG
 from slsp.detector import Detector
 from slsp.errors import CheckpointError, SlspError
 from slsp.imaging import collect, load
@@ -131,7 +132,7 @@ def open_run(run: Path, cfg: DetectorConfig, resume: bool) -> tuple[Detector, in
     if resume:
         if not (run / STATE).is_file():
             raise CheckpointError(f"--resume: no {STATE} in {run}")
-        if DetectorConfig.load(run / det_io.CONFIG).model != cfg.model:
+        if DetectorConfig.load(run / CONFIG).model != cfg.model:
             raise CheckpointError(f"--resume: {run} was trained with another model config")
         resumed = json.loads((run / TRAIN).read_text())
         return det_io.load(run), resumed["step"], resumed
@@ -141,10 +142,78 @@ def open_run(run: Path, cfg: DetectorConfig, resume: bool) -> tuple[Detector, in
     return Detector(cfg), 0, {}
 
 
-def _device() -> torch.device:
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    return torch.device("cpu")
+@dataclasses.dataclass(frozen=True)
+class Dist:
+    """Where this process trains: one of `world` ranks (1 without torchrun) on `device`."""
+
+    world: int
+    rank: int
+    device: torch.device
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup(seed: int) -> Dist:
+    """Seed, pick the device (the local GPU under torchrun, else the CPU) and join the process group if any."""
+    world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if cuda else torch.device("cpu")
+    if world > 1:
+        dist.init_process_group("nccl" if cuda else "gloo")
+    torch.manual_seed(seed)
+    if not cuda:
+        torch.use_deterministic_algorithms(True)
+    return Dist(world, rank, device)
+
+
+def optimizers(model: SLSPModel, tcfg: TrainConfig, run: Path | None = None, resumed: dict | None = None
+               ) -> dict[str, torch.optim.Optimizer]:
+    """One AdamW per objective (encoder + decoder for reconstruction, encoder + discriminator for the adversarial
+    term), restored from the run's state when resuming."""
+    enc_dec = list(model.encoder.parameters()) + list(model.decoder.parameters())
+    enc_disc = list(model.encoder.parameters()) + list(model.disc.parameters())
+    opts = {name: torch.optim.AdamW(params, lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+            for name, params in (("rec", enc_dec), ("adv", enc_disc))}
+    if resumed:
+        tensors = load_file(str(run / STATE))
+        for name, opt in opts.items():
+            _load_flat(name, opt, tensors, resumed["param_groups"][name])
+    return opts
+
+
+def batch(crops: Tensor, phis: Tensor, tcfg: TrainConfig, step: int, d: Dist) -> tuple[Tensor, Tensor, Tensor]:
+    """The step's batch, a function of (seed, step, rank) alone so a resumed run sees the same batches: crops and Phi
+    flipped alike at random, and each pseudo-fake's mix in [0.25, 1)."""
+    g = torch.Generator().manual_seed(tcfg.seed * 1_000_003 + step * d.world + d.rank)
+    idx = torch.randint(crops.shape[0], (tcfg.batch,), generator=g)
+    x, phi = SLSPModel.prepare(crops[idx], phis[idx])
+    flip_h = torch.rand(tcfg.batch, generator=g) < 0.5
+    flip_v = torch.rand(tcfg.batch, generator=g) < 0.5
+    x = torch.where(flip_h[:, None, None, None], x.flip(3), x)
+    phi = torch.where(flip_h[:, None, None, None], phi.flip(3), phi)
+    x = torch.where(flip_v[:, None, None, None], x.flip(2), x).to(d.device)
+    phi = torch.where(flip_v[:, None, None, None], phi.flip(2), phi).to(d.device)
+    mix = (0.25 + 0.75 * torch.rand(tcfg.batch, generator=g)).to(d.device)
+    return x, phi, mix
+
+
+def train_step(objectives: nn.Module, opts: dict[str, torch.optim.Optimizer], lr: float, x: Tensor, phi: Tensor,
+               mix: Tensor) -> dict[str, float]:
+    """One reconstruction update, then one adversarial update on the same batch."""
+    for opt in opts.values():
+        for group in opt.param_groups:
+            group["lr"] = lr
+    l_rec, _ = objectives("rec", x, phi, mix)
+    opts["rec"].zero_grad(set_to_none=True)
+    l_rec.backward()
+    opts["rec"].step()
+    l_adv, acc = objectives("adv", x, phi, mix)
+    opts["adv"].zero_grad(set_to_none=True)
+    l_adv.backward()
+    opts["adv"].step()
+    return {"rec": l_rec.item(), "adv": l_adv.item(), "acc": acc.item()}
 
 
 def train(
@@ -165,80 +234,41 @@ def train(
 
         return train_fluct(real_dirs, run, cfg, tcfg, resume=resume, quiet=quiet, checkpoint_every=checkpoint_every)
     run = Path(run)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    device = _device()
-    if world > 1:
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    torch.manual_seed(tcfg.seed)
-    if device.type == "cpu":
-        torch.use_deterministic_algorithms(True)
-
+    d = setup(tcfg.seed)
     files = collect(real_dirs)
     if len(files) < 4:
         raise SlspError(f"found {len(files)} images under {', '.join(map(str, real_dirs))}; need at least 4")
     train_files, hold_files = split(files, tcfg.holdout, tcfg.seed)
     det, start, resumed = open_run(run, cfg, resume)
 
-    crops, phis = extract_crops(det, train_files, tcfg.crops_per_image, quiet or rank > 0)
-    model = det.model.to(device).train()
-    enc_dec = list(model.encoder.parameters()) + list(model.decoder.parameters())
-    enc_disc = list(model.encoder.parameters()) + list(model.disc.parameters())
-    opts = {
-        "rec": torch.optim.AdamW(enc_dec, lr=tcfg.lr, weight_decay=tcfg.weight_decay),
-        "adv": torch.optim.AdamW(enc_disc, lr=tcfg.lr, weight_decay=tcfg.weight_decay),
-    }
-    if resume:
-        tensors = load_file(str(run / STATE))
-        for name, opt in opts.items():
-            _load_flat(name, opt, tensors, resumed["param_groups"][name])
+    crops, phis = extract_crops(det, train_files, tcfg.crops_per_image, quiet or not d.main)
+    model = det.model.to(d.device).train()
+    opts = optimizers(model, tcfg, run, resumed)
     objectives: nn.Module = Objectives(model, tcfg.fake_phi, tcfg.fake_mix)
-    if world > 1:
+    if d.world > 1:
         objectives = nn.parallel.DistributedDataParallel(objectives, find_unused_parameters=True)
-
     info = {
         "train_config": dataclasses.asdict(tcfg),
         "train_images": [str(f) for f in train_files],
         "holdout_images": [str(f) for f in hold_files],
         "train_crops": int(crops.shape[0]),
-        "world_size": world,
-        "device": str(device),
+        "world_size": d.world,
+        "device": str(d.device),
     }
-    if rank == 0:
+    if d.main:
         det_io.save(det, run)
-    n = crops.shape[0]
-    with bar(quiet or rank > 0) as pb:
+    with bar(quiet or not d.main) as pb:
         task = pb.add_task("train", total=tcfg.steps, completed=start, info="")
         for step in range(start, tcfg.steps):
-            g = torch.Generator().manual_seed(tcfg.seed * 1_000_003 + step * world + rank)
-            idx = torch.randint(n, (tcfg.batch,), generator=g)
-            x, phi = SLSPModel.prepare(crops[idx], phis[idx])
-            flip_h = torch.rand(tcfg.batch, generator=g) < 0.5
-            flip_v = torch.rand(tcfg.batch, generator=g) < 0.5
-            x = torch.where(flip_h[:, None, None, None], x.flip(3), x)
-            phi = torch.where(flip_h[:, None, None, None], phi.flip(3), phi)
-            x = torch.where(flip_v[:, None, None, None], x.flip(2), x).to(device)
-            phi = torch.where(flip_v[:, None, None, None], phi.flip(2), phi).to(device)
-            mix = (0.25 + 0.75 * torch.rand(tcfg.batch, generator=g)).to(device)
-            for opt in opts.values():
-                for group in opt.param_groups:
-                    group["lr"] = lr_at(step, tcfg)
-            l_rec, _ = objectives("rec", x, phi, mix)
-            opts["rec"].zero_grad(set_to_none=True)
-            l_rec.backward()
-            opts["rec"].step()
-            l_adv, acc = objectives("adv", x, phi, mix)
-            opts["adv"].zero_grad(set_to_none=True)
-            l_adv.backward()
-            opts["adv"].step()
-            pb.update(task, advance=1, info=f"rec {l_rec.item():.4f}  adv {l_adv.item():.3f}  acc {acc.item():.2f}")
+            losses = train_step(objectives, opts, lr_at(step, tcfg), *batch(crops, phis, tcfg, step, d))
+            pb.update(task, advance=1, info=f"rec {losses['rec']:.4f}  adv {losses['adv']:.3f}  acc {losses['acc']:.2f}")
             done = step + 1
-            if rank == 0 and (done % checkpoint_every == 0 or done == tcfg.steps):
+            if d.main and (done % checkpoint_every == 0 or done == tcfg.steps):
                 det_io.save(det, run)
-                _save_state(run, done, opts, {**info, "last": {"rec": l_rec.item(), "adv": l_adv.item()}})
-    if world > 1:
+                _save_state(run, done, opts, {**info, "last": {"rec": losses["rec"], "adv": losses["adv"]}})
+    if d.world > 1:
         dist.destroy_process_group()
-        if rank > 0:
+        if not d.main:
             return cfg
     det = det_io.load(run)
     cal = calibrate(det, hold_files, tcfg.target_fpr, quiet=quiet)

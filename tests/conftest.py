@@ -5,7 +5,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from slsp.config import DetectorConfig, FluctConfig, ModelConfig, TrsorConfig
+
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+# Tiny models of each family: trained, exported and served in seconds by the tests.
+TINY_SLSP = ModelConfig(dim=32, depth=2, heads=2, latent=16, decoder_channels=16)
+TINY_FLUCT = FluctConfig(width=8, latent=16)
+
+
+def tiny_config(family: str = "slsp", crops: int = 4, **fields) -> DetectorConfig:
+    """A detector config over a tiny model of `family`, K = `crops`."""
+    model = {"slsp": TINY_SLSP, "fluct": TINY_FLUCT}[family]
+    return DetectorConfig(trsor=TrsorConfig(crops=crops), model=model, **fields)
 
 
 def shared(*parts: str) -> Path:

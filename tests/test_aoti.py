@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from conftest import shared, synthetic_photo
+from slsp import contract
 from slsp import detector as det_io
 from slsp.errors import RuntimeMissing
 from slsp.export import torch2aoti
-from slsp.export.torch2onnx import OUTPUTS
 from slsp.imaging import load
 
 DET = det_io.load()
@@ -21,13 +21,13 @@ DET = det_io.load()
 
 @pytest.fixture(scope="module")
 def runner(served_artifacts: Path) -> torch2aoti.AotiRunner:
-    return torch2aoti.AotiRunner(served_artifacts / torch2aoti.PACKAGE)
+    return torch2aoti.AotiRunner(served_artifacts / contract.TRSOR_AOTI)
 
 
 def eager(image: np.ndarray) -> dict[str, np.ndarray]:
     with torch.inference_mode():
         out = DET.trsor(torch.from_numpy(image))
-    return {n: getattr(out, n).numpy() for n in OUTPUTS["trsor"]}
+    return {n: getattr(out, n).numpy() for n in contract.TRSOR.output_names}
 
 
 @pytest.mark.parametrize("size", [(64, 64), (65, 99), (129, 64), (200, 333), (128, 192)])
@@ -50,10 +50,10 @@ def test_matches_eager_on_real_photos(runner: torch2aoti.AotiRunner, name: str) 
 
 def test_thread_count_is_restored(served_artifacts: Path) -> None:
     before = torch.get_num_threads()
-    torch2aoti.AotiRunner(served_artifacts / torch2aoti.PACKAGE, threads=1).infer({"image": synthetic_photo(64, 80)})
+    torch2aoti.AotiRunner(served_artifacts / contract.TRSOR_AOTI, threads=1).infer({"image": synthetic_photo(64, 80)})
     assert torch.get_num_threads() == before
 
 
 def test_missing_package_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(RuntimeMissing, match="--aoti"):
-        torch2aoti.AotiRunner(tmp_path / torch2aoti.PACKAGE)
+        torch2aoti.AotiRunner(tmp_path / contract.TRSOR_AOTI)

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from conftest import shared
-from slsp import bench
-from slsp.bench import photo_at
+from slsp.bench import engines
+from slsp.bench.timing import photo_at
 from slsp.imaging import load
 
 
@@ -52,7 +52,7 @@ def test_bench_engines_cli(served_artifacts: Path, tmp_path: Path) -> None:
 def test_cuda_engines_shape() -> None:
     from slsp import detector
 
-    res = bench.cuda_engines(detector.load(), load(shared("real", "dev", "bsd100_img_020.png")), [(64, 96), (130, 70)], min_time=0)
+    res = engines.cuda_engines(detector.load(), load(shared("real", "dev", "bsd100_img_020.png")), [(64, 96), (130, 70)], min_time=0)
     assert res["device"] and [r["size"] for r in res["trsor"]] == ["96x64", "70x130"]
     assert all(r["median_ms"] > 0 and r["mpix_per_s"] > 0 for r in res["trsor"])
     assert [r["crops"] for r in res["model"]] == [16, 64, 256, 1024] and all(r["images_per_s"] > 0 for r in res["model"])

@@ -15,18 +15,19 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from conftest import shared, synthetic_photo
+from conftest import shared, synthetic_photo, tiny_config
+from slsp import contract
 from slsp import detector as det_io
-from slsp.config import DetectorConfig, FluctConfig, FusionConfig, ModelConfig, TrsorConfig
+from slsp.config import FusionConfig
 from slsp.detector import Detector
 from slsp.errors import ParityError, RuntimeMissing, SlspError
 from slsp.export import build, onnx2trt, parity, torch2onnx
 from slsp.export.runners import OrtRunner, Pipeline, TorchRunner
 
-CFG = DetectorConfig(trsor=TrsorConfig(crops=6), model=ModelConfig(dim=32, depth=2, heads=2, latent=16, decoder_channels=16), threshold=0.5)
+CFG = tiny_config("slsp", crops=6, threshold=0.5)
 # Each model family is exported and gated the same way; the fluct config also exports the noise fusion.
-FAMILY_CFGS = {"slsp": CFG, "fluct": DetectorConfig(trsor=TrsorConfig(crops=6), model=FluctConfig(width=8, latent=16),
-                                                    fusion=FusionConfig(True, 0.45, 0.05, -0.6, 1.2), threshold=0.5)}
+FAMILY_CFGS = {"slsp": CFG, "fluct": tiny_config("fluct", crops=6, fusion=FusionConfig(True, 0.45, 0.05, -0.6, 1.2),
+                                                 threshold=0.5)}
 
 
 @pytest.fixture(scope="module", params=list(FAMILY_CFGS))
@@ -45,13 +46,11 @@ def artifacts(run_dir: Path, tmp_path_factory) -> Path:
 
 
 def test_artifacts_are_checked_and_carry_metadata(artifacts: Path, run_dir: Path) -> None:
-    for stage in torch2onnx.STAGES:
-        proto = onnx.load(str(artifacts / f"{stage}.onnx"))
+    for stage in contract.STAGES.values():
+        proto = onnx.load(str(artifacts / stage.onnx))
         onnx.checker.check_model(proto, full_check=True)
         assert proto.opset_import[0].version <= 20
-        assert [i.name for i in proto.graph.input] == torch2onnx.INPUTS[stage]
-        assert [o.name for o in proto.graph.output] == torch2onnx.OUTPUTS[stage]
-    meta = torch2onnx.read_metadata(artifacts / "slsp.onnx")
+    meta = torch2onnx.read_metadata(artifacts / contract.FUSED.onnx)
     assert meta["checkpoint_sha256"] == det_io.checkpoint_hash(run_dir)
     assert (meta["patch"], meta["K"], meta["iterations"], float(meta["threshold"])) == ("7", "6", "3", 0.5)
     report = json.loads((artifacts / "parity.json").read_text())

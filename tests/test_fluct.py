@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 from PIL import Image
 from safetensors.torch import load_file
 
-from conftest import shared, synthetic_photo
+from conftest import TINY_FLUCT, shared, synthetic_photo, tiny_config
 from slsp import detector as det_io
-from slsp.config import DetectorConfig, FluctConfig, FusionConfig, TrainConfig, TrsorConfig
+from slsp.config import DetectorConfig, FluctConfig, FusionConfig, TrainConfig
 from slsp.detector import Detector
 from slsp.errors import ConfigError
 from slsp.fluct import FluctModel, residual
@@ -26,8 +26,7 @@ from slsp.imaging import load
 from slsp.pseudofakes import process, pseudo_fake, training_crop
 from slsp.scoring import Scorer
 
-TINY = FluctConfig(width=8, latent=16)
-CFG = DetectorConfig(trsor=TrsorConfig(crops=4), model=TINY)
+CFG = tiny_config("fluct")
 
 
 def reference_residual(x: np.ndarray) -> np.ndarray:
@@ -49,13 +48,13 @@ def test_residual_matches_reference_and_ignores_content_offset(h: int, w: int, s
 
 
 def test_model_scores_crops_and_rejects_bad_config() -> None:
-    m = FluctModel(TINY).eval()
+    m = FluctModel(TINY_FLUCT).eval()
     crops = torch.randint(0, 256, (5, 64, 64, 3), dtype=torch.uint8)
     s = m(crops, torch.ones(5, 64, 64))
     assert s.shape == (5,) and s.dtype == torch.float32 and ((s >= 0) & (s <= 1)).all()
     for bad in ({"score": "recon"}, {"crop": 60}, {"gain": 0.0}, {"family": "slsp"}):
         with pytest.raises(ConfigError):
-            FluctConfig(**{**dataclasses.asdict(TINY), **bad})
+            FluctConfig(**{**dataclasses.asdict(TINY_FLUCT), **bad})
 
 
 def test_config_round_trips_by_family() -> None:

@@ -17,9 +17,10 @@ from hypothesis import strategies as st
 
 import reference
 from conftest import shared, synthetic_photo
+from slsp import contract
 from slsp import detector as det_io
-from slsp.errors import RuntimeMissing
-from slsp.export import build, repository, torch2aoti, trsor_native
+from slsp.errors import ImageError, RuntimeMissing
+from slsp.export import repository, trsor_backends, trsor_native
 from slsp.imaging import load
 
 DET = det_io.load()
@@ -99,16 +100,16 @@ def test_lower_instruction_sets_match_eager(march: str, tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def compiled(served_artifacts: Path) -> dict:
-    return {name: make(served_artifacts, 0) for name, (_, make) in build.CPU_TRSOR.items()}
+    return {name: b.open(served_artifacts, "cpu", 0) for name, b in trsor_backends.COMPILED.items()}
 
 
-@pytest.mark.parametrize("runtime", sorted(build.CPU_TRSOR))
+@pytest.mark.parametrize("runtime", sorted(trsor_backends.COMPILED))
 @pytest.mark.parametrize("shape", [(63, 100, 3), (100, 10, 3), (10, 10, 3), (64, 64), (64, 64, 4)])
 def test_bad_shapes_are_refused_before_native_code(compiled: dict, runtime: str, shape: tuple[int, ...]) -> None:
     """Both compiled TrSORs (this kernel and the AOTInductor package) read out of bounds below one crop."""
-    with pytest.raises(ValueError, match=">= 64"):
+    with pytest.raises(ImageError, match="minimum size 64 x 64" if len(shape) == 3 and shape[2] == 3 else "uint8 H x W x 3"):
         compiled[runtime].infer({"image": np.zeros(shape, np.uint8)})
-    with pytest.raises(ValueError, match="uint8"):
+    with pytest.raises(ImageError, match="uint8"):
         compiled[runtime].infer({"image": np.zeros((64, 64, 3), np.float32)})
 
 
@@ -118,10 +119,10 @@ def test_missing_library_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_library_for_another_cpu_is_refused(served_artifacts: Path, tmp_path: Path) -> None:
-    for f in (trsor_native.LIBRARY, trsor_native.META):
+    for f in (contract.TRSOR_NATIVE, contract.TRSOR_NATIVE_META):
         shutil.copy2(served_artifacts / f, tmp_path / f)
-    meta = json.loads((tmp_path / trsor_native.META).read_text())
-    (tmp_path / trsor_native.META).write_text(json.dumps({**meta, "march": "x86-64-v9"}))
+    meta = json.loads((tmp_path / contract.TRSOR_NATIVE_META).read_text())
+    (tmp_path / contract.TRSOR_NATIVE_META).write_text(json.dumps({**meta, "march": "x86-64-v9"}))
     with pytest.raises(RuntimeMissing, match="x86-64-v9.*export again"):
         trsor_native.NativeRunner(tmp_path)
 
@@ -130,9 +131,9 @@ def test_repository_serves_the_fastest_cpu_trsor(served_artifacts: Path, tmp_pat
     """CPU target: the C++ kernel, else the AOTInductor package; GPU target: trsor.onnx (x86 code is no GPU code)."""
     no_native = tmp_path / "no-native"
     shutil.copytree(served_artifacts, no_native, ignore=shutil.ignore_patterns("trsor_native.*"))
-    cases = [(served_artifacts, "cpu", [trsor_native.LIBRARY, trsor_native.META]), (no_native, "cpu", [torch2aoti.PACKAGE]),
-             (served_artifacts, "gpu", ["trsor.onnx"])]
-    trsors = {trsor_native.LIBRARY, trsor_native.META, torch2aoti.PACKAGE, "trsor.onnx"}
+    cases = [(served_artifacts, "cpu", [contract.TRSOR_NATIVE, contract.TRSOR_NATIVE_META]), (no_native, "cpu", [contract.TRSOR_AOTI]),
+             (served_artifacts, "gpu", [contract.TRSOR.onnx])]
+    trsors = {contract.TRSOR_NATIVE, contract.TRSOR_NATIVE_META, contract.TRSOR_AOTI, contract.TRSOR.onnx}
     for i, (art, target, want) in enumerate(cases):
         repo = tmp_path / f"repo{i}"
         v = repository.write(art, repo, repository.ServingConfig(target=target))

@@ -163,18 +163,19 @@ def test_configs_parse_back_through_the_schema(server: Server) -> None:
 
 
 def test_bench_server_smoke(server: Server, served_artifacts: Path, tmp_path: Path) -> None:
-    from slsp import bench
+    from slsp.bench import server as bench_server
+    from slsp.bench.timing import save
 
     images = [shared("real", "dev", "bsd100_img_020.png"), shared("fake", "dev", "ldm-txt2img", "fire_1.png")]
     for url in (server.grpc_url, server.http_url):
-        res = bench.server(url, images, served_artifacts, concurrencies=(1, 2), requests=4, quiet=True)
+        res = bench_server.measure(url, images, served_artifacts, concurrencies=(1, 2), requests=4, quiet=True)
         assert [r["concurrency"] for r in res["rows"]] == [1, 2]
         for r in res["rows"]:
             assert r["requests"] == 4 and r["errors"] == 0 and r["p50_ms"] <= r["p99_ms"]
             assert {"slsp_decode_trsor", "slsp_model", "slsp_score"} <= set(r["server_split"])
         assert res["served_engines"] == "native-cpu" and res["inprocess_served_engines"]["requests"] == 4  # same run
-        assert "vs ORT" in bench.table(res) and r["throughput_vs_inprocess_served_engines"] > 0
-        assert json.loads(bench.save(res, tmp_path).read_text())["kind"] == "server"
+        assert "vs ORT" in bench_server.table(res) and r["throughput_vs_inprocess_served_engines"] > 0
+        assert json.loads(save(res, tmp_path).read_text())["kind"] == "server"
 
 
 def test_killed_server_leaves_no_shared_memory(server: Server) -> None:

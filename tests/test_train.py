@@ -10,14 +10,14 @@ import pytest
 from PIL import Image
 from safetensors.torch import load_file
 
-from conftest import shared
+from conftest import shared, tiny_config
 from slsp import detector as det_io
-from slsp.config import DetectorConfig, ModelConfig, TrainConfig, TrsorConfig
+from slsp.config import TrainConfig
 from slsp.errors import SlspError
 from slsp.imaging import load
 from slsp.train import train
 
-CFG = DetectorConfig(trsor=TrsorConfig(crops=4), model=ModelConfig(dim=32, depth=2, heads=2, latent=16, decoder_channels=16))
+CFG = tiny_config("slsp")
 
 
 @pytest.fixture(scope="module")
@@ -81,9 +81,11 @@ def test_torchrun_two_processes_ddp(real_dir: Path, tmp_path: Path) -> None:
     script = tmp_path / "ddp_train.py"
     script.write_text(
         "from pathlib import Path\n"
-        "from slsp.config import DetectorConfig, ModelConfig, TrainConfig, TrsorConfig\n"
+        f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "from conftest import tiny_config\n"
+        "from slsp.config import TrainConfig\n"
         "from slsp.train import train\n"
-        "cfg = DetectorConfig(trsor=TrsorConfig(crops=4), model=ModelConfig(dim=32, depth=2, heads=2, latent=16, decoder_channels=16))\n"
+        "cfg = tiny_config('slsp')\n"
         f"train([Path({str(real_dir)!r})], Path({str(tmp_path / 'run')!r}), cfg,\n"
         "      TrainConfig(steps=3, batch=4, warmup=2, crops_per_image=4, holdout=0.25), quiet=True)\n"
     )

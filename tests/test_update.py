@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import shared
+from conftest import TINY_SLSP, shared
 from slsp import detector as det_io
 from slsp.clients.client import SlspClient
-from slsp.config import DetectorConfig, ModelConfig
+from slsp.config import DetectorConfig
 from slsp.detector import Detector
 from slsp.export import build, repository, torch2onnx
 from slsp.imaging import load
@@ -26,7 +26,7 @@ def other_model(tmp: Path) -> Path:
     """A second checkpoint with the shipped TrSOR settings (shape-compatible), different weights."""
     torch.manual_seed(123)
     cfg = det_io.load().cfg
-    small = DetectorConfig(trsor=cfg.trsor, model=ModelConfig(dim=32, depth=2, heads=2, latent=16, decoder_channels=16), threshold=0.5)
+    small = DetectorConfig(trsor=cfg.trsor, model=TINY_SLSP, threshold=0.5)
     det_io.save(Detector(small), tmp / "run2")
     return tmp / "run2"
 

@@ -13,22 +13,25 @@ sys.path[:0] = [p for p in os.environ.get("SLSP_PYTHONPATH", "").split(os.pathse
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from slsp import contract
 from slsp.onnxrt import triton_session
+
+(OUTPUT,) = contract.MODEL.output_names
 
 
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
-        self.session, _ = triton_session(args, "model.onnx")
+        self.session, _ = triton_session(args, contract.MODEL.onnx)
 
     def execute(self, requests: list) -> list:
-        crops = [pb_utils.get_input_tensor_by_name(r, "crops").as_numpy() for r in requests]
-        phis = [pb_utils.get_input_tensor_by_name(r, "crop_phi").as_numpy() for r in requests]
+        inputs = {n: [pb_utils.get_input_tensor_by_name(r, n).as_numpy() for r in requests]
+                  for n in contract.MODEL.input_names}
         try:
-            scores = self.session.run(["crop_scores"], {"crops": np.concatenate(crops), "crop_phi": np.concatenate(phis)})[0]
+            scores = self.session.run([OUTPUT], {n: np.concatenate(v) for n, v in inputs.items()})[0]
         except Exception as e:  # noqa: BLE001
             return [pb_utils.InferenceResponse(error=pb_utils.TritonError(f"internal error: {e!r}")) for _ in requests]
-        bounds = np.cumsum([0] + [c.shape[0] for c in crops])
+        bounds = np.cumsum([0] + [c.shape[0] for c in inputs[contract.CROPS]])
         return [
-            pb_utils.InferenceResponse([pb_utils.Tensor("crop_scores", scores[a:b].reshape(-1, 1))])
+            pb_utils.InferenceResponse([pb_utils.Tensor(OUTPUT, scores[a:b].reshape(-1, 1))])
             for a, b in zip(bounds[:-1], bounds[1:])
         ]

@@ -1,0 +1,171 @@
+"""`slsp bench engines`: per-stage latency in-process, PyTorch eager next to ONNX Runtime and the compiled TrSORs,
+TrSOR next to its memory floor and the model next to its compute floor, all measured in the same run."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PIL import Image
+
+from slsp import contract
+from slsp.bench.timing import machine, photo_at, timeit, timeit_blocks
+
+# Results are keyed by stage name (trsor, model, score) and "pipeline" for the whole detector.
+TRSOR, MODEL, SCORING = (s.name for s in contract.CHAIN)
+SIZES = ((256, 256), (512, 512), (1024, 1024), (2048, 2048), (3000, 4000))
+
+
+def memory_floor(img: np.ndarray) -> Callable[[], object]:
+    """One read of the uint8 image and one float32 write of the same size: what any TrSOR must at least do."""
+    import torch
+
+    src = torch.from_numpy(img)
+    dst = torch.empty(img.shape, dtype=torch.float32)
+    return lambda: dst.copy_(src)
+
+
+def compute_floor(n: int = 1024, min_time: float = 1.0) -> float:
+    """The machine's dense float32 ceiling in GFLOP/s: a square matrix product through PyTorch's BLAS."""
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    return 2 * n**3 / (timeit(lambda: a @ b, min_time)["min_ms"] * 1e6)
+
+
+def model_gflop(model, crops, phi) -> float:
+    """Floating-point work of one forward pass of the batched model (matmuls, convolutions, attention)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        model(crops, phi)
+    return counter.get_total_flops() / 1e9
+
+
+def cuda_engines(det, base: np.ndarray, sizes, min_time: float = 1.0) -> dict:
+    """PyTorch CUDA on the current GPU: TrSOR per image size (the image already on the GPU) and the batched model
+    over 1 to 64 images' crops. Each timed run ends with a device synchronise, so host time is device time."""
+    import copy
+
+    import torch
+
+    gpu = copy.deepcopy(det).to("cuda")
+    timed = lambda fn: timeit(lambda: (fn(), torch.cuda.synchronize()), min_time)  # noqa: E731
+    out = {"device": torch.cuda.get_device_name(0), TRSOR: [], MODEL: []}
+    with torch.inference_mode():
+        for h, w in sizes:
+            img = torch.from_numpy(photo_at(base, h, w)).cuda()
+            t = timed(lambda: gpu.trsor(img))
+            out[TRSOR].append({"size": f"{w}x{h}", **t, "mpix_per_s": h * w / 1e3 / t["median_ms"]})
+        sel = gpu.trsor(img)  # the largest size's crops
+        for n in (1, 4, 16, 64):
+            crops, phi = sel.crops.repeat(n, 1, 1, 1), sel.crop_phi.repeat(n, 1, 1)
+            t = timed(lambda: gpu.model(crops, phi))
+            out[MODEL].append({"images": n, "crops": int(crops.shape[0]), **t, "images_per_s": n * 1e3 / t["median_ms"]})
+    return out
+
+
+def measure(run: Path | None, artifacts: Path, source: Path, sizes=SIZES, min_time: float = 1.0, quiet: bool = False,
+            threads: int = 0) -> dict:
+    import torch
+
+    from slsp import detector as det_io
+    from slsp.export.build import compiled_pipelines, verify_artifacts
+    from slsp.export.runners import OrtRunner
+    from slsp.imaging import decode, load
+    from slsp.progress import bar
+
+    det = det_io.load(run)
+    verify_artifacts(det, det_io.default_dir() if run is None else run, artifacts)
+    base = load(source)
+    if threads:
+        torch.set_num_threads(threads)
+    stages = {s.name: OrtRunner(artifacts / s.onnx, threads=threads) for s in contract.STAGES.values()}
+    # Compiled TrSORs in the artifacts (AOTInductor, the C++ kernel), each with the pipeline the CPU server runs.
+    compiled = {name.removesuffix("-cpu"): p for name, p in compiled_pipelines(artifacts, threads).items()}
+    peak = compute_floor(min_time=min_time)
+    rows = []
+    with bar(quiet) as pb, torch.inference_mode():
+        task = pb.add_task("bench engines", total=len(sizes), info="")
+        for h, w in sizes:
+            img = photo_at(base, h, w)
+            encoded = _png(img)
+            t = det.trsor(torch.from_numpy(img))
+            crops, phi, valid, sigma = t.crops, t.crop_phi, t.valid, t.sigma
+            scores = det.model(crops, phi)
+            feeds = {contract.IMAGE: img, contract.CROPS: crops.numpy(), contract.CROP_PHI: phi.numpy(),
+                     contract.CROP_SCORES: scores.numpy(), contract.VALID: valid.numpy(), contract.SIGMA: sigma.numpy()}
+            r = {"size": f"{w}x{h}", "pixels": h * w}
+            r["decode_png"] = timeit(lambda: decode(encoded), min_time)
+            r["floor"] = timeit(memory_floor(img), min_time)
+            torch_fns = {TRSOR: lambda: det.trsor(torch.from_numpy(img)), MODEL: lambda: det.model(crops, phi),
+                         SCORING: lambda: det.scorer(scores, valid, sigma), "pipeline": lambda: det(torch.from_numpy(img))}
+            ort_fns = {**{s.name: lambda s=s: stages[s.name].infer(feeds) for s in contract.CHAIN},
+                       "pipeline": lambda: stages[contract.FUSED.name].infer(feeds)}
+            r["torch"], r["ort"] = {}, {}
+            if not rows:  # the first size also paid for thread pools and caches warming up (model 1.5x slower)
+                timeit_blocks([torch_fns["pipeline"], ort_fns["pipeline"]], min_time)
+            # The compiled TrSORs, and the pipelines the CPU server runs with them, join the same alternating blocks.
+            for s in torch_fns:
+                extra = {k: (p.trsor.infer if s == TRSOR else p.infer) for k, p in compiled.items()} if s in (TRSOR, "pipeline") else {}
+                times = timeit_blocks([torch_fns[s], ort_fns[s]] + [lambda f=f: f(feeds) for f in extra.values()], min_time)
+                r["torch"][s], r["ort"][s] = times[:2]
+                for k, t in zip(extra, times[2:]):
+                    r.setdefault(k, {})[s] = t
+            gflop = model_gflop(det.model, crops, phi)
+            floor_ms = 1e3 * gflop / peak  # the model's work at the machine's matmul rate
+            r["model_gflop"] = gflop
+            r["ratios"] = {
+                "trsor_ort_over_floor": r["ort"][TRSOR]["median_ms"] / r["floor"]["median_ms"],
+                "trsor_torch_over_floor": r["torch"][TRSOR]["median_ms"] / r["floor"]["median_ms"],
+                "model_ort_over_compute_floor": r["ort"][MODEL]["median_ms"] / floor_ms,
+                "model_torch_over_compute_floor": r["torch"][MODEL]["median_ms"] / floor_ms,
+                "pipeline_ort_speedup_over_torch": r["torch"]["pipeline"]["median_ms"] / r["ort"]["pipeline"]["median_ms"],
+            }
+            for k in compiled:
+                r["ratios"].update({
+                    f"trsor_{k}_over_floor": r[k][TRSOR]["median_ms"] / r["floor"]["median_ms"],
+                    f"trsor_{k}_speedup_over_ort": r["ort"][TRSOR]["median_ms"] / r[k][TRSOR]["median_ms"],
+                    f"pipeline_{k}_speedup_over_torch": r["torch"]["pipeline"]["median_ms"] / r[k]["pipeline"]["median_ms"]})
+            rows.append(r)
+            pb.advance(task)
+    result = {"kind": "engines", "machine": machine(), "threads": threads, "source": str(source),
+              "crops_per_image": det.cfg.trsor.crops, "matmul_gflops": peak, "compiled": list(compiled), "rows": rows}
+    if torch.cuda.is_available():
+        result["cuda"] = cuda_engines(det, base, sizes, min_time)
+    return result
+
+
+def _png(img: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def table(result: dict) -> str:
+    """The engines result as printed by `slsp bench engines`."""
+    lines = [f"{'size':<11}{'floor':>8}{'trsor ort':>11}{'/floor':>8}{'trsor pt':>10}{'model ort':>11}{'model pt':>10}"
+             f"{'/mm':>6}{'pipe ort':>10}{'pipe pt':>9}{'ort/pt x':>9}{'decode':>9}"
+             + "".join(f"{'trsor ' + k:>13}{'/floor':>8}{'pipe ' + k:>13}{k + '/pt x':>12}" for k in result.get("compiled", []))
+             + "   (median ms)"]
+    for r in result["rows"]:
+        lines.append(f"{r['size']:<11}{r['floor']['median_ms']:>8.2f}{r['ort'][TRSOR]['median_ms']:>11.2f}"
+                     f"{r['ratios']['trsor_ort_over_floor']:>8.1f}{r['torch'][TRSOR]['median_ms']:>10.2f}"
+                     f"{r['ort'][MODEL]['median_ms']:>11.2f}{r['torch'][MODEL]['median_ms']:>10.2f}"
+                     f"{r['ratios']['model_ort_over_compute_floor']:>6.1f}"
+                     f"{r['ort']['pipeline']['median_ms']:>10.2f}{r['torch']['pipeline']['median_ms']:>9.2f}"
+                     f"{r['ratios']['pipeline_ort_speedup_over_torch']:>9.2f}{r['decode_png']['median_ms']:>9.2f}"
+                     + "".join(f"{r[k][TRSOR]['median_ms']:>13.2f}{r['ratios'][f'trsor_{k}_over_floor']:>8.1f}"
+                               f"{r[k]['pipeline']['median_ms']:>13.2f}{r['ratios'][f'pipeline_{k}_speedup_over_torch']:>12.2f}"
+                               for k in result.get("compiled", [])))
+    lines.append(f"/floor: TrSOR over one uint8 read + float32 write; /mm: the model over its {result['rows'][0]['model_gflop']:.2f} "
+                 f"GFLOP at the {result['matmul_gflops']:.0f} GFLOP/s of a 1024^3 matmul; "
+                 f"threads: {result.get('threads') or 'engine defaults'}")
+    if "cuda" in result:
+        cuda = result["cuda"]
+        lines.append(f"PyTorch CUDA on {cuda['device']}: TrSOR " + ", ".join(
+            f"{r['size']} {r['median_ms']:.2f} ms ({r['mpix_per_s']:.0f} MP/s)" for r in cuda[TRSOR]) + "; model " + ", ".join(
+            f"{r['crops']} crops {r['median_ms']:.2f} ms ({r['images_per_s']:.0f} img/s)" for r in cuda[MODEL]))
+    return "\n".join(lines)

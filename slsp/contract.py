@@ -1,0 +1,114 @@
+"""The stage contract: every tensor, artifact and Triton model name the pipeline is built from, written once.
+
+ONNX export, the runners, the Triton repository writer, the Triton member files and the client read their names,
+dtypes and dims from here (torch-free, so the client and the server's members import it cheaply), and
+tests/test_contract.py checks every exported graph, generated config and the client against it.
+
+Dims are ints or symbols: "H", "W" (image, dynamic), "N" (crop batch, dynamic), "K" (crops per image, from the
+config), "C" (crop side, from the config).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Tensor names of the stage graphs (and of the Triton members, which pass them on unchanged).
+IMAGE, CROPS, CROP_PHI, POSITIONS, VALID, SIGMA = "image", "crops", "crop_phi", "positions", "valid", "sigma"
+CROP_SCORES, SCORE, VERDICT = "crop_scores", "score", "verdict"
+DYNAMIC_DIMS = {"H": "height", "W": "width", "N": "batch"}
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One named tensor: its NumPy dtype name and its dims (ints or the symbols above)."""
+
+    name: str
+    dtype: str
+    dims: tuple[int | str, ...]
+
+    def shape(self, crop: int, crops: int) -> tuple[int, ...]:
+        """Concrete dims for a config: C and K filled in, dynamic dims as -1."""
+        fixed = {"C": crop, "K": crops}
+        return tuple(d if isinstance(d, int) else fixed.get(d, -1) for d in self.dims)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One exported graph: inputs, outputs and the ONNX file it is written to."""
+
+    name: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+    @property
+    def onnx(self) -> str:
+        return f"{self.name}.onnx"
+
+    @property
+    def input_names(self) -> list[str]:
+        return [t.name for t in self.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [t.name for t in self.outputs]
+
+    def dynamic_axes(self) -> dict[str, dict[int, str]]:
+        """For `torch.onnx.export`: the symbolic axes of each input and output."""
+        out = {}
+        for t in (*self.inputs, *self.outputs):
+            axes = {i: DYNAMIC_DIMS[d] for i, d in enumerate(t.dims) if d in DYNAMIC_DIMS}
+            if axes:
+                out[t.name] = axes
+        return out
+
+
+_T = {t.name: t for t in (
+    TensorSpec(IMAGE, "uint8", ("H", "W", 3)),
+    TensorSpec(CROPS, "uint8", ("K", "C", "C", 3)),
+    TensorSpec(CROP_PHI, "float32", ("K", "C", "C")),  # Phi inside each crop, 0 or 1
+    TensorSpec(POSITIONS, "int64", ("K", 2)),  # top-left (y, x) of each crop
+    TensorSpec(VALID, "bool", ("K",)),
+    TensorSpec(SIGMA, "float32", ()),  # TrSOR's noise estimate, gray levels
+    TensorSpec(CROP_SCORES, "float32", ("K",)),
+    TensorSpec(SCORE, "float32", ()),
+    TensorSpec(VERDICT, "bool", ()),
+)}
+
+
+def _batch(t: TensorSpec) -> TensorSpec:
+    """The model stage takes crops of any number of images: K becomes the dynamic batch N."""
+    return TensorSpec(t.name, t.dtype, tuple("N" if d == "K" else d for d in t.dims))
+
+
+TRSOR = Stage("trsor", (_T[IMAGE],), tuple(_T[n] for n in (CROPS, CROP_PHI, POSITIONS, VALID, SIGMA)))
+MODEL = Stage("model", (_batch(_T[CROPS]), _batch(_T[CROP_PHI])), (_batch(_T[CROP_SCORES]),))
+SCORING = Stage("score", tuple(_T[n] for n in (CROP_SCORES, VALID, SIGMA)), (_T[SCORE], _T[VERDICT]))
+FUSED = Stage("slsp", (_T[IMAGE],), tuple(_T[n] for n in (SCORE, VERDICT, POSITIONS, CROP_SCORES, VALID, SIGMA)))
+STAGES = {s.name: s for s in (TRSOR, MODEL, SCORING, FUSED)}
+CHAIN = (TRSOR, MODEL, SCORING)  # what the Triton ensemble and `Pipeline` run, in order
+
+# Artifact files `slsp export` writes beside the stage graphs (`Stage.onnx`).
+CONFIG = "config.json"  # the resolved DetectorConfig, also in every run folder
+PARITY_REPORT = "parity.json"
+TRSOR_AOTI = "trsor.pt2"  # AOTInductor package (--aoti)
+TRSOR_NATIVE, TRSOR_NATIVE_META = "trsor_native.so", "trsor_native.json"  # C++ kernel and its constants (--native)
+TRT_TIMING_CACHE = "timing.cache"
+
+
+def plan(stage: Stage) -> str:
+    """The TensorRT engine file of a stage (--trt)."""
+    return f"{stage.name}.plan"
+
+
+# The Triton repository: an ensemble over three members, one per stage of CHAIN.
+ENSEMBLE = "slsp"
+MEMBERS = {TRSOR.name: "slsp_decode_trsor", MODEL.name: "slsp_model", SCORING.name: "slsp_score"}
+SERVED_CONFIG = "slsp_config.json"  # the decode member's copy of CONFIG, one per version folder
+# The ensemble takes one encoded image (TYPE_STRING) and returns the fused stage's outputs, upper-cased.
+ENSEMBLE_INPUT = TensorSpec(IMAGE.upper(), "bytes", (1,))
+ENSEMBLE_OUTPUTS = tuple(TensorSpec(t.name.upper(), t.dtype, t.dims) for t in FUSED.outputs)
+
+
+def served(name: str) -> str:
+    """The ensemble's name for a fused-stage output."""
+    return name.upper()
