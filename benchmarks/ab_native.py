@@ -18,7 +18,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from slsp import detector
+from slsp import contract, detector
 from slsp.bench.timing import ab, ab_cells, parse_size, photo_at
 from slsp.export import trsor_native
 from slsp.imaging import load
@@ -49,7 +49,7 @@ def main() -> None:
         for threads in args.threads or [1]:
             runners = {name: trsor_native.NativeRunner(d, threads) for name, d in variants.items()}
             for size in args.size or ["1024x1024", "2048x2048"]:
-                feed = {"image": photo_at(base, *parse_size(size))}
+                feed = {contract.IMAGE: photo_at(base, *parse_size(size))}
                 fns = {name: lambda r=r: r.infer(feed) for name, r in runners.items()}
                 rows.append({"size": size, "threads": threads, **ab(fns, args.block, args.rounds)})
     if args.json:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import onnxruntime as ort
 
+from slsp import contract
 from slsp.bench.timing import ab, ab_cells, parse_size, photo_at
 from slsp.imaging import load
 
@@ -32,7 +33,7 @@ def main() -> None:
     base = load(args.source)
     rows = []
     for size in args.size or ["1024x1024", "2048x2048"]:
-        feed = {"image": photo_at(base, *parse_size(size))}
+        feed = {contract.IMAGE: photo_at(base, *parse_size(size))}
         fns = {str(p): lambda s=sess: s.run(None, feed) for p, sess in zip(args.onnx, sessions)}
         rows.append({"size": size, **ab(fns, args.block, args.rounds)})
     if args.json:

@@ -58,7 +58,10 @@ def main() -> None:
     for r in rows:
         print(f"{r['repo']}: {r['throughput_rps']:.2f} img/s  p50 {r['p50_ms']:.0f} ms  p99 {r['p99_ms']:.0f} ms  "
               f"errors {r['errors']}")
-    print(f"B / A throughput: {result['b_over_a']:.2f}x  (c={args.concurrency}, {args.rounds} x {args.requests} requests each)")
+    print(
+        f"B / A throughput: {result['b_over_a']:.2f}x  "
+        f"(c={args.concurrency}, {args.rounds} x {args.requests} requests each)"
+    )
 
 
 if __name__ == "__main__":

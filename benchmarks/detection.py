@@ -30,41 +30,63 @@ REFERENCE = "fluct-a"  # no canonical transform: its baseline column is sigma of
 
 # name -> (run folder or None for the shipped default, how it was trained)
 CANDIDATES: dict[str, tuple[str | None, str]] = {
-    "slsp-recipe": ("runs/slsp-recipe",
-                    "slsp train --family slsp --real ../shared/data/real/train --out runs/slsp-recipe  "
-                    "(the authors' recipe, small; the weights shipped before this change)"),
-    "fluct-a": ("runs/fluct-a",
-                "slsp train --family fluct --real ../shared/data/real/train --real ../shared/data/real/train-camera "
-                "--out runs/fluct-a --steps 1500 --holdout 0.25 --crops-per-image 16 --canonical none"),
-    "fluct-a-cal": ("runs/fluct-a-cal",
-                    "(fluct-a) then slsp calibrate --model runs/fluct-a --out runs/fluct-a-cal --variant jpeg:90 "
-                    "--variant resize:0.75"),
-    "fluct-a-k32": ("runs/fluct-a-k32",
-                    "(fluct-a) with \"crops\": 32 in its config.json, then slsp calibrate --model runs/fluct-a-k32 "
-                    "--out runs/fluct-a-k32 (32 TrSOR crops per image instead of 16)"),
-    "fluct-a-canon-resize0.5": ("runs/fluct-a-canon-resize0.5",
-                                "(fluct-a) then slsp calibrate --model runs/fluct-a --out runs/fluct-a-canon-resize0.5 "
-                                "--canonical resize:0.5 (every image halved before scoring)"),
-    "fluct-a-canon-jpeg75": ("runs/fluct-a-canon-jpeg75",
-                             "(fluct-a) then slsp calibrate --model runs/fluct-a --out runs/fluct-a-canon-jpeg75 "
-                             "--canonical jpeg:75 (every image re-encoded as JPEG q75 before scoring)"),
-    "fluct-a-no-chain": ("runs/fluct-a-no-chain",
-                         "slsp train --family fluct --real ../shared/data/real/train --real ../shared/data/real/train-camera "
-                         "--out runs/fluct-a-no-chain --steps 1500 --holdout 0.25 --crops-per-image 16 --no-chain "
-                         "--canonical none"),
-    "fluct-a-no-residual": ("runs/fluct-a-no-residual",
-                            "slsp train --family fluct --real ../shared/data/real/train --real ../shared/data/real/train-camera "
-                            "--out runs/fluct-a-no-residual --steps 1500 --holdout 0.25 --crops-per-image 16 "
-                            "--no-residual --canonical none"),
-    "fluct-a-no-camera": ("runs/fluct-a-no-camera",
-                          "slsp train --family fluct --real ../shared/data/real/train "
-                          "--out runs/fluct-a-no-camera --steps 1500 --holdout 0.25 --crops-per-image 16 --canonical none"),
-    "fluct-a-no-camera-canon-resize0.5": ("runs/fluct-a-no-camera-canon-resize0.5",
-                                          "(fluct-a-no-camera) then slsp calibrate --model runs/fluct-a-no-camera "
-                                          "--out runs/fluct-a-no-camera-canon-resize0.5 --canonical resize:0.5"),
-    "fluct-b": ("runs/fluct-b",
-                "slsp train --family fluct --real ../shared/data/real/train --real ../shared/data/real/train-camera "
-                "--out runs/fluct-b --steps 4000 --holdout 0.25 --crops-per-image 16 --canonical none"),
+    "slsp-recipe": (
+        "runs/slsp-recipe",
+        "slsp train --family slsp --real ../shared/data/real/train --out runs/slsp-recipe  "
+        "(the authors' recipe, small; the weights shipped before this change)",
+    ),
+    "fluct-a": (
+        "runs/fluct-a",
+        "slsp train --family fluct --real ../shared/data/real/train --real ../shared/data/real/train-camera "
+        "--out runs/fluct-a --steps 1500 --holdout 0.25 --crops-per-image 16 --canonical none",
+    ),
+    "fluct-a-cal": (
+        "runs/fluct-a-cal",
+        "(fluct-a) then slsp calibrate --model runs/fluct-a --out runs/fluct-a-cal --variant jpeg:90 "
+        "--variant resize:0.75",
+    ),
+    "fluct-a-k32": (
+        "runs/fluct-a-k32",
+        '(fluct-a) with "crops": 32 in its config.json, then slsp calibrate --model runs/fluct-a-k32 '
+        "--out runs/fluct-a-k32 (32 TrSOR crops per image instead of 16)",
+    ),
+    "fluct-a-canon-resize0.5": (
+        "runs/fluct-a-canon-resize0.5",
+        "(fluct-a) then slsp calibrate --model runs/fluct-a --out runs/fluct-a-canon-resize0.5 "
+        "--canonical resize:0.5 (every image halved before scoring)",
+    ),
+    "fluct-a-canon-jpeg75": (
+        "runs/fluct-a-canon-jpeg75",
+        "(fluct-a) then slsp calibrate --model runs/fluct-a --out runs/fluct-a-canon-jpeg75 "
+        "--canonical jpeg:75 (every image re-encoded as JPEG q75 before scoring)",
+    ),
+    "fluct-a-no-chain": (
+        "runs/fluct-a-no-chain",
+        "slsp train --family fluct --real ../shared/data/real/train --real ../shared/data/real/train-camera "
+        "--out runs/fluct-a-no-chain --steps 1500 --holdout 0.25 --crops-per-image 16 --no-chain "
+        "--canonical none",
+    ),
+    "fluct-a-no-residual": (
+        "runs/fluct-a-no-residual",
+        "slsp train --family fluct --real ../shared/data/real/train --real ../shared/data/real/train-camera "
+        "--out runs/fluct-a-no-residual --steps 1500 --holdout 0.25 --crops-per-image 16 "
+        "--no-residual --canonical none",
+    ),
+    "fluct-a-no-camera": (
+        "runs/fluct-a-no-camera",
+        "slsp train --family fluct --real ../shared/data/real/train "
+        "--out runs/fluct-a-no-camera --steps 1500 --holdout 0.25 --crops-per-image 16 --canonical none",
+    ),
+    "fluct-a-no-camera-canon-resize0.5": (
+        "runs/fluct-a-no-camera-canon-resize0.5",
+        "(fluct-a-no-camera) then slsp calibrate --model runs/fluct-a-no-camera "
+        "--out runs/fluct-a-no-camera-canon-resize0.5 --canonical resize:0.5",
+    ),
+    "fluct-b": (
+        "runs/fluct-b",
+        "slsp train --family fluct --real ../shared/data/real/train --real ../shared/data/real/train-camera "
+        "--out runs/fluct-b --steps 4000 --holdout 0.25 --crops-per-image 16 --canonical none",
+    ),
 }
 # condition -> (--reencode, --perturb or None)
 CONDITIONS: dict[str, tuple[str, str | None]] = {
@@ -78,7 +100,8 @@ CONDITIONS: dict[str, tuple[str, str | None]] = {
 
 def eval_command(run: str | None, cond: str) -> str:
     reencode, perturb = CONDITIONS[cond]
-    cmd = f"slsp eval --real ../shared/data/real/dev --fake ../shared/data/fake/dev --trim-bottom {TRIM} --reencode {reencode}"
+    cmd = "slsp eval --real ../shared/data/real/dev --fake ../shared/data/fake/dev"
+    cmd += f" --trim-bottom {TRIM} --reencode {reencode}"
     cmd += f" --perturb {perturb}" if perturb else ""
     return cmd + (f" --model {run}" if run else "")
 
@@ -97,9 +120,13 @@ def reports(name: str, run: str | None, fresh: bool) -> dict[str, dict]:
                      perturb=perturbs or None, trim_bottom=TRIM, quiet=True)
         for cond, perturb in conds.items():
             key = perturb or "original"
-            scores = {"real": {m: [float(x) for x in v] if m != "files" else v for m, v in r["scores"]["real"][key].items()},
-                      "fake": {g: {m: [float(x) for x in v] if m != "files" else v for m, v in s[key].items()}
-                               for g, s in r["scores"]["fake"].items()}}
+            scores = {
+                "real": {m: [float(x) for x in v] if m != "files" else v for m, v in r["scores"]["real"][key].items()},
+                "fake": {
+                    g: {m: [float(x) for x in v] if m != "files" else v for m, v in s[key].items()}
+                    for g, s in r["scores"]["fake"].items()
+                },
+            }
             out[cond] = {"command": eval_command(run, cond), "threshold": r["threshold"],
                          "condition": r["conditions"][key], "scores": scores}
             paths[cond].parent.mkdir(parents=True, exist_ok=True)
@@ -112,7 +139,9 @@ def raw_baseline_diff(rec: dict, ref: dict) -> str:
     scored without a canonical transform: sigma of the pixels as the condition gives them), on the same images."""
     real, fake = rec["scores"]["real"], rec["scores"]["fake"]
     rreal, rfake = ref["scores"]["real"], ref["scores"]["fake"]
-    if len(real["model"]) != len(rreal["baseline"]) or any(len(fake[g]["model"]) != len(rfake[g]["baseline"]) for g in fake):
+    if len(real["model"]) != len(rreal["baseline"]) or any(
+        len(fake[g]["model"]) != len(rfake[g]["baseline"]) for g in fake
+    ):
         return "n/a (images skipped)"
     out = bootstrap({"model": np.asarray(real["model"]), "raw": np.asarray(rreal["baseline"])},
                     {g: {"model": np.asarray(fake[g]["model"]), "raw": np.asarray(rfake[g]["baseline"])} for g in fake})
@@ -127,9 +156,16 @@ def _fmt(row: dict) -> str:
 
 def logo(all_reports: dict[str, dict], cond: str) -> list[str]:
     """Leave-one-generator-out: choose the candidate by mean AUROC over the other generators, score the left-out one."""
-    gens = [g for g in all_reports[next(iter(all_reports))][cond]["condition"]["rows"]["model"] if g not in ("mean", "worst")]
+    gens = [
+        g
+        for g in all_reports[next(iter(all_reports))][cond]["condition"]["rows"]["model"]
+        if g not in ("mean", "worst")
+    ]
     per = {n: {g: r[cond]["condition"]["rows"]["model"][g]["auroc"] for g in gens} for n, r in all_reports.items()}
-    lines = ["| left out | chosen on the rest | its AUROC on the left-out generator | best candidate there |", "|---|---|---|---|"]
+    lines = [
+        "| left out | chosen on the rest | its AUROC on the left-out generator | best candidate there |",
+        "|---|---|---|---|",
+    ]
     for g in gens:
         chosen = max(per, key=lambda n: np.mean([per[n][h] for h in gens if h != g]))
         best = max(per, key=lambda n: per[n][g])
@@ -138,16 +174,22 @@ def logo(all_reports: dict[str, dict], cond: str) -> list[str]:
 
 
 def markdown(all_reports: dict[str, dict]) -> str:
-    lines = ["# Detection leaderboard (dev split)", "", f"Shipped default (`slsp/default`): **{SHIPPED}**.", "",
-             "Generated by `python benchmarks/detection.py` from the cached reports in `benchmarks/results/detection/`.",
-             f"Dev: {DATA.name}/real/dev (59 real photos) vs {DATA.name}/fake/dev (8 generators, 69 images); the bottom "
-             f"{TRIM} rows of every image removed. AUROC with its 90% bootstrap interval (reals and each generator's "
-             "fakes resampled, 1000 draws). `model` is the shipped score of the candidate; `crops` its crop score "
-             "before the noise fusion; `baseline` TrSOR's sigma alone (no model) on the same images. "
-             "stored: pixels as stored; png / jpeg95: both classes re-encoded alike; jpeg75 / resize0.5: both "
-             "classes perturbed alike. A candidate with a canonical transform computes its baseline column on the "
-             "transformed pixels; the last column compares every candidate with the baseline on the pixels as the "
-             f"condition gives them ({REFERENCE}'s baseline column), paired on the same images.", ""]
+    lines = [
+        "# Detection leaderboard (dev split)",
+        "",
+        f"Shipped default (`slsp/default`): **{SHIPPED}**.",
+        "",
+        "Generated by `python benchmarks/detection.py` from the cached reports in `benchmarks/results/detection/`.",
+        f"Dev: {DATA.name}/real/dev (59 real photos) vs {DATA.name}/fake/dev (8 generators, 69 images); the bottom "
+        f"{TRIM} rows of every image removed. AUROC with its 90% bootstrap interval (reals and each generator's "
+        "fakes resampled, 1000 draws). `model` is the shipped score of the candidate; `crops` its crop score "
+        "before the noise fusion; `baseline` TrSOR's sigma alone (no model) on the same images. "
+        "stored: pixels as stored; png / jpeg95: both classes re-encoded alike; jpeg75 / resize0.5: both "
+        "classes perturbed alike. A candidate with a canonical transform computes its baseline column on the "
+        "transformed pixels; the last column compares every candidate with the baseline on the pixels as the "
+        f"condition gives them ({REFERENCE}'s baseline column), paired on the same images.",
+        "",
+    ]
     lines += ["| candidate | condition | mean AUROC model | worst (model) | crops before fusion | noise baseline | "
               "model - baseline [90%] | FPR at thr (pooled) | TPR at thr | model - baseline on untransformed pixels |",
               "|---|---|---|---|---|---|---|---|---|---|"]
@@ -161,10 +203,16 @@ def markdown(all_reports: dict[str, dict]) -> str:
             fpr = f"{m['mean'].get('fpr@thr', float('nan')):.1%}"
             tpr = f"{m['mean'].get('tpr@thr', float('nan')):.2f}"
             raw = raw_baseline_diff(rec, all_reports[REFERENCE][cond]) if REFERENCE in all_reports else "n/a"
-            lines.append(f"| {name} | {cond} | {_fmt(m['mean'])} | {m[worst_g]['auroc']:.3f} ({worst_g}) | {crops} | "
-                         f"{_fmt(b['mean'])} | {p['diff']:+.3f} [{p['lo']:+.3f}, {p['hi']:+.3f}] | {fpr} | {tpr} | {raw} |")
+            lines.append(
+                f"| {name} | {cond} | {_fmt(m['mean'])} | {m[worst_g]['auroc']:.3f} ({worst_g}) | {crops} | "
+                f"{_fmt(b['mean'])} | {p['diff']:+.3f} [{p['lo']:+.3f}, {p['hi']:+.3f}] | {fpr} | {tpr} | {raw} |"
+            )
     lines += ["", "## Per generator (jpeg95: both classes re-encoded as JPEG q95)", ""]
-    gens = [g for g in next(iter(all_reports.values()))["jpeg95"]["condition"]["rows"]["model"] if g not in ("mean", "worst")]
+    gens = [
+        g
+        for g in next(iter(all_reports.values()))["jpeg95"]["condition"]["rows"]["model"]
+        if g not in ("mean", "worst")
+    ]
     lines += ["| candidate | " + " | ".join(gens) + " |", "|---|" + "---|" * len(gens)]
     for name, reps in all_reports.items():
         rows = reps["jpeg95"]["condition"]["rows"]["model"]

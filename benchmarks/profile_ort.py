@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from slsp import contract
 from slsp.bench.timing import parse_size, photo_at
 from slsp.imaging import load
 
@@ -35,7 +36,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     feed = {}
     for i in sess.get_inputs():
-        if i.name == "image":
+        if i.name == contract.IMAGE:
             feed[i.name] = photo_at(load(args.source), h, w)
         else:  # batch of 16 for dynamic dims, uint8 crops / float Phi
             shape = [16 if not isinstance(d, int) else d for d in i.shape]

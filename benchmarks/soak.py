@@ -120,13 +120,24 @@ def soak(url: str, pid: int, valid: list[bytes], requests: int, concurrency: int
     mid = warm_end + (wall - warm_end) / 2
     warm = [max([m for t, m in rss if warm_end <= t <= mid] or [rss[-1][1]])]
     return {
-        "requests": requests, "concurrency": concurrency, "wall_s": wall,
-        "valid_ok": len(lat), "valid_failed": len(failed_valid), "failure_samples": failed_valid[:5],
-        "invalid_answered_with_error": answered_invalid, "invalid_unanswered": unanswered_invalid,
-        "p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99)),
-        "p50_first_half_ms": float(np.percentile(a[:half], 50)), "p50_second_half_ms": float(np.percentile(a[half:], 50)),
-        "warmup_end_s": warm_end, "rss_start_mb": rss[0][1], "rss_peak_first_half_after_warmup_mb": warm[0], "rss_end_mb": rss[-1][1],
-        "rss_growth_after_warmup": rss[-1][1] / warm[0] - 1.0, "rss_samples": rss[:: max(1, len(rss) // 50)],
+        "requests": requests,
+        "concurrency": concurrency,
+        "wall_s": wall,
+        "valid_ok": len(lat),
+        "valid_failed": len(failed_valid),
+        "failure_samples": failed_valid[:5],
+        "invalid_answered_with_error": answered_invalid,
+        "invalid_unanswered": unanswered_invalid,
+        "p50_ms": float(np.percentile(a, 50)),
+        "p99_ms": float(np.percentile(a, 99)),
+        "p50_first_half_ms": float(np.percentile(a[:half], 50)),
+        "p50_second_half_ms": float(np.percentile(a[half:], 50)),
+        "warmup_end_s": warm_end,
+        "rss_start_mb": rss[0][1],
+        "rss_peak_first_half_after_warmup_mb": warm[0],
+        "rss_end_mb": rss[-1][1],
+        "rss_growth_after_warmup": rss[-1][1] / warm[0] - 1.0,
+        "rss_samples": rss[:: max(1, len(rss) // 50)],
     }
 
 

@@ -140,7 +140,9 @@ class SlspClient:
         if self.protocol == "grpc":
             from google.protobuf import json_format
 
-            return json_format.MessageToDict(c.get_inference_statistics(model_name=model), preserving_proto_field_name=True)
+            return json_format.MessageToDict(
+                c.get_inference_statistics(model_name=model), preserving_proto_field_name=True
+            )
         return c.get_inference_statistics(model_name=model)
 
     def _infer(self, data: bytes) -> Result:

@@ -64,16 +64,28 @@ def make_runtimes(det: Detector, artifacts: Path, names: list[str] | None) -> tu
             elif name in trsor_backends.COMPILED:
                 out.append(cpu_pipeline(name, artifacts))
             elif name == "ort-cuda":
-                out.append(Pipeline(name, OrtRunner(artifacts / TRSOR.onnx, "cuda"), OrtRunner(artifacts / MODEL.onnx, "cuda"),
-                                    OrtRunner(artifacts / SCORING.onnx)))
+                out.append(
+                    Pipeline(
+                        name,
+                        OrtRunner(artifacts / TRSOR.onnx, "cuda"),
+                        OrtRunner(artifacts / MODEL.onnx, "cuda"),
+                        OrtRunner(artifacts / SCORING.onnx),
+                    )
+                )
             elif name == "torch-cuda":
                 out.append(TorchRunner(torch2onnx.FusedStage(det), FUSED.name, "cuda"))
             elif name == "tensorrt":
                 if not (artifacts / contract.plan(MODEL)).is_file():
-                    raise RuntimeMissing(f"no {contract.plan(MODEL)} in {artifacts} (export with --trt on a GPU machine)")
+                    raise RuntimeMissing(
+                        f"no {contract.plan(MODEL)} in {artifacts} (export with --trt on a GPU machine)"
+                    )
                 trsor_plan = artifacts / contract.plan(TRSOR)
                 trsor = TrtRunner(trsor_plan) if trsor_plan.is_file() else OrtRunner(artifacts / TRSOR.onnx)
-                out.append(Pipeline(name, trsor, TrtRunner(artifacts / contract.plan(MODEL)), OrtRunner(artifacts / SCORING.onnx)))
+                out.append(
+                    Pipeline(
+                        name, trsor, TrtRunner(artifacts / contract.plan(MODEL)), OrtRunner(artifacts / SCORING.onnx)
+                    )
+                )
             else:
                 raise SlspError(f"unknown runtime {name!r}; choose from {', '.join(RUNTIMES)}")
         except RuntimeMissing as e:
@@ -110,6 +122,7 @@ def check(
     runtimes: list[str] | None = None,
     extra: list | None = None,
     failure_dir: Path | None = None,
+    quiet: bool = True,
 ) -> dict:
     """Run the parity gate on `artifacts` against `det` in PyTorch; returns the JSON report (ok flag inside)."""
     meta = torch2onnx.read_metadata(artifacts / FUSED.onnx)
@@ -125,7 +138,7 @@ def check(
     tol = parity.FP16 if fp16 else parity.FP32
     reference = TorchRunner(torch2onnx.FusedStage(det), FUSED.name)
     cmd = f"slsp parity --artifacts {artifacts}"
-    results = parity.run_parity(imgs, reference, runners, tol, failure_dir, cmd, canonical=det.canonical)
+    results = parity.run_parity(imgs, reference, runners, tol, failure_dir, cmd, canonical=det.canonical, quiet=quiet)
     report = parity.as_json(results, tol)
     report.update(images=[n for n, _ in imgs], skipped=skipped, precision="fp16" if fp16 else "fp32",
                   table=parity.table(results), source="real" if sources else "synthetic")
@@ -143,8 +156,10 @@ def build(
     images: list[Path] | None = None,
     sizes: int = 2,
     seed: int = 0,
+    quiet: bool = True,
 ) -> dict:
     """Export, gate, then move into place atomically; raises ParityError (and keeps nothing) on failure."""
+    say = (lambda _: None) if quiet else stderr.print
     det = det_io.load(run)
     run_dir = det_io.default_dir() if run is None else Path(run)
     out = Path(out).resolve()
@@ -154,7 +169,7 @@ def build(
         torch2onnx.export(det, tmp, det_io.checkpoint_hash(run_dir), fp16=fp16)
         shutil.copy2(run_dir / contract.CONFIG, tmp / contract.CONFIG)
         if aoti:
-            stderr.print("compiling TrSOR with AOTInductor (about a minute on 2 cores)")
+            say("compiling TrSOR with AOTInductor (the slowest step of the export)")
             torch2aoti.compile_trsor(det, tmp)
         if native:
             trsor_native.build(det, tmp)
@@ -162,8 +177,8 @@ def build(
         if trt:
             cfg = det.cfg.trsor
             trt_status = onnx2trt.build_all(tmp, cfg.crop, cfg.crops, max_batch, fp16)
-        stderr.print(f"exported to {tmp.name}; running the parity gate")
-        report = check(det, tmp, images, sizes, seed, failure_dir=out.parent / f"{out.name}.parity-failed")
+        say(f"exported to {tmp.name}; running the parity gate")
+        report = check(det, tmp, images, sizes, seed, failure_dir=out.parent / f"{out.name}.parity-failed", quiet=quiet)
         report["tensorrt"] = trt_status
         (tmp / contract.PARITY_REPORT).write_text(json.dumps(report, indent=2) + "\n")
         if not report["ok"]:

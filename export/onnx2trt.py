@@ -95,7 +95,9 @@ def build_all(onnx_dir: Path, crop: int, k: int, max_batch: int, fp16: bool, tf3
     """The model stage's engine always; TrSOR's where TensorRT takes it. Returns a per-stage status for the report."""
     cache = onnx_dir / contract.TRT_TIMING_CACHE
     model, trsor = contract.MODEL, contract.TRSOR
-    build_engine(onnx_dir / model.onnx, onnx_dir / contract.plan(model), model_profile(crop, k, max_batch), fp16, tf32, cache)
+    build_engine(
+        onnx_dir / model.onnx, onnx_dir / contract.plan(model), model_profile(crop, k, max_batch), fp16, tf32, cache
+    )
     status = {model.name: "tensorrt"}
     try:
         build_engine(onnx_dir / trsor.onnx, onnx_dir / contract.plan(trsor), trsor_profile(crop), False, False, cache)

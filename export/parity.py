@@ -17,6 +17,7 @@ from PIL import Image
 
 from slsp.contract import CROP_SCORES, IMAGE, POSITIONS, SCORE, SIGMA, VALID, VERDICT
 from slsp.imaging import collect, load
+from slsp.progress import bar
 
 EPS = 1e-6
 
@@ -103,6 +104,7 @@ def run_parity(
     failure_dir: Path | None = None,
     reproduce: str = "slsp parity",
     canonical: Callable[[np.ndarray], np.ndarray] | None = None,
+    quiet: bool = True,
 ) -> list[RuntimeResult]:
     """Compare each runtime with the reference on every image; failures carry a reproducing command.
 
@@ -110,36 +112,49 @@ def run_parity(
     so it is compared with the reference on the transformed image; graph runtimes with the reference on the image.
     """
     results = [RuntimeResult(r.name) for r in runtimes]
-    for name, img in images:
-        ref = reference.infer({IMAGE: img})
-        e2e = [canonical is not None and getattr(r, "end_to_end", False) for r in runtimes]
-        ref_e2e = reference.infer({IMAGE: canonical(img)}) if any(e2e) else ref
-        for runner, res, is_e2e in zip(runtimes, results, e2e):
-            want = ref_e2e if is_e2e else ref
-            res.images += 1
-            try:
-                got = runner.infer({IMAGE: img})
-            except Exception as e:  # a runtime that crashes on an input is a parity failure, not a crash
-                res.failures.append(_failure(name, img, runner.name, "error", str(e), failure_dir, reproduce))
-                continue
-            for out, tol in tolerances.items():
-                st = compare(want[out], got[out], tol)
-                acc = res.outputs.setdefault(out, OutputStats())
-                acc.max_abs, acc.max_rel = max(acc.max_abs, st.max_abs), max(acc.max_rel, st.max_rel)
-                acc.p99_abs = max(acc.p99_abs, st.p99_abs)
-                acc.failed_elements += st.failed_elements
-                acc.nonfinite += st.nonfinite
-                if st.failed_elements or st.nonfinite:
-                    why = f"{st.failed_elements} elements beyond atol={tol.atol} rtol={tol.rtol}, max abs {st.max_abs:.3g}"
-                    if st.nonfinite:
-                        why = f"{st.nonfinite} NaN/Inf values; " + why
-                    res.failures.append(_failure(name, img, runner.name, out, why, failure_dir, reproduce))
-            res.max_score_diff = max(res.max_score_diff, float(abs(float(got[SCORE]) - float(want[SCORE]))))
-            res.verdicts_agree += int(bool(got[VERDICT]) == bool(want[VERDICT]))
+    with bar(quiet) as pb:
+        task = pb.add_task("parity gate", total=len(images), info="")
+        for name, img in images:
+            _compare_image(name, img, reference, runtimes, results, tolerances, failure_dir, reproduce, canonical)
+            pb.advance(task)
     return results
 
 
-def _failure(name: str, img: np.ndarray, runtime: str, output: str, why: str, failure_dir: Path | None, reproduce: str) -> dict:
+def _compare_image(name: str, img: np.ndarray, reference, runtimes: list, results: list[RuntimeResult],
+                   tolerances: dict[str, Tolerance], failure_dir: Path | None, reproduce: str,
+                   canonical: Callable[[np.ndarray], np.ndarray] | None) -> None:
+    """One image through the reference and every runtime; statistics and failures go into `results`."""
+    ref = reference.infer({IMAGE: img})
+    e2e = [canonical is not None and getattr(r, "end_to_end", False) for r in runtimes]
+    ref_e2e = reference.infer({IMAGE: canonical(img)}) if any(e2e) else ref
+    for runner, res, is_e2e in zip(runtimes, results, e2e):
+        want = ref_e2e if is_e2e else ref
+        res.images += 1
+        try:
+            got = runner.infer({IMAGE: img})
+        except Exception as e:  # a runtime that crashes on an input is a parity failure, not a crash
+            res.failures.append(_failure(name, img, runner.name, "error", str(e), failure_dir, reproduce))
+            continue
+        for out, tol in tolerances.items():
+            st = compare(want[out], got[out], tol)
+            acc = res.outputs.setdefault(out, OutputStats())
+            acc.max_abs, acc.max_rel = max(acc.max_abs, st.max_abs), max(acc.max_rel, st.max_rel)
+            acc.p99_abs = max(acc.p99_abs, st.p99_abs)
+            acc.failed_elements += st.failed_elements
+            acc.nonfinite += st.nonfinite
+            if st.failed_elements or st.nonfinite:
+                why = (f"{st.failed_elements} elements beyond atol={tol.atol} rtol={tol.rtol}, "
+                       f"max abs {st.max_abs:.3g}")
+                if st.nonfinite:
+                    why = f"{st.nonfinite} NaN/Inf values; " + why
+                res.failures.append(_failure(name, img, runner.name, out, why, failure_dir, reproduce))
+        res.max_score_diff = max(res.max_score_diff, float(abs(float(got[SCORE]) - float(want[SCORE]))))
+        res.verdicts_agree += int(bool(got[VERDICT]) == bool(want[VERDICT]))
+
+
+def _failure(
+    name: str, img: np.ndarray, runtime: str, output: str, why: str, failure_dir: Path | None, reproduce: str
+) -> dict:
     entry = {"image": name, "runtime": runtime, "output": output, "why": why}
     if failure_dir is not None:
         failure_dir.mkdir(parents=True, exist_ok=True)

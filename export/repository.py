@@ -50,7 +50,7 @@ class ServingConfig:
     model_instances: int = 1
     decode_instances: int = 2
     intra_op_threads: int = 1  # decode+TrSOR and score members: one thread per instance, two instances
-    model_threads: int = 2  # the batched model is the bottleneck on 2 cores: 1.00x vs 0.87x in-process ORT at c=8
+    model_threads: int = 2  # the batched model is the bottleneck on 2 cores (benchmarks/README.md, "Server")
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_bytes: int = 64 << 20
     max_inflight: int = 64
@@ -86,15 +86,30 @@ def configs(cfg: DetectorConfig, s: ServingConfig, trt: bool, trsor_file: str = 
     trsor, model_stage, scoring, fused = contract.TRSOR, contract.MODEL, contract.SCORING, contract.FUSED
     image = contract.ENSEMBLE_INPUT
     decode = {
-        "name": DECODE, "backend": "python", "max_batch_size": 0,
+        "name": DECODE,
+        "backend": "python",
+        "max_batch_size": 0,
         "input": [_io(image, c)],
         "output": [_io(t, c) for t in trsor.outputs],
         "instance_group": [{"kind": "KIND_CPU", "count": s.decode_instances}],
         # The canonical transform and the minimum side come from the version folder's SERVED_CONFIG: versions
         # share this config, and a rolled-back version must keep its own.
-        "parameters": _params({**common, "trsor_file": trsor_file, "max_pixels": s.max_pixels, "max_bytes": s.max_bytes}),
-        "model_warmup": [{"name": "photo", "batch_size": 0, "inputs": {image.name: {
-            "data_type": TRITON_TYPES[image.dtype], "dims": list(image.dims), "input_data_file": "photo"}}}],
+        "parameters": _params(
+            {**common, "trsor_file": trsor_file, "max_pixels": s.max_pixels, "max_bytes": s.max_bytes}
+        ),
+        "model_warmup": [
+            {
+                "name": "photo",
+                "batch_size": 0,
+                "inputs": {
+                    image.name: {
+                        "data_type": TRITON_TYPES[image.dtype],
+                        "dims": list(image.dims),
+                        "input_data_file": "photo",
+                    }
+                },
+            }
+        ],
     }
     gpu_native = s.target == "gpu"
     model = {
@@ -139,9 +154,13 @@ def configs(cfg: DetectorConfig, s: ServingConfig, trt: bool, trsor_file: str = 
                 "output_map": {n: wire(n) for n in stage.output_names}}
 
     ensemble = {
-        "name": ENSEMBLE, "platform": "ensemble", "max_batch_size": 0,
+        "name": ENSEMBLE,
+        "platform": "ensemble",
+        "max_batch_size": 0,
         "input": [_io(image, c)],
-        "output": [_io(t, c, after_batch=t.name in batched_outputs, name=contract.served(t.name)) for t in fused.outputs],
+        "output": [
+            _io(t, c, after_batch=t.name in batched_outputs, name=contract.served(t.name)) for t in fused.outputs
+        ],
         "ensemble_scheduling": {"step": [step(m, st) for m, st in zip(MEMBERS, contract.CHAIN)]},
     }
     return {DECODE: decode, MODEL: model, SCORE: score, ENSEMBLE: ensemble}
@@ -210,7 +229,8 @@ def write(artifacts: Path, repo: Path, s: ServingConfig = ServingConfig()) -> in
                 py_compile.compile(src_py, cfile=importlib.util.cache_from_source(src_py), doraise=True)
             if name == DECODE:
                 (mdir / "warmup").mkdir()
-                # Shared by all versions: four crops at least, so a rolled-back version with another canonical still fits.
+                # Shared by all versions: four crops at least, so a rolled-back version with another canonical
+                # still fits.
                 side = max(4 * cfg.trsor.crop, 2 * Transform(cfg.canonical).min_side(cfg.trsor.crop))
                 _warmup_image(mdir / "warmup" / "photo", side + 3)
         shutil.copy2(artifacts / contract.CONFIG, staging / DECODE / str(version) / contract.SERVED_CONFIG)
@@ -221,7 +241,7 @@ def write(artifacts: Path, repo: Path, s: ServingConfig = ServingConfig()) -> in
     return version
 
 
-def ensure(repo: Path) -> bool:
+def ensure(repo: Path, quiet: bool = False) -> bool:
     """Export the shipped model and write it as `repo`'s first version when `repo` does not exist (what `slsp serve`
     starts from); returns whether it did. The artifacts stay beside it in `<repo>.artifacts`."""
     from slsp.export.build import build, default_images
@@ -236,9 +256,12 @@ def ensure(repo: Path) -> bool:
     found = default_images()
     quick = collect(found)[:8] if found else None
     artifacts = repo.parent / f"{repo.name}.artifacts"
-    stderr.print(f"{repo} missing: exporting the shipped model (artifacts in {artifacts}, parity gate on "
-                 f"{len(quick) if quick else 'synthetic'} images; `slsp export --repo` runs the full gate)", soft_wrap=True)
-    build(None, artifacts, images=quick, sizes=0)
+    stderr.print(
+        f"{repo} missing: exporting the shipped model (artifacts in {artifacts}, parity gate on "
+        f"{len(quick) if quick else 'synthetic'} images; `slsp export --repo` runs the full gate)",
+        soft_wrap=True,
+    )
+    build(None, artifacts, images=quick, sizes=0, quiet=quiet)
     write(artifacts, repo)
     return True
 

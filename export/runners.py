@@ -41,7 +41,9 @@ class TorchRunner:
 
         spec = contract.STAGES[self.stage]
         with torch.inference_mode():
-            out = self.module(*(torch.from_numpy(np.ascontiguousarray(feed[n])).to(self.device) for n in spec.input_names))
+            out = self.module(
+                *(torch.from_numpy(np.ascontiguousarray(feed[n])).to(self.device) for n in spec.input_names)
+            )
         out = (out,) if isinstance(out, torch.Tensor) else tuple(out)
         return {n: t.cpu().numpy() for n, t in zip(spec.output_names, out)}
 
@@ -60,7 +62,7 @@ class OrtRunner:
 
 
 class TrtRunner:
-    """A serialized TensorRT engine (a stage's `contract.plan`) executed with the TensorRT Python API on the current GPU."""
+    """A serialized TensorRT engine (a stage's `contract.plan`) run with the TensorRT Python API on the current GPU."""
 
     def __init__(self, plan: Path) -> None:
         import torch

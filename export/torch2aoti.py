@@ -1,10 +1,10 @@
 """PyTorch -> AOTInductor: TrSOR compiled ahead of time into native CPU kernels (`trsor.pt2`).
 
-TrSOR is a chain of memory-bound elementwise passes and window sums. ONNX Runtime runs each as its own operator
-(80 of them write at least half an image of float32 at 2048 x 2048, benchmarks/results/trsor-profile-2048.txt);
-Inductor fuses them into a few C++ loops. The package is built with the machine's C++ compiler at export time and
-loads without one. Only TrSOR is compiled: the model stage already runs at ~1.2x its compute floor in ONNX Runtime
-(`slsp bench engines`), which leaves a compiler little to take. Same tensor names and outputs as trsor.onnx.
+TrSOR is a chain of memory-bound elementwise passes and window sums. ONNX Runtime runs each as its own operator,
+each writing a float32 intermediate; Inductor fuses them into a few C++ loops. The package is built with the
+machine's C++ compiler at export time and loads without one. Only TrSOR is compiled: the model stage already runs
+near its compute floor in ONNX Runtime, which leaves a compiler little to take (both measured by `slsp bench
+engines`, figures in benchmarks/README.md). Same tensor names and outputs as the ONNX TrSOR stage.
 """
 
 from __future__ import annotations

@@ -69,8 +69,12 @@ def example_inputs(det: Detector) -> dict[str, tuple[Tensor, ...]]:
     scores = torch.rand(k, generator=g)
     valid = torch.rand(k, generator=g) > 0.3
     sigma = torch.rand((), generator=g) * 3.0
-    return {contract.TRSOR.name: (image,), contract.MODEL.name: (crops, phi), contract.SCORING.name: (scores, valid, sigma),
-            contract.FUSED.name: (image,)}
+    return {
+        contract.TRSOR.name: (image,),
+        contract.MODEL.name: (crops, phi),
+        contract.SCORING.name: (scores, valid, sigma),
+        contract.FUSED.name: (image,),
+    }
 
 
 def metadata(det: Detector, checkpoint_hash: str, stage: str, fp16: bool) -> dict[str, str]:
@@ -93,7 +97,9 @@ def metadata(det: Detector, checkpoint_hash: str, stage: str, fp16: bool) -> dic
     }
 
 
-def export(det: Detector, out_dir: Path, checkpoint_hash: str, fp16: bool = False, opset: int = OPSET) -> dict[str, Path]:
+def export(
+    det: Detector, out_dir: Path, checkpoint_hash: str, fp16: bool = False, opset: int = OPSET
+) -> dict[str, Path]:
     """Write each stage's graph (`contract.STAGES`: trsor, model, score and the fused slsp), each fully checked;
     returns their paths by stage."""
     if opset > 20:

@@ -1,9 +1,10 @@
 """Hand-written C++ TrSOR (`export/trsor.cpp`) -> `trsor_native.so`, built with the machine's C++ compiler at export.
 
-The tensor-op TrSOR writes ~80 full-size intermediates (benchmarks/results/trsor-profile-2048.txt); AOTInductor
-fuses some of them and still runs 17-100x TrSOR's memory floor. The kernel makes three passes over the image
-with the intermediates in row buffers, within ~5x of that floor (`slsp bench engines`). It is one more runtime
-behind the parity gate (`native-cpu`), and the CPU server's decode member runs it without importing torch.
+The tensor-op TrSOR writes dozens of full-size intermediates; AOTInductor fuses some of them and still runs far
+above TrSOR's memory floor. The kernel makes three passes over the image with the intermediates in row buffers
+(`slsp bench engines` measures all three against the floor; figures in benchmarks/README.md, "Native TrSOR"). It
+is one more runtime behind the parity gate (`native-cpu`), and the CPU server's decode member runs it without
+importing torch.
 
 Beside the library, `trsor_native.json` holds what the kernel needs and the image does not give: the TrSOR
 config, the Gamma-null constants (computed here with SciPy) and the instruction-set level it was compiled for.
@@ -30,7 +31,20 @@ from slsp.imaging import check_image
 
 _LEVELS = {  # x86-64 micro-architecture levels (GCC -march) and the /proc/cpuinfo flags each needs
     "x86-64-v3": {"avx", "avx2", "fma", "bmi1", "bmi2", "f16c", "movbe"},
-    "x86-64-v4": {"avx", "avx2", "fma", "bmi1", "bmi2", "f16c", "movbe", "avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"},
+    "x86-64-v4": {
+        "avx",
+        "avx2",
+        "fma",
+        "bmi1",
+        "bmi2",
+        "f16c",
+        "movbe",
+        "avx512f",
+        "avx512bw",
+        "avx512cd",
+        "avx512dq",
+        "avx512vl",
+    },
 }
 
 
@@ -39,7 +53,7 @@ def isa_levels() -> list[str]:
     if platform.machine() not in ("x86_64", "AMD64"):
         return []
     try:
-        flags = set(next(l for l in open("/proc/cpuinfo") if l.startswith("flags")).split(":", 1)[1].split())
+        flags = set(next(row for row in open("/proc/cpuinfo") if row.startswith("flags")).split(":", 1)[1].split())
     except (OSError, StopIteration):
         return []
     return [level for level, need in _LEVELS.items() if need <= flags]
@@ -57,19 +71,44 @@ def build(det, out_dir: Path, march: str | None = None, source: Path | None = No
     levels = isa_levels()
     march = march or (levels[-1] if levels else "default")
     out = Path(out_dir) / TRSOR_NATIVE
-    with tempfile.TemporaryDirectory() as tmp, resources.as_file(resources.files("slsp.export") / "trsor.cpp") as packaged:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        resources.as_file(resources.files("slsp.export") / "trsor.cpp") as packaged,
+    ):
         # -ffp-contract=off: no fused multiply-adds, so luma and differences round as PyTorch's separate ops do;
         # -fopenmp-simd: the `omp simd` reductions vectorise (no OpenMP runtime: the kernel runs its own threads).
-        cmd = [cxx, "-O3", *([f"-march={march}"] if march != "default" else []), "-std=c++20", "-pthread",
-               "-fopenmp-simd", "-ffp-contract=off", "-shared", "-fPIC", "-o", str(Path(tmp) / TRSOR_NATIVE), str(source or packaged)]
+        cmd = [
+            cxx,
+            "-O3",
+            *([f"-march={march}"] if march != "default" else []),
+            "-std=c++20",
+            "-pthread",
+            "-fopenmp-simd",
+            "-ffp-contract=off",
+            "-shared",
+            "-fPIC",
+            "-o",
+            str(Path(tmp) / TRSOR_NATIVE),
+            str(source or packaged),
+        ]
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode:
             raise RuntimeMissing(f"could not compile the native TrSOR ({' '.join(cmd)}):\n{r.stderr[-2000:]}")
         shutil.copy2(Path(tmp) / TRSOR_NATIVE, out)
     null = NullModel.of(cfg.patch, cfg.delta)
-    meta = {"patch": cfg.patch, "iterations": cfg.iterations, "crop": cfg.crop, "crops": cfg.crops, "channel": cfg.channel,
-            "tau": null.tau, "truncated_mean": null.truncated_mean, "log_mean": null.log_mean, "log_eps": _LOG_EPS,
-            "march": march, "compiler": cmd[0]}
+    meta = {
+        "patch": cfg.patch,
+        "iterations": cfg.iterations,
+        "crop": cfg.crop,
+        "crops": cfg.crops,
+        "channel": cfg.channel,
+        "tau": null.tau,
+        "truncated_mean": null.truncated_mean,
+        "log_mean": null.log_mean,
+        "log_eps": _LOG_EPS,
+        "march": march,
+        "compiler": cmd[0],
+    }
     (Path(out_dir) / TRSOR_NATIVE_META).write_text(json.dumps(meta, indent=2) + "\n")
     return out
 
@@ -79,7 +118,9 @@ def select(counts: np.ndarray, h: int, w: int, c: int, k: int) -> tuple[np.ndarr
     ny, nx = h // c, w // c
     n = (ny + 1) * (nx + 1)
     ys, xs = np.r_[np.arange(ny) * c, h - c], np.r_[np.arange(nx) * c, w - c]
-    ok = (np.r_[np.ones(ny, bool), (h - c) % c != 0][:, None] & np.r_[np.ones(nx, bool), (w - c) % c != 0][None, :]).ravel()
+    ok = (
+        np.r_[np.ones(ny, bool), (h - c) % c != 0][:, None] & np.r_[np.ones(nx, bool), (w - c) % c != 0][None, :]
+    ).ravel()
     order = np.arange(n)
     key = np.r_[np.where(ok, counts * n + (n - 1 - order), -1 - order), -1 - n - np.arange(k)]
     idx = np.argsort(-key, kind="stable")[:k]  # keys are unique: the order is fully determined
@@ -112,7 +153,7 @@ class NativeRunner:
 
     def buffers(self, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
         """xi (float32) and Phi (uint8) buffers for an h x w image, kept and grown per thread: a fresh 4 MB array is
-        mapped anew on every call and faults in page by page (4.6 ms instead of 2.0 at 1 MP without torch loaded)."""
+        mapped anew on every call and faults in page by page (benchmarks/README.md, "Native TrSOR", step 6)."""
         p, need = self.meta["patch"], h * w
         buf = getattr(self.scratch, "buf", None)
         if buf is None or buf.size < 5 * need:

@@ -75,8 +75,15 @@ def calibrate_fused(det: Detector, real_files: list[Path], target_fpr: float, qu
     return _with_threshold(fused, scores, target_fpr)
 
 
-def recalibrate(run: Path, out: Path, target_fpr: float, variants: tuple[str, ...] = ("none",), fuse: bool | None = None,
-                canonical: str | None = None, quiet: bool = False) -> Calibration:
+def recalibrate(
+    run: Path,
+    out: Path,
+    target_fpr: float,
+    variants: tuple[str, ...] = ("none",),
+    fuse: bool | None = None,
+    canonical: str | None = None,
+    quiet: bool = False,
+) -> Calibration:
     """Calibrate a trained run again on its own held-out reals (train.json), e.g. with other variants or another
     canonical transform (DetectorConfig.canonical); writes `out`.
 
@@ -100,8 +107,15 @@ def recalibrate(run: Path, out: Path, target_fpr: float, variants: tuple[str, ..
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     det_io.save(cal.detector, out)
-    info["calibration"] = {"variants": list(variants), "target_fpr": target_fpr, "fused": fuse, "canonical": det.cfg.canonical,
-                           "threshold": cal.threshold, "holdout_fpr": cal.fpr, "from": str(run)}
+    info["calibration"] = {
+        "variants": list(variants),
+        "target_fpr": target_fpr,
+        "fused": fuse,
+        "canonical": det.cfg.canonical,
+        "threshold": cal.threshold,
+        "holdout_fpr": cal.fpr,
+        "from": str(run),
+    }
     (out / "train.json").write_text(json.dumps(info, indent=2) + "\n")
     if Path(run).resolve() != out.resolve() and (Path(run) / "state.safetensors").is_file():
         shutil.copy2(Path(run) / "state.safetensors", out / "state.safetensors")

@@ -14,9 +14,13 @@ import typer
 from slsp.config import AGGREGATES, FAKE_MIX, FAKE_PHI, MODEL_SIZES, SCORES, TRAINING_DEFAULTS
 from slsp.errors import SlspError
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="Detect AI-generated images from smooth-patch fluctuations.")
+app = typer.Typer(
+    no_args_is_help=True, add_completion=False, help="Detect AI-generated images from smooth-patch fluctuations."
+)
 
-RunOpt = Annotated[Optional[Path], typer.Option("--model", "-m", help="Run folder from `slsp train`; default: the shipped model.")]
+RunOpt = Annotated[
+    Optional[Path], typer.Option("--model", "-m", help="Run folder from `slsp train`; default: the shipped model.")
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 
@@ -42,28 +46,56 @@ def train(
     steps: Annotated[Optional[int], typer.Option(help="Optimiser steps (default: the family's, see below).")] = None,
     batch: int = 64,
     lr: float = 2e-3,
-    crop: Annotated[Optional[int], typer.Option(help="Crop size (model input and TrSOR crop; default: the size's).")] = None,
-    family: Annotated[str, typer.Option(help="Model family: 'fluct' (the shipped default: residual CNN vs "
-                                              "content-preserving pseudo-fakes, fused with the noise level) or 'slsp' "
-                                              "(the authors' recipe). Unset options take the family's defaults: "
-                                              + "; ".join(f"{k}: {', '.join(f'{o} {v}' for o, v in d.items())}"
-                                                          for k, d in TRAINING_DEFAULTS.items()))] = "fluct",
-    size: Annotated[str, typer.Option(help="Model size: " + "; ".join(
-        f"family {k}: {', '.join(v)}" for k, v in MODEL_SIZES.items()) + ".")] = "small",
-    score: Annotated[Optional[str], typer.Option(help=f"Family slsp: per-crop score, one of {', '.join(SCORES)}.")] = None,
+    crop: Annotated[
+        Optional[int], typer.Option(help="Crop size (model input and TrSOR crop; default: the size's).")
+    ] = None,
+    family: Annotated[
+        str,
+        typer.Option(
+            help="Model family: 'fluct' (the shipped default: residual CNN vs "
+            "content-preserving pseudo-fakes, fused with the noise level) or 'slsp' "
+            "(the authors' recipe). Unset options take the family's defaults: "
+            + "; ".join(f"{k}: {', '.join(f'{o} {v}' for o, v in d.items())}" for k, d in TRAINING_DEFAULTS.items())
+        ),
+    ] = "fluct",
+    size: Annotated[
+        str,
+        typer.Option(
+            help="Model size: " + "; ".join(f"family {k}: {', '.join(v)}" for k, v in MODEL_SIZES.items()) + "."
+        ),
+    ] = "small",
+    score: Annotated[
+        Optional[str], typer.Option(help=f"Family slsp: per-crop score, one of {', '.join(SCORES)}.")
+    ] = None,
     fake_phi: Annotated[str, typer.Option(help=f"Phi for pseudo-fakes: {' or '.join(FAKE_PHI)}.")] = FAKE_PHI[0],
     fake_mix: Annotated[str, typer.Option(help=f"Pseudo-fake: {', '.join(FAKE_MIX)} (slsp/config.py).")] = FAKE_MIX[0],
     target_fpr: Annotated[float, typer.Option(help="Calibration target false-positive rate.")] = 0.05,
-    holdout: Annotated[Optional[float], typer.Option(help="Share of each --real folder held out for calibration.")] = None,
+    holdout: Annotated[
+        Optional[float], typer.Option(help="Share of each --real folder held out for calibration.")
+    ] = None,
     crops_per_image: Annotated[Optional[int], typer.Option(help="TrSOR crops taken from each training photo.")] = None,
-    calibrate_on: Annotated[Optional[list[str]], typer.Option(help="Family fluct: also calibrate on each held-out photo "
-                                                                     "under this transform (jpeg:Q, resize:F; repeatable).")] = None,
-    chain: Annotated[bool, typer.Option(help="Family fluct: the processing chain on every training crop "
-                                             "(--no-chain only to measure it).")] = True,
-    residual: Annotated[Optional[bool], typer.Option(help="Family fluct: the high-pass residual input "
-                                                          "(--no-residual only to measure it).")] = None,
-    canonical: Annotated[Optional[str], typer.Option(help="Transform every image goes through before scoring (none, "
-                                                          "jpeg:Q, resize:F); applied in calibration and serving alike.")] = None,
+    calibrate_on: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            help="Family fluct: also calibrate on each held-out photo "
+            "under this transform (jpeg:Q, resize:F; repeatable)."
+        ),
+    ] = None,
+    chain: Annotated[
+        bool,
+        typer.Option(help="Family fluct: the processing chain on every training crop (--no-chain only to measure it)."),
+    ] = True,
+    residual: Annotated[
+        Optional[bool],
+        typer.Option(help="Family fluct: the high-pass residual input (--no-residual only to measure it)."),
+    ] = None,
+    canonical: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Transform every image goes through before scoring (none, "
+            "jpeg:Q, resize:F); applied in calibration and serving alike."
+        ),
+    ] = None,
     seed: int = 0,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out.")] = False,
     quiet: QuietOpt = False,
@@ -90,13 +122,23 @@ def train(
 
 @app.command()
 def calibrate(
-    model: Annotated[Path, typer.Option("--model", "-m", help="Run folder from `slsp train` (its held-out reals are used).")],
+    model: Annotated[
+        Path, typer.Option("--model", "-m", help="Run folder from `slsp train` (its held-out reals are used).")
+    ],
     out: Annotated[Path, typer.Option("--out", help="Run folder to write (may be --model itself).")],
-    variant: Annotated[Optional[list[str]], typer.Option(help="Also calibrate on each held-out photo under this "
-                                                                "transform: jpeg:Q or resize:F (repeatable).")] = None,
+    variant: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            help="Also calibrate on each held-out photo under this transform: jpeg:Q or resize:F (repeatable)."
+        ),
+    ] = None,
     target_fpr: Annotated[float, typer.Option(help="Target false-positive rate.")] = 0.05,
-    canonical: Annotated[Optional[str], typer.Option(help="Set the canonical transform every image goes through "
-                                                          "before scoring: none, jpeg:Q or resize:F.")] = None,
+    canonical: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Set the canonical transform every image goes through before scoring: none, jpeg:Q or resize:F."
+        ),
+    ] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Re-fit the threshold (and the noise fusion, if the model fuses) on the run's held-out real photos only."""
@@ -111,7 +153,9 @@ def detect(
     paths: Annotated[list[Path], typer.Argument(help="Image files or folders.")],
     model: RunOpt = None,
     explain: Annotated[Optional[Path], typer.Option(help="Write a PNG per image: Phi and the scored crops.")] = None,
-    max_pixels: Annotated[Optional[int], typer.Option(help="Refuse images declaring more pixels (default: the model's, 50 MP).")] = None,
+    max_pixels: Annotated[
+        Optional[int], typer.Option(help="Refuse images declaring more pixels (default: the model's, 50 MP).")
+    ] = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -137,10 +181,16 @@ def eval_cmd(
     fake: Annotated[Path, typer.Option("--fake", help="Folder of generated images; subfolders are generators.")],
     model: RunOpt = None,
     reencode: Annotated[str, typer.Option(help="Applied to both classes: none, png or jpeg:Q.")] = "none",
-    perturb: Annotated[Optional[list[str]], typer.Option(help="Robustness rows: jpeg:Q or resize:F (repeatable).")] = None,
+    perturb: Annotated[
+        Optional[list[str]], typer.Option(help="Robustness rows: jpeg:Q or resize:F (repeatable).")
+    ] = None,
     trim_bottom: Annotated[int, typer.Option(help="Rows removed from the bottom of every image (watermarks).")] = 0,
-    score: Annotated[Optional[str], typer.Option(help=f"Override the per-crop score ({', '.join(SCORES)}); same weights.")] = None,
-    aggregate: Annotated[Optional[str], typer.Option(help=f"Override the aggregation over crops ({', '.join(AGGREGATES)}).")] = None,
+    score: Annotated[
+        Optional[str], typer.Option(help=f"Override the per-crop score ({', '.join(SCORES)}); same weights.")
+    ] = None,
+    aggregate: Annotated[
+        Optional[str], typer.Option(help=f"Override the aggregation over crops ({', '.join(AGGREGATES)}).")
+    ] = None,
     out: Annotated[Optional[Path], typer.Option(help="Folder for report.json and roc.png.")] = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -164,22 +214,42 @@ def eval_cmd(
 @app.command("export")
 def export_cmd(
     model: RunOpt = None,
-    out: Annotated[Path, typer.Option("--out", help="Artifacts folder (replaced only if the gate passes).")] = Path("artifacts"),
+    out: Annotated[Path, typer.Option("--out", help="Artifacts folder (replaced only if the gate passes).")] = Path(
+        "artifacts"
+    ),
     fp16: Annotated[bool, typer.Option("--fp16", help="Half-precision model stage.")] = False,
     trt: Annotated[bool, typer.Option("--trt", help="Also build TensorRT engines (needs tensorrt and a GPU).")] = False,
-    aoti: Annotated[bool, typer.Option("--aoti", help="Also compile TrSOR to native CPU code with AOTInductor (needs g++; "
-                                                       "the CPU server then runs it).")] = False,
-    native: Annotated[bool, typer.Option("--native", help="Also compile the hand-written C++ TrSOR (needs g++; 10-27x "
-                                                           "faster than ONNX Runtime at 1-12 MP; the CPU server then runs it).")] = False,
+    aoti: Annotated[
+        bool,
+        typer.Option(
+            "--aoti",
+            help="Also compile TrSOR to native CPU code with AOTInductor (needs g++; the CPU server then runs it).",
+        ),
+    ] = False,
+    native: Annotated[
+        bool,
+        typer.Option(
+            "--native",
+            help="Also compile the hand-written C++ TrSOR (needs g++; the fastest CPU TrSOR, timings in "
+            "benchmarks/README.md; the CPU server then runs it).",
+        ),
+    ] = False,
     max_batch: Annotated[int, typer.Option(help="Largest crop batch (TensorRT profile, Triton max_batch_size).")] = 64,
     images: Annotated[Optional[list[Path]], typer.Option(help="Real images for the parity gate.")] = None,
     sizes: Annotated[int, typer.Option(help="Random-size crops per parity image.")] = 2,
-    repo: Annotated[Optional[Path], typer.Option(help="Also add a new version to this Triton model repository.")] = None,
-    target: Annotated[str, typer.Option(help="Repository target: cpu (bundled server) or gpu (NGC container).")] = "cpu",
+    repo: Annotated[
+        Optional[Path], typer.Option(help="Also add a new version to this Triton model repository.")
+    ] = None,
+    target: Annotated[
+        str, typer.Option(help="Repository target: cpu (bundled server) or gpu (NGC container).")
+    ] = "cpu",
     max_pixels: Annotated[int, typer.Option(help="Server-side limit on decoded pixels per image.")] = 50_000_000,
     max_bytes: Annotated[int, typer.Option(help="Server-side limit on encoded bytes per request.")] = 64 << 20,
-    model_threads: Annotated[int, typer.Option(help="ONNX Runtime threads of the batched model member (CPU target).")] = 2,
+    model_threads: Annotated[
+        int, typer.Option(help="ONNX Runtime threads of the batched model member (CPU target).")
+    ] = 2,
     json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Export ONNX (and TensorRT) artifacts; the parity gate runs first and a failing export writes nothing."""
     from slsp.export import repository
@@ -187,7 +257,10 @@ def export_cmd(
 
     serving = repository.ServingConfig(target=target, max_batch=max_batch, max_pixels=max_pixels, max_bytes=max_bytes,
                                        model_threads=model_threads)
-    report = build(model, out, fp16=fp16, trt=trt, aoti=aoti, native=native, max_batch=max_batch, images=images, sizes=sizes)
+    report = build(
+        model, out, fp16=fp16, trt=trt, aoti=aoti, native=native, max_batch=max_batch, images=images, sizes=sizes,
+        quiet=quiet,
+    )
     if repo is not None:
         report["repository"] = {"path": str(repo), "version": repository.write(out, repo, serving), "target": target}
     _print_report(report, json_out)
@@ -201,12 +274,19 @@ def export_cmd(
 def parity(
     artifacts: Annotated[Path, typer.Option(help="Folder written by `slsp export`.")] = Path("artifacts"),
     model: RunOpt = None,
-    images: Annotated[Optional[list[Path]], typer.Option(help="Real images (default: ../shared/data/real/dev).")] = None,
+    images: Annotated[
+        Optional[list[Path]], typer.Option(help="Real images (default: ../shared/data/real/dev).")
+    ] = None,
     sizes: Annotated[int, typer.Option(help="Random-size crops per image.")] = 2,
     seed: int = 0,
-    runtime: Annotated[Optional[list[str]], typer.Option(help="Only these runtimes (repeatable); default: all available.")] = None,
-    server: Annotated[Optional[str], typer.Option(help="Also check a live Triton server (grpc://host:port or http://...).")] = None,
+    runtime: Annotated[
+        Optional[list[str]], typer.Option(help="Only these runtimes (repeatable); default: all available.")
+    ] = None,
+    server: Annotated[
+        Optional[str], typer.Option(help="Also check a live Triton server (grpc://host:port or http://...).")
+    ] = None,
     json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Compare every available runtime with PyTorch on real images; exit 1 on any failure."""
     from slsp import detector as det_io
@@ -220,26 +300,33 @@ def parity(
 
         extra.append(ServerRunner(server))
     report = check(det, artifacts, images, sizes, seed, runtimes=runtime, extra=extra,
-                   failure_dir=artifacts.parent / f"{artifacts.name}.parity-failed")
+                   failure_dir=artifacts.parent / f"{artifacts.name}.parity-failed", quiet=quiet)
     _print_report(report, json_out)
     if not json_out:
         for f in (r for rt in report["runtimes"] for r in rt["failures"]):
-            typer.echo(f"FAIL {f['runtime']} {f['image']} {f['output']}: {f['why']}\n  reproduce: {f.get('reproduce', '-')}")
+            typer.echo(
+                f"FAIL {f['runtime']} {f['image']} {f['output']}: {f['why']}\n  reproduce: {f.get('reproduce', '-')}"
+            )
     if not report["ok"]:
         raise typer.Exit(1)
 
 
 @app.command()
 def serve(
-    repo: Annotated[Path, typer.Option(help="Model repository (exported with the shipped model if missing).")] = Path("model_repository"),
+    repo: Annotated[Path, typer.Option(help="Model repository (exported with the shipped model if missing).")] = Path(
+        "model_repository"
+    ),
     host: Annotated[str, typer.Option(help="Bind address; 127.0.0.1 unless you mean to expose it.")] = "127.0.0.1",
     http_port: int = 8000,
     grpc_port: int = 8001,
     metrics_port: int = 8002,
-    model_control: Annotated[str, typer.Option(help="Triton's model control mode: none, poll (picks up new versions) "
-                                                     "or explicit.")] = "poll",
+    model_control: Annotated[
+        str, typer.Option(help="Triton's model control mode: none, poll (picks up new versions) or explicit.")
+    ] = "poll",
     log: Annotated[Optional[Path], typer.Option(help="Write the server log here instead of the terminal.")] = None,
-    print_docker: Annotated[bool, typer.Option("--print-docker", help="Print the NGC container command for a GPU repository and exit.")] = False,
+    print_docker: Annotated[
+        bool, typer.Option("--print-docker", help="Print the NGC container command for a GPU repository and exit.")
+    ] = False,
 ) -> None:
     """Run the bundled Triton server (CPU, no Docker) on the repository until Ctrl-C."""
     from slsp.export import repository
@@ -279,7 +366,9 @@ def query(
     paths: Annotated[list[Path], typer.Argument(help="Image files or folders.")],
     url: Annotated[str, typer.Option(help="grpc://host:port or http://host:port.")] = "grpc://127.0.0.1:8001",
     concurrency: int = 8,
-    shared_memory: Annotated[bool, typer.Option("--shm", help="Send images through system shared memory (same host).")] = False,
+    shared_memory: Annotated[
+        bool, typer.Option("--shm", help="Send images through system shared memory (same host).")
+    ] = False,
     timeout: float = 60.0,
     json_out: JsonOpt = False,
 ) -> None:
@@ -298,7 +387,11 @@ def query(
         _emit(rows)
     else:
         for r in rows:
-            typer.echo(f"{r['path']}\tERROR\t{r['error']}" if "error" in r else f"{r['path']}\t{r['score']:.4f}\t{r['verdict']}")
+            typer.echo(
+                f"{r['path']}\tERROR\t{r['error']}"
+                if "error" in r
+                else f"{r['path']}\t{r['score']:.4f}\t{r['verdict']}"
+            )
     if any("error" in r for r in rows):
         raise typer.Exit(1)
 
@@ -320,11 +413,20 @@ BenchOut = Annotated[Path, typer.Option(help="Folder for the results file.")]
 def bench_engines(
     artifacts: Annotated[Path, typer.Option(help="Folder written by `slsp export`.")] = Path("artifacts"),
     model: RunOpt = None,
-    source: Annotated[Path, typer.Option(help="Real photo, mirror-tiled to each size.")] = Path("../shared/data/real/train/sun-hays80_img_011.png"),
-    size: Annotated[Optional[list[str]], typer.Option(help="WxH (repeatable); default 256..2048 squares and 4000x3000.")] = None,
+    source: Annotated[Path, typer.Option(help="Real photo, mirror-tiled to each size.")] = Path(
+        "../shared/data/real/train/sun-hays80_img_011.png"
+    ),
+    size: Annotated[
+        Optional[list[str]], typer.Option(help="WxH (repeatable); default 256..2048 squares and 4000x3000.")
+    ] = None,
     min_time: Annotated[float, typer.Option(help="Seconds of timing per measurement.")] = 1.0,
-    threads: Annotated[int, typer.Option(help="Threads for every engine (0: their defaults, one per core); 1 is "
-                                              "what the CPU server's decode member runs.")] = 0,
+    threads: Annotated[
+        int,
+        typer.Option(
+            help="Threads for every engine (0: their defaults, one per core); 1 is "
+            "what the CPU server's decode member runs."
+        ),
+    ] = 0,
     out: BenchOut = Path("benchmarks/results"),
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -341,8 +443,12 @@ def bench_engines(
 @bench_app.command("server")
 def bench_server(
     url: Annotated[str, typer.Option(help="grpc://host:port or http://host:port.")] = "grpc://127.0.0.1:8001",
-    images: Annotated[Optional[list[Path]], typer.Option(help="Images to send (default: ../shared/data/real/dev).")] = None,
-    artifacts: Annotated[Path, typer.Option(help="Artifacts for the in-process ONNX Runtime baseline.")] = Path("artifacts"),
+    images: Annotated[
+        Optional[list[Path]], typer.Option(help="Images to send (default: ../shared/data/real/dev).")
+    ] = None,
+    artifacts: Annotated[Path, typer.Option(help="Artifacts for the in-process ONNX Runtime baseline.")] = Path(
+        "artifacts"
+    ),
     concurrency: Annotated[Optional[list[int]], typer.Option(help="Concurrency levels (repeatable).")] = None,
     requests: Annotated[int, typer.Option(help="Requests per level (ignored with --duration).")] = 64,
     duration: Annotated[Optional[float], typer.Option(help="Seconds per level instead of a request count.")] = None,

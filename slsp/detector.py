@@ -73,7 +73,11 @@ class Detector(nn.Module):
     def check(self, image: np.ndarray, name: str = "<image>") -> None:
         """The shape contract the graph cannot enforce itself: uint8 H x W x 3, each side >= `min_input_side`."""
         s = self.min_input_side
-        why = "one crop" if s == self.min_side else f"one {self.min_side}-pixel crop after the canonical {self.cfg.canonical}"
+        why = (
+            "one crop"
+            if s == self.min_side
+            else f"one {self.min_side}-pixel crop after the canonical {self.cfg.canonical}"
+        )
         check_image(image, s, name, why)
 
     @torch.inference_mode()

@@ -104,12 +104,21 @@ def evaluate(
             r = real_scores[name][method]
             if r.size == 0:
                 raise SlspError(f"no real image could be scored under {name}")
-            per = {g: {"n": int(s[name][method].size), **summary(r, s[name][method], thr if method == "model" else None)}
-                   for g, s in fake_scores.items() if s[name][method].size}
+            per = {
+                g: {"n": int(s[name][method].size), **summary(r, s[name][method], thr if method == "model" else None)}
+                for g, s in fake_scores.items()
+                if s[name][method].size
+            }
             keys = [k for k in next(iter(per.values())) if k != "n"]
-            per["mean"] = {"n": sum(v["n"] for v in per.values()), **{k: float(np.mean([v[k] for v in per.values()])) for k in keys}}
+            per["mean"] = {
+                "n": sum(v["n"] for v in per.values()),
+                **{k: float(np.mean([v[k] for v in per.values()])) for k in keys},
+            }
             gen_rows = [v for g, v in per.items() if g != "mean"]
-            per["worst"] = {"n": 0, **{k: float(min(v[k] for v in gen_rows)) if k != "fpr@thr" else per["mean"][k] for k in keys}}
+            per["worst"] = {
+                "n": 0,
+                **{k: float(min(v[k] for v in gen_rows)) if k != "fpr@thr" else per["mean"][k] for k in keys},
+            }
             rows[method] = per
         boot = bootstrap({m: real_scores[name][m] for m in methods},
                          {g: {m: s[name][m] for m in methods} for g, s in fake_scores.items() if s[name]["model"].size})
@@ -183,7 +192,9 @@ def table(report: dict) -> str:
                 vals = " ".join(f"{r[k]:>10.3f}" if k in r else f"{'-':>10}" for k in cols)
                 lines.append(f"{cond:<14}{method:<10}{g:<26}{r['n']:>4} {vals}")
         for k, p in c["paired"].items():
-            lines.append(f"{cond:<14}paired mean AUROC {k}: {p['diff']:+.3f}  90% interval [{p['lo']:+.3f}, {p['hi']:+.3f}]")
+            lines.append(
+                f"{cond:<14}paired mean AUROC {k}: {p['diff']:+.3f}  90% interval [{p['lo']:+.3f}, {p['hi']:+.3f}]"
+            )
         if c["fpr_by_source"]:
             lines.append(f"{cond:<14}FPR at threshold by real source: " + ", ".join(
                 f"{k} {v['fpr']:.1%} (n={v['n']})" for k, v in c["fpr_by_source"].items()))

@@ -34,7 +34,13 @@ class FluctEncoder(nn.Module):
         self.gain = cfg.gain
         self.residual = cfg.residual
         # Full resolution first (the fluctuation lives at one pixel), then two stride-2 stages.
-        self.body = nn.Sequential(_conv(7 if cfg.residual else 4, w), _conv(w, 2 * w, 2), _conv(2 * w, 2 * w), _conv(2 * w, 4 * w, 2), _conv(4 * w, 4 * w))
+        self.body = nn.Sequential(
+            _conv(7 if cfg.residual else 4, w),
+            _conv(w, 2 * w, 2),
+            _conv(2 * w, 2 * w),
+            _conv(2 * w, 4 * w, 2),
+            _conv(4 * w, 4 * w),
+        )
         self.norm = nn.LayerNorm(8 * w)
         self.bottleneck = nn.Linear(8 * w, cfg.latent)
 

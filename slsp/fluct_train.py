@@ -25,7 +25,7 @@ from slsp.fluct import FluctModel
 from slsp.imaging import collect
 from slsp.progress import bar, stderr
 from slsp.pseudofakes import training_crop
-from slsp.train import STATE, _load_flat, _save_state, extract_crops, lr_at, open_run, split
+from slsp.train import STATE, extract_crops, load_optimizer, lr_at, open_run, save_state, split
 
 REC_WEIGHT = 0.1
 
@@ -57,6 +57,24 @@ def make_batch(crops: torch.Tensor, phis: torch.Tensor, crop: int, batch: int, s
     return torch.stack(out_x), torch.stack(out_phi).float(), labels
 
 
+def train_step(model: FluctModel, opt: torch.optim.Optimizer, lr: float, x8: torch.Tensor, phi: torch.Tensor,
+               y: torch.Tensor) -> dict[str, float]:
+    """One update: real vs pseudo-fake for the discriminator, plus the decoder's reconstruction of the real crops."""
+    for group in opt.param_groups:
+        group["lr"] = lr
+    x, phi = model.prepare(x8, phi)
+    enc = model.encoder(x, phi)
+    logit = model.disc(enc.pooled)[:, 0]
+    real = y > 0.5
+    l_adv = F.binary_cross_entropy_with_logits(logit, y)
+    l_rec = F.l1_loss(model.decoder(enc.latent[real]), x[real])
+    opt.zero_grad(set_to_none=True)
+    (l_adv + REC_WEIGHT * l_rec).backward()
+    opt.step()
+    acc = ((logit > 0).float() == y).float().mean()
+    return {"adv": l_adv.item(), "rec": l_rec.item(), "acc": acc.item()}
+
+
 def train_fluct(real_dirs: list[Path], run: Path, cfg: DetectorConfig, tcfg: TrainConfig, resume: bool = False,
                 quiet: bool = False, checkpoint_every: int = 250) -> DetectorConfig:
     """Train, checkpoint as it goes, then fit the noise fusion and the threshold on the held-out reals."""
@@ -74,7 +92,7 @@ def train_fluct(real_dirs: list[Path], run: Path, cfg: DetectorConfig, tcfg: Tra
     model: FluctModel = det.model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
     if resume:
-        _load_flat("all", opt, load_file(str(run / STATE)), resumed["param_groups"]["all"])
+        load_optimizer("all", opt, load_file(str(run / STATE)), resumed["param_groups"]["all"])
     info = {
         "train_config": dataclasses.asdict(tcfg),
         "train_images": [str(f) for f in train_files],
@@ -87,26 +105,13 @@ def train_fluct(real_dirs: list[Path], run: Path, cfg: DetectorConfig, tcfg: Tra
     with bar(quiet) as pb:
         task = pb.add_task("train", total=tcfg.steps, completed=start, info="")
         for step in range(start, tcfg.steps):
-            x8, phi, y = make_batch(crops, phis, c, tcfg.batch, tcfg.seed, step, tcfg.chain)
-            for group in opt.param_groups:
-                group["lr"] = lr_at(step, tcfg)
-            x, phi = model.prepare(x8, phi)
-            enc = model.encoder(x, phi)
-            logit = model.disc(enc.pooled)[:, 0]
-            real = y > 0.5
-            l_adv = F.binary_cross_entropy_with_logits(logit, y)
-            l_rec = F.l1_loss(model.decoder(enc.latent[real]), x[real])
-            loss = l_adv + REC_WEIGHT * l_rec
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            acc = ((logit > 0).float() == y).float().mean()
-            pb.update(task, advance=1, info=f"adv {l_adv.item():.3f}  rec {l_rec.item():.3f}  acc {acc.item():.2f}")
+            batch = make_batch(crops, phis, c, tcfg.batch, tcfg.seed, step, tcfg.chain)
+            last = train_step(model, opt, lr_at(step, tcfg), *batch)
+            pb.update(task, advance=1, info=f"adv {last['adv']:.3f}  rec {last['rec']:.3f}  acc {last['acc']:.2f}")
             done = step + 1
             if done % checkpoint_every == 0 or done == tcfg.steps:
                 det_io.save(det, run)
-                _save_state(run, done, {"all": opt}, {**info, "last": {"adv": l_adv.item(), "rec": l_rec.item(),
-                                                                        "acc": acc.item()}})
+                save_state(run, done, {"all": opt}, {**info, "last": last})
     det = det_io.load(run)
     cal = calibrate_fused(det, hold_files, tcfg.target_fpr, quiet=quiet, variants=tcfg.calibration)
     det_io.save(cal.detector, run)

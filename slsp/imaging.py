@@ -25,7 +25,9 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".g
 DEFAULT_MAX_PIXELS = 50_000_000
 
 
-def decode(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int = 1, name: str = "<bytes>") -> np.ndarray:
+def decode(
+    data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int = 1, name: str = "<bytes>"
+) -> np.ndarray:
     """Decode encoded image bytes into a contiguous uint8 array (H, W, 3) under the policy above."""
     if not data:
         raise ImageError(f"{name}: empty input (zero bytes)")
@@ -60,8 +62,10 @@ def check_image(image: np.ndarray, min_side: int, name: str = "<image>", why: st
         got = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
         raise ImageError(f"{name}: expected uint8 H x W x 3, got {got}")
     if min(image.shape[:2]) < min_side:
-        raise ImageError(f"{name}: {image.shape[1]} x {image.shape[0]} is below the minimum size {min_side} x {min_side} "
-                         f"({why}; slsp never pads)")
+        raise ImageError(
+            f"{name}: {image.shape[1]} x {image.shape[0]} is below the minimum size {min_side} x {min_side} "
+            f"({why}; slsp never pads)"
+        )
 
 
 def _to_rgb8(img: Image.Image, name: str) -> np.ndarray:

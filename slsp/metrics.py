@@ -65,7 +65,11 @@ def summary(scores_real: np.ndarray, scores_fake: np.ndarray, threshold: float |
 
 
 def bootstrap(
-    real: dict[str, np.ndarray], fakes: dict[str, dict[str, np.ndarray]], n: int = 1000, seed: int = 0, level: float = 0.9
+    real: dict[str, np.ndarray],
+    fakes: dict[str, dict[str, np.ndarray]],
+    n: int = 1000,
+    seed: int = 0,
+    level: float = 0.9,
 ) -> dict[str, dict[str, tuple[float, float]]]:
     """Percentile intervals of AUROC per generator and of the mean over generators, for every method, and of each
     method's mean AUROC minus every other's (paired: the same resampled images for all methods).

@@ -13,7 +13,9 @@ def providers(device: str) -> list[str]:
     if device == "cpu":
         return ["CPUExecutionProvider"]
     if "CUDAExecutionProvider" not in ort.get_available_providers():
-        raise RuntimeMissing("ONNX Runtime CUDA execution provider not available (install onnxruntime-gpu on a GPU machine)")
+        raise RuntimeMissing(
+            "ONNX Runtime CUDA execution provider not available (install onnxruntime-gpu on a GPU machine)"
+        )
     return ["CUDAExecutionProvider", "CPUExecutionProvider"]
 
 

@@ -145,7 +145,9 @@ class Server:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
-                raise SlspError(f"tritonserver exited with code {self.proc.returncode} before it was ready{self._log_hint()}")
+                raise SlspError(
+                    f"tritonserver exited with code {self.proc.returncode} before it was ready{self._log_hint()}"
+                )
             if self.ready():
                 return
             time.sleep(0.25)

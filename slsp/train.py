@@ -104,7 +104,7 @@ def _flat_state(prefix: str, opt: torch.optim.Optimizer) -> tuple[dict[str, Tens
     return tensors, sd["param_groups"]
 
 
-def _load_flat(prefix: str, opt: torch.optim.Optimizer, tensors: dict[str, Tensor], groups: list) -> None:
+def load_optimizer(prefix: str, opt: torch.optim.Optimizer, tensors: dict[str, Tensor], groups: list) -> None:
     state: dict[int, dict[str, Tensor]] = {}
     for name, v in tensors.items():
         p, i, k = name.split(".", 2)
@@ -113,7 +113,7 @@ def _load_flat(prefix: str, opt: torch.optim.Optimizer, tensors: dict[str, Tenso
     opt.load_state_dict({"state": state, "param_groups": groups})
 
 
-def _save_state(run: Path, step: int, opts: dict[str, torch.optim.Optimizer], info: dict) -> None:
+def save_state(run: Path, step: int, opts: dict[str, torch.optim.Optimizer], info: dict) -> None:
     tensors, groups = {}, {}
     for name, opt in opts.items():
         t, g = _flat_state(name, opt)
@@ -179,7 +179,7 @@ def optimizers(model: SLSPModel, tcfg: TrainConfig, run: Path | None = None, res
     if resumed:
         tensors = load_file(str(run / STATE))
         for name, opt in opts.items():
-            _load_flat(name, opt, tensors, resumed["param_groups"][name])
+            load_optimizer(name, opt, tensors, resumed["param_groups"][name])
     return opts
 
 
@@ -261,11 +261,13 @@ def train(
         task = pb.add_task("train", total=tcfg.steps, completed=start, info="")
         for step in range(start, tcfg.steps):
             losses = train_step(objectives, opts, lr_at(step, tcfg), *batch(crops, phis, tcfg, step, d))
-            pb.update(task, advance=1, info=f"rec {losses['rec']:.4f}  adv {losses['adv']:.3f}  acc {losses['acc']:.2f}")
+            pb.update(
+                task, advance=1, info=f"rec {losses['rec']:.4f}  adv {losses['adv']:.3f}  acc {losses['acc']:.2f}"
+            )
             done = step + 1
             if d.main and (done % checkpoint_every == 0 or done == tcfg.steps):
                 det_io.save(det, run)
-                _save_state(run, done, opts, {**info, "last": {"rec": losses["rec"], "adv": losses["adv"]}})
+                save_state(run, done, opts, {**info, "last": {"rec": losses["rec"], "adv": losses["adv"]}})
     if d.world > 1:
         dist.destroy_process_group()
         if not d.main:

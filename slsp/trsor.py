@@ -115,7 +115,9 @@ def gradient_energy(y: Tensor, p: int) -> Tensor:
     a = row_pool_sum(dh * dh, p - 2)  # (C, H, W - p + 1)
     b = row_pool_sum(dv * dv, p)  # (C, H - 2, W - p + 1)
     n = a.shape[1] - p + 1
-    xi = window_reduce(a.narrow(1, 0, b.shape[1]) + b, p - 2, 1, torch.add) + (a.narrow(1, p - 2, n) + a.narrow(1, p - 1, n))
+    xi = window_reduce(a.narrow(1, 0, b.shape[1]) + b, p - 2, 1, torch.add) + (
+        a.narrow(1, p - 2, n) + a.narrow(1, p - 1, n)
+    )
     return xi[0] if xi.shape[0] == 1 else xi.sum(dim=0)  # luma: skip a pass that would only copy
 
 
@@ -136,12 +138,13 @@ class TrSOR(nn.Module):
     def channels(self, image: Tensor) -> Tensor:
         """(H, W, 3) uint8 -> (C, H, W) float: luma as a weighted channel sum, or the three channels.
 
-        Elementwise on purpose: as a (H*W x 3) @ (3,) MatMul it took 86% of ONNX Runtime's TrSOR time.
+        Elementwise on purpose: as a (H*W x 3) @ (3,) MatMul it dominated ONNX Runtime's TrSOR time
+        (benchmarks/README.md, "What changed TrSOR").
         """
         if self.cfg.channel == "rgb":
             return image.permute(2, 0, 1).to(torch.float32)
         # Split the uint8 channels before casting: casting the interleaved image first wrote and re-read
-        # 12 bytes per pixel (Cast + Split: 36 -> 16 ms at 2048 x 2048, benchmarks/results/trsor-profile-2048.txt).
+        # 12 bytes per pixel (benchmarks/README.md, "What changed TrSOR").
         ch = [image[:, :, i].to(torch.float32) for i in range(3)]
         return (ch[0] * LUMA[0] + ch[1] * LUMA[1] + ch[2] * LUMA[2]).unsqueeze(0)
 

@@ -28,10 +28,33 @@ def test_photo_at_tiles_without_resampling() -> None:
 
 def test_bench_engines_cli(served_artifacts: Path, tmp_path: Path) -> None:
     art = served_artifacts  # with trsor.pt2: the compiled TrSOR joins the table
-    r = subprocess.run([sys.executable, "-c", "from slsp.cli import main; main()", "bench", "engines",
-                        "--artifacts", str(art), "--source", str(shared("real", "dev", "bsd100_img_020.png")),
-                        "--size", "96x64", "--size", "130x70", "--min-time", "0", "--threads", "1", "--out", str(tmp_path / "res"), "-q"],
-                       capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from slsp.cli import main; main()",
+            "bench",
+            "engines",
+            "--artifacts",
+            str(art),
+            "--source",
+            str(shared("real", "dev", "bsd100_img_020.png")),
+            "--size",
+            "96x64",
+            "--size",
+            "130x70",
+            "--min-time",
+            "0",
+            "--threads",
+            "1",
+            "--out",
+            str(tmp_path / "res"),
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr
     assert "trsor ort" in r.stdout and "trsor aoti" in r.stdout and "trsor native" in r.stdout
     (path,) = (tmp_path / "res").iterdir()
@@ -52,7 +75,11 @@ def test_bench_engines_cli(served_artifacts: Path, tmp_path: Path) -> None:
 def test_cuda_engines_shape() -> None:
     from slsp import detector
 
-    res = engines.cuda_engines(detector.load(), load(shared("real", "dev", "bsd100_img_020.png")), [(64, 96), (130, 70)], min_time=0)
+    res = engines.cuda_engines(
+        detector.load(), load(shared("real", "dev", "bsd100_img_020.png")), [(64, 96), (130, 70)], min_time=0
+    )
     assert res["device"] and [r["size"] for r in res["trsor"]] == ["96x64", "70x130"]
     assert all(r["median_ms"] > 0 and r["mpix_per_s"] > 0 for r in res["trsor"])
-    assert [r["crops"] for r in res["model"]] == [16, 64, 256, 1024] and all(r["images_per_s"] > 0 for r in res["model"])
+    assert [r["crops"] for r in res["model"]] == [16, 64, 256, 1024] and all(
+        r["images_per_s"] > 0 for r in res["model"]
+    )

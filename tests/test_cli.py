@@ -24,7 +24,7 @@ def slsp(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
 
 def readme_detect_command() -> list[str]:
     text = (ROOT / "README.md").read_text()
-    line = next(l for l in text.splitlines() if "&& slsp detect" in l)
+    line = next(t for t in text.splitlines() if "&& slsp detect" in t)
     return shlex.split(line.split("&& slsp ", 1)[1])
 
 

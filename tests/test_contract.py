@@ -18,7 +18,12 @@ from slsp.config import DetectorConfig
 from slsp.export import repository
 
 ROOT = Path(__file__).resolve().parents[1]
-ONNX_TYPES = {"uint8": TensorProto.UINT8, "float32": TensorProto.FLOAT, "int64": TensorProto.INT64, "bool": TensorProto.BOOL}
+ONNX_TYPES = {
+    "uint8": TensorProto.UINT8,
+    "float32": TensorProto.FLOAT,
+    "int64": TensorProto.INT64,
+    "bool": TensorProto.BOOL,
+}
 
 
 def test_stage_specs_chain() -> None:
@@ -62,7 +67,9 @@ def test_written_configs_follow_the_contract(served_artifacts: Path, tmp_path: P
     repo = tmp_path / "repo"
     repository.write(served_artifacts, repo, repository.ServingConfig(target=target))
     c = DetectorConfig.load(served_artifacts / contract.CONFIG).trsor.crop
-    cfgs = {m: repository.read_config(repo / m / "config.pbtxt") for m in (*contract.MEMBERS.values(), contract.ENSEMBLE)}
+    cfgs = {
+        m: repository.read_config(repo / m / "config.pbtxt") for m in (*contract.MEMBERS.values(), contract.ENSEMBLE)
+    }
     types = {k: model_config_pb2.DataType.Value(v) for k, v in repository.TRITON_TYPES.items()}
     for stage in contract.CHAIN:
         member = cfgs[contract.MEMBERS[stage.name]]

@@ -65,7 +65,10 @@ def test_onnx_runtime_matches_pytorch_at_size(artifacts: Path, run_dir: Path, h:
     det = det_io.load(run_dir)
     img = synthetic_photo(h, w, seed=h * w)
     ref = TorchRunner(torch2onnx.FusedStage(det), "slsp").infer({"image": img})
-    runners = [OrtRunner(artifacts / "slsp.onnx"), Pipeline("ort", *(OrtRunner(artifacts / f"{s}.onnx") for s in ("trsor", "model", "score")))]
+    runners = [
+        OrtRunner(artifacts / "slsp.onnx"),
+        Pipeline("ort", *(OrtRunner(artifacts / f"{s}.onnx") for s in ("trsor", "model", "score"))),
+    ]
     for r in runners:
         got = r.infer({"image": img})
         for name, tol in parity.FP32.items():
@@ -75,7 +78,9 @@ def test_onnx_runtime_matches_pytorch_at_size(artifacts: Path, run_dir: Path, h:
 
 def test_real_images_at_three_sizes_pass_the_gate(artifacts: Path, run_dir: Path) -> None:
     det = det_io.load(run_dir)
-    sources = [shared("real", "dev", n) for n in ("bsd100_img_083.png", "kodak24_kodim01.png", "exif-samples_jolla.jpg")]
+    sources = [
+        shared("real", "dev", n) for n in ("bsd100_img_083.png", "kodak24_kodim01.png", "exif-samples_jolla.jpg")
+    ]
     report = build.check(det, artifacts, sources, sizes=1, seed=3)
     assert report["ok"], report["table"]
     assert len({json.dumps(n) for n in report["images"]}) == 6
@@ -181,7 +186,9 @@ def test_trt_missing_is_a_clear_error(artifacts: Path) -> None:
 @pytest.mark.skipif(not _has_trt(), reason="needs the tensorrt package and a CUDA GPU (none on this machine)")
 def test_trt_engine_passes_parity(run_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "trt"
-    report = build.build(run_dir, out, trt=True, max_batch=32, images=[shared("real", "dev", "bsd100_img_020.png")], sizes=1)
+    report = build.build(
+        run_dir, out, trt=True, max_batch=32, images=[shared("real", "dev", "bsd100_img_020.png")], sizes=1
+    )
     assert (out / "model.plan").is_file() and report["tensorrt"]["model"] == "tensorrt"
     assert any(r["runtime"] == "tensorrt" and r["ok"] for r in report["runtimes"])
     assert not (out / "model.plan").read_bytes().startswith(b"{")  # raw plan, no metadata prefix

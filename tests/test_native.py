@@ -67,11 +67,17 @@ def test_matches_the_float64_reference(runner: trsor_native.NativeRunner) -> Non
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(h=st.integers(64, 260), w=st.integers(64, 260), noise=st.floats(0.5, 12.0), seed=st.integers(0, 2**16))
-def test_any_size_and_thread_count_matches_eager(served_artifacts: Path, h: int, w: int, noise: float, seed: int) -> None:
+def test_any_size_and_thread_count_matches_eager(
+    served_artifacts: Path, h: int, w: int, noise: float, seed: int
+) -> None:
     image = synthetic_photo(h, w, seed=seed, sigma=noise)
     want = eager(DET, image)
     for threads in (1, 2, 3):  # rows are split per thread: the bands' seams must not show
-        assert_same(trsor_native.NativeRunner(served_artifacts, threads).infer({"image": image}), want, f"{h}x{w}, {threads} threads")
+        assert_same(
+            trsor_native.NativeRunner(served_artifacts, threads).infer({"image": image}),
+            want,
+            f"{h}x{w}, {threads} threads",
+        )
 
 
 def test_rgb_energy_matches_eager(tmp_path: Path) -> None:
@@ -107,7 +113,9 @@ def compiled(served_artifacts: Path) -> dict:
 @pytest.mark.parametrize("shape", [(63, 100, 3), (100, 10, 3), (10, 10, 3), (64, 64), (64, 64, 4)])
 def test_bad_shapes_are_refused_before_native_code(compiled: dict, runtime: str, shape: tuple[int, ...]) -> None:
     """Both compiled TrSORs (this kernel and the AOTInductor package) read out of bounds below one crop."""
-    with pytest.raises(ImageError, match="minimum size 64 x 64" if len(shape) == 3 and shape[2] == 3 else "uint8 H x W x 3"):
+    with pytest.raises(
+        ImageError, match="minimum size 64 x 64" if len(shape) == 3 and shape[2] == 3 else "uint8 H x W x 3"
+    ):
         compiled[runtime].infer({"image": np.zeros(shape, np.uint8)})
     with pytest.raises(ImageError, match="uint8"):
         compiled[runtime].infer({"image": np.zeros((64, 64, 3), np.float32)})
@@ -131,8 +139,11 @@ def test_repository_serves_the_fastest_cpu_trsor(served_artifacts: Path, tmp_pat
     """CPU target: the C++ kernel, else the AOTInductor package; GPU target: trsor.onnx (x86 code is no GPU code)."""
     no_native = tmp_path / "no-native"
     shutil.copytree(served_artifacts, no_native, ignore=shutil.ignore_patterns("trsor_native.*"))
-    cases = [(served_artifacts, "cpu", [contract.TRSOR_NATIVE, contract.TRSOR_NATIVE_META]), (no_native, "cpu", [contract.TRSOR_AOTI]),
-             (served_artifacts, "gpu", [contract.TRSOR.onnx])]
+    cases = [
+        (served_artifacts, "cpu", [contract.TRSOR_NATIVE, contract.TRSOR_NATIVE_META]),
+        (no_native, "cpu", [contract.TRSOR_AOTI]),
+        (served_artifacts, "gpu", [contract.TRSOR.onnx]),
+    ]
     trsors = {contract.TRSOR_NATIVE, contract.TRSOR_NATIVE_META, contract.TRSOR_AOTI, contract.TRSOR.onnx}
     for i, (art, target, want) in enumerate(cases):
         repo = tmp_path / f"repo{i}"

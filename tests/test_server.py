@@ -138,11 +138,19 @@ def test_connection_refused_is_not_a_timeout() -> None:
 
 def test_parity_with_server(server: Server, served_artifacts: Path) -> None:
     det = det_io.load()
-    sources = [shared("real", "dev", n) for n in ("bsd100_img_091.png", "kodak24_kodim13.png", "exif-samples_DSCN0029.jpg")]
+    sources = [
+        shared("real", "dev", n) for n in ("bsd100_img_091.png", "kodak24_kodim13.png", "exif-samples_DSCN0029.jpg")
+    ]
     report = build.check(det, served_artifacts, sources, sizes=1, runtimes=["ort-cpu", "aoti-cpu", "native-cpu"],
                          extra=[ServerRunner(server.grpc_url), ServerRunner(server.http_url)])
     assert report["ok"], report["table"]
-    assert {r["runtime"] for r in report["runtimes"]} == {"ort-cpu", "aoti-cpu", "native-cpu", "server-grpc", "server-http"}
+    assert {r["runtime"] for r in report["runtimes"]} == {
+        "ort-cpu",
+        "aoti-cpu",
+        "native-cpu",
+        "server-grpc",
+        "server-http",
+    }
 
 
 def test_query_cli(server: Server) -> None:
@@ -207,7 +215,9 @@ def test_serve_cli_exports_when_missing_then_stops_on_sigterm(tmp_path: Path) ->
         assert "parity gate on 8 images" in "".join(lines)
         assert repository.versions(repo, repository.MODEL) == [1]
         data = shared("real", "dev", "bsd100_img_020.png").read_bytes()
-        assert SlspClient(f"grpc://127.0.0.1:{ports[1]}").detect(data).score == pytest.approx(float(local(data).score), abs=1e-4)
+        assert SlspClient(f"grpc://127.0.0.1:{ports[1]}").detect(data).score == pytest.approx(
+            float(local(data).score), abs=1e-4
+        )
     finally:
         proc.send_signal(signal.SIGTERM)
         rc = proc.wait(60)

@@ -32,7 +32,9 @@ def test_null_constants_match_reference() -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(k=st.integers(1, 17), extra=st.integers(0, 30), m=st.integers(1, 5), dim=st.integers(0, 1), seed=st.integers(0, 99))
+@given(
+    k=st.integers(1, 17), extra=st.integers(0, 30), m=st.integers(1, 5), dim=st.integers(0, 1), seed=st.integers(0, 99)
+)
 def test_window_reduce_matches_sliding_windows(k: int, extra: int, m: int, dim: int, seed: int) -> None:
     n = k + extra
     x = np.random.default_rng(seed).normal(size=(n, m) if dim == 0 else (m, n))
@@ -124,7 +126,9 @@ TRANSFORMS = {
 
 
 @settings(max_examples=8, deadline=None)
-@given(h=st.integers(64, 180), w=st.integers(64, 180), seed=st.integers(0, 2**16), name=st.sampled_from(sorted(TRANSFORMS)))
+@given(
+    h=st.integers(64, 180), w=st.integers(64, 180), seed=st.integers(0, 2**16), name=st.sampled_from(sorted(TRANSFORMS))
+)
 def test_mask_moves_with_the_image(h: int, w: int, seed: int, name: str) -> None:
     fwd, on_mask = TRANSFORMS[name]
     img = synthetic_photo(h, w, seed=seed)

@@ -63,7 +63,9 @@ def cuda_engines(det, base: np.ndarray, sizes, min_time: float = 1.0) -> dict:
         for n in (1, 4, 16, 64):
             crops, phi = sel.crops.repeat(n, 1, 1, 1), sel.crop_phi.repeat(n, 1, 1)
             t = timed(lambda: gpu.model(crops, phi))
-            out[MODEL].append({"images": n, "crops": int(crops.shape[0]), **t, "images_per_s": n * 1e3 / t["median_ms"]})
+            out[MODEL].append(
+                {"images": n, "crops": int(crops.shape[0]), **t, "images_per_s": n * 1e3 / t["median_ms"]}
+            )
     return out
 
 
@@ -100,17 +102,27 @@ def measure(run: Path | None, artifacts: Path, source: Path, sizes=SIZES, min_ti
             r = {"size": f"{w}x{h}", "pixels": h * w}
             r["decode_png"] = timeit(lambda: decode(encoded), min_time)
             r["floor"] = timeit(memory_floor(img), min_time)
-            torch_fns = {TRSOR: lambda: det.trsor(torch.from_numpy(img)), MODEL: lambda: det.model(crops, phi),
-                         SCORING: lambda: det.scorer(scores, valid, sigma), "pipeline": lambda: det(torch.from_numpy(img))}
+            torch_fns = {
+                TRSOR: lambda: det.trsor(torch.from_numpy(img)),
+                MODEL: lambda: det.model(crops, phi),
+                SCORING: lambda: det.scorer(scores, valid, sigma),
+                "pipeline": lambda: det(torch.from_numpy(img)),
+            }
             ort_fns = {**{s.name: lambda s=s: stages[s.name].infer(feeds) for s in contract.CHAIN},
                        "pipeline": lambda: stages[contract.FUSED.name].infer(feeds)}
             r["torch"], r["ort"] = {}, {}
-            if not rows:  # the first size also paid for thread pools and caches warming up (model 1.5x slower)
+            if not rows:  # the first size would also pay for thread pools and caches warming up
                 timeit_blocks([torch_fns["pipeline"], ort_fns["pipeline"]], min_time)
             # The compiled TrSORs, and the pipelines the CPU server runs with them, join the same alternating blocks.
             for s in torch_fns:
-                extra = {k: (p.trsor.infer if s == TRSOR else p.infer) for k, p in compiled.items()} if s in (TRSOR, "pipeline") else {}
-                times = timeit_blocks([torch_fns[s], ort_fns[s]] + [lambda f=f: f(feeds) for f in extra.values()], min_time)
+                extra = (
+                    {k: (p.trsor.infer if s == TRSOR else p.infer) for k, p in compiled.items()}
+                    if s in (TRSOR, "pipeline")
+                    else {}
+                )
+                times = timeit_blocks(
+                    [torch_fns[s], ort_fns[s]] + [lambda f=f: f(feeds) for f in extra.values()], min_time
+                )
                 r["torch"][s], r["ort"][s] = times[:2]
                 for k, t in zip(extra, times[2:]):
                     r.setdefault(k, {})[s] = t
@@ -122,13 +134,18 @@ def measure(run: Path | None, artifacts: Path, source: Path, sizes=SIZES, min_ti
                 "trsor_torch_over_floor": r["torch"][TRSOR]["median_ms"] / r["floor"]["median_ms"],
                 "model_ort_over_compute_floor": r["ort"][MODEL]["median_ms"] / floor_ms,
                 "model_torch_over_compute_floor": r["torch"][MODEL]["median_ms"] / floor_ms,
-                "pipeline_ort_speedup_over_torch": r["torch"]["pipeline"]["median_ms"] / r["ort"]["pipeline"]["median_ms"],
+                "pipeline_ort_speedup_over_torch": r["torch"]["pipeline"]["median_ms"]
+                / r["ort"]["pipeline"]["median_ms"],
             }
             for k in compiled:
-                r["ratios"].update({
-                    f"trsor_{k}_over_floor": r[k][TRSOR]["median_ms"] / r["floor"]["median_ms"],
-                    f"trsor_{k}_speedup_over_ort": r["ort"][TRSOR]["median_ms"] / r[k][TRSOR]["median_ms"],
-                    f"pipeline_{k}_speedup_over_torch": r["torch"]["pipeline"]["median_ms"] / r[k]["pipeline"]["median_ms"]})
+                r["ratios"].update(
+                    {
+                        f"trsor_{k}_over_floor": r[k][TRSOR]["median_ms"] / r["floor"]["median_ms"],
+                        f"trsor_{k}_speedup_over_ort": r["ort"][TRSOR]["median_ms"] / r[k][TRSOR]["median_ms"],
+                        f"pipeline_{k}_speedup_over_torch": r["torch"]["pipeline"]["median_ms"]
+                        / r[k]["pipeline"]["median_ms"],
+                    }
+                )
             rows.append(r)
             pb.advance(task)
     result = {"kind": "engines", "machine": machine(), "threads": threads, "source": str(source),
@@ -146,10 +163,14 @@ def _png(img: np.ndarray) -> bytes:
 
 def table(result: dict) -> str:
     """The engines result as printed by `slsp bench engines`."""
-    lines = [f"{'size':<11}{'floor':>8}{'trsor ort':>11}{'/floor':>8}{'trsor pt':>10}{'model ort':>11}{'model pt':>10}"
-             f"{'/mm':>6}{'pipe ort':>10}{'pipe pt':>9}{'ort/pt x':>9}{'decode':>9}"
-             + "".join(f"{'trsor ' + k:>13}{'/floor':>8}{'pipe ' + k:>13}{k + '/pt x':>12}" for k in result.get("compiled", []))
-             + "   (median ms)"]
+    lines = [
+        f"{'size':<11}{'floor':>8}{'trsor ort':>11}{'/floor':>8}{'trsor pt':>10}{'model ort':>11}{'model pt':>10}"
+        f"{'/mm':>6}{'pipe ort':>10}{'pipe pt':>9}{'ort/pt x':>9}{'decode':>9}"
+        + "".join(
+            f"{'trsor ' + k:>13}{'/floor':>8}{'pipe ' + k:>13}{k + '/pt x':>12}" for k in result.get("compiled", [])
+        )
+        + "   (median ms)"
+    ]
     for r in result["rows"]:
         lines.append(f"{r['size']:<11}{r['floor']['median_ms']:>8.2f}{r['ort'][TRSOR]['median_ms']:>11.2f}"
                      f"{r['ratios']['trsor_ort_over_floor']:>8.1f}{r['torch'][TRSOR]['median_ms']:>10.2f}"
@@ -160,12 +181,20 @@ def table(result: dict) -> str:
                      + "".join(f"{r[k][TRSOR]['median_ms']:>13.2f}{r['ratios'][f'trsor_{k}_over_floor']:>8.1f}"
                                f"{r[k]['pipeline']['median_ms']:>13.2f}{r['ratios'][f'pipeline_{k}_speedup_over_torch']:>12.2f}"
                                for k in result.get("compiled", [])))
-    lines.append(f"/floor: TrSOR over one uint8 read + float32 write; /mm: the model over its {result['rows'][0]['model_gflop']:.2f} "
-                 f"GFLOP at the {result['matmul_gflops']:.0f} GFLOP/s of a 1024^3 matmul; "
-                 f"threads: {result.get('threads') or 'engine defaults'}")
+    lines.append(
+        "/floor: TrSOR over one uint8 read + float32 write; "
+        f"/mm: the model over its {result['rows'][0]['model_gflop']:.2f} "
+        f"GFLOP at the {result['matmul_gflops']:.0f} GFLOP/s of a 1024^3 matmul; "
+        f"threads: {result.get('threads') or 'engine defaults'}"
+    )
     if "cuda" in result:
         cuda = result["cuda"]
-        lines.append(f"PyTorch CUDA on {cuda['device']}: TrSOR " + ", ".join(
-            f"{r['size']} {r['median_ms']:.2f} ms ({r['mpix_per_s']:.0f} MP/s)" for r in cuda[TRSOR]) + "; model " + ", ".join(
-            f"{r['crops']} crops {r['median_ms']:.2f} ms ({r['images_per_s']:.0f} img/s)" for r in cuda[MODEL]))
+        lines.append(
+            f"PyTorch CUDA on {cuda['device']}: TrSOR "
+            + ", ".join(f"{r['size']} {r['median_ms']:.2f} ms ({r['mpix_per_s']:.0f} MP/s)" for r in cuda[TRSOR])
+            + "; model "
+            + ", ".join(
+                f"{r['crops']} crops {r['median_ms']:.2f} ms ({r['images_per_s']:.0f} img/s)" for r in cuda[MODEL]
+            )
+        )
     return "\n".join(lines)

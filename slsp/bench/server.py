@@ -18,7 +18,11 @@ from slsp.errors import SlspError
 
 def _percentiles(lat: list[float]) -> dict:
     a = np.array(lat) * 1e3
-    return {"p50_ms": float(np.percentile(a, 50)), "p90_ms": float(np.percentile(a, 90)), "p99_ms": float(np.percentile(a, 99))}
+    return {
+        "p50_ms": float(np.percentile(a, 50)),
+        "p90_ms": float(np.percentile(a, 90)),
+        "p99_ms": float(np.percentile(a, 99)),
+    }
 
 
 def load_run(send: Callable[[bytes], object], images: list[bytes], concurrency: int, requests: int | None,
@@ -51,8 +55,15 @@ def load_run(send: Callable[[bytes], object], images: list[bytes], concurrency: 
     wall = time.perf_counter() - t0
     if latencies is not None:
         latencies.extend(lat)
-    return {"concurrency": concurrency, "requests": len(lat) + len(errors), "errors": len(errors),
-            "error_samples": errors[:3], "wall_s": wall, "throughput_rps": len(lat) / wall, **_percentiles(lat or [0.0])}
+    return {
+        "concurrency": concurrency,
+        "requests": len(lat) + len(errors),
+        "errors": len(errors),
+        "error_samples": errors[:3],
+        "wall_s": wall,
+        "throughput_rps": len(lat) / wall,
+        **_percentiles(lat or [0.0]),
+    }
 
 
 def server_split(stats_before: dict, stats_after: dict) -> dict:
@@ -64,7 +75,9 @@ def server_split(stats_before: dict, stats_after: dict) -> dict:
     out = {}
     for name, m in after.items():
         b = before.get(name, {})
-        n = int(m["inference_stats"]["success"]["count"]) - int(b.get("inference_stats", {}).get("success", {}).get("count", 0))
+        n = int(m["inference_stats"]["success"]["count"]) - int(
+            b.get("inference_stats", {}).get("success", {}).get("count", 0)
+        )
         execs = int(m.get("execution_count", 0)) - int(b.get("execution_count", 0))
         if n <= 0:
             continue
@@ -131,15 +144,25 @@ def table(result: dict) -> str:
     """The server result as printed by `slsp bench server`."""
     b = result["inprocess_ort"]
     a = result.get("inprocess_served_engines")
-    lines = [f"in-process ORT (c=1): {b['throughput_rps']:.2f} img/s, p50 {b['p50_ms']:.1f} ms"
-             + (f"; in-process {result['served_engines']} as served (c=1): {a['throughput_rps']:.2f} img/s, "
-                f"p50 {a['p50_ms']:.1f} ms" if a else ""),
-             f"{'conc':>5}{'img/s':>8}{'vs ORT':>8}{'vs same':>8}{'p50':>8}{'p90':>8}{'p99':>8}{'p99/p50':>8}{'errors':>7}   server split per request (ms)"]
+    lines = [
+        f"in-process ORT (c=1): {b['throughput_rps']:.2f} img/s, p50 {b['p50_ms']:.1f} ms"
+        + (
+            f"; in-process {result['served_engines']} as served (c=1): {a['throughput_rps']:.2f} img/s, "
+            f"p50 {a['p50_ms']:.1f} ms"
+            if a
+            else ""
+        ),
+        f"{'conc':>5}{'img/s':>8}{'vs ORT':>8}{'vs same':>8}{'p50':>8}{'p90':>8}{'p99':>8}{'p99/p50':>8}{'errors':>7}"
+        "   server split per request (ms)",
+    ]
     for r in result["rows"]:
         split = "  ".join(f"{m.split('_', 1)[-1]}: q{v['queue_ms']:.1f} in{v['compute_input_ms']:.1f} "
                           f"inf{v['compute_infer_ms']:.1f} out{v['compute_output_ms']:.1f}"
                           for m, v in r["server_split"].items() if m != contract.ENSEMBLE)
-        lines.append(f"{r['concurrency']:>5}{r['throughput_rps']:>8.2f}{r['throughput_vs_inprocess_ort']:>8.2f}"
-                     f"{r.get('throughput_vs_inprocess_served_engines', float('nan')):>8.2f}"
-                     f"{r['p50_ms']:>8.1f}{r['p90_ms']:>8.1f}{r['p99_ms']:>8.1f}{r['p99_over_p50']:>8.2f}{r['errors']:>7}   {split}")
+        lines.append(
+            f"{r['concurrency']:>5}{r['throughput_rps']:>8.2f}{r['throughput_vs_inprocess_ort']:>8.2f}"
+            f"{r.get('throughput_vs_inprocess_served_engines', float('nan')):>8.2f}"
+            f"{r['p50_ms']:>8.1f}{r['p90_ms']:>8.1f}{r['p99_ms']:>8.1f}{r['p99_over_p50']:>8.2f}"
+            f"{r['errors']:>7}   {split}"
+        )
     return "\n".join(lines)

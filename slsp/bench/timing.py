@@ -25,7 +25,9 @@ def machine() -> dict:
     if torch.cuda.is_available():
         info["cuda_device"] = torch.cuda.get_device_name(0)
     try:
-        info["cpu_model"] = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+        info["cpu_model"] = next(
+            row.split(":", 1)[1].strip() for row in open("/proc/cpuinfo") if row.startswith("model name")
+        )
     except (OSError, StopIteration):
         pass
     return info
@@ -79,7 +81,9 @@ def ab(fns: dict[str, Callable[[], object]], block: float = 0.5, rounds: int = 3
 
 def ab_cells(row: dict, digits: int = 1) -> str:
     """One printed line's cells for a result of `ab`."""
-    return "  ".join(f"{k}: {v:.{digits}f} ms ({row['speedup_over_first'][k]:.2f}x)" for k, v in row["median_ms"].items())
+    return "  ".join(
+        f"{k}: {v:.{digits}f} ms ({row['speedup_over_first'][k]:.2f}x)" for k, v in row["median_ms"].items()
+    )
 
 
 def parse_size(text: str) -> tuple[int, int]:
