@@ -113,3 +113,12 @@ def test_client_imports_from_the_package_without_torch() -> None:
     code = "import sys; from slsp.clients import SlspClient, InvalidInput; assert 'torch' not in sys.modules, 'torch'"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
+
+
+def test_serving_modules_import_without_torch() -> None:
+    """The decode member runs the native or ONNX TrSOR through these modules in a process without torch."""
+    code = ("import sys; import slsp.contract, slsp.export.runners, slsp.export.trsor_backends, "
+            "slsp.export.repository; assert 'torch' not in sys.modules, 'torch'")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+

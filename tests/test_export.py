@@ -129,6 +129,15 @@ def test_export_stopped_by_sigterm_leaves_nothing(tmp_path: Path) -> None:
     assert sorted(p.name for p in out.iterdir()) == ["previous.txt"]
 
 
+def test_export_quiet_writes_only_the_result(run_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "art"
+    r = subprocess.run([sys.executable, "-c", "from slsp.cli import main; main()", "export", "--model", str(run_dir),
+                        "--out", str(out), "--images", str(shared("real", "dev", "bsd100_img_020.png")), "--sizes", "0",
+                        "--json", "--quiet"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == "" and json.loads(r.stdout)["ok"] and (out / contract.PARITY_REPORT).is_file()
+
+
 def test_parity_refuses_foreign_checkpoint(artifacts: Path, tmp_path: Path) -> None:
     torch.manual_seed(1)
     det_io.save(Detector(CFG), tmp_path / "other")

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import TINY_SLSP as TINY
-from slsp.config import SCORES, ModelConfig
+from slsp.config import SCORES, ModelConfig, model_config
 from slsp.errors import ConfigError
 from slsp.model import SCORES as SCORE_FUNCTIONS
 from slsp.model import SLSPModel
@@ -29,6 +29,16 @@ def test_model_scores_are_probabilities(score: str) -> None:
 
 def test_every_configured_score_has_a_function() -> None:
     assert tuple(SCORE_FUNCTIONS) == SCORES
+
+
+def test_model_config_by_family_and_size() -> None:
+    assert model_config("slsp", "paper") == ModelConfig.paper()
+    assert model_config("slsp", "small", score="recon", residual=None) == ModelConfig(score="recon")
+    assert model_config("fluct", crop=96).crop == 96
+    for args, kw, why in ((("slsp", "huge"), {}, "sizes small, paper"), (("nope",), {}, "unknown model family"),
+                          (("slsp",), {"residual": False}, "no option residual")):
+        with pytest.raises(ConfigError, match=why):
+            model_config(*args, **kw)
 
 
 def test_decoder_reconstructs_crop_shape() -> None:

@@ -121,6 +121,13 @@ def test_bad_shapes_are_refused_before_native_code(compiled: dict, runtime: str,
         compiled[runtime].infer({"image": np.zeros((64, 64, 3), np.float32)})
 
 
+def test_backend_table_names_its_files() -> None:
+    for b in trsor_backends.BACKENDS:
+        assert trsor_backends.by_file(b.files[0]) is b
+    with pytest.raises(ValueError, match="no TrSOR backend runs from 'trsor.bin'"):
+        trsor_backends.by_file("trsor.bin")
+
+
 def test_missing_library_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(RuntimeMissing, match="--native"):
         trsor_native.NativeRunner(tmp_path)
