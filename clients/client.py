@@ -164,7 +164,7 @@ class SlspClient:
             if region is not None:
                 self._drop_shm(c, region)
         # The fused stage's outputs in its own dims (Triton sends scalars as (1,) and crop scores as (K, 1)).
-        out = {t.name: res.as_numpy(contract.served(t.name)).reshape(t.shape(0, -1)) for t in contract.FUSED.outputs}
+        out = {t.name: res.as_numpy(contract.served(t.name)).reshape(t.shape()) for t in contract.FUSED.outputs}
         return Result(float(out[contract.SCORE]), bool(out[contract.VERDICT]), out[contract.POSITIONS],
                       out[contract.CROP_SCORES], out[contract.VALID], float(out[contract.SIGMA]))
 

@@ -69,7 +69,7 @@ def _io(t: TensorSpec, crop: int, *, batched: bool = False, after_batch: bool = 
     """A config input or output for tensor `t` of the contract. A batching member leaves out the batch dim, and a
     tensor it produced arrives elsewhere as [-1, ...]; a scalar travels as [1]. Where a native backend runs the
     graph (`native`), a reshape gives the graph its own dims."""
-    graph = list(t.shape(crop, -1))[1 if batched else 0 :]  # K is -1: Triton sees crops as a variable-length dim
+    graph = list(t.shape(crop))[1 if batched else 0 :]  # K is -1: Triton sees crops as a variable-length dim
     dims = [-1, *(graph[1:] or [1])] if after_batch else graph or [1]
     d = {"name": name or t.name, "data_type": TRITON_TYPES[t.dtype], "dims": dims}
     if native and dims != graph:

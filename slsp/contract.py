@@ -26,8 +26,8 @@ class TensorSpec:
     dtype: str
     dims: tuple[int | str, ...]
 
-    def shape(self, crop: int, crops: int) -> tuple[int, ...]:
-        """Concrete dims for a config: C and K filled in, dynamic dims as -1."""
+    def shape(self, crop: int = -1, crops: int = -1) -> tuple[int, ...]:
+        """Concrete dims: C and K as given (-1: not fixed), the dynamic dims as -1."""
         fixed = {"C": crop, "K": crops}
         return tuple(d if isinstance(d, int) else fixed.get(d, -1) for d in self.dims)
 

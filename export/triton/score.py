@@ -24,7 +24,7 @@ class TritonPythonModel:
         for r in requests:
             try:
                 # Back to the graph's own dims: Triton passes crop scores as (K, 1) and scalars as (1,).
-                feed = {t.name: pb_utils.get_input_tensor_by_name(r, t.name).as_numpy().reshape(t.shape(0, -1))
+                feed = {t.name: pb_utils.get_input_tensor_by_name(r, t.name).as_numpy().reshape(t.shape())
                         for t in STAGE.inputs}
                 out = self.session.run(STAGE.output_names, feed)
                 responses.append(pb_utils.InferenceResponse(
