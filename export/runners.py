@@ -54,11 +54,12 @@ class OrtRunner:
     def __init__(self, path: Path, device: str = "cpu", threads: int = 0, name: str | None = None) -> None:
         self.session = onnxrt.session(path, device, threads)
         self.name = name or f"ort-{device}"
+        self.inputs = {i.name for i in self.session.get_inputs()}
         self.outputs = [o.name for o in self.session.get_outputs()]
 
     def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        names = {i.name for i in self.session.get_inputs()}
-        return dict(zip(self.outputs, self.session.run(self.outputs, {k: v for k, v in feed.items() if k in names})))
+        """Runs on the graph's own inputs from `feed` (the server's decode member calls this per request)."""
+        return dict(zip(self.outputs, self.session.run(self.outputs, {k: feed[k] for k in self.inputs})))
 
 
 class TrtRunner:
