@@ -241,7 +241,7 @@ def write(artifacts: Path, repo: Path, s: ServingConfig = ServingConfig()) -> in
     return version
 
 
-def ensure(repo: Path, quiet: bool = False) -> bool:
+def ensure(repo: Path) -> bool:
     """Export the shipped model and write it as `repo`'s first version when `repo` does not exist (what `slsp serve`
     starts from); returns whether it did. The artifacts stay beside it in `<repo>.artifacts`."""
     from slsp.export.build import build, default_images
@@ -261,7 +261,7 @@ def ensure(repo: Path, quiet: bool = False) -> bool:
         f"{len(quick) if quick else 'synthetic'} images; `slsp export --repo` runs the full gate)",
         soft_wrap=True,
     )
-    build(None, artifacts, images=quick, sizes=0, quiet=quiet)
+    build(None, artifacts, images=quick, sizes=0, quiet=False)
     write(artifacts, repo)
     return True
 

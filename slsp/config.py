@@ -103,12 +103,12 @@ class FluctConfig:
             raise ConfigError(f"family 'fluct' scores with 'disc' only, got {self.score!r}")
 
 
-MODEL_CONFIGS: dict[str, type] = {"slsp": ModelConfig, "fluct": FluctConfig}
 # Named sizes per family: "small" trains on a 2-core CPU; the recipe's "paper" size is the authors' (a GPU's).
 MODEL_SIZES: dict[str, dict[str, Any]] = {
     "slsp": {"small": ModelConfig(), "paper": ModelConfig.paper()},
     "fluct": {"small": FluctConfig()},
 }
+MODEL_CONFIGS: dict[str, type] = {family: type(sizes["small"]) for family, sizes in MODEL_SIZES.items()}
 
 
 def model_config(family: str, size: str = "small", **options: Any) -> ModelConfig | FluctConfig:
