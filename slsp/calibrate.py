@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import shutil
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import torch
 
+from slsp import detector as det_io
 from slsp.config import FusionConfig
 from slsp.detector import Detection, Detector
 from slsp.errors import SlspError
 from slsp.imaging import load
 from slsp.metrics import threshold_at_fpr
 from slsp.progress import bar
+from slsp.runs import STATE, TRAIN
 from slsp.scoring import noise_score
 from slsp.transforms import Transform
 
@@ -89,14 +93,9 @@ def recalibrate(
 
     fuse: refit the noise fusion (default: whether the run fuses already).
     """
-    import json
-    import shutil
-
-    from slsp import detector as det_io
-
-    info_path = Path(run) / "train.json"
+    info_path = Path(run) / TRAIN
     if not info_path.is_file():
-        raise SlspError(f"{run}: no train.json, so its held-out real photos are unknown")
+        raise SlspError(f"{run}: no {TRAIN}, so its held-out real photos are unknown")
     info = json.loads(info_path.read_text())
     files = [Path(f) for f in info["holdout_images"]]
     det = det_io.load(run)
@@ -116,7 +115,7 @@ def recalibrate(
         "holdout_fpr": cal.fpr,
         "from": str(run),
     }
-    (out / "train.json").write_text(json.dumps(info, indent=2) + "\n")
-    if Path(run).resolve() != out.resolve() and (Path(run) / "state.safetensors").is_file():
-        shutil.copy2(Path(run) / "state.safetensors", out / "state.safetensors")
+    (out / TRAIN).write_text(json.dumps(info, indent=2) + "\n")
+    if Path(run).resolve() != out.resolve() and (Path(run) / STATE).is_file():
+        shutil.copy2(Path(run) / STATE, out / STATE)
     return cal

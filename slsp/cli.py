@@ -11,8 +11,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from slsp.config import AGGREGATES, FAKE_MIX, FAKE_PHI, MODEL_SIZES, SCORES, TRAINING_DEFAULTS
+from slsp.config import AGGREGATES
 from slsp.errors import SlspError
+from slsp.families import FAMILIES, recipe
 
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, help="Detect AI-generated images from smooth-patch fluctuations."
@@ -52,39 +53,41 @@ def train(
     family: Annotated[
         str,
         typer.Option(
-            help="Model family: 'fluct' (the shipped default: residual CNN vs "
-            "content-preserving pseudo-fakes, fused with the noise level) or 'slsp' "
-            "(the authors' recipe). Unset options take the family's defaults: "
-            + "; ".join(f"{k}: {', '.join(f'{o} {v}' for o, v in d.items())}" for k, d in TRAINING_DEFAULTS.items())
+            help="Model family: "
+            + "; ".join(f"'{f.name}' ({f.summary})" for f in FAMILIES.values())
+            + ". Unset options take the family's defaults: "
+            + "; ".join(f"{f.name}: {', '.join(f'{o} {v}' for o, v in f.defaults.items())}" for f in FAMILIES.values())
         ),
-    ] = "fluct",
+    ] = next(iter(FAMILIES)),
     size: Annotated[
         str,
         typer.Option(
-            help="Model size: " + "; ".join(f"family {k}: {', '.join(v)}" for k, v in MODEL_SIZES.items()) + "."
+            help="Model size: " + "; ".join(f"family {f.name}: {', '.join(f.sizes)}" for f in FAMILIES.values()) + "."
         ),
     ] = "small",
     score: Annotated[
-        Optional[str], typer.Option(help=f"Family slsp: per-crop score, one of {', '.join(SCORES)}.")
+        Optional[str], typer.Option(help=f"Family slsp: per-crop score, one of {', '.join(recipe.SCORES)}.")
     ] = None,
-    fake_phi: Annotated[str, typer.Option(help=f"Phi for pseudo-fakes: {' or '.join(FAKE_PHI)}.")] = FAKE_PHI[0],
-    fake_mix: Annotated[str, typer.Option(help=f"Pseudo-fake: {', '.join(FAKE_MIX)} (slsp/config.py).")] = FAKE_MIX[0],
+    fake_phi: Annotated[
+        Optional[str], typer.Option(help=f"Family slsp: Phi for pseudo-fakes, {' or '.join(recipe.FAKE_PHI)}.")
+    ] = None,
+    fake_mix: Annotated[
+        Optional[str],
+        typer.Option(help=f"Family slsp: pseudo-fake, {', '.join(recipe.FAKE_MIX)} (slsp/families/recipe)."),
+    ] = None,
     target_fpr: Annotated[float, typer.Option(help="Calibration target false-positive rate.")] = 0.05,
     holdout: Annotated[
-        Optional[float], typer.Option(help="Share of each --real folder held out for calibration.")
+        Optional[float], typer.Option(help="Share of the --real photos held out for calibration.")
     ] = None,
     crops_per_image: Annotated[Optional[int], typer.Option(help="TrSOR crops taken from each training photo.")] = None,
     calibrate_on: Annotated[
         Optional[list[str]],
-        typer.Option(
-            help="Family fluct: also calibrate on each held-out photo "
-            "under this transform (jpeg:Q, resize:F; repeatable)."
-        ),
+        typer.Option(help="Also calibrate on each held-out photo under this transform (jpeg:Q, resize:F; repeatable)."),
     ] = None,
     chain: Annotated[
-        bool,
+        Optional[bool],
         typer.Option(help="Family fluct: the processing chain on every training crop (--no-chain only to measure it)."),
-    ] = True,
+    ] = None,
     residual: Annotated[
         Optional[bool],
         typer.Option(help="Family fluct: the high-pass residual input (--no-residual only to measure it)."),
@@ -101,21 +104,21 @@ def train(
     quiet: QuietOpt = False,
 ) -> None:
     """Train on real images only, then calibrate the threshold on a held-out real split."""
-    from slsp.config import DetectorConfig, TrainConfig, TrsorConfig, model_config
+    from slsp.config import DetectorConfig, TrainConfig, TrsorConfig
+    from slsp.families import family as family_of
     from slsp.train import train as run_train
 
-    if family not in TRAINING_DEFAULTS:
-        raise SlspError(f"--family must be one of {', '.join(TRAINING_DEFAULTS)}, got {family!r}")
-    d = TRAINING_DEFAULTS[family]
+    fam = family_of(family)
+    d = fam.defaults
     steps = d["steps"] if steps is None else steps
     holdout = d["holdout"] if holdout is None else holdout
     crops_per_image = d["crops_per_image"] if crops_per_image is None else crops_per_image
     canonical = d["canonical"] if canonical is None else canonical
-    mcfg = model_config(family, size, crop=crop, score=score, residual=residual)
+    mcfg = fam.model_config(size, crop=crop, score=score, residual=residual)
     cfg = DetectorConfig(trsor=TrsorConfig(crop=mcfg.crop), model=mcfg, target_fpr=target_fpr, canonical=canonical)
-    tcfg = TrainConfig(steps=steps, batch=batch, lr=lr, seed=seed, fake_phi=fake_phi, fake_mix=fake_mix,
-                       target_fpr=target_fpr, holdout=holdout, crops_per_image=crops_per_image,
-                       calibration=("none", *(calibrate_on or [])), chain=chain)
+    tcfg = TrainConfig(steps=steps, batch=batch, lr=lr, seed=seed, target_fpr=target_fpr, holdout=holdout,
+                       crops_per_image=crops_per_image, calibration=("none", *(calibrate_on or [])),
+                       options=fam.train_options(fake_phi=fake_phi, fake_mix=fake_mix, chain=chain))
     result = run_train(real, out, cfg, tcfg, resume=resume, quiet=quiet)
     typer.echo(f"wrote {out} (threshold {result.threshold:.4f})")
 
@@ -186,7 +189,8 @@ def eval_cmd(
     ] = None,
     trim_bottom: Annotated[int, typer.Option(help="Rows removed from the bottom of every image (watermarks).")] = 0,
     score: Annotated[
-        Optional[str], typer.Option(help=f"Override the per-crop score ({', '.join(SCORES)}); same weights.")
+        Optional[str],
+        typer.Option(help=f"Family slsp: override the per-crop score ({', '.join(recipe.SCORES)}); same weights."),
     ] = None,
     aggregate: Annotated[
         Optional[str], typer.Option(help=f"Override the aggregation over crops ({', '.join(AGGREGATES)}).")

@@ -5,12 +5,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from slsp.config import DetectorConfig, FluctConfig, ModelConfig, TrsorConfig
+from slsp.config import DetectorConfig, TrsorConfig
+from slsp.families.fluct import FluctConfig
+from slsp.families.recipe import RecipeConfig
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 # Tiny models of each family: trained, exported and served in seconds by the tests.
-TINY_SLSP = ModelConfig(dim=32, depth=2, heads=2, latent=16, decoder_channels=16)
+TINY_SLSP = RecipeConfig(dim=32, depth=2, heads=2, latent=16, decoder_channels=16)
 TINY_FLUCT = FluctConfig(width=8, latent=16)
 
 

@@ -17,14 +17,16 @@ from safetensors.torch import load_file
 
 from conftest import TINY_FLUCT, shared, synthetic_photo, tiny_config
 from slsp import detector as det_io
-from slsp.config import DetectorConfig, FluctConfig, FusionConfig, TrainConfig
+from slsp.config import DetectorConfig, FusionConfig, TrainConfig
 from slsp.detector import Detector
 from slsp.errors import ConfigError
-from slsp.fluct import FluctModel, residual
-from slsp.fluct_train import make_batch, split_per_folder, train_fluct
+from slsp.families.fluct import FluctConfig
+from slsp.families.fluct.model import FluctModel, residual
+from slsp.families.fluct.pseudofakes import process, pseudo_fake, training_crop
+from slsp.families.fluct.training import make_batch
 from slsp.imaging import load
-from slsp.pseudofakes import process, pseudo_fake, training_crop
 from slsp.scoring import Scorer
+from slsp.train import split_real, train
 
 CFG = tiny_config("fluct")
 
@@ -141,13 +143,13 @@ def tcfg(steps: int) -> TrainConfig:
 
 
 def test_split_holds_out_every_folder(real_dirs: list[Path]) -> None:
-    train, hold = split_per_folder(real_dirs, 0.34, 0)
+    train, hold = split_real(real_dirs, 0.34, 0, per_folder=True)
     assert not set(train) & set(hold)
     assert {p.parent for p in hold} == set(real_dirs) and len(hold) == 4
 
 
 def test_train_fluct_fits_fusion_on_reals_and_resumes(real_dirs: list[Path], tmp_path: Path) -> None:
-    cfg = train_fluct(real_dirs, tmp_path / "a", CFG, tcfg(4), quiet=True)
+    cfg = train(real_dirs, tmp_path / "a", CFG, tcfg(4), quiet=True)
     assert cfg.fusion.enabled and cfg.fusion.model_std > 0 and cfg.fusion.noise_std > 0
     det = det_io.load(tmp_path / "a")
     assert det.cfg == cfg
@@ -155,8 +157,8 @@ def test_train_fluct_fits_fusion_on_reals_and_resumes(real_dirs: list[Path], tmp
     scores = [float(det.detect(load(f)).score) for f in info["holdout_images"]]
     assert np.mean(np.array(scores, np.float32) >= np.float32(cfg.threshold)) <= 0.05
     # Interrupted after 2 steps and resumed: the same weights as the uninterrupted run.
-    train_fluct(real_dirs, tmp_path / "b", CFG, tcfg(2), quiet=True)
-    train_fluct(real_dirs, tmp_path / "b", CFG, tcfg(4), resume=True, quiet=True)
+    train(real_dirs, tmp_path / "b", CFG, tcfg(2), quiet=True)
+    train(real_dirs, tmp_path / "b", CFG, tcfg(4), resume=True, quiet=True)
     wa, wb = load_file(str(tmp_path / "a" / "model.safetensors")), load_file(str(tmp_path / "b" / "model.safetensors"))
     assert all((wa[k] == wb[k]).all() for k in wa)
 
@@ -171,7 +173,7 @@ def test_detector_builds_the_configured_family() -> None:
 def test_recalibrate_on_variants_uses_only_held_out_reals(real_dirs: list[Path], tmp_path: Path) -> None:
     from slsp.calibrate import recalibrate
 
-    train_fluct(real_dirs, tmp_path / "a", CFG, tcfg(2), quiet=True)
+    train(real_dirs, tmp_path / "a", CFG, tcfg(2), quiet=True)
     cal = recalibrate(tmp_path / "a", tmp_path / "b", 0.05, ("none", "jpeg:90", "resize:0.75"), quiet=True)
     info = json.loads((tmp_path / "b" / "train.json").read_text())
     assert len(cal.scores) == 3 * len(info["holdout_images"]) and cal.fpr <= 0.05

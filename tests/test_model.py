@@ -6,17 +6,18 @@ import pytest
 import torch
 
 from conftest import TINY_SLSP as TINY
-from slsp.config import SCORES, ModelConfig, model_config
 from slsp.errors import ConfigError
-from slsp.model import SCORES as SCORE_FUNCTIONS
-from slsp.model import SLSPModel
+from slsp.families import family
+from slsp.families.recipe import SCORES, RecipeConfig
+from slsp.families.recipe.model import SCORES as SCORE_FUNCTIONS
+from slsp.families.recipe.model import SLSPModel
 from slsp.scoring import Scorer
 
 
 @pytest.mark.parametrize("score", SCORES)
 def test_model_scores_are_probabilities(score: str) -> None:
     torch.manual_seed(0)
-    m = SLSPModel(ModelConfig(**{**TINY.__dict__, "score": score})).eval()
+    m = SLSPModel(RecipeConfig(**{**TINY.__dict__, "score": score})).eval()
     crops = torch.randint(0, 256, (5, 64, 64, 3), dtype=torch.uint8)
     phi = (torch.rand(5, 64, 64) > 0.5).float()
     with torch.inference_mode():
@@ -32,13 +33,13 @@ def test_every_configured_score_has_a_function() -> None:
 
 
 def test_model_config_by_family_and_size() -> None:
-    assert model_config("slsp", "paper") == ModelConfig.paper()
-    assert model_config("slsp", "small", score="recon", residual=None) == ModelConfig(score="recon")
-    assert model_config("fluct", crop=96).crop == 96
-    for args, kw, why in ((("slsp", "huge"), {}, "sizes small, paper"), (("nope",), {}, "unknown model family"),
-                          (("slsp",), {"residual": False}, "no option residual")):
+    assert family("slsp").model_config("paper") == RecipeConfig.paper()
+    assert family("slsp").model_config("small", score="recon", residual=None) == RecipeConfig(score="recon")
+    assert family("fluct").model_config(crop=96).crop == 96
+    for name, args, kw, why in (("slsp", ("huge",), {}, "sizes small, paper"), ("nope", (), {}, "unknown model family"),
+                                ("slsp", (), {"residual": False}, "no option residual")):
         with pytest.raises(ConfigError, match=why):
-            model_config(*args, **kw)
+            family(name).model_config(*args, **kw)
 
 
 def test_decoder_reconstructs_crop_shape() -> None:
@@ -50,14 +51,14 @@ def test_decoder_reconstructs_crop_shape() -> None:
 
 
 def test_paper_config_is_valid() -> None:
-    cfg = ModelConfig.paper()
+    cfg = RecipeConfig.paper()
     assert (cfg.crop, cfg.dim, cfg.latent) == (256, 768, 512)
 
 
 @pytest.mark.parametrize("bad", [dict(depth=3), dict(dim=30, heads=4), dict(crop=72), dict(score="nope")])
 def test_bad_config_is_rejected(bad: dict) -> None:
     with pytest.raises(ConfigError):
-        ModelConfig(**{**TINY.__dict__, **bad})
+        RecipeConfig(**{**TINY.__dict__, **bad})
 
 
 def test_scorer_ignores_invalid_crops() -> None:

@@ -14,6 +14,7 @@ from conftest import shared, tiny_config
 from slsp import detector as det_io
 from slsp.config import TrainConfig
 from slsp.errors import SlspError
+from slsp.families.recipe import RecipeOptions
 from slsp.imaging import load
 from slsp.train import train
 
@@ -31,7 +32,8 @@ def real_dir(tmp_path_factory) -> Path:
 
 
 def tcfg(steps: int, fake_mix: str = "full") -> TrainConfig:
-    return TrainConfig(steps=steps, batch=4, warmup=2, crops_per_image=4, holdout=0.25, fake_mix=fake_mix)
+    return TrainConfig(steps=steps, batch=4, warmup=2, crops_per_image=4, holdout=0.25,
+                       options=RecipeOptions(fake_mix=fake_mix))
 
 
 def test_train_writes_run_and_calibrates(real_dir: Path, tmp_path: Path) -> None:

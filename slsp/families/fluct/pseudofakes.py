@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from slsp.fluct import residual
+from slsp.families.fluct.model import residual
 
 
 def gaussian_blur(x: Tensor, s: float) -> Tensor:

@@ -1,4 +1,4 @@
-"""Family "fluct": the method's structure (encoder over crop + Phi, bottleneck, decoder, discriminator) with a
+"""The fluct model: the method's structure (encoder over crop + Phi, bottleneck, decoder, discriminator) with a
 convolutional encoder that reads pixel fluctuations.
 
 Why not the token transformer: 8 x 8 patch embeddings of a crop in [-1, 1] make +-1 gray level a 0.008 input, and
@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from slsp.config import FluctConfig
-from slsp.model import Encoding, SLSPModel
+from slsp.families.base import Encoding, prepare
+from slsp.families.fluct import FluctConfig
 
 
 def residual(x255: Tensor) -> Tensor:
@@ -77,7 +77,7 @@ class FluctDecoder(nn.Module):
 class FluctModel(nn.Module):
     """Encoder + decoder + discriminator; `forward` maps raw crops to per-crop synthetic scores (1 - P(real))."""
 
-    prepare = staticmethod(SLSPModel.prepare)
+    prepare = staticmethod(prepare)
 
     def __init__(self, cfg: FluctConfig) -> None:
         super().__init__()

@@ -1,4 +1,4 @@
-"""The self-supervised fluctuation model (METHOD.md 2): encoder over (crop, Phi), bottleneck, decoder, discriminator.
+"""The recipe's model (METHOD.md 2): encoder over (crop, Phi), bottleneck, decoder, discriminator.
 
 The encoder embeds image patches as tokens; Phi, pooled to the token grid, forms query tokens that attend to the
 image tokens (Phi-conditioned cross-attention), so the representation is steered to the over-smooth area. A
@@ -9,13 +9,14 @@ decoder G turns back into an over-smooth reconstruction, the pseudo-fake) and th
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from slsp.config import ModelConfig
+from slsp.families.base import Encoding, prepare
+from slsp.families.recipe import RecipeConfig
 
 
 class Attention(nn.Module):
@@ -55,13 +56,8 @@ class Block(nn.Module):
         return x + self.mlp(self.n2(x))
 
 
-class Encoding(NamedTuple):
-    pooled: Tensor  # (B, dim): what the discriminator sees
-    latent: Tensor  # (B, latent): the bottleneck s
-
-
 class Encoder(nn.Module):
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: RecipeConfig) -> None:
         super().__init__()
         g = cfg.crop // cfg.token
         self.token = cfg.token
@@ -95,7 +91,7 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     """G: latent -> 8 x 8 x ch -> log2(C / 8) up-blocks -> tanh image; over-smooth by construction."""
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: RecipeConfig) -> None:
         super().__init__()
         ch = cfg.decoder_channels
         self.ch = ch
@@ -114,18 +110,14 @@ class Decoder(nn.Module):
 class SLSPModel(nn.Module):
     """Encoder + decoder + discriminator; `forward` maps raw crops to per-crop synthetic scores."""
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: RecipeConfig) -> None:
         super().__init__()
         self.cfg = cfg
         self.encoder = Encoder(cfg)
         self.decoder = Decoder(cfg)
         self.disc = nn.Sequential(nn.Linear(cfg.dim, cfg.dim), nn.GELU(), nn.Linear(cfg.dim, 1))
 
-    @staticmethod
-    def prepare(crops: Tensor, crop_phi: Tensor, dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
-        """uint8 (B, C, C, 3) and (B, C, C) -> float (B, 3, C, C) in [-1, 1] and (B, 1, C, C)."""
-        x = crops.permute(0, 3, 1, 2).to(dtype) * (2.0 / 255.0) - 1.0
-        return x, crop_phi.to(dtype).unsqueeze(1)
+    prepare = staticmethod(prepare)
 
     def forward(self, crops: Tensor, crop_phi: Tensor) -> Tensor:
         """Per-crop synthetic score in [0, 1] (higher = more likely generated), by the configured score.
@@ -156,6 +148,6 @@ def latent_score(m: SLSPModel, enc: Encoding, x: Tensor, phi: Tensor) -> Tensor:
     return torch.exp(-(enc.latent - s2).norm(dim=1) / math.sqrt(m.cfg.latent))
 
 
-# Per-crop scores of the recipe by `ModelConfig.score`; config.SCORES lists the same names (checked in tests).
+# Per-crop scores by `RecipeConfig.score`; the declaration's SCORES lists the same names (checked in tests).
 SCORES: dict[str, Callable[[SLSPModel, Encoding, Tensor, Tensor], Tensor]] = {
     "disc": disc_score, "recon": recon_score, "latent": latent_score}

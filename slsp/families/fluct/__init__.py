@@ -1,0 +1,51 @@
+"""Family "fluct", the shipped default: a convolutional encoder over the crop, its high-pass residual and Phi
+(`model.py`), trained real-only against content-preserving pseudo-fakes (`pseudofakes.py`) through one processing
+chain (`training.py`), its score fused with the noise level. This module is its torch-free declaration."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from slsp.errors import ConfigError
+from slsp.families.spec import Family
+
+
+@dataclass(frozen=True)
+class FluctConfig:
+    """The model. `gain` scales the residual (8-bit levels per unit), so +-1 gray level is an input of order one."""
+
+    family: str = "fluct"
+    crop: int = 64
+    width: int = 16
+    latent: int = 64
+    gain: float = 2.0
+    residual: bool = True  # the high-pass residual channels beside the crop (off only to measure them)
+    score: str = "disc"
+
+    def __post_init__(self) -> None:
+        if self.family != "fluct":
+            raise ConfigError(f"FluctConfig is family 'fluct', got {self.family!r}")
+        if self.crop % 8 or self.crop < 32:
+            raise ConfigError(f"crop must be a multiple of 8 and >= 32, got {self.crop}")
+        if not 4 <= self.width <= 256 or not 4 <= self.latent <= 1024:
+            raise ConfigError(f"width must be in [4, 256] and latent in [4, 1024], got {self.width}, {self.latent}")
+        if not self.gain > 0:
+            raise ConfigError(f"gain must be > 0, got {self.gain}")
+        if self.score != "disc":
+            raise ConfigError(f"family 'fluct' scores with 'disc' only, got {self.score!r}")
+
+
+@dataclass(frozen=True)
+class FluctOptions:
+    chain: bool = True  # the processing chain on real crops and pseudo-fakes (off only to measure it)
+
+
+FAMILY = Family(
+    name="fluct",
+    summary="the shipped default: residual CNN vs content-preserving pseudo-fakes, fused with the noise level",
+    sizes={"small": FluctConfig()},
+    options=FluctOptions,
+    defaults={"steps": 1500, "holdout": 0.25, "crops_per_image": 16, "canonical": "resize:0.5"},
+    model="slsp.families.fluct.model:FluctModel",
+    training="slsp.families.fluct.training:FluctTraining",
+)

@@ -1,0 +1,89 @@
+"""The fluct training step: real crops vs content-preserving pseudo-fakes (pseudofakes.py), both through the same
+processing chain; an auxiliary reconstruction loss trains the decoder from the bottleneck.
+
+Each real folder is split on its own (a seeded `holdout` share of every folder), so the held-out photos that fit
+the noise fusion and the threshold span every processing history the training photos have (PNG-history benchmark
+photos and in-camera JPEGs).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from slsp.config import TrainConfig
+from slsp.families.fluct import FluctOptions
+from slsp.families.fluct.model import FluctModel
+from slsp.families.fluct.pseudofakes import training_crop
+
+REC_WEIGHT = 0.1
+
+
+def make_batch(crops: Tensor, phis: Tensor, crop: int, batch: int, seed: int, step: int, chain: bool = True
+               ) -> tuple[Tensor, Tensor, Tensor]:
+    """Half real, half pseudo-fake model inputs (uint8 crops, Phi) and their labels (1 = real), seeded per step."""
+    rng = np.random.default_rng([seed, step])
+    g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    idx = rng.integers(crops.shape[0], size=batch)
+    out_x, out_phi = [], []
+    for i, j in enumerate(idx):
+        x, phi = training_crop(crops[j].numpy(), phis[j].numpy(), crop, fake=i >= batch // 2, rng=rng, g=g, chain=chain)
+        out_x.append(torch.from_numpy(np.array(x)))
+        out_phi.append(torch.from_numpy(np.array(phi)))
+    labels = (torch.arange(batch) < batch // 2).float()
+    return torch.stack(out_x), torch.stack(out_phi).float(), labels
+
+
+class Objective(nn.Module):
+    """Real vs pseudo-fake for the discriminator, plus the decoder's reconstruction of the real crops."""
+
+    def __init__(self, model: FluctModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x8: Tensor, phi: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The loss to minimise, its two parts and the discriminator's accuracy."""
+        m = self.model
+        x, phi = m.prepare(x8, phi)
+        enc = m.encoder(x, phi)
+        logit = m.disc(enc.pooled)[:, 0]
+        real = y > 0.5
+        l_adv = F.binary_cross_entropy_with_logits(logit, y)
+        l_rec = F.l1_loss(m.decoder(enc.latent[real]), x[real])
+        acc = ((logit > 0).float() == y).float().mean()
+        return l_adv + REC_WEIGHT * l_rec, l_adv, l_rec, acc
+
+
+class FluctTraining:
+    """slsp.families.spec.Training for fluct: sources at twice the crop (so the chain's 0.5 resize still leaves one
+    full crop), half-real batches, one AdamW; calibration fits the noise fusion."""
+
+    split_per_folder = True
+    fuse = True
+
+    def __init__(self, model: FluctModel, tcfg: TrainConfig, options: FluctOptions) -> None:
+        self.model, self.tcfg, self.options = model, tcfg, options
+
+    @property
+    def source_crop(self) -> int:
+        return 2 * self.model.cfg.crop
+
+    def objectives(self) -> nn.Module:
+        return Objective(self.model)
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"all": torch.optim.AdamW(self.model.parameters(), lr=self.tcfg.lr, weight_decay=self.tcfg.weight_decay)}
+
+    def batch(self, crops: Tensor, phis: Tensor, step: int, rank: int, world: int) -> tuple[Tensor, Tensor, Tensor]:
+        t = self.tcfg
+        return make_batch(crops, phis, self.model.cfg.crop, t.batch, t.seed, step * world + rank, self.options.chain)
+
+    def step(self, objectives: nn.Module, opts: dict[str, torch.optim.Optimizer], batch: tuple[Tensor, ...]
+             ) -> dict[str, float]:
+        loss, l_adv, l_rec, acc = objectives(*batch)
+        opts["all"].zero_grad(set_to_none=True)
+        loss.backward()
+        opts["all"].step()
+        return {"adv": l_adv.item(), "rec": l_rec.item(), "acc": acc.item()}
