@@ -408,6 +408,67 @@ def rollback(repo: Annotated[Path, typer.Option(help="Model repository.")] = Pat
     typer.echo(f"{repo}: now serving version {repository.rollback(repo)}")
 
 
+deploy_app = typer.Typer(no_args_is_help=True, help="Write what runs an exported repository beyond one machine.")
+app.add_typer(deploy_app, name="deploy")
+
+
+@deploy_app.command("kubernetes")
+def deploy_kubernetes(
+    out: Annotated[Path, typer.Option("--out", help="Folder for the manifests and the image's build context.")],
+    repository_uri: Annotated[
+        str,
+        typer.Option(help="Where pods read the model repository: pvc://CLAIM[/PATH] (mounted read-only), or an "
+                     "object store Triton reads itself: s3://, gs://, as://."),
+    ] = "pvc://slsp-model-repository",
+    repo: Annotated[
+        Optional[Path],
+        typer.Option(help="The local repository you will upload (checked: its target, a TrSOR the image runs)."),
+    ] = None,
+    target: Annotated[
+        Optional[str], typer.Option(help="cpu or gpu (default: --repo's target, else cpu).")
+    ] = None,
+    kserve: Annotated[
+        bool, typer.Option("--kserve", help="An InferenceService on KServe's Triton runtime instead.")
+    ] = False,
+    name: str = "slsp",
+    namespace: str = "default",
+    image: Annotated[
+        Optional[str], typer.Option(help="Serving image (default slsp-triton:VERSION-TARGET, from image/Dockerfile).")
+    ] = None,
+    replicas: Annotated[int, typer.Option(help="Replicas, and the autoscaler's minimum.")] = 1,
+    max_replicas: Annotated[int, typer.Option(help="The autoscaler's maximum.")] = 4,
+    cpu: Annotated[str, typer.Option(help="CPU request and limit per pod.")] = "2",
+    memory: Annotated[str, typer.Option(help="Memory request and limit per pod.")] = "4Gi",
+    gpus: Annotated[int, typer.Option(help="GPUs per pod (--target gpu).")] = 1,
+    repository_secret: Annotated[
+        Optional[str], typer.Option(help="Secret with the object store's credentials, passed as environment.")
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Manifests to serve an exported repository on Triton in a Kubernetes cluster (README: "Deploy on Kubernetes")."""
+    from slsp import deploy
+    from slsp.export import repository
+
+    if target is None:
+        target = "cpu"
+        if repo is not None:
+            model = repository.read_config(Path(repo) / repository.MODEL / "config.pbtxt")
+            target = "cpu" if model.backend == "python" else "gpu"
+    if repo is not None:
+        deploy.check_repository(repo, target)
+    c = deploy.Cluster(repository=repository_uri, target=target, name=name, namespace=namespace, image=image or "",
+                       replicas=replicas, max_replicas=max_replicas, cpu=cpu, memory=memory, gpus=gpus,
+                       repository_secret=repository_secret)
+    files = deploy.write(c, out, kserve=kserve)
+    if json_out:
+        _emit({"manifests": [str(f) for f in files], "image": c.container_image, "build": str(out / "image")})
+        return
+    for f in files:
+        typer.echo(f"wrote {f}")
+    typer.echo(f"build and push the image: docker build -t {c.container_image} {out / 'image'}\n"
+               f"then: kubectl apply -f {out}")
+
+
 bench_app = typer.Typer(no_args_is_help=True, help="Measure engines in-process and the live server.")
 app.add_typer(bench_app, name="bench")
 BenchOut = Annotated[Path, typer.Option(help="Folder for the results file.")]

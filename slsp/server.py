@@ -28,6 +28,10 @@ from slsp.errors import RuntimeMissing, SlspError
 
 PR_SET_PDEATHSIG = 1
 MODEL_CONTROL = ("none", "poll", "explicit")  # Triton's --model-control-mode values
+TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"  # the NGC release of the bundled tritonserver (2.51)
+# APIs that only an operator should reach: behind a header key when restricted (`triton_args(admin_key=...)`).
+ADMIN_APIS = ("shared-memory", "model-repository", "logging", "trace")
+ADMIN_HEADER = "slsp-admin-key"
 
 
 def free_port() -> int:
@@ -47,6 +51,33 @@ def pytriton_root() -> Path:
     return root
 
 
+def triton_args(repository: str, host: str, http_port: int, grpc_port: int, metrics_port: int,
+                model_control: str = "none", poll_seconds: int = 2, admin_key: str | None = None) -> list[str]:
+    """tritonserver's arguments, for the bundled server and a cluster's container alike (`slsp.deploy`).
+
+    repository: a folder or an object-store URI (s3://, gs://, as://). admin_key: ADMIN_APIS answer only requests
+    whose ADMIN_HEADER carries this value.
+    """
+    args = [
+        f"--model-repository={repository}",
+        f"--http-address={host}", f"--http-port={http_port}",
+        f"--grpc-address={host}", f"--grpc-port={grpc_port}",
+        f"--metrics-address={host}", f"--metrics-port={metrics_port}",
+        "--backend-config=python,shm-default-byte-size=16777216",
+        "--backend-config=python,shm-growth-byte-size=16777216",
+        "--exit-on-error=true", "--strict-readiness=true", "--log-verbose=0",
+        f"--model-control-mode={model_control}",
+    ]
+    if model_control == "poll":
+        args.append(f"--repository-poll-secs={poll_seconds}")
+    if model_control == "explicit":
+        args.append("--load-model=*")
+    if admin_key is not None:
+        restricted = f"{','.join(ADMIN_APIS)}:{ADMIN_HEADER}={admin_key}"
+        args += [f"--http-restricted-api={restricted}", f"--grpc-restricted-protocol={restricted}"]
+    return args
+
+
 def _die_with_parent() -> None:
     """Runs in the child: the kernel sends SIGTERM to the server if the parent process dies."""
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -64,6 +95,7 @@ class Server:
     log_path: Path | None = None
     model_control: str = "none"  # one of MODEL_CONTROL
     poll_seconds: int = 2
+    args: list[str] | None = None  # tritonserver's arguments as given (a manifest's); default: `triton_args`
     proc: subprocess.Popen | None = None
     _tmp: Path | None = None
 
@@ -76,23 +108,9 @@ class Server:
         return f"grpc://{self.host}:{self.grpc_port}"
 
     def command(self, backend_dir: Path) -> list[str]:
-        cmd = [
-            str(pytriton_root() / "bin" / "tritonserver"),
-            f"--model-repository={Path(self.repo).resolve()}",
-            f"--backend-directory={backend_dir}",
-            f"--http-address={self.host}", f"--http-port={self.http_port}",
-            f"--grpc-address={self.host}", f"--grpc-port={self.grpc_port}",
-            f"--metrics-address={self.host}", f"--metrics-port={self.metrics_port}",
-            "--backend-config=python,shm-default-byte-size=16777216",
-            "--backend-config=python,shm-growth-byte-size=16777216",
-            "--exit-on-error=true", "--strict-readiness=true", "--log-verbose=0",
-            f"--model-control-mode={self.model_control}",
-        ]
-        if self.model_control == "poll":
-            cmd.append(f"--repository-poll-secs={self.poll_seconds}")
-        if self.model_control == "explicit":
-            cmd.append("--load-model=*")
-        return cmd
+        args = self.args or triton_args(str(Path(self.repo).resolve()), self.host, self.http_port, self.grpc_port,
+                                        self.metrics_port, self.model_control, self.poll_seconds)
+        return [str(pytriton_root() / "bin" / "tritonserver"), *args, f"--backend-directory={backend_dir}"]
 
     def environment(self) -> dict[str, str]:
         root = pytriton_root()
@@ -196,7 +214,7 @@ class Server:
         self.stop()
 
 
-def docker_command(repo: Path, image: str = "nvcr.io/nvidia/tritonserver:24.10-py3") -> list[str]:
+def docker_command(repo: Path, image: str = TRITON_IMAGE) -> list[str]:
     """The NGC container command for the GPU repository (the container matching tritonserver 2.51).
 
     The Python-backend models need this `slsp` package (mounted read-only, found through SLSP_PYTHONPATH

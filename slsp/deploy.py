@@ -1,0 +1,296 @@
+"""Kubernetes manifests for serving an exported model repository on Triton (`slsp deploy kubernetes`).
+
+The objects are built as data and written as YAML, one file each, so `kubectl apply -f DIR` applies them: a Secret
+(the key that unlocks Triton's operator APIs), then either a Deployment of `tritonserver` with its Service and
+HorizontalPodAutoscaler, or (`kserve`) one InferenceService on KServe's Triton runtime. The container runs the
+image written beside them (`image/Dockerfile`): the NGC Triton release of the bundled server plus Pillow, ONNX
+Runtime and this slsp package, which the Python-backend members import. The server's arguments are the bundled
+server's (`slsp.server.triton_args`).
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+from dataclasses import dataclass
+from importlib import import_module
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+import slsp
+from slsp.errors import SlspError
+from slsp.server import TRITON_IMAGE, triton_args
+
+MOUNT = "/models"  # where a volume-backed repository is mounted
+PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
+OBJECT_STORES = ("s3://", "gs://", "as://")  # repositories Triton reads from object storage itself
+KUBERNETES = "1.30"  # the API version the manifests are written (and validated in tests) for
+ADMIN_ENV = "SLSP_ADMIN_KEY"
+NON_ROOT = 1000  # the NGC image's `triton-server` user
+# The packages the image needs: the Python-backend members import these (never torch: AOTI repositories are refused).
+PACKAGES = ("slsp", "slsp.families", "slsp.families.fluct", "slsp.families.recipe", "slsp.export",
+            "slsp.export.triton")
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """Where and how the repository is served; the defaults are a small CPU deployment."""
+
+    repository: str = "pvc://slsp-model-repository"  # pvc://CLAIM[/PATH], or s3:// / gs:// / as:// URI
+    target: str = "cpu"
+    name: str = "slsp"
+    namespace: str = "default"
+    image: str = ""  # default: slsp-triton:VERSION-TARGET, built from image/Dockerfile
+    replicas: int = 1
+    max_replicas: int = 4
+    cpu: str = "2"
+    memory: str = "4Gi"
+    gpus: int = 1  # per pod, for target gpu
+    repository_secret: str | None = None  # a Secret with the object store's credentials (AWS_*, GOOGLE_*, AZURE_*)
+    poll_seconds: int = 30
+    cpu_utilization: int = 70  # the autoscaler's target, percent of the CPU request
+
+    def __post_init__(self) -> None:
+        if self.target not in ("cpu", "gpu"):
+            raise SlspError(f"--target must be 'cpu' or 'gpu', got {self.target!r}")
+        if not self.repository.startswith(("pvc://", *OBJECT_STORES)):
+            raise SlspError(f"--repository-uri must start with pvc://, {', '.join(OBJECT_STORES)}; got "
+                            f"{self.repository!r}")
+        if not 1 <= self.replicas <= self.max_replicas:
+            raise SlspError(f"need 1 <= --replicas ({self.replicas}) <= --max-replicas ({self.max_replicas})")
+
+    @property
+    def container_image(self) -> str:
+        return self.image or f"slsp-triton:{slsp.__version__}-{self.target}"
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return {"app.kubernetes.io/name": self.name, "app.kubernetes.io/component": "triton"}
+
+    def meta(self, name: str, **extra: Any) -> dict:
+        return {"name": name, "namespace": self.namespace, "labels": self.labels, **extra}
+
+
+def secret_name(c: Cluster) -> str:
+    return f"{c.name}-admin"
+
+
+def admin_secret(c: Cluster, key: str) -> dict:
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": c.meta(secret_name(c)), "type": "Opaque",
+            "stringData": {"admin-key": key}}
+
+
+def server_args(c: Cluster) -> list[str]:
+    """The container's tritonserver arguments: all addresses, the standard ports, polling for new versions, the
+    operator APIs locked with the Secret's key (Kubernetes substitutes `$(SLSP_ADMIN_KEY)`)."""
+    repo = c.repository if c.repository.startswith(OBJECT_STORES) else MOUNT
+    return triton_args(repo, "0.0.0.0", PORTS["http"], PORTS["grpc"], PORTS["metrics"], "poll", c.poll_seconds,
+                       admin_key=f"$({ADMIN_ENV})")
+
+
+def _pvc(c: Cluster) -> tuple[str, str]:
+    claim, _, sub = c.repository.removeprefix("pvc://").partition("/")
+    return claim, sub
+
+
+def _container(c: Cluster, args: list[str], ports: bool) -> dict:
+    limits = {"cpu": c.cpu, "memory": c.memory}
+    if c.target == "gpu":
+        limits["nvidia.com/gpu"] = str(c.gpus)
+    container = {
+        "image": c.container_image,
+        "args": args,
+        "env": [{"name": ADMIN_ENV, "valueFrom": {"secretKeyRef": {"name": secret_name(c), "key": "admin-key"}}}],
+        "resources": {"requests": {"cpu": c.cpu, "memory": c.memory}, "limits": limits},
+        "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                            "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}},
+    }
+    if c.repository_secret:
+        container["envFrom"] = [{"secretRef": {"name": c.repository_secret}}]
+    if ports:
+        container["ports"] = [{"name": n, "containerPort": p, "protocol": "TCP"} for n, p in PORTS.items()]
+    return container
+
+
+def _volumes(c: Cluster, pvc: bool) -> tuple[list[dict], list[dict]]:
+    """Writable /tmp and a RAM-backed /dev/shm (the Python backend's tensors travel through it) on a read-only root,
+    plus the repository's claim, read-only."""
+    volumes = [{"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}},
+               {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}]
+    mounts = [{"name": "shm", "mountPath": "/dev/shm"}, {"name": "tmp", "mountPath": "/tmp"}]
+    if pvc:
+        claim, sub = _pvc(c)
+        volumes.append({"name": "models", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
+        mounts.append({"name": "models", "mountPath": MOUNT, "readOnly": True, **({"subPath": sub} if sub else {})})
+    return volumes, mounts
+
+
+def _pod_security(c: Cluster) -> dict:
+    pod = {"automountServiceAccountToken": False,
+           "securityContext": {"runAsNonRoot": True, "runAsUser": NON_ROOT, "runAsGroup": NON_ROOT,
+                               "fsGroup": NON_ROOT, "seccompProfile": {"type": "RuntimeDefault"}}}
+    if c.target == "gpu":
+        pod["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    return pod
+
+
+PROMETHEUS = {"prometheus.io/scrape": "true", "prometheus.io/port": str(PORTS["metrics"]),
+              "prometheus.io/path": "/metrics"}
+
+
+def deployment(c: Cluster) -> dict:
+    probe = {"httpGet": {"path": "/v2/health/ready", "port": "http"}, "periodSeconds": 5, "failureThreshold": 3}
+    container = {
+        "name": "tritonserver",
+        "command": ["tritonserver"],
+        **_container(c, server_args(c), ports=True),
+        # Loading and warming the members takes a while; until then only the startup probe runs.
+        "startupProbe": {**probe, "failureThreshold": 60},
+        "readinessProbe": probe,
+        "livenessProbe": {"httpGet": {"path": "/v2/health/live", "port": "http"}, "periodSeconds": 10,
+                          "failureThreshold": 3},
+    }
+    volumes, container["volumeMounts"] = _volumes(c, pvc=c.repository.startswith("pvc://"))
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": c.meta(c.name),
+        "spec": {
+            "replicas": c.replicas,
+            "selector": {"matchLabels": c.labels},
+            # A new pod serves before an old one goes: no capacity lost while the image or settings roll out.
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "template": {
+                "metadata": {"labels": c.labels, "annotations": PROMETHEUS},
+                "spec": {**_pod_security(c), "terminationGracePeriodSeconds": 30, "containers": [container],
+                         "volumes": volumes},
+            },
+        },
+    }
+
+
+def service(c: Cluster) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": c.meta(c.name, annotations=PROMETHEUS),
+        "spec": {"type": "ClusterIP", "selector": c.labels,
+                 "ports": [{"name": n, "port": p, "targetPort": n, "protocol": "TCP"} for n, p in PORTS.items()]},
+    }
+
+
+def autoscaler(c: Cluster) -> dict:
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": c.meta(c.name),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": c.name},
+            "minReplicas": c.replicas,
+            "maxReplicas": c.max_replicas,
+            "metrics": [{"type": "Resource", "resource": {
+                "name": "cpu", "target": {"type": "Utilization", "averageUtilization": c.cpu_utilization}}}],
+        },
+    }
+
+
+def inference_service(c: Cluster) -> dict:
+    """KServe's Triton runtime (`kserve-tritonserver`): KServe copies `storageUri` to /mnt/models and gives the
+    ports and the model store itself; these arguments add the rest of the bundled server's."""
+    skip = ("--model-repository=", "--http-", "--grpc-address", "--grpc-port", "--metrics-address",
+            "--model-control-mode", "--repository-poll-secs")
+    args = [a for a in server_args(c) if not a.startswith(skip) or "restricted" in a]
+    model = {"modelFormat": {"name": "triton"}, "runtime": "kserve-tritonserver", "protocolVersion": "v2",
+             "storageUri": c.repository, **_container(c, args, ports=False)}
+    volumes, model["volumeMounts"] = _volumes(c, pvc=False)
+    return {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": c.meta(c.name, annotations=PROMETHEUS),
+        "spec": {"predictor": {"minReplicas": c.replicas, "maxReplicas": c.max_replicas, "scaleMetric": "cpu",
+                               "scaleTarget": c.cpu_utilization, **_pod_security(c), "volumes": volumes,
+                               "model": model}},
+    }
+
+
+def manifests(c: Cluster, kserve: bool = False, admin_key: str | None = None) -> dict[str, dict]:
+    """File name -> object. A new random admin key unless one is given."""
+    key = admin_key or secrets.token_urlsafe(32)
+    objects = {"secret.yaml": admin_secret(c, key)}
+    if kserve:
+        objects["inferenceservice.yaml"] = inference_service(c)
+    else:
+        objects.update({"deployment.yaml": deployment(c), "service.yaml": service(c), "hpa.yaml": autoscaler(c)})
+    return objects
+
+
+def dockerfile(c: Cluster) -> str:
+    ort = "onnxruntime-gpu" if c.target == "gpu" else "onnxruntime"
+    return (
+        f"# The slsp serving image: {TRITON_IMAGE} (tritonserver 2.51, as bundled with nvidia-pytriton) plus what the\n"
+        "# Python-backend members import. Build it beside this file and push it where the cluster pulls from:\n"
+        f"#   docker build -t REGISTRY/{c.container_image} . && docker push REGISTRY/{c.container_image}\n"
+        f"FROM {TRITON_IMAGE}\n"
+        f"RUN pip install --no-cache-dir 'numpy<2' 'pillow>=10' {ort}\n"
+        "COPY slsp /opt/slsp/slsp\n"
+        "RUN python3 -m compileall -q /opt/slsp\n"
+        "ENV SLSP_PYTHONPATH=/opt/slsp\n"
+        f"USER {NON_ROOT}\n"
+    )
+
+
+def copy_package(dst: Path) -> None:
+    """The installed slsp packages the members import, as one tree under `dst` (editable and wheel installs alike:
+    slsp.export lives in export/ in a checkout)."""
+    for name in PACKAGES:
+        src = Path(import_module(name).__path__[0])
+        out = dst.joinpath(*name.split("."))
+        out.mkdir(parents=True, exist_ok=True)
+        for f in src.iterdir():
+            if f.suffix == ".py":
+                shutil.copy2(f, out / f.name)
+
+
+def check_repository(repo: Path, target: str) -> None:
+    """A local repository (if given) must be of `target` and serve a TrSOR the image can run (no torch in it)."""
+    from slsp.export import repository
+
+    decode = Path(repo) / repository.DECODE / "config.pbtxt"
+    if not decode.is_file():
+        raise SlspError(f"{repo}: not a model repository written by `slsp export --repo`")
+    served = "cpu" if repository.read_config(Path(repo) / repository.MODEL / "config.pbtxt").backend == "python" \
+        else "gpu"
+    if served != target:
+        raise SlspError(f"{repo} was exported for --target {served}, not {target}")
+    trsor = repository.read_config(decode).parameters["trsor_file"].string_value
+    if trsor.endswith(".pt2"):
+        raise SlspError(f"{repo} serves the AOTInductor TrSOR ({trsor}), which needs torch in the image; export the "
+                        "repository without --aoti (or with --native on the cluster's CPU type)")
+
+
+class _Dumper(yaml.SafeDumper):
+    """Objects shared between manifests (labels, probes) are written out in full, never as YAML anchors."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def write(c: Cluster, out: Path, kserve: bool = False) -> list[Path]:
+    """Write the manifests and the image's build context under `out`; returns the manifest files."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    old = out / "secret.yaml"  # written before: keep its key, so applying again does not lock out the running pods
+    key = yaml.safe_load(old.read_text())["stringData"]["admin-key"] if old.is_file() else None
+    written = []
+    for name, obj in manifests(c, kserve, key).items():
+        (out / name).write_text(yaml.dump(obj, Dumper=_Dumper, sort_keys=False))
+        written.append(out / name)
+    (out / "secret.yaml").chmod(0o600)
+    image = out / "image"
+    shutil.rmtree(image, ignore_errors=True)
+    copy_package(image)
+    (image / "Dockerfile").write_text(dockerfile(c))
+    return written
+
