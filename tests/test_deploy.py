@@ -16,12 +16,12 @@ import kubernetes_validate
 import pytest
 import yaml
 from kubernetes_validate.utils import schema_contents
+from test_cli import SLSP
 
 from slsp import deploy
 from slsp.deploy import ADMIN_ENV, KUBERNETES, MOUNT, PORTS, Cluster, manifests
 from slsp.errors import SlspError
 from slsp.server import ADMIN_HEADER, Server, free_port
-from test_cli import SLSP
 
 KEY = "test-admin-key"
 
