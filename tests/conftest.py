@@ -4,12 +4,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from slsp.config import DetectorConfig, TrsorConfig
 from slsp.families.fluct import FluctConfig
 from slsp.families.recipe import RecipeConfig
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+# Images in the repository (provenance: examples/README.md, tests/data/README.md): the tests need nothing else.
+EXAMPLES = ROOT / "examples"
+DATA = ROOT / "tests" / "data"
+PHOTO = EXAMPLES / "real_kodak24_kodim03.png"  # 500 x 500, scanned film, never JPEG-compressed
+PHOTOS = (PHOTO, DATA / "kodim13_crop.png", DATA / "kodim01_crop.png")  # 500 x 500, 320 x 224, 224 x 288
+FAKES = tuple(sorted(EXAMPLES.glob("fake_*.png")))  # two Latent Diffusion samples, 256 x 256
 
 # Tiny models of each family: trained, exported and served in seconds by the tests.
 TINY_SLSP = RecipeConfig(dim=32, depth=2, heads=2, latent=16, decoder_channels=16)
@@ -23,10 +31,44 @@ def tiny_config(family: str = "slsp", crops: int = 4, **fields) -> DetectorConfi
 
 
 def shared(*parts: str) -> Path:
+    """A file of ../shared/data, for the few tests that need the dev split itself. A clone without ../shared/ skips
+    them; where ../shared/ exists (CI), a missing file is a failure, never a skip."""
+    if not SHARED.is_dir():
+        pytest.skip(f"needs the dev split: no {SHARED} (the shared/ folder beside the checkout)")
     p = SHARED.joinpath(*parts)
     if not p.exists():
-        pytest.fail(f"test data missing: {p} (the shared/ folder must sit beside the checkout)")
+        pytest.fail(f"test data missing: {p}")
     return p
+
+
+def real_photo(name: str) -> np.ndarray:
+    """A repository photo by name (kodim03, kodim13, kodim01); "NAME as jpeg" decodes it from a JPEG at q85."""
+    from slsp.imaging import load
+    from slsp.transforms import Transform
+
+    base, _, jpg = name.partition(" as ")
+    img = load(next(p for p in PHOTOS if base in p.name))
+    return Transform("jpeg:85")(img) if jpg == "jpeg" else img
+
+
+def photo_crops(n: int, h: int, w: int) -> list[np.ndarray]:
+    """`n` different h x w crops of the repository's photos: corners and centre of each photo in turn."""
+    from slsp.imaging import load
+
+    imgs = [load(p) for p in PHOTOS]
+    out = []
+    for k in range(n):
+        img, j = imgs[k % len(imgs)], k // len(imgs) % 5
+        ys, xs = img.shape[0] - h, img.shape[1] - w
+        y, x = ((0, 0), (ys, xs), (0, xs), (ys, 0), (ys // 2, xs // 2))[j]
+        out.append(np.ascontiguousarray(img[y:y + h, x:x + w]))
+    return out
+
+
+def jpeg(src: Path, dst: Path, quality: int = 90) -> Path:
+    """A camera-like JPEG (4:2:0) of a photo: JPEG decoding paths without a camera file in the repository."""
+    Image.open(src).convert("RGB").save(dst, format="JPEG", quality=quality, subsampling=2)
+    return dst
 
 
 def synthetic_photo(h: int, w: int, seed: int = 0, sigma: float = 2.0) -> np.ndarray:
@@ -43,7 +85,7 @@ def synthetic_photo(h: int, w: int, seed: int = 0, sigma: float = 2.0) -> np.nda
 def real_image() -> np.ndarray:
     from slsp.imaging import load
 
-    return load(shared("real", "dev", "bsd100_img_020.png"))
+    return load(PHOTO)
 
 
 @pytest.fixture(scope="session")
@@ -53,5 +95,5 @@ def served_artifacts(tmp_path_factory) -> Path:
     from slsp.export import build
 
     out = tmp_path_factory.mktemp("serve") / "artifacts"
-    build.build(None, out, aoti=True, native=True, images=[shared("real", "dev", "bsd100_img_020.png")], sizes=0)
+    build.build(None, out, aoti=True, native=True, images=[PHOTO], sizes=0)
     return out

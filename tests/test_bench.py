@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import shared
+from conftest import PHOTO
 from slsp.bench import engines
 from slsp.bench.timing import photo_at
 from slsp.imaging import load
@@ -38,7 +38,7 @@ def test_bench_engines_cli(served_artifacts: Path, tmp_path: Path) -> None:
             "--artifacts",
             str(art),
             "--source",
-            str(shared("real", "dev", "bsd100_img_020.png")),
+            str(PHOTO),
             "--size",
             "96x64",
             "--size",
@@ -76,7 +76,7 @@ def test_cuda_engines_shape() -> None:
     from slsp import detector
 
     res = engines.cuda_engines(
-        detector.load(), load(shared("real", "dev", "bsd100_img_020.png")), [(64, 96), (130, 70)], min_time=0
+        detector.load(), load(PHOTO), [(64, 96), (130, 70)], min_time=0
     )
     assert res["device"] and [r["size"] for r in res["trsor"]] == ["96x64", "70x130"]
     assert all(r["median_ms"] > 0 and r["mpix_per_s"] > 0 for r in res["trsor"])

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from conftest import shared
+from conftest import FAKES, PHOTO, PHOTOS
 
 ROOT = Path(__file__).resolve().parents[1]
 SLSP = [sys.executable, "-c", "from slsp.cli import main; main()"]
@@ -46,21 +46,19 @@ def test_readme_main_command_runs_on_shipped_model(tmp_path: Path) -> None:
 
 
 def test_detect_reports_bad_files_and_exits_nonzero(tmp_path: Path) -> None:
-    good = shared("real", "dev", "bsd100_img_020.png")
-    (tmp_path / "broken.png").write_bytes(good.read_bytes()[:500])
+    (tmp_path / "broken.png").write_bytes(PHOTO.read_bytes()[:500])
     Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(tmp_path / "tiny.png")
-    r = slsp("detect", str(good), str(tmp_path), "--json", "-q", "--explain", str(tmp_path / "explain"))
+    r = slsp("detect", str(PHOTO), str(tmp_path), "--json", "-q", "--explain", str(tmp_path / "explain"))
     assert r.returncode == 1
     by_name = {Path(x["path"]).name: x for x in json.loads(r.stdout)}
-    assert "score" in by_name["bsd100_img_020.png"]
+    assert "score" in by_name[PHOTO.name]
     assert "truncated" in by_name["broken.png"]["error"]
     assert "below the minimum size" in by_name["tiny.png"]["error"]
-    assert (tmp_path / "explain" / "bsd100_img_020.png").is_file()
+    assert (tmp_path / "explain" / PHOTO.name).is_file()
 
 
 def test_pixel_limit_is_configurable_on_the_cli() -> None:
-    good = shared("real", "dev", "bsd100_img_020.png")  # 480 x 320 = 153,600 pixels
-    r = slsp("detect", str(good), "--max-pixels", "100000", "--json", "-q")
+    r = slsp("detect", str(PHOTO), "--max-pixels", "100000", "--json", "-q")  # 500 x 500
     assert r.returncode == 1 and "exceeds the limit of 100000" in json.loads(r.stdout)[0]["error"]
 
 
@@ -70,32 +68,32 @@ def test_missing_path_is_a_clear_error() -> None:
 
 
 def test_eval_writes_report_and_roc(tmp_path: Path) -> None:
-    fake = tmp_path / "fake" / "sd1"
+    fake = tmp_path / "fake" / "ldm"
     fake.mkdir(parents=True)
     real = tmp_path / "real"
     real.mkdir()
-    for f in sorted(shared("fake", "dev", "sd1").iterdir())[:3]:
+    for f in FAKES:
         (fake / f.name).write_bytes(f.read_bytes())
-    for f in sorted(shared("real", "dev").glob("bsd100*"))[:3]:
-        (real / f.name).write_bytes(f.read_bytes())
+    for i, f in enumerate(PHOTOS):
+        (real / f"kodak24_{i}.png").write_bytes(f.read_bytes())
     r = slsp("eval", "--real", str(real), "--fake", str(tmp_path / "fake"), "--reencode", "jpeg:95",
              "--perturb", "resize:0.5", "--out", str(tmp_path / "ev"), "--json", "-q")
     assert r.returncode == 0, r.stderr
     rep = json.loads(r.stdout)
     assert set(rep["conditions"]) == {"original", "resize:0.5"}
     rows = rep["conditions"]["original"]["rows"]
-    assert {"sd1", "mean", "worst"} <= set(rows["model"]) and {"sd1", "mean"} <= set(rows["baseline"])
-    assert 0 <= rows["model"]["sd1"]["auroc"] <= 1
+    assert {"ldm", "mean", "worst"} <= set(rows["model"]) and {"ldm", "mean"} <= set(rows["baseline"])
+    assert 0 <= rows["model"]["ldm"]["auroc"] <= 1
     assert (tmp_path / "ev" / "roc.png").is_file() and (tmp_path / "ev" / "report.json").is_file()
     assert set(rows) == {"model", "crops", "baseline"}  # the shipped model fuses the noise level: both parts shown
     assert rows["model"]["mean"]["auroc_lo"] <= rows["model"]["mean"]["auroc"] <= rows["model"]["mean"]["auroc_hi"]
     paired = rep["conditions"]["original"]["paired"]
     assert {"model-baseline", "crops-baseline", "model-crops"} <= set(paired)
-    assert set(rep["conditions"]["original"]["fpr_by_source"]) == {"bsd100"}
+    assert set(rep["conditions"]["original"]["fpr_by_source"]) == {"kodak24"}
     alt = slsp("eval", "--real", str(real), "--fake", str(tmp_path / "fake"), "--aggregate", "max", "--json", "-q")
     rep = json.loads(alt.stdout)
     assert (rep["aggregate"], rep["threshold"]) == ("max", None)
-    assert "tpr@thr" not in rep["conditions"]["original"]["rows"]["model"]["sd1"]
+    assert "tpr@thr" not in rep["conditions"]["original"]["rows"]["model"]["ldm"]
     bad = slsp("eval", "--real", str(real), "--fake", str(tmp_path / "fake"), "--score", "recon", "-q")
     assert bad.returncode == 1 and "scores with 'disc' only" in bad.stderr
 

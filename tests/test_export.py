@@ -15,7 +15,7 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from conftest import shared, synthetic_photo, tiny_config
+from conftest import FAKES, PHOTO, PHOTOS, jpeg, synthetic_photo, tiny_config
 from slsp import contract
 from slsp import detector as det_io
 from slsp.config import FusionConfig
@@ -41,7 +41,7 @@ def run_dir(request, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def artifacts(run_dir: Path, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("art") / "artifacts"
-    build.build(run_dir, out, images=[shared("real", "dev", "bsd100_img_020.png")], sizes=1)
+    build.build(run_dir, out, images=[PHOTO], sizes=1)
     return out
 
 
@@ -76,11 +76,9 @@ def test_onnx_runtime_matches_pytorch_at_size(artifacts: Path, run_dir: Path, h:
             assert st.failed_elements == 0 and st.nonfinite == 0, (r.name, name, st)
 
 
-def test_real_images_at_three_sizes_pass_the_gate(artifacts: Path, run_dir: Path) -> None:
+def test_real_images_at_three_sizes_pass_the_gate(artifacts: Path, run_dir: Path, tmp_path: Path) -> None:
     det = det_io.load(run_dir)
-    sources = [
-        shared("real", "dev", n) for n in ("bsd100_img_083.png", "kodak24_kodim01.png", "exif-samples_jolla.jpg")
-    ]
+    sources = [PHOTOS[1], PHOTOS[2], jpeg(PHOTO, tmp_path / "photo.jpg", quality=80)]
     report = build.check(det, artifacts, sources, sizes=1, seed=3)
     assert report["ok"], report["table"]
     assert len({json.dumps(n) for n in report["images"]}) == 6
@@ -103,7 +101,7 @@ def test_broken_export_is_caught_and_leaves_nothing(run_dir: Path, tmp_path: Pat
     (out / "previous.txt").write_text("serving version")
     monkeypatch.setattr(torch2onnx, "export", broken)
     with pytest.raises(ParityError, match="parity gate failed") as e:
-        build.build(run_dir, out, images=[shared("real", "dev", "bsd100_img_020.png")], sizes=0)
+        build.build(run_dir, out, images=[PHOTO], sizes=0)
     assert "ort-cpu" in str(e.value)
     assert (out / "previous.txt").read_text() == "serving version"
     assert sorted(p.name for p in out.iterdir()) == ["previous.txt"]
@@ -117,22 +115,26 @@ def test_export_stopped_by_sigterm_leaves_nothing(tmp_path: Path) -> None:
     out = tmp_path / "artifacts"
     out.mkdir()
     (out / "previous.txt").write_text("serving version")
+    images = tmp_path / "images"  # enough gate work to stop it midway: 5 photos, 6 random sizes each
+    images.mkdir()
+    for f in (*PHOTOS, *FAKES):
+        (images / f.name).write_bytes(f.read_bytes())
     proc = subprocess.Popen([sys.executable, "-c", "from slsp.cli import main; main()", "export", "--out", str(out),
-                             "--images", str(shared("real", "dev"))], stderr=subprocess.PIPE, text=True)
+                             "--images", str(images), "--sizes", "6"], stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not list(tmp_path.glob(".artifacts.tmp-*/slsp.onnx")) and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.2)
     assert list(tmp_path.glob(".artifacts.tmp-*")), "export never started writing"
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(60) != 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["artifacts"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["artifacts", "images"]
     assert sorted(p.name for p in out.iterdir()) == ["previous.txt"]
 
 
 def test_export_quiet_writes_only_the_result(run_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "art"
     r = subprocess.run([sys.executable, "-c", "from slsp.cli import main; main()", "export", "--model", str(run_dir),
-                        "--out", str(out), "--images", str(shared("real", "dev", "bsd100_img_020.png")), "--sizes", "0",
+                        "--out", str(out), "--images", str(PHOTO), "--sizes", "0",
                         "--json", "--quiet"], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     assert r.stderr == "" and json.loads(r.stdout)["ok"] and (out / contract.PARITY_REPORT).is_file()
@@ -156,7 +158,7 @@ def test_compare_uses_polygraphy_rule() -> None:
 
 def test_fp16_model_export_passes_fp16_tolerances(run_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "fp16"
-    report = build.build(run_dir, out, fp16=True, images=[shared("real", "dev", "bsd100_img_020.png")], sizes=0)
+    report = build.build(run_dir, out, fp16=True, images=[PHOTO], sizes=0)
     assert report["precision"] == "fp16" and report["ok"]
     assert torch2onnx.read_metadata(out / "model.onnx")["precision"] == "fp16"
 
@@ -196,7 +198,7 @@ def test_trt_missing_is_a_clear_error(artifacts: Path) -> None:
 def test_trt_engine_passes_parity(run_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "trt"
     report = build.build(
-        run_dir, out, trt=True, max_batch=32, images=[shared("real", "dev", "bsd100_img_020.png")], sizes=1
+        run_dir, out, trt=True, max_batch=32, images=[PHOTO], sizes=1
     )
     assert (out / "model.plan").is_file() and report["tensorrt"]["model"] == "tensorrt"
     assert any(r["runtime"] == "tensorrt" and r["ok"] for r in report["runtimes"])

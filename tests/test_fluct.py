@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from PIL import Image
 from safetensors.torch import load_file
 
-from conftest import TINY_FLUCT, shared, synthetic_photo, tiny_config
+from conftest import TINY_FLUCT, photo_crops, synthetic_photo, tiny_config
 from slsp import detector as det_io
 from slsp.config import DetectorConfig, FusionConfig, TrainConfig
 from slsp.detector import Detector
@@ -128,12 +128,14 @@ def test_fusion_matches_float64_reference(aggregate: str) -> None:
 
 @pytest.fixture(scope="module")
 def real_dirs(tmp_path_factory) -> list[Path]:
-    """Two folders of small real photos (PNG-history and in-camera JPEG), as the default model trains on."""
+    """Two folders of small real photos (never compressed, and as camera-like JPEGs), as the default model trains on
+    PNG-history photos and in-camera JPEGs."""
+    crops = photo_crops(12, 144, 160)
     out = []
-    for name, src in (("png", shared("real", "train")), ("camera", shared("real", "train-camera"))):
+    for name, part, fmt in (("png", crops[:6], "png"), ("camera", crops[6:], "jpg")):
         d = tmp_path_factory.mktemp(name)
-        for i, f in enumerate(sorted(p for p in src.iterdir() if p.suffix != ".tsv")[:6]):
-            Image.fromarray(load(f)[:144, :160]).save(d / f"{name}_{i}.png")
+        for i, img in enumerate(part):
+            Image.fromarray(img).save(d / f"{name}_{i}.{fmt}", quality=90)
         out.append(d)
     return out
 

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import reference
-from conftest import shared, synthetic_photo
+from conftest import PHOTO, PHOTOS, real_photo, synthetic_photo
 from slsp import contract
 from slsp import detector as det_io
 from slsp.errors import ImageError, RuntimeMissing
@@ -51,14 +51,14 @@ def test_matches_eager_at_odd_sizes(runner: trsor_native.NativeRunner, size: tup
     assert_same(runner.infer({"image": image}), eager(DET, image), str(size))
 
 
-@pytest.mark.parametrize("name", ["kodak24_kodim13.png", "exif-samples_DSCN0029.jpg", "bsd100_img_091.png"])
+@pytest.mark.parametrize("name", ["kodim13", "kodim01", "kodim03 as jpeg"])
 def test_matches_eager_on_real_photos(runner: trsor_native.NativeRunner, name: str) -> None:
-    image = load(shared("real", "dev", name))
+    image = real_photo(name)
     assert_same(runner.infer({"image": image}), eager(DET, image), name)
 
 
 def test_matches_the_float64_reference(runner: trsor_native.NativeRunner) -> None:
-    image = load(shared("real", "dev", "bsd100_img_020.png"))
+    image = load(PHOTO)
     got, ref = runner.infer({"image": image}), reference.trsor(image)
     np.testing.assert_allclose(got["sigma"], ref["sigma"], rtol=2e-4)
     valid = got["positions"][got["valid"]]
@@ -100,7 +100,7 @@ def test_lower_instruction_sets_match_eager(march: str, tmp_path: Path) -> None:
     for size in ((64, 64), (201, 333)):
         image = synthetic_photo(*size, seed=5)
         assert_same(native.infer({"image": image}), eager(DET, image), f"{march} {size}")
-    image = load(shared("real", "dev", "kodak24_kodim13.png"))
+    image = load(PHOTOS[1])
     assert_same(native.infer({"image": image}), eager(DET, image), f"{march} kodim13")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import signal
 import struct
 import subprocess
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import shared, synthetic_photo
+from conftest import EXAMPLES, FAKES, PHOTO, PHOTOS, jpeg, synthetic_photo
 from slsp import detector as det_io
 from slsp.clients.client import InvalidInput, ServerUnavailable, SlspClient
 from slsp.clients.runner import ServerRunner
@@ -56,10 +57,9 @@ def local(data: bytes):
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
-def test_end_to_end_matches_library(server: Server, protocol: str) -> None:
+def test_end_to_end_matches_library(server: Server, protocol: str, tmp_path: Path) -> None:
     client = SlspClient(server.grpc_url if protocol == "grpc" else server.http_url)
-    files = [shared("real", "dev", "bsd100_img_083.png"), shared("real", "dev", "exif-samples_jolla.jpg"),
-             shared("fake", "dev", "ldm-txt2img", "fire_1.png")]
+    files = [PHOTOS[1], jpeg(PHOTO, tmp_path / "photo.jpg"), FAKES[0]]
     datas = [f.read_bytes() for f in files] + [png(synthetic_photo(MIN, MIN + 34, seed=1))]
     for data, res in zip(datas, client.detect_many(datas, concurrency=4)):
         ref = local(data)
@@ -69,7 +69,7 @@ def test_end_to_end_matches_library(server: Server, protocol: str) -> None:
 
 
 def test_shared_memory_client(server: Server) -> None:
-    data = shared("real", "dev", "bsd100_img_020.png").read_bytes()
+    data = PHOTO.read_bytes()
     a = SlspClient(server.grpc_url, shared_memory=True).detect(data)
     b = SlspClient(server.http_url, shared_memory=True).detect(data)
     assert a.score == pytest.approx(float(local(data).score), abs=1e-4) and a.score == pytest.approx(b.score, abs=1e-6)
@@ -136,11 +136,9 @@ def test_connection_refused_is_not_a_timeout() -> None:
         SlspClient(f"http://127.0.0.1:{free_port()}", retries=0).detect(b"x")
 
 
-def test_parity_with_server(server: Server, served_artifacts: Path) -> None:
+def test_parity_with_server(server: Server, served_artifacts: Path, tmp_path: Path) -> None:
     det = det_io.load()
-    sources = [
-        shared("real", "dev", n) for n in ("bsd100_img_091.png", "kodak24_kodim13.png", "exif-samples_DSCN0029.jpg")
-    ]
+    sources = [PHOTOS[1], PHOTOS[2], jpeg(PHOTOS[1], tmp_path / "camera.jpg", quality=85)]
     report = build.check(det, served_artifacts, sources, sizes=1, runtimes=["ort-cpu", "aoti-cpu", "native-cpu"],
                          extra=[ServerRunner(server.grpc_url), ServerRunner(server.http_url)])
     assert report["ok"], report["table"]
@@ -154,7 +152,7 @@ def test_parity_with_server(server: Server, served_artifacts: Path) -> None:
 
 
 def test_query_cli(server: Server) -> None:
-    files = [str(shared("real", "dev", "bsd100_img_020.png")), str(shared("fake", "dev", "sd1"))]
+    files = [str(PHOTO), str(EXAMPLES)]
     r = subprocess.run([sys.executable, "-c", "from slsp.cli import main; main()", "query", *files,
                         "--url", server.http_url, "--json"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
@@ -174,7 +172,7 @@ def test_bench_server_smoke(server: Server, served_artifacts: Path, tmp_path: Pa
     from slsp.bench import server as bench_server
     from slsp.bench.timing import save
 
-    images = [shared("real", "dev", "bsd100_img_020.png"), shared("fake", "dev", "ldm-txt2img", "fire_1.png")]
+    images = [PHOTO, FAKES[0]]
     for url in (server.grpc_url, server.http_url):
         res = bench_server.measure(url, images, served_artifacts, concurrencies=(1, 2), requests=4, quiet=True)
         assert [r["concurrency"] for r in res["rows"]] == [1, 2]
@@ -204,7 +202,7 @@ def test_serve_cli_exports_when_missing_then_stops_on_sigterm(tmp_path: Path) ->
     proc = subprocess.Popen([sys.executable, "-c", "from slsp.cli import main; main()", "serve", "--repo", str(repo),
                              "--http-port", ports[0], "--grpc-port", ports[1], "--metrics-port", ports[2],
                              "--log", str(tmp_path / "server.log")],
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "SLSP_PARITY_IMAGES": str(EXAMPLES)})
     try:
         lines = []
         for line in proc.stderr:  # ends when the process does
@@ -212,9 +210,9 @@ def test_serve_cli_exports_when_missing_then_stops_on_sigterm(tmp_path: Path) ->
             if line.startswith("serving "):
                 break
         assert lines and lines[-1].startswith("serving "), "".join(lines)
-        assert "parity gate on 8 images" in "".join(lines)
+        assert "parity gate on 3 images" in "".join(lines)
         assert repository.versions(repo, repository.MODEL) == [1]
-        data = shared("real", "dev", "bsd100_img_020.png").read_bytes()
+        data = PHOTO.read_bytes()
         assert SlspClient(f"grpc://127.0.0.1:{ports[1]}").detect(data).score == pytest.approx(
             float(local(data).score), abs=1e-4
         )

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import shared
+from conftest import EXAMPLES
 
 pytestmark = pytest.mark.server
 ROOT = Path(__file__).resolve().parents[1]
@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_soak_reduced(tmp_path: Path) -> None:
     out = tmp_path / "soak.json"
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "soak.py"), "--requests", "400", "--concurrency", "8",
-                        "--images", str(shared("real", "dev")), "--out", str(out)],
+                        "--images", str(EXAMPLES), "--out", str(out)],
                        capture_output=True, text=True, timeout=900, cwd=ROOT)
     res = json.loads(out.read_text())
     assert res["valid_failed"] == 0, res["failure_samples"]

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from safetensors.torch import load_file
 
-from conftest import shared, tiny_config
+from conftest import photo_crops, tiny_config
 from slsp import detector as det_io
 from slsp.config import TrainConfig
 from slsp.errors import SlspError
@@ -23,11 +23,10 @@ CFG = tiny_config("slsp")
 
 @pytest.fixture(scope="module")
 def real_dir(tmp_path_factory) -> Path:
-    """Eight small real photos (crops of shared training images), so a few steps take seconds."""
+    """Eight small real photos (crops of the repository's photos), so a few steps take seconds."""
     d = tmp_path_factory.mktemp("real")
-    for i, f in enumerate(sorted(shared("real", "train").iterdir())[:8]):
-        img = load(f)
-        Image.fromarray(img[:128, :160]).save(d / f"r{i}.png")
+    for i, img in enumerate(photo_crops(8, 128, 160)):
+        Image.fromarray(img).save(d / f"r{i}.png")
     return d
 
 

@@ -9,9 +9,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import reference
-from conftest import shared, synthetic_photo
+from conftest import PHOTO, PHOTOS, synthetic_photo
 from slsp.config import TrsorConfig
 from slsp.imaging import load
+from slsp.transforms import Transform
 from slsp.trsor import NullModel, TrSOR, gradient_energy, window_reduce
 
 CFG = TrsorConfig()
@@ -55,9 +56,9 @@ def _images():
     yield "min 64x64", synthetic_photo(64, 64, seed=1)
     yield "odd 65x99", synthetic_photo(65, 99, seed=2)
     yield "non-square 200x333", synthetic_photo(200, 333, seed=3)
-    yield "real bsd100 320x480", load(shared("real", "dev", "bsd100_img_020.png"))
-    yield "real kodak", load(shared("real", "dev", "kodak24_kodim03.png"))
-    yield "real camera jpeg", load(shared("real", "dev", "exif-samples_DSCN0010.jpg"))
+    yield "real kodak 500x500", load(PHOTO)
+    yield "real kodak 320x224", load(PHOTOS[1])
+    yield "real kodak as camera jpeg", Transform("jpeg:85")(load(PHOTOS[2]))
     yield "4000x3000", synthetic_photo(4000, 3000, seed=4)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TINY_SLSP, shared
+from conftest import PHOTO, TINY_SLSP
 from slsp import detector as det_io
 from slsp.clients.client import SlspClient
 from slsp.config import DetectorConfig
@@ -19,7 +19,7 @@ from slsp.imaging import load
 from slsp.server import Server
 
 pytestmark = pytest.mark.server
-IMAGE = shared("real", "dev", "bsd100_img_020.png")
+IMAGE = PHOTO
 
 
 def other_model(tmp: Path) -> Path:
