@@ -59,16 +59,30 @@ class Result:
         }
 
 
+# Status codes as tritonclient reports them (gRPC status name; HTTP status code as a string).
+INVALID_STATUS = ("StatusCode.INVALID_ARGUMENT", "400")
+TIMEOUT_STATUS = ("StatusCode.DEADLINE_EXCEEDED", "504")
+UNAVAILABLE_STATUS = ("StatusCode.UNAVAILABLE", "503")
+
+
 def _classify(e: Exception) -> ClientError:
-    text = str(e)
-    low = text.lower()
-    if any(s in low for s in ("connection refused", "failed to connect", "unavailable", "connect call failed",
-                              "name or service not known", "no route to host")):
-        return ServerUnavailable(text)
-    if any(s in low for s in ("deadline", "timed out", "timeout")):
-        return RequestTimeout(text)
-    if "invalid image" in low or "invalid argument" in low:
+    """The typed error for an exception from tritonclient: by the status code the server sent; by the transport's
+    message where no answer came (a refused connection raises before any status exists)."""
+    text = e.message() if hasattr(e, "message") and callable(e.message) else str(e)
+    status = e.status() if hasattr(e, "status") and callable(e.status) else None
+    if status in INVALID_STATUS:
         return InvalidInput(text)
+    if status in TIMEOUT_STATUS:
+        return RequestTimeout(text)
+    if status in UNAVAILABLE_STATUS:
+        return ServerUnavailable(text)
+    if status is None:
+        low = text.lower()
+        if any(s in low for s in ("connection refused", "failed to connect", "connect call failed",
+                                  "name or service not known", "no route to host")):
+            return ServerUnavailable(text)
+        if any(s in low for s in ("deadline", "timed out", "timeout")):
+            return RequestTimeout(text)
     return ServerError(text)
 
 

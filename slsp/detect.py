@@ -33,6 +33,8 @@ def detect_paths(
                 d, phi = det.analyze(img, str(f))
             except ImageError as e:
                 results.append({"path": str(f), "error": str(e)})
+            except Exception as e:  # noqa: BLE001 - one file's failure never ends the run
+                results.append({"path": str(f), "error": f"internal error on this image ({type(e).__name__}: {e})"})
             else:
                 results.append(as_dict(str(f), d, det))
                 if explain is not None:

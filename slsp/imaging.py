@@ -6,8 +6,12 @@ Policy (pixels only, never metadata beyond orientation):
 - Alpha (RGBA, LA, PA) is dropped, keeping the stored colour values: compositing would invent flat regions.
 - 16-bit data is reduced to its high byte (value >> 8), never rescaled per image.
 - Animated images (GIF, WebP, APNG): the first frame.
-- More than `max_pixels` pixels (declared in the header, checked before decoding): refused (decompression bombs).
-- Smaller than `min_side` on either side: refused, since no crop fits (no padding, no resizing).
+- Formats: what users send (FORMATS: JPEG, PNG, WebP, BMP, TIFF, GIF, AVIF), recognised from the header; any other
+  (DDS, ICO, PCX, JPEG 2000, ...) is refused before its decoder runs.
+- From the header, before any pixel is decoded: more than `max_pixels` pixels (decompression bombs), a side below
+  `min_side` (no crop fits: no padding, no resizing) or a side more than MAX_ASPECT times the other: refused.
+- Truncated data is refused (Pillow's LOAD_TRUNCATED_IMAGES stays off), and any decoder failure, whatever its
+  type, is this image's ImageError.
 """
 
 from __future__ import annotations
@@ -21,8 +25,12 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from slsp.errors import ImageError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".avif")
+Image.init()
+# What users send, by Pillow's names (its JPEG opener also reads multi-picture JPEGs); AVIF where Pillow has it.
+FORMATS = tuple(f for f in ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF", "AVIF") if f in Image.OPEN)
 DEFAULT_MAX_PIXELS = 50_000_000
+MAX_ASPECT = 32  # longer side / shorter side: panoramas pass, a 1-pixel strip of millions does not
 
 
 def decode(
@@ -34,10 +42,8 @@ def decode(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            w, h = img.size
-            if w * h > max_pixels:
-                raise ImageError(f"{name}: {w} x {h} = {w * h} pixels exceeds the limit of {max_pixels}")
+            img = Image.open(io.BytesIO(data), formats=FORMATS)
+            _check_header(img.size, max_pixels, min_side, name)
             img.seek(0)
             img.load()
             img = ImageOps.exif_transpose(img)
@@ -46,13 +52,25 @@ def decode(
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageError(f"{name}: declared size exceeds the limit of {max_pixels} pixels (Pillow: {e})") from e
     except UnidentifiedImageError as e:
-        raise ImageError(f"{name}: not a decodable image ({e})") from e
+        raise ImageError(f"{name}: not an image in a supported format ({', '.join(FORMATS)})") from e
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise ImageError(f"{name}: corrupt or truncated image ({e})") from e
-    arr = _to_rgb8(img, name)
-    if min(arr.shape[:2]) < min_side:
-        raise ImageError(f"{name}: {arr.shape[1]} x {arr.shape[0]} is smaller than the minimum side {min_side}")
-    return arr
+    except MemoryError as e:
+        raise ImageError(f"{name}: not enough memory to decode this image") from e
+    except Exception as e:  # noqa: BLE001 - a decoder's own exception types (e.g. BLPFormatError) are this image's
+        raise ImageError(f"{name}: the decoder failed ({type(e).__name__}: {e})") from e
+    return _to_rgb8(img, name)
+
+
+def _check_header(size: tuple[int, int], max_pixels: int, min_side: int, name: str) -> None:
+    """The size limits, from the declared size alone (EXIF orientation swaps the sides, which none of them sees)."""
+    w, h = size
+    if w * h > max_pixels:
+        raise ImageError(f"{name}: {w} x {h} = {w * h} pixels exceeds the limit of {max_pixels}")
+    if min(w, h) < min_side:
+        raise _too_small(w, h, min_side, name)
+    if max(w, h) > MAX_ASPECT * max(1, min(w, h)):
+        raise ImageError(f"{name}: {w} x {h} is more elongated than {MAX_ASPECT}:1")
 
 
 def check_image(image: np.ndarray, min_side: int, name: str = "<image>", why: str = "one crop") -> None:
@@ -62,10 +80,12 @@ def check_image(image: np.ndarray, min_side: int, name: str = "<image>", why: st
         got = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
         raise ImageError(f"{name}: expected uint8 H x W x 3, got {got}")
     if min(image.shape[:2]) < min_side:
-        raise ImageError(
-            f"{name}: {image.shape[1]} x {image.shape[0]} is below the minimum size {min_side} x {min_side} "
-            f"({why}; slsp never pads)"
-        )
+        raise _too_small(image.shape[1], image.shape[0], min_side, name, why)
+
+
+def _too_small(w: int, h: int, min_side: int, name: str, why: str = "one crop") -> ImageError:
+    """The one wording of "too small", from the header (decode) or the array (check_image)."""
+    return ImageError(f"{name}: {w} x {h} is below the minimum size {min_side} x {min_side} ({why}; slsp never pads)")
 
 
 def _to_rgb8(img: Image.Image, name: str) -> np.ndarray:

@@ -48,12 +48,16 @@ def test_readme_main_command_runs_on_shipped_model(tmp_path: Path) -> None:
 def test_detect_reports_bad_files_and_exits_nonzero(tmp_path: Path) -> None:
     (tmp_path / "broken.png").write_bytes(PHOTO.read_bytes()[:500])
     Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(tmp_path / "tiny.png")
+    (tmp_path / "blp.png").write_bytes(b"BLP1" + bytes(range(256)) * 4)  # Pillow's BLP decoder raises its own type
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "icon.png", format="ICO")
     r = slsp("detect", str(PHOTO), str(tmp_path), "--json", "-q", "--explain", str(tmp_path / "explain"))
     assert r.returncode == 1
     by_name = {Path(x["path"]).name: x for x in json.loads(r.stdout)}
     assert "score" in by_name[PHOTO.name]
     assert "truncated" in by_name["broken.png"]["error"]
     assert "below the minimum size" in by_name["tiny.png"]["error"]
+    assert "not an image in a supported format" in by_name["icon.png"]["error"]
+    assert "blp.png" in by_name["blp.png"]["error"] and "0x" not in by_name["blp.png"]["error"]
     assert (tmp_path / "explain" / PHOTO.name).is_file()
 
 

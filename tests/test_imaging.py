@@ -72,7 +72,7 @@ def test_animated_gif_takes_first_frame() -> None:
     "data,why",
     [
         (b"", "empty"),
-        (b"definitely not an image", "not a decodable image"),
+        (b"definitely not an image", "not an image in a supported format"),
         (encode(Image.fromarray(RGB), "PNG")[:200], "truncated"),
         (encode(Image.fromarray(RGB), "JPEG")[:300], "truncated"),
     ],
@@ -102,8 +102,43 @@ def test_pixel_limit_is_configurable() -> None:
 
 
 def test_minimum_side() -> None:
-    with pytest.raises(ImageError, match="smaller than the minimum side 64"):
+    with pytest.raises(ImageError, match="below the minimum size 64 x 64"):
         decode(encode(Image.fromarray(RGB), "PNG"), min_side=64)
+
+
+def test_size_limits_come_from_the_header_before_any_decode() -> None:
+    """Headers that declare a 1 x 40,000,000 strip or a 127 x 5000 one over an empty pixel stream: refused for their
+    size, not as truncated, so no decoder ran (a decoded strip costs seconds and a gigabyte)."""
+    with pytest.raises(ImageError, match="below the minimum size 127 x 127"):
+        decode(_png_header_only(1, 40_000_000), min_side=127)
+    with pytest.raises(ImageError, match="more elongated than 32:1"):
+        decode(_png_header_only(127, 5000))
+    assert decode(encode(Image.fromarray(np.zeros((64, 64 * 32, 3), np.uint8)), "PNG")).shape == (64, 2048, 3)
+
+
+def _pillow_file(fmt: str, **kw) -> bytes:
+    return encode(Image.fromarray(np.full((64, 64, 3), 90, np.uint8)), fmt, **kw)
+
+
+@pytest.mark.parametrize("fmt", ["ICO", "PCX", "SGI", "QOI", "JPEG2000", "DDS", "TGA", "PPM"])
+def test_formats_outside_the_allow_list_are_refused_before_decoding(fmt: str) -> None:
+    try:
+        data = _pillow_file(fmt)
+    except (KeyError, OSError) as e:
+        pytest.skip(f"this Pillow cannot write {fmt}: {e}")
+    with pytest.raises(ImageError, match=r"not an image in a supported format \(JPEG, PNG, WEBP") as e:
+        decode(data, name="x.png")
+    assert "0x" not in str(e.value)  # no object addresses in messages
+
+
+@pytest.mark.parametrize("data", [b"BLP1" + bytes(range(256)) * 4, b"BLP2" + b"\x01\x02" * 300,
+                                  b"DDS |" + bytes(200)], ids=["blp1", "blp2", "dds"])
+def test_corrupt_files_of_any_decoder_are_image_errors(data: bytes) -> None:
+    with pytest.raises(ImageError, match="x.png"):
+        decode(data, name="x.png")
+    assert decode(_pillow_file("WEBP")).shape == (64, 64, 3)  # and the allowed formats still decode
+    assert decode(_pillow_file("TIFF")).shape == (64, 64, 3)
+    assert decode(_pillow_file("BMP")).shape == (64, 64, 3)
 
 
 def test_load_and_collect_name_the_file(tmp_path) -> None:

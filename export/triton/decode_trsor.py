@@ -49,8 +49,10 @@ class TritonPythonModel:
                 out = self.trsor({contract.IMAGE: self.canonical(image)})
                 out[contract.SIGMA] = out[contract.SIGMA].reshape(1)
                 responses.append(pb_utils.InferenceResponse([pb_utils.Tensor(k, v) for k, v in out.items()]))
-            except ImageError as e:
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(f"invalid image: {e}")))
+            except ImageError as e:  # the client's fault: INVALID_ARGUMENT on gRPC, 400 on HTTP
+                error = pb_utils.TritonError(str(e), pb_utils.TritonError.INVALID_ARG)
+                responses.append(pb_utils.InferenceResponse(error=error))
             except Exception as e:  # noqa: BLE001 - one request's failure must not fail the batch or the server
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(f"internal error: {e!r}")))
+                error = pb_utils.TritonError(f"internal error ({type(e).__name__}: {e})", pb_utils.TritonError.INTERNAL)
+                responses.append(pb_utils.InferenceResponse(error=error))
         return responses
