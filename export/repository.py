@@ -4,7 +4,7 @@ Configs are built as dicts, validated by parsing them into Triton's own `ModelCo
 with `text_format`. Two targets from the same ONNX artifacts:
 - `cpu`: every member on the Python backend running ONNX Runtime (the server bundled with nvidia-pytriton);
 - `gpu`: decode+TrSOR on the Python backend (ONNX Runtime CUDA), the model on `tensorrt_plan` (when
-  model.plan exists) or `onnxruntime_onnx` with KIND_GPU, scoring on `onnxruntime_onnx`, for the NGC container.
+  model.plan exists) or `onnxruntime_onnx` with KIND_GPU, scoring on the Python backend (CPU), for the NGC container.
 Each export adds a new version folder to every member (built in a temporary folder, then renamed in).
 """
 
@@ -134,24 +134,29 @@ def configs(cfg: DetectorConfig, s: ServingConfig, trt: bool, trsor_file: str = 
                      instance_group=[{"kind": "KIND_GPU", "count": s.model_instances}],
                      optimization={"graph": {"level": 1}})
     batched_outputs = {t.name for t in model_stage.outputs}
+    # Always the Python backend, on the CPU (scalar arithmetic): it also forwards the fused outputs computed earlier
+    # (contract.FORWARDED), under their ensemble names.
+    inputs = (*scoring.inputs, *(t for t in contract.FORWARDED if t not in scoring.inputs))
     score = {
-        "name": SCORE, "max_batch_size": 0,
-        "input": [_io(t, c, after_batch=t.name in batched_outputs, native=gpu_native) for t in scoring.inputs],
-        "output": [_io(t, c, native=gpu_native) for t in scoring.outputs],
+        "name": SCORE, "max_batch_size": 0, "backend": "python",
+        "input": [_io(t, c, after_batch=t.name in batched_outputs) for t in inputs],
+        "output": [_io(t, c) for t in scoring.outputs]
+        + [_io(t, c, after_batch=t.name in batched_outputs, name=contract.served(t.name)) for t in contract.FORWARDED],
         "instance_group": [{"kind": "KIND_CPU", "count": 1}],
+        "parameters": _params({**common, "device": "cpu"}),
     }
-    if gpu_native:
-        score.update(backend="onnxruntime", default_model_filename=scoring.onnx)
-    else:
-        score.update(backend="python", parameters=_params(common))
 
     def step(member: str, stage: contract.Stage) -> dict:
-        """Member tensors keep their names inside the ensemble; the ensemble's outputs are upper-cased."""
-        wire = lambda n: contract.served(n) if n in fused.output_names else n  # noqa: E731
+        """Tensors between members keep the graphs' names; the ensemble's outputs (upper-cased) all come from the
+        scoring member, its own and the ones it forwards."""
         # The decode member takes the encoded image where the TrSOR graph takes decoded pixels.
         names = [image.name if n == contract.IMAGE else n for n in stage.input_names]
-        return {"model_name": member, "model_version": -1, "input_map": {n: wire(n) for n in names},
-                "output_map": {n: wire(n) for n in stage.output_names}}
+        outputs = {n: n for n in stage.output_names}
+        if stage is scoring:
+            names += [t.name for t in contract.FORWARDED if t.name not in names]
+            outputs = {n: contract.served(n) for n in stage.output_names}
+            outputs.update({contract.served(t.name): contract.served(t.name) for t in contract.FORWARDED})
+        return {"model_name": member, "model_version": -1, "input_map": {n: n for n in names}, "output_map": outputs}
 
     ensemble = {
         "name": ENSEMBLE,

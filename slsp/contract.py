@@ -109,6 +109,12 @@ ENSEMBLE_INPUT = TensorSpec(IMAGE.upper(), "bytes", (1,))
 ENSEMBLE_OUTPUTS = tuple(TensorSpec(t.name.upper(), t.dtype, t.dims) for t in FUSED.outputs)
 
 
+# The scoring member also forwards the fused outputs its stage does not compute, so every ensemble output comes from
+# the last step and no ensemble output is consumed by a later step: Triton's ensemble, when a client asks for some
+# outputs only, stops producing the unrequested ones, and a later step waiting on such a tensor deadlocks.
+FORWARDED = tuple(t for t in FUSED.outputs if t.name not in SCORING.output_names)
+
+
 def served(name: str) -> str:
     """The ensemble's name for a fused-stage output."""
     return name.upper()

@@ -73,9 +73,13 @@ def test_written_configs_follow_the_contract(served_artifacts: Path, tmp_path: P
     types = {k: model_config_pb2.DataType.Value(v) for k, v in repository.TRITON_TYPES.items()}
     for stage in contract.CHAIN:
         member = cfgs[contract.MEMBERS[stage.name]]
-        inputs = [contract.ENSEMBLE_INPUT] if stage is contract.TRSOR else stage.inputs  # decode takes the bytes
-        for specs, ios in ((inputs, member.input), (stage.outputs, member.output)):
-            assert [(i.name, i.data_type) for i in ios] == [(t.name, types[t.dtype]) for t in specs]
+        inputs = [contract.ENSEMBLE_INPUT] if stage is contract.TRSOR else list(stage.inputs)  # decode takes bytes
+        outputs = [(t.name, t.dtype) for t in stage.outputs]
+        if stage is contract.SCORING:  # it forwards what earlier members computed: all ensemble outputs come from it
+            inputs += [t for t in contract.FORWARDED if t not in inputs]
+            outputs += [(contract.served(t.name), t.dtype) for t in contract.FORWARDED]
+        assert [(i.name, i.data_type) for i in member.input] == [(t.name, types[t.dtype]) for t in inputs]
+        assert [(o.name, o.data_type) for o in member.output] == [(n, types[d]) for n, d in outputs]
         if member.backend != "python":  # a native backend runs the graph itself: the reshape gives the graph's dims
             for t, io in zip((*stage.inputs, *stage.outputs), (*member.input, *member.output)):
                 got = list(io.reshape.shape) if io.HasField("reshape") else list(io.dims)
@@ -97,6 +101,9 @@ def test_written_configs_follow_the_contract(served_artifacts: Path, tmp_path: P
             produced[tensor] = (io.data_type, _dims(member, io))
     for o in ens.output:
         assert produced[o.name] == (o.data_type, list(o.dims)), o.name
+    # No ensemble output is consumed by a step (which breaks requests for some outputs only).
+    consumed = {t for step in ens.ensemble_scheduling.step for t in step.input_map.values()}
+    assert not consumed & {o.name for o in ens.output}
     assert [s.model_name for s in ens.ensemble_scheduling.step] == [contract.MEMBERS[s.name] for s in contract.CHAIN]
 
 

@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 
 from conftest import EXAMPLES, FAKES, PHOTO, PHOTOS, jpeg, synthetic_photo
+from slsp import contract
 from slsp import detector as det_io
 from slsp.clients.client import InvalidInput, ServerUnavailable, SlspClient
 from slsp.clients.runner import ServerRunner
@@ -130,6 +131,27 @@ def test_bad_inputs_fail_alone_and_the_server_stays_up(server: Server) -> None:
                 assert not isinstance(res, Exception), (name, res)
                 assert res.score == pytest.approx(float(local(data).score), abs=1e-4), name
         assert server.ready() and server.proc.poll() is None
+
+
+def test_any_subset_of_outputs_can_be_requested(server: Server) -> None:
+    """All 63 non-empty subsets of the six outputs, over gRPC: each answers, with what was asked for."""
+    import itertools
+
+    import tritonclient.grpc as grpcclient
+
+    data = PHOTO.read_bytes()
+    ref = local(data)
+    client = grpcclient.InferenceServerClient(server.grpc_url.removeprefix("grpc://"))
+    image = grpcclient.InferInput(contract.ENSEMBLE_INPUT.name, [1], "BYTES")
+    image.set_data_from_numpy(np.array([data], dtype=object))
+    names = [t.name for t in contract.ENSEMBLE_OUTPUTS]
+    for k in range(1, len(names) + 1):
+        for subset in itertools.combinations(names, k):
+            res = client.infer(contract.ENSEMBLE, [image], outputs=[grpcclient.InferRequestedOutput(n) for n in subset],
+                               client_timeout=30)
+            assert {o["name"] for o in res.get_response(as_json=True)["outputs"]} == set(subset)
+            if "SCORE" in subset:
+                assert float(res.as_numpy("SCORE")[0]) == pytest.approx(float(ref.score), abs=1e-4)
 
 
 def test_connection_refused_is_not_a_timeout() -> None:

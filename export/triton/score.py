@@ -1,5 +1,6 @@
 """Triton Python-backend model `slsp_score`: per-crop scores, validity and the noise estimate -> image score and
-verdict (score.onnx)."""
+verdict (score.onnx); it also forwards the outputs computed earlier (contract.FORWARDED), so that every output of
+the ensemble comes from this last step."""
 
 import os
 import sys
@@ -27,8 +28,11 @@ class TritonPythonModel:
                 feed = {t.name: pb_utils.get_input_tensor_by_name(r, t.name).as_numpy().reshape(t.shape())
                         for t in STAGE.inputs}
                 out = self.session.run(STAGE.output_names, feed)
-                responses.append(pb_utils.InferenceResponse(
-                    [pb_utils.Tensor(n, v.reshape(1)) for n, v in zip(STAGE.output_names, out)]))
-            except Exception as e:  # noqa: BLE001
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(f"internal error: {e!r}")))
+                tensors = [pb_utils.Tensor(n, v.reshape(1)) for n, v in zip(STAGE.output_names, out)]
+                tensors += [pb_utils.Tensor(contract.served(t.name), pb_utils.get_input_tensor_by_name(r, t.name)
+                                            .as_numpy()) for t in contract.FORWARDED]
+                responses.append(pb_utils.InferenceResponse(tensors))
+            except Exception as e:  # noqa: BLE001 - one request's failure must not fail the others
+                error = pb_utils.TritonError(f"internal error ({type(e).__name__}: {e})", pb_utils.TritonError.INTERNAL)
+                responses.append(pb_utils.InferenceResponse(error=error))
         return responses
