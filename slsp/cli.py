@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import signal
 import sys
@@ -351,13 +352,18 @@ def serve(
     # Ctrl-C stops even where a non-interactive shell started us in the background with SIGINT ignored.
     signal.signal(signal.SIGINT, _interrupt)
     try:
-        while server.proc is not None and server.proc.poll() is None:
+        for tick in itertools.count():
+            if server.proc is None or server.proc.poll() is not None:
+                break
+            if tick % 10 == 0:  # versions loaded by polling bring new backend regions
+                server.private_shm()
             time.sleep(0.5)
     except KeyboardInterrupt:
         typer.echo("stopping", err=True)
     finally:
         server.stop()
-    if server.proc is not None and server.proc.returncode not in (0, -2, None):
+    # 0: stopped by Ctrl-C or SIGTERM as asked; -SIGINT / -SIGKILL: stopped by us (a second signal kills at once).
+    if server.proc is not None and server.proc.returncode not in (0, -signal.SIGINT, -signal.SIGKILL, None):
         raise SlspError(f"tritonserver exited with code {server.proc.returncode}")
 
 

@@ -150,7 +150,17 @@ class Server:
         except BaseException:
             self.stop()
             raise
+        self.private_shm()
         return self
+
+    def private_shm(self) -> None:
+        """Make the Python backend's shared-memory regions readable by this user only (the backend creates them
+        0644, whatever the umask). A region appears per member instance: call again after models (re)load."""
+        for region in self.shm_regions():
+            try:
+                region.chmod(0o600)
+            except OSError:  # gone in between (a member unloaded)
+                pass
 
     def ready(self) -> bool:
         try:
@@ -192,20 +202,29 @@ class Server:
         return sorted({Path(p) for p in re.findall(r"/dev/shm/triton_python_backend_shm_region_\S+", maps)})
 
     def stop(self, grace: float = 15.0) -> None:
-        """SIGINT, then SIGKILL after `grace` s; a killed server cannot unlink its shared memory, so we do."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(grace)
-            except subprocess.TimeoutExpired:
+        """SIGINT, then SIGKILL after `grace` s, or at once if this wait is itself interrupted (a second Ctrl-C or
+        SIGTERM); then any process left in the server's group (a stalled backend stub) is killed too, and the shared
+        memory a killed server could not unlink and the backend folder are removed."""
+        regions: list[Path] = []
+        try:
+            if self.proc is not None and self.proc.poll() is None:
                 regions = self.shm_regions()
-                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.send_signal(signal.SIGINT)
+                self.proc.wait(grace)
+        except (subprocess.TimeoutExpired, KeyboardInterrupt):
+            pass
+        finally:
+            if self.proc is not None:
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)  # the group outlives its leader: stubs stay in it
+                except (ProcessLookupError, PermissionError):
+                    pass
                 self.proc.wait()
-                for region in regions:
-                    region.unlink(missing_ok=True)
-        if self._tmp is not None:
-            shutil.rmtree(self._tmp, ignore_errors=True)
-            self._tmp = None
+            for region in regions:
+                region.unlink(missing_ok=True)
+            if self._tmp is not None:
+                shutil.rmtree(self._tmp, ignore_errors=True)
+                self._tmp = None
 
     def __enter__(self) -> "Server":
         return self.start() if self.proc is None else self

@@ -219,6 +219,47 @@ def test_killed_server_leaves_no_shared_memory(server: Server) -> None:
     assert not [r for r in regions if r.exists()]
 
 
+def _live_group_members(pgid: int) -> list[int]:
+    """Processes of process group `pgid` that still run (zombies awaiting their reaper are not running)."""
+    live = []
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat_file.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            live.append(int(stat_file.parent.name))
+    return live
+
+
+def test_private_shared_memory_and_an_interrupted_stop_leaves_nothing(served_artifacts: Path, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The backend's /dev/shm regions are readable by this user only (created 0644 by the backend); a stop
+    interrupted by a second Ctrl-C or SIGTERM kills the whole process group at once and still removes the backend
+    folder."""
+    import stat
+
+    repo = tmp_path / "repo"
+    repository.write(served_artifacts, repo)
+    srv = Server(repo, log_path=tmp_path / "log").start(timeout=180)
+    regions = srv.shm_regions()
+    assert regions and all(stat.S_IMODE(r.stat().st_mode) & 0o077 == 0 for r in regions)
+    pgid, backends = srv.proc.pid, srv._tmp
+    wait = srv.proc.wait
+    calls = []
+
+    def interrupted(timeout=None):
+        calls.append(timeout)
+        if len(calls) == 1:
+            raise KeyboardInterrupt  # the second signal arrives during the graceful wait
+        return wait(timeout)
+
+    monkeypatch.setattr(srv.proc, "wait", interrupted)
+    srv.stop()
+    assert calls and not _live_group_members(pgid)  # killed at once: no process left running in the server's group
+    assert not backends.exists() and not [r for r in regions if r.exists()]
+
+
 def test_serve_cli_exports_when_missing_then_stops_on_sigterm(tmp_path: Path) -> None:
     """`slsp serve` on a fresh machine: export with a quick gate, serve, answer a query, and exit cleanly on
     SIGTERM (what docker stop and systemd send; handled like Ctrl-C)."""
