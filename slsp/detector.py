@@ -16,7 +16,7 @@ from slsp.config import DetectorConfig
 from slsp.contract import CONFIG
 from slsp.errors import CheckpointError
 from slsp.families import build_model
-from slsp.imaging import check_image
+from slsp.imaging import check_fluctuation, check_image
 from slsp.scoring import Scorer
 from slsp.transforms import Transform
 from slsp.trsor import TrSOR
@@ -86,6 +86,7 @@ class Detector(nn.Module):
         scored, i.e. after the canonical transform (`canonical`)."""
         self.check(image, name)
         d, phi = self._run(torch.from_numpy(np.ascontiguousarray(self.canonical(image))))
+        check_fluctuation(float(d.sigma), name)
         return d, phi.numpy()
 
     def detect(self, image: np.ndarray, name: str = "<image>") -> Detection:

@@ -12,6 +12,8 @@ Policy (pixels only, never metadata beyond orientation):
   `min_side` (no crop fits: no padding, no resizing) or a side more than MAX_ASPECT times the other: refused.
 - Truncated data is refused (Pillow's LOAD_TRUNCATED_IMAGES stays off), and any decoder failure, whatever its
   type, is this image's ImageError.
+- Flat images (TrSOR's noise estimate below FLAT_SIGMA: no pixel fluctuation anywhere, e.g. one constant colour)
+  are refused after TrSOR (`check_fluctuation`): the method judges fluctuations, and there are none to judge.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ Image.init()
 FORMATS = tuple(f for f in ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF", "AVIF") if f in Image.OPEN)
 DEFAULT_MAX_PIXELS = 50_000_000
 MAX_ASPECT = 32  # longer side / shorter side: panoramas pass, a 1-pixel strip of millions does not
+FLAT_SIGMA = 1e-3  # gray levels; the lowest dev photo measures 0.055 (a mostly saturated sky), a constant image 0
 
 
 def decode(
@@ -81,6 +84,13 @@ def check_image(image: np.ndarray, min_side: int, name: str = "<image>", why: st
         raise ImageError(f"{name}: expected uint8 H x W x 3, got {got}")
     if min(image.shape[:2]) < min_side:
         raise _too_small(image.shape[1], image.shape[0], min_side, name, why)
+
+
+def check_fluctuation(sigma: float, name: str = "<image>") -> None:
+    """Refuse a flat image: its TrSOR noise estimate says no pixel fluctuates (library and server alike)."""
+    if not sigma >= FLAT_SIGMA:  # NaN too
+        raise ImageError(f"{name}: a flat image, with no pixel fluctuation to judge (TrSOR noise estimate {sigma:.4g} "
+                         f"gray levels, below {FLAT_SIGMA})")
 
 
 def _too_small(w: int, h: int, min_side: int, name: str, why: str = "one crop") -> ImageError:

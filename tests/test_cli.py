@@ -50,6 +50,7 @@ def test_detect_reports_bad_files_and_exits_nonzero(tmp_path: Path) -> None:
     Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(tmp_path / "tiny.png")
     (tmp_path / "blp.png").write_bytes(b"BLP1" + bytes(range(256)) * 4)  # Pillow's BLP decoder raises its own type
     Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "icon.png", format="ICO")
+    Image.fromarray(np.full((300, 300, 3), 77, np.uint8)).save(tmp_path / "flat.png")
     r = slsp("detect", str(PHOTO), str(tmp_path), "--json", "-q", "--explain", str(tmp_path / "explain"))
     assert r.returncode == 1
     by_name = {Path(x["path"]).name: x for x in json.loads(r.stdout)}
@@ -57,6 +58,7 @@ def test_detect_reports_bad_files_and_exits_nonzero(tmp_path: Path) -> None:
     assert "truncated" in by_name["broken.png"]["error"]
     assert "below the minimum size" in by_name["tiny.png"]["error"]
     assert "not an image in a supported format" in by_name["icon.png"]["error"]
+    assert "a flat image, with no pixel fluctuation" in by_name["flat.png"]["error"]  # not "99.998% synthetic"
     assert "blp.png" in by_name["blp.png"]["error"] and "0x" not in by_name["blp.png"]["error"]
     assert (tmp_path / "explain" / PHOTO.name).is_file()
 

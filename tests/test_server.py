@@ -9,6 +9,7 @@ import signal
 import struct
 import subprocess
 import sys
+import time
 import zlib
 from pathlib import Path
 
@@ -111,6 +112,8 @@ def test_bad_inputs_fail_alone_and_the_server_stays_up(server: Server) -> None:
         "elongated": png(synthetic_photo(MIN, 40 * MIN, seed=3)),
         "blp-as-png": b"BLP1" + bytes(range(256)) * 4,
         "ico": _encode(Image.fromarray(photo[:64, :64]), "ICO"),
+        "flat-gray": png(np.full((MIN + 20, MIN + 40, 3), 128, np.uint8)),
+        "black": png(np.zeros((MIN + 20, MIN + 40, 3), np.uint8)),
     }
     policy = {  # decoded under the documented policy: a real result
         "cmyk": _encode(Image.fromarray(photo).convert("CMYK"), "JPEG"),
@@ -256,6 +259,9 @@ def test_private_shared_memory_and_an_interrupted_stop_leaves_nothing(served_art
 
     monkeypatch.setattr(srv.proc, "wait", interrupted)
     srv.stop()
+    deadline = time.monotonic() + 10  # SIGKILL is delivered asynchronously: give the kernel a moment
+    while _live_group_members(pgid) and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert calls and not _live_group_members(pgid)  # killed at once: no process left running in the server's group
     assert not backends.exists() and not [r for r in regions if r.exists()]
 

@@ -18,7 +18,7 @@ from slsp import contract
 from slsp.config import DetectorConfig
 from slsp.errors import ImageError
 from slsp.export import trsor_backends
-from slsp.imaging import decode
+from slsp.imaging import check_fluctuation, decode
 from slsp.onnxrt import triton_params
 from slsp.transforms import Transform
 
@@ -47,6 +47,7 @@ class TritonPythonModel:
                     raise ImageError(f"request of {len(data)} bytes exceeds the limit of {self.max_bytes} bytes")
                 image = decode(data, max_pixels=self.max_pixels, min_side=self.min_side, name=contract.IMAGE)
                 out = self.trsor({contract.IMAGE: self.canonical(image)})
+                check_fluctuation(float(out[contract.SIGMA].reshape(-1)[0]), contract.IMAGE)
                 out[contract.SIGMA] = out[contract.SIGMA].reshape(1)
                 responses.append(pb_utils.InferenceResponse([pb_utils.Tensor(k, v) for k, v in out.items()]))
             except ImageError as e:  # the client's fault: INVALID_ARGUMENT on gRPC, 400 on HTTP
