@@ -13,10 +13,12 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import struct
 import sys
 import tempfile
 import threading
 import time
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -51,13 +53,24 @@ def tree_rss_mb(pid: int) -> float:
     return total / 1024
 
 
-def invalid_images() -> list[bytes]:
+def _encoded(img: np.ndarray, fmt: str) -> bytes:
     buf = io.BytesIO()
-    Image.fromarray(np.zeros((300, 300, 3), np.uint8) + 90).save(buf, format="JPEG")
-    jpeg = buf.getvalue()
-    tiny = io.BytesIO()
-    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tiny, format="PNG")
-    return [b"", b"not an image at all", jpeg[: len(jpeg) // 2], tiny.getvalue()]
+    Image.fromarray(img).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def invalid_images() -> list[bytes]:
+    """Hostile and broken uploads: empty, garbage, truncated, tiny, a strip, a flat image, formats outside the
+    allow-list, a corrupt file for a decoder with its own exception types (BLP), a header declaring 900 MP."""
+    noisy = np.random.default_rng(0).integers(0, 256, (300, 300, 3), dtype=np.uint8)
+    jpeg = _encoded(noisy, "JPEG")
+    chunk = lambda t, d: struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))  # noqa: E731
+    ihdr = struct.pack(">IIBBBBB", 30000, 30000, 8, 2, 0, 0, 0)
+    bomb = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    flat = np.full((300, 300, 3), 90, np.uint8)
+    return [b"", b"not an image at all", jpeg[: len(jpeg) // 2], _encoded(noisy[:8, :8], "PNG"),
+            _encoded(noisy[:130, :130].repeat(40, axis=1), "PNG"), _encoded(flat, "PNG"),
+            _encoded(noisy[:64, :64], "ICO"), _encoded(noisy, "PCX"), b"BLP1" + bytes(range(256)) * 4, bomb]
 
 
 def soak(url: str, pid: int, valid: list[bytes], requests: int, concurrency: int, invalid_every: int) -> dict:
