@@ -1,6 +1,7 @@
 """Triton clients for the `slsp` ensemble (numpy + tritonclient, no torch): `from slsp.clients import SlspClient`."""
 
 from slsp.clients.client import (
+    AccessDenied,
     ClientError,
     InvalidInput,
     RequestTimeout,
@@ -10,4 +11,7 @@ from slsp.clients.client import (
     SlspClient,
 )
 
-__all__ = ["ClientError", "InvalidInput", "RequestTimeout", "Result", "ServerError", "ServerUnavailable", "SlspClient"]
+__all__ = [
+    "AccessDenied", "ClientError", "InvalidInput", "RequestTimeout", "Result", "ServerError", "ServerUnavailable",
+    "SlspClient",
+]

@@ -33,6 +33,10 @@ class InvalidInput(ClientError):
     """The server rejected this request (e.g. an undecodable image); retrying will not help."""
 
 
+class AccessDenied(ClientError):
+    """The server restricts this API (shared-memory registration, ...) to requests carrying its admin key."""
+
+
 class ServerError(ClientError):
     """Any other error the server reported for this request."""
 
@@ -72,6 +76,8 @@ def _classify(e: Exception) -> ClientError:
     status = e.status() if hasattr(e, "status") and callable(e.status) else None
     if status in INVALID_STATUS:
         return InvalidInput(text)
+    if status == "403" or (status in UNAVAILABLE_STATUS and "restricted" in text.lower()):
+        return AccessDenied(f"{text} (pass the server's admin key: SlspClient(admin_key=...), slsp query --admin-key)")
     if status in TIMEOUT_STATUS:
         return RequestTimeout(text)
     if status in UNAVAILABLE_STATUS:
@@ -89,13 +95,17 @@ def _classify(e: Exception) -> ClientError:
 class SlspClient:
     """`SlspClient("grpc://127.0.0.1:8001")` or `SlspClient("http://127.0.0.1:8000")`; thread-safe."""
 
-    def __init__(self, url: str, timeout: float = 60.0, retries: int = 2, shared_memory: bool = False) -> None:
+    def __init__(self, url: str, timeout: float = 60.0, retries: int = 2, shared_memory: bool = False,
+                 admin_key: str | None = None) -> None:
         u = urlparse(url if "://" in url else f"grpc://{url}")
         if u.scheme not in ("grpc", "http"):
             raise ValueError(f"URL scheme must be grpc:// or http://, got {url!r}")
         self.protocol = u.scheme
         self.address = f"{u.hostname or '127.0.0.1'}:{u.port or (8001 if u.scheme == 'grpc' else 8000)}"
         self.timeout, self.retries, self.shared_memory = timeout, retries, shared_memory
+        # Sent with shared-memory registration, which a server restricts to its admin key (contract.ADMIN_HEADER).
+        header = contract.ADMIN_GRPC_HEADER if self.protocol == "grpc" else contract.ADMIN_HEADER
+        self.admin_headers = {header: admin_key} if admin_key else None
         self._local = threading.local()
 
     @property
@@ -168,7 +178,7 @@ class SlspClient:
         region = None
         try:
             if self.shared_memory:
-                region = self._put_shm(c, arr)
+                region = self._put_shm(c, arr, self.admin_headers)
                 inp.set_shared_memory(region[0], region[2])
             else:
                 inp.set_data_from_numpy(arr)
@@ -176,15 +186,16 @@ class SlspClient:
             res = c.infer(contract.ENSEMBLE, [inp], outputs=outputs, **kw)
         finally:
             if region is not None:
-                self._drop_shm(c, region)
+                self._drop_shm(c, region, self.admin_headers)
         # The fused stage's outputs in its own dims (Triton sends scalars as (1,) and crop scores as (K, 1)).
         out = {t.name: res.as_numpy(contract.served(t.name)).reshape(t.shape()) for t in contract.FUSED.outputs}
         return Result(float(out[contract.SCORE]), bool(out[contract.VERDICT]), out[contract.POSITIONS],
                       out[contract.CROP_SCORES], out[contract.VALID], float(out[contract.SIGMA]))
 
     @staticmethod
-    def _put_shm(c, arr: np.ndarray):
-        """Place the serialized BYTES tensor in a fresh system shared-memory region the server reads."""
+    def _put_shm(c, arr: np.ndarray, headers: dict | None):
+        """Place the serialized BYTES tensor in a fresh system shared-memory region the server reads (the region is
+        destroyed again if the server refuses to register it)."""
         import tritonclient.utils.shared_memory as shm
         from tritonclient.utils import serialize_byte_tensor
 
@@ -192,15 +203,19 @@ class SlspClient:
         size = len(payload.item())
         name = f"slsp-{uuid.uuid4().hex[:12]}"
         handle = shm.create_shared_memory_region(name, f"/{name}", size)
-        shm.set_shared_memory_region(handle, [payload])
-        c.register_system_shared_memory(name, f"/{name}", size)
+        try:
+            shm.set_shared_memory_region(handle, [payload])
+            c.register_system_shared_memory(name, f"/{name}", size, headers=headers)
+        except BaseException:
+            shm.destroy_shared_memory_region(handle)
+            raise
         return name, handle, size
 
     @staticmethod
-    def _drop_shm(c, region) -> None:
+    def _drop_shm(c, region, headers: dict | None) -> None:
         import tritonclient.utils.shared_memory as shm
 
         try:
-            c.unregister_system_shared_memory(region[0])
+            c.unregister_system_shared_memory(region[0], headers=headers)
         finally:
             shm.destroy_shared_memory_region(region[1])

@@ -329,6 +329,12 @@ def serve(
         str, typer.Option(help="Triton's model control mode: none, poll (picks up new versions) or explicit.")
     ] = "poll",
     log: Annotated[Optional[Path], typer.Option(help="Write the server log here instead of the terminal.")] = None,
+    admin_key: Annotated[
+        Optional[str],
+        typer.Option(envvar="SLSP_ADMIN_KEY", help="Key that opens the operator APIs (shared-memory registration, "
+                     "model repository, logging, trace) to requests carrying it (`slsp query --shm --admin-key`). "
+                     "Default: a random key nobody is told, so they are closed."),
+    ] = None,
     print_docker: Annotated[
         bool, typer.Option("--print-docker", help="Print the NGC container command for a GPU repository and exit.")
     ] = False,
@@ -345,8 +351,10 @@ def serve(
     if model_control not in MODEL_CONTROL:
         raise SlspError(f"--model-control must be one of {', '.join(MODEL_CONTROL)}, got {model_control!r}")
     repository.ensure(repo)
+    import secrets
+
     server = Server(repo, host=host, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
-                    log_path=log, model_control=model_control)
+                    log_path=log, model_control=model_control, admin_key=admin_key or secrets.token_urlsafe(24))
     server.start(log=None if log else sys.stderr)
     typer.echo(f"serving {repo}: {server.grpc_url}  {server.http_url}  (Ctrl-C stops)", err=True)
     # Ctrl-C stops even where a non-interactive shell started us in the background with SIGINT ignored.
@@ -380,6 +388,9 @@ def query(
         bool, typer.Option("--shm", help="Send images through system shared memory (same host).")
     ] = False,
     timeout: float = 60.0,
+    admin_key: Annotated[
+        Optional[str], typer.Option(envvar="SLSP_ADMIN_KEY", help="The server's admin key (--shm needs it).")
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Score images on a running server; exit 1 if any request failed."""
@@ -387,7 +398,7 @@ def query(
     from slsp.imaging import collect
 
     files = collect(paths)
-    client = SlspClient(url, timeout=timeout, shared_memory=shared_memory)
+    client = SlspClient(url, timeout=timeout, shared_memory=shared_memory, admin_key=admin_key)
     results = client.detect_many([f.read_bytes() for f in files], concurrency)
     if results and all(isinstance(r, ServerUnavailable) for r in results):
         raise SlspError(f"no server at {url}: {results[0]}")

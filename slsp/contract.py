@@ -115,6 +115,12 @@ ENSEMBLE_OUTPUTS = tuple(TensorSpec(t.name.upper(), t.dtype, t.dims) for t in FU
 FORWARDED = tuple(t for t in FUSED.outputs if t.name not in SCORING.output_names)
 
 
+# Triton's operator APIs (shared-memory registration, repository, logging, trace), when restricted, answer only
+# requests carrying this header with the server's admin key; gRPC clients send it as metadata under Triton's prefix.
+ADMIN_HEADER = "slsp-admin-key"
+ADMIN_GRPC_HEADER = f"triton-grpc-protocol-{ADMIN_HEADER}"
+
+
 def served(name: str) -> str:
     """The ensemble's name for a fused-stage output."""
     return name.upper()

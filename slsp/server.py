@@ -24,14 +24,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import slsp
+from slsp.contract import ADMIN_HEADER
 from slsp.errors import RuntimeMissing, SlspError
 
 PR_SET_PDEATHSIG = 1
 MODEL_CONTROL = ("none", "poll", "explicit")  # Triton's --model-control-mode values
 TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"  # the NGC release of the bundled tritonserver (2.51)
-# APIs that only an operator should reach: behind a header key when restricted (`triton_args(admin_key=...)`).
+# APIs that only an operator should reach: behind contract.ADMIN_HEADER when restricted (`triton_args(admin_key=)`).
 ADMIN_APIS = ("shared-memory", "model-repository", "logging", "trace")
-ADMIN_HEADER = "slsp-admin-key"
 
 
 def free_port() -> int:
@@ -96,6 +96,7 @@ class Server:
     model_control: str = "none"  # one of MODEL_CONTROL
     poll_seconds: int = 2
     args: list[str] | None = None  # tritonserver's arguments as given (a manifest's); default: `triton_args`
+    admin_key: str | None = None  # restrict ADMIN_APIS to requests carrying this key (None: unrestricted)
     proc: subprocess.Popen | None = None
     _tmp: Path | None = None
 
@@ -109,7 +110,7 @@ class Server:
 
     def command(self, backend_dir: Path) -> list[str]:
         args = self.args or triton_args(str(Path(self.repo).resolve()), self.host, self.http_port, self.grpc_port,
-                                        self.metrics_port, self.model_control, self.poll_seconds)
+                                        self.metrics_port, self.model_control, self.poll_seconds, self.admin_key)
         return [str(pytriton_root() / "bin" / "tritonserver"), *args, f"--backend-directory={backend_dir}"]
 
     def environment(self) -> dict[str, str]:

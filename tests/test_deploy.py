@@ -19,9 +19,10 @@ from kubernetes_validate.utils import schema_contents
 from test_cli import SLSP
 
 from slsp import deploy
+from slsp.contract import ADMIN_HEADER
 from slsp.deploy import ADMIN_ENV, KUBERNETES, MOUNT, PORTS, Cluster, manifests
 from slsp.errors import SlspError
-from slsp.server import ADMIN_HEADER, Server, free_port
+from slsp.server import Server, free_port
 
 KEY = "test-admin-key"
 

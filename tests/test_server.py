@@ -136,6 +136,25 @@ def test_bad_inputs_fail_alone_and_the_server_stays_up(server: Server) -> None:
         assert server.ready() and server.proc.poll() is None
 
 
+def test_operator_apis_need_the_admin_key(served_artifacts: Path, tmp_path: Path) -> None:
+    """With an admin key (what `slsp serve` always sets), shared-memory registration needs it on both protocols; a
+    client without it gets AccessDenied, not a retry loop, and leaves no region behind."""
+    from slsp.clients.client import AccessDenied
+
+    repo = tmp_path / "repo"
+    repository.write(served_artifacts, repo)
+    data = PHOTO.read_bytes()
+    before = set(Path("/dev/shm").glob("slsp-*"))
+    with Server(repo, admin_key="k-123", log_path=tmp_path / "log") as srv:
+        for url in (srv.grpc_url, srv.http_url):
+            with pytest.raises(AccessDenied, match="admin key"):
+                SlspClient(url, shared_memory=True).detect(data)
+            assert SlspClient(url, shared_memory=True, admin_key="k-123").detect(data).score == pytest.approx(
+                float(local(data).score), abs=1e-4)
+            assert SlspClient(url).detect(data).verdict in (True, False)  # inference itself stays open
+    assert set(Path("/dev/shm").glob("slsp-*")) == before
+
+
 def test_any_subset_of_outputs_can_be_requested(server: Server) -> None:
     """All 63 non-empty subsets of the six outputs, over gRPC: each answers, with what was asked for."""
     import itertools
