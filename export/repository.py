@@ -53,11 +53,16 @@ class ServingConfig:
     model_threads: int = 2  # the batched model is the bottleneck on 2 cores (benchmarks/README.md, "Server")
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_bytes: int = 64 << 20
+    # Requests waiting for the decode member beyond this many, or longer than queue_timeout_s, are refused at once
+    # (UNAVAILABLE: "Exceeds maximum queue size" / timeout), so a flood queues neither memory nor latency without end.
     max_inflight: int = 64
+    queue_timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
         if self.target not in ("cpu", "gpu"):
             raise SlspError(f"--target must be 'cpu' or 'gpu', got {self.target!r}")
+        if self.max_inflight < 1 or not self.queue_timeout_s > 0:
+            raise SlspError("--max-inflight must be >= 1 and the queue timeout > 0")
 
 
 def _params(d: dict[str, object]) -> dict:
@@ -92,6 +97,10 @@ def configs(cfg: DetectorConfig, s: ServingConfig, trt: bool, trsor_file: str = 
         "input": [_io(image, c)],
         "output": [_io(t, c) for t in trsor.outputs],
         "instance_group": [{"kind": "KIND_CPU", "count": s.decode_instances}],
+        # No batching (max_batch_size 0): the dynamic batcher is here for its bounded queue.
+        "dynamic_batching": {"default_queue_policy": {
+            "max_queue_size": s.max_inflight, "timeout_action": "REJECT",
+            "default_timeout_microseconds": int(s.queue_timeout_s * 1e6)}},
         # The canonical transform and the minimum side come from the version folder's SERVED_CONFIG: versions
         # share this config, and a rolled-back version must keep its own.
         "parameters": _params(

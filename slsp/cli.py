@@ -253,6 +253,12 @@ def export_cmd(
     model_threads: Annotated[
         int, typer.Option(help="ONNX Runtime threads of the batched model member (CPU target).")
     ] = 2,
+    max_inflight: Annotated[
+        int, typer.Option(help="Requests queued for decoding beyond this are refused at once (server busy).")
+    ] = 64,
+    queue_timeout: Annotated[
+        float, typer.Option(help="Seconds a request may wait for decoding before it is refused.")
+    ] = 30.0,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -261,7 +267,8 @@ def export_cmd(
     from slsp.export.build import build
 
     serving = repository.ServingConfig(target=target, max_batch=max_batch, max_pixels=max_pixels, max_bytes=max_bytes,
-                                       model_threads=model_threads)
+                                       model_threads=model_threads, max_inflight=max_inflight,
+                                       queue_timeout_s=queue_timeout)
     report = build(
         model, out, fp16=fp16, trt=trt, aoti=aoti, native=native, max_batch=max_batch, images=images, sizes=sizes,
         quiet=quiet,

@@ -155,6 +155,24 @@ def test_operator_apis_need_the_admin_key(served_artifacts: Path, tmp_path: Path
     assert set(Path("/dev/shm").glob("slsp-*")) == before
 
 
+def test_a_full_queue_refuses_at_once_and_the_rest_is_served(served_artifacts: Path, tmp_path: Path) -> None:
+    """max_inflight bounds the decode member's queue: a burst beyond it is refused with "Exceeds maximum queue size"
+    (the client's ServerUnavailable, after its bounded retries); everything admitted is answered; the server stays
+    up."""
+    repo = tmp_path / "repo"
+    repository.write(served_artifacts, repo, repository.ServingConfig(max_inflight=2))
+    decode = repository.read_config(repo / repository.DECODE / "config.pbtxt").dynamic_batching.default_queue_policy
+    assert (decode.max_queue_size, decode.default_timeout_microseconds) == (2, 30_000_000)
+    data = PHOTO.read_bytes()
+    with Server(repo, log_path=tmp_path / "log") as srv:
+        results = SlspClient(srv.grpc_url, retries=0).detect_many([data] * 24, concurrency=24)
+        refused = [r for r in results if isinstance(r, ServerUnavailable)]
+        served = [r for r in results if not isinstance(r, Exception)]
+        assert refused and served and len(refused) + len(served) == 24
+        assert all("maximum queue size" in str(r) for r in refused)
+        assert srv.ready() and SlspClient(srv.grpc_url).detect(data).score == pytest.approx(served[0].score)
+
+
 def test_any_subset_of_outputs_can_be_requested(server: Server) -> None:
     """All 63 non-empty subsets of the six outputs, over gRPC: each answers, with what was asked for."""
     import itertools
