@@ -342,11 +342,18 @@ def serve(
                      "model repository, logging, trace) to requests carrying it (`slsp query --shm --admin-key`). "
                      "Default: a random key nobody is told, so they are closed."),
     ] = None,
+    canary_every: Annotated[
+        float,
+        typer.Option(help="Seconds between canary inferences; 3 failures in a row stop the server with exit code 1 "
+                     "(a stalled pipeline that still reports ready), for a supervisor to restart it. 0: off."),
+    ] = 10.0,
+    canary_timeout: Annotated[float, typer.Option(help="Seconds a canary inference may take.")] = 10.0,
     print_docker: Annotated[
         bool, typer.Option("--print-docker", help="Print the NGC container command for a GPU repository and exit.")
     ] = False,
 ) -> None:
     """Run the bundled Triton server (CPU, no Docker) on the repository until Ctrl-C."""
+    from slsp.canary import CANARY_FAILURES, canary
     from slsp.export import repository
     from slsp.server import MODEL_CONTROL, Server, docker_command
 
@@ -366,17 +373,32 @@ def serve(
     typer.echo(f"serving {repo}: {server.grpc_url}  {server.http_url}  (Ctrl-C stops)", err=True)
     # Ctrl-C stops even where a non-interactive shell started us in the background with SIGINT ignored.
     signal.signal(signal.SIGINT, _interrupt)
+    failures, stalled, next_canary = 0, None, time.monotonic() + canary_every
     try:
         for tick in itertools.count():
             if server.proc is None or server.proc.poll() is not None:
                 break
             if tick % 10 == 0:  # versions loaded by polling bring new backend regions
                 server.private_shm()
+            if canary_every > 0 and time.monotonic() >= next_canary:
+                try:
+                    canary(server.http_url, canary_timeout)
+                    failures = 0
+                except RuntimeError as e:
+                    failures += 1
+                    typer.echo(f"canary {failures}/{CANARY_FAILURES} failed: {e}", err=True)
+                    if failures == CANARY_FAILURES:
+                        stalled = str(e)
+                        break
+                next_canary = time.monotonic() + canary_every
             time.sleep(0.5)
     except KeyboardInterrupt:
         typer.echo("stopping", err=True)
     finally:
         server.stop()
+    if stalled:
+        raise SlspError(f"the pipeline stopped answering ({CANARY_FAILURES} canary inferences failed in a row; last: "
+                        f"{stalled}); the server was stopped so that a supervisor restarts it")
     # 0: stopped by Ctrl-C or SIGTERM as asked; -SIGINT / -SIGKILL: stopped by us (a second signal kills at once).
     if server.proc is not None and server.proc.returncode not in (0, -signal.SIGINT, -signal.SIGKILL, None):
         raise SlspError(f"tritonserver exited with code {server.proc.returncode}")

@@ -20,10 +20,12 @@ from typing import Any
 import yaml
 
 import slsp
+from slsp.canary import CANARY_FAILURES
 from slsp.errors import SlspError
 from slsp.server import TRITON_IMAGE, triton_args
 
 MOUNT = "/models"  # where a volume-backed repository is mounted
+KSERVE_HTTP_PORT = 8080  # the HTTP port KServe's Triton runtime gives the server
 PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
 OBJECT_STORES = ("s3://", "gs://", "as://")  # repositories Triton reads from object storage itself
 KUBERNETES = "1.30"  # the API version the manifests are written (and validated in tests) for
@@ -140,17 +142,25 @@ PROMETHEUS = {"prometheus.io/scrape": "true", "prometheus.io/port": str(PORTS["m
               "prometheus.io/path": "/metrics"}
 
 
+def canary_probes(http_port: int) -> dict:
+    """Readiness and liveness from a canary inference through the whole ensemble (slsp/canary.py): Triton's own
+    ready endpoint stays 200 while a stalled member hangs every request. Not ready after CANARY_FAILURES failures
+    in a row (traffic goes elsewhere); restarted after as many more."""
+    probe = {"exec": {"command": ["python3", "-m", "slsp.canary", "--url", f"http://127.0.0.1:{http_port}",
+                                  "--timeout", "8"]},
+             "timeoutSeconds": 10, "failureThreshold": CANARY_FAILURES}
+    return {"readinessProbe": {**probe, "periodSeconds": 10}, "livenessProbe": {**probe, "periodSeconds": 20}}
+
+
 def deployment(c: Cluster) -> dict:
-    probe = {"httpGet": {"path": "/v2/health/ready", "port": "http"}, "periodSeconds": 5, "failureThreshold": 3}
     container = {
         "name": "tritonserver",
         "command": ["tritonserver"],
         **_container(c, server_args(c), ports=True),
-        # Loading and warming the members takes a while; until then only the startup probe runs.
-        "startupProbe": {**probe, "failureThreshold": 60},
-        "readinessProbe": probe,
-        "livenessProbe": {"httpGet": {"path": "/v2/health/live", "port": "http"}, "periodSeconds": 10,
-                          "failureThreshold": 3},
+        # Loading and warming the members takes a while; until then only the startup probe runs (up to 5 minutes).
+        "startupProbe": {"httpGet": {"path": "/v2/health/ready", "port": "http"}, "periodSeconds": 5,
+                         "failureThreshold": 60},
+        **canary_probes(PORTS["http"]),
     }
     volumes, container["volumeMounts"] = _volumes(c, pvc=c.repository.startswith("pvc://"))
     return {
@@ -203,7 +213,7 @@ def inference_service(c: Cluster) -> dict:
             "--model-control-mode", "--repository-poll-secs")
     args = [a for a in server_args(c) if not a.startswith(skip) or "restricted" in a]
     model = {"modelFormat": {"name": "triton"}, "runtime": "kserve-tritonserver", "protocolVersion": "v2",
-             "storageUri": c.repository, **_container(c, args, ports=False)}
+             "storageUri": c.repository, **_container(c, args, ports=False), **canary_probes(KSERVE_HTTP_PORT)}
     volumes, model["volumeMounts"] = _volumes(c, pvc=False)
     return {
         "apiVersion": "serving.kserve.io/v1beta1",
@@ -236,7 +246,7 @@ def dockerfile(c: Cluster) -> str:
         f"RUN pip install --no-cache-dir 'numpy<2' 'pillow>=10' {ort}\n"
         "COPY slsp /opt/slsp/slsp\n"
         "RUN python3 -m compileall -q /opt/slsp\n"
-        "ENV SLSP_PYTHONPATH=/opt/slsp\n"
+        "ENV SLSP_PYTHONPATH=/opt/slsp PYTHONPATH=/opt/slsp\n"
         f"USER {NON_ROOT}\n"
     )
 

@@ -50,8 +50,10 @@ def test_manifests_validate_strictly_and_wire_probes_ports_and_resources(target:
     for obj in objects.values():
         validate(obj)
     c = container(objects)
-    assert c["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
-    assert c["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
+    assert c["startupProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
+    for probe in ("readinessProbe", "livenessProbe"):  # a canary inference through the whole ensemble
+        assert c[probe]["exec"]["command"][:3] == ["python3", "-m", "slsp.canary"], probe
+        assert "http://127.0.0.1:8000" in c[probe]["exec"]["command"]
     assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"http": 8000, "grpc": 8001, "metrics": 8002}
     svc = objects["service.yaml"]["spec"]
     assert {p["name"]: p["port"] for p in svc["ports"]} == PORTS and svc["type"] == "ClusterIP"
@@ -175,3 +177,9 @@ def test_bundled_server_runs_the_manifest_arguments(served_artifacts: Path, tmp_
         with urllib.request.urlopen(f"{server.http_url}/metrics".replace(str(ports["http"]), str(ports["metrics"])),
                                     timeout=10) as metrics:
             assert b"nv_inference_request_success" in metrics.read()
+        # The readiness probe's own command, pointed at this server, passes.
+        probe = container(manifests(Cluster(), admin_key=KEY))["readinessProbe"]["exec"]["command"]
+        probe = [a.replace(":8000", f":{ports['http']}") for a in probe]
+        r = subprocess.run([sys.executable if a == "python3" else a for a in probe], capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 0 and r.stdout.startswith("ok: score"), r.stderr

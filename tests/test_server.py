@@ -303,6 +303,52 @@ def test_private_shared_memory_and_an_interrupted_stop_leaves_nothing(served_art
     assert not backends.exists() and not [r for r in regions if r.exists()]
 
 
+def test_canary_answers_and_a_dead_server_fails_it(server: Server) -> None:
+    from slsp.canary import canary
+
+    assert 0 <= canary(server.http_url) <= 1
+    with pytest.raises(RuntimeError, match="canary inference"):
+        canary(f"http://127.0.0.1:{free_port()}", timeout=2)
+
+
+def test_serve_stops_a_stalled_pipeline_that_still_reports_ready(served_artifacts: Path, tmp_path: Path) -> None:
+    """The decode member's processes frozen (SIGSTOP): Triton still answers ready, every request hangs. The
+    canary fails three times, and `slsp serve` stops the server and exits 1 for its supervisor."""
+    repo = tmp_path / "repo"
+    repository.write(served_artifacts, repo)
+    ports = [str(free_port()) for _ in range(3)]
+    proc = subprocess.Popen([sys.executable, "-c", "from slsp.cli import main; main()", "serve", "--repo", str(repo),
+                             "--http-port", ports[0], "--grpc-port", ports[1], "--metrics-port", ports[2],
+                             "--log", str(tmp_path / "server.log"), "--canary-every", "1", "--canary-timeout", "2"],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        for line in proc.stderr:
+            lines.append(line)
+            if line.startswith("serving "):
+                break
+        stubs = [int(p.parent.name) for p in Path("/proc").glob("[0-9]*/cmdline")
+                 if b"triton_python_backend_stub" in _read(p) and repository.DECODE.encode() in _read(p)]
+        assert stubs, "".join(lines)
+        for pid in stubs:
+            os.kill(pid, signal.SIGSTOP)
+        assert Server(repo, http_port=int(ports[0])).ready()  # what a health check alone would believe
+        rest = proc.communicate(timeout=120)[1]
+        assert proc.returncode == 1 and "the pipeline stopped answering" in rest, rest[-2000:]
+        assert rest.count("canary ") >= 3
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""
+
+
 def test_serve_cli_exports_when_missing_then_stops_on_sigterm(tmp_path: Path) -> None:
     """`slsp serve` on a fresh machine: export with a quick gate, serve, answer a query, and exit cleanly on
     SIGTERM (what docker stop and systemd send; handled like Ctrl-C)."""
