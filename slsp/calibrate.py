@@ -14,10 +14,10 @@ import torch
 from slsp import detector as det_io
 from slsp.config import FusionConfig
 from slsp.detector import Detection, Detector
-from slsp.errors import SlspError
+from slsp.errors import ImageError, SlspError
 from slsp.imaging import load
 from slsp.metrics import threshold_at_fpr
-from slsp.progress import bar
+from slsp.progress import bar, stderr
 from slsp.runs import STATE, TRAIN
 from slsp.scoring import noise_score
 from slsp.transforms import Transform
@@ -32,16 +32,21 @@ class Calibration(NamedTuple):
 
 def _detections(det: Detector, real_files: list[Path], quiet: bool, variants: tuple[str, ...] = ("none",)
                 ) -> list[Detection]:
-    """One detection per photo and variant (a transform of the photo: 'none', 'jpeg:Q', 'resize:F')."""
+    """One detection per photo and variant (a transform of the photo: 'none', 'jpeg:Q', 'resize:F'). A photo the
+    detector refuses (too small, flat, undecodable) is left out with a warning, as the server would refuse it."""
     transforms = [Transform(v) for v in variants]
     out = []
     with bar(quiet) as pb:
         task = pb.add_task("calibrate", total=len(real_files) * len(transforms), info="")
         for f in real_files:
-            img = load(f, max_pixels=det.cfg.max_pixels)
-            for t in transforms:
-                out.append(det.detect(t(img), str(f)))
-                pb.advance(task)
+            try:
+                img = load(f, max_pixels=det.cfg.max_pixels)
+                found = [det.detect(t(img), str(f)) for t in transforms]
+            except ImageError as e:
+                stderr.print(f"calibration leaves out {e}", soft_wrap=True)
+            else:
+                out.extend(found)
+            pb.advance(task, len(transforms))
     if not out:
         raise SlspError("calibration needs at least one real image")
     return out

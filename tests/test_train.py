@@ -98,3 +98,17 @@ def test_torchrun_two_processes_ddp(real_dir: Path, tmp_path: Path) -> None:
     info = json.loads((tmp_path / "run" / "train.json").read_text())
     assert info["world_size"] == 2 and info["step"] == 3
     assert det_io.load(tmp_path / "run").cfg.threshold != 0.5  # calibrated after training
+
+
+def test_calibration_leaves_out_images_the_detector_refuses(real_dir: Path, tmp_path: Path) -> None:
+    """A flat or too-small photo among the held-out reals is left out with a warning, not the end of a run."""
+    from slsp.calibrate import calibrate
+    from slsp.detector import Detector
+
+    Image.fromarray(np.full((200, 200, 3), 120, np.uint8)).save(tmp_path / "flat.png")
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(tmp_path / "tiny.png")
+    reals = sorted(real_dir.iterdir())[:3]
+    cal = calibrate(Detector(CFG).eval(), [tmp_path / "flat.png", *reals, tmp_path / "tiny.png"], 0.05, quiet=True)
+    assert len(cal.scores) == 3
+    with pytest.raises(SlspError, match="at least one real image"):
+        calibrate(Detector(CFG).eval(), [tmp_path / "flat.png"], 0.05, quiet=True)
