@@ -20,11 +20,10 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-import numpy as np
 from google.protobuf import json_format, text_format
-from PIL import Image
 
 from slsp import contract
+from slsp.canary import canary_image
 from slsp.config import DetectorConfig
 from slsp.contract import TensorSpec
 from slsp.errors import SlspError
@@ -197,15 +196,9 @@ def read_config(path: Path):
 
 
 def _warmup_image(path: Path, side: int) -> None:
-    """A serialized TYPE_STRING element (4-byte little-endian length + PNG bytes) of a smooth noisy photo."""
-    import io
-
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:side, 0:side]
-    img = np.clip((80 + 0.3 * yy + 0.2 * xx)[..., None] + rng.normal(0, 2, (side, side, 3)), 0, 255)
-    buf = io.BytesIO()
-    Image.fromarray(img.astype(np.uint8)).save(buf, format="PNG")
-    path.write_bytes(struct.pack("<I", len(buf.getvalue())) + buf.getvalue())
+    """A serialized TYPE_STRING element (4-byte little-endian length + PNG bytes) of the canary's photo-like image."""
+    data = canary_image(side)
+    path.write_bytes(struct.pack("<I", len(data)) + data)
 
 
 def versions(repo: Path, model: str) -> list[int]:
