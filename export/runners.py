@@ -26,14 +26,20 @@ class Runner(Protocol):
 
 
 class TorchRunner:
-    """A stage module in PyTorch eager (CPU, or CUDA when asked and present)."""
+    """A stage module in PyTorch eager (CPU, or CUDA when asked and present).
+
+    It runs a copy of the module on its device: `.to()` moves a module in place, and the module it is given wraps
+    the reference detector that the other runtimes are compared with (and that an export later moves back).
+    """
 
     def __init__(self, module: torch.nn.Module, stage: str, device: str = "cpu") -> None:
+        import copy
+
         import torch
 
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise RuntimeMissing("PyTorch CUDA requested but torch.cuda.is_available() is False")
-        self.module, self.stage, self.device = module.eval().to(device), stage, device
+        self.module, self.stage, self.device = copy.deepcopy(module).eval().to(device), stage, device
         self.name = f"torch-{device}"
 
     def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

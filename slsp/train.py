@@ -92,8 +92,15 @@ class Dist:
 def setup(seed: int) -> Dist:
     """Seed, pick the device (the local GPU under torchrun, else the CPU) and join the process group if any."""
     world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
     cuda = torch.cuda.is_available()
-    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if cuda else torch.device("cpu")
+    if cuda and local >= torch.cuda.device_count():
+        raise SlspError(f"torchrun started more processes on this machine than it has GPUs ({torch.cuda.device_count()}"
+                        f"): local rank {local} has none. Use --nproc-per-node <= the GPU count (one process per GPU), "
+                        "or hide the GPUs (CUDA_VISIBLE_DEVICES=) to train on the CPU with gloo")
+    device = torch.device("cuda", local) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
     if world > 1:
         dist.init_process_group("nccl" if cuda else "gloo")
     torch.manual_seed(seed)

@@ -147,6 +147,16 @@ def test_parity_refuses_foreign_checkpoint(artifacts: Path, tmp_path: Path) -> N
         build.verify_artifacts(det_io.load(tmp_path / "other"), tmp_path / "other", artifacts)
 
 
+def test_torch_runner_runs_a_copy_and_leaves_the_reference_where_it_is() -> None:
+    """Regression (issue 17: the torch-cuda runtime broke the gate on a GPU machine): building the runner moved the
+    reference detector, which the other runtimes are compared with, to the runner's device. PyTorch's `meta`
+    device stands in for CUDA here."""
+    det = Detector(tiny_config("fluct")).eval()
+    runner = TorchRunner(torch2onnx.FusedStage(det), contract.FUSED.name, "meta")
+    assert {p.device.type for p in det.parameters()} == {"cpu"}
+    assert {p.device.type for p in runner.module.parameters()} == {"meta"}
+
+
 def test_compare_uses_polygraphy_rule() -> None:
     tol = parity.Tolerance(1e-3, 1e-2)
     # abs 2e-3 > atol but rel 2e-3/1 < rtol: passes; abs 2e-3 on 0.01: fails both.

@@ -112,3 +112,18 @@ def test_calibration_leaves_out_images_the_detector_refuses(real_dir: Path, tmp_
     assert len(cal.scores) == 3
     with pytest.raises(SlspError, match="at least one real image"):
         calibrate(Detector(CFG).eval(), [tmp_path / "flat.png"], 0.05, quiet=True)
+
+
+def test_more_processes_than_gpus_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression (issue 17): on a one-GPU machine, torchrun's rank 1 asked for cuda:1 ("invalid device ordinal").
+    The device count is patched, so this runs on the CPU; nothing joins a process group."""
+    import torch
+
+    from slsp.train import setup
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    for k, v in {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"}.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(SlspError, match="more processes on this machine than it has GPUs"):
+        setup(0)
