@@ -493,18 +493,12 @@ def deploy_kubernetes(
 ) -> None:
     """Manifests to serve an exported repository on Triton in a Kubernetes cluster (README: "Deploy on Kubernetes")."""
     from slsp import deploy
-    from slsp.export import repository
 
-    if target is None:
-        target = "cpu"
-        if repo is not None:
-            model = repository.read_config(Path(repo) / repository.MODEL / "config.pbtxt")
-            target = "cpu" if model.backend == "python" else "gpu"
     if repo is not None:
-        deploy.check_repository(repo, target)
-    c = deploy.Cluster(repository=repository_uri, target=target, name=name, namespace=namespace, image=image or "",
-                       replicas=replicas, max_replicas=max_replicas, cpu=cpu, memory=memory, gpus=gpus,
-                       repository_secret=repository_secret)
+        target = deploy.check_repository(repo, target)
+    c = deploy.Cluster(repository=repository_uri, target=target or "cpu", name=name, namespace=namespace,
+                       image=image or "", replicas=replicas, max_replicas=max_replicas, cpu=cpu, memory=memory,
+                       gpus=gpus, repository_secret=repository_secret)
     files = deploy.write(c, out, kserve=kserve)
     if json_out:
         _emit({"manifests": [str(f) for f in files], "image": c.container_image, "build": str(out / "image")})

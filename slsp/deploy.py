@@ -263,8 +263,9 @@ def copy_package(dst: Path) -> None:
                 shutil.copy2(f, out / f.name)
 
 
-def check_repository(repo: Path, target: str) -> None:
-    """A local repository (if given) must be of `target` and serve a TrSOR the image can run (no torch in it)."""
+def check_repository(repo: Path, target: str | None = None) -> str:
+    """A local repository's target, after checking it is of `target` (when given) and serves a TrSOR the image can
+    run (no torch in it)."""
     from slsp.export import repository
 
     decode = Path(repo) / repository.DECODE / "config.pbtxt"
@@ -272,12 +273,13 @@ def check_repository(repo: Path, target: str) -> None:
         raise SlspError(f"{repo}: not a model repository written by `slsp export --repo`")
     served = "cpu" if repository.read_config(Path(repo) / repository.MODEL / "config.pbtxt").backend == "python" \
         else "gpu"
-    if served != target:
+    if target not in (None, served):
         raise SlspError(f"{repo} was exported for --target {served}, not {target}")
     trsor = repository.read_config(decode).parameters["trsor_file"].string_value
     if trsor.endswith(".pt2"):
         raise SlspError(f"{repo} serves the AOTInductor TrSOR ({trsor}), which needs torch in the image; export the "
                         "repository without --aoti (or with --native on the cluster's CPU type)")
+    return served
 
 
 class _Dumper(yaml.SafeDumper):
