@@ -113,7 +113,50 @@ def test_size_limits_come_from_the_header_before_any_decode() -> None:
         decode(_png_header_only(1, 40_000_000), min_side=127)
     with pytest.raises(ImageError, match="more elongated than 32:1"):
         decode(_png_header_only(127, 5000))
-    assert decode(encode(Image.fromarray(np.zeros((64, 64 * 32, 3), np.uint8)), "PNG")).shape == (64, 2048, 3)
+    strip = np.random.default_rng(1).integers(0, 256, (64, 64 * 32, 3), dtype=np.uint8)
+    assert decode(encode(Image.fromarray(strip), "PNG")).shape == (64, 2048, 3)
+
+
+def test_too_little_data_for_the_declared_size_is_refused_before_decoding() -> None:
+    """A 3000 x 3000 black PNG is 26 KB: refused from its header and byte count, not decoded and then found flat."""
+    black = encode(Image.new("RGB", (3000, 3000)), "PNG")
+    with pytest.raises(ImageError, match=r"x.png: \d+ bytes for 3000 x 3000 pixels .* too little data for its size"):
+        decode(black, name="x.png")
+    assert decode(encode(Image.fromarray(RGB), "PNG")).shape == (40, 60, 3)
+
+
+PHOTO_LIKE = np.clip(np.linspace(40, 200, 256)[None, :, None] + np.random.default_rng(2).normal(0, 3, (192, 256, 3)),
+                     0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("kw", [{}, {"progressive": True}, {"quality": 30}, {"subsampling": 0, "quality": 97},
+                                {"optimize": True}, {"restart_marker_blocks": 3}], ids=str)
+def test_valid_jpeg_variants_pass_the_stream_check(kw: dict) -> None:
+    assert decode(encode(Image.fromarray(PHOTO_LIKE), "JPEG", **kw)).shape == (192, 256, 3)
+
+
+def _damaged(data: bytes, at: float, junk: bytes) -> bytes:
+    i = int(len(data) * at)
+    return data[:i] + junk + data[i + len(junk) :]
+
+
+def test_corrupt_jpeg_scans_are_refused_not_scored() -> None:
+    """Random bytes in the scan decode, through Pillow, to a picture shifted or grey below the damage (libjpeg only
+    warns); the marker walk refuses them, and restart markers out of order, and a missing end of image."""
+    data = encode(Image.fromarray(PHOTO_LIKE), "JPEG", quality=90)
+    junk = np.random.default_rng(1).integers(0, 256, 1000, dtype=np.uint8).tobytes()
+    garbled = np.asarray(Image.open(io.BytesIO(_damaged(data, 0.5, junk))).convert("RGB"))  # Pillow accepts it
+    assert np.abs(garbled.astype(int) - PHOTO_LIKE).mean() > 10
+    with pytest.raises(ImageError, match="x.jpg: corrupt JPEG data"):
+        decode(_damaged(data, 0.5, junk), name="x.jpg")
+    with pytest.raises(ImageError, match="corrupt JPEG data .invalid marker 0xFF37"):
+        decode(_damaged(data, 0.5, b"\xff\x37"))
+    with_rst = encode(Image.fromarray(PHOTO_LIKE), "JPEG", quality=90, restart_marker_blocks=3)
+    i = with_rst.index(b"\xff\xd2")
+    with pytest.raises(ImageError, match="restart marker out of order"):
+        decode(with_rst[:i] + b"\xff\xd5" + with_rst[i + 2 :])
+    with pytest.raises(ImageError, match="no end-of-image marker"):
+        decode(data[:-2])
 
 
 def _pillow_file(fmt: str, **kw) -> bytes:
