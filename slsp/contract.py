@@ -120,6 +120,11 @@ FORWARDED = tuple(t for t in FUSED.outputs if t.name not in SCORING.output_names
 ADMIN_HEADER = "slsp-admin-key"
 ADMIN_GRPC_HEADER = f"triton-grpc-protocol-{ADMIN_HEADER}"
 
+# One count per image request that reached the decode member, by outcome: Triton 2.51's own counters take a refused
+# image as a success of the decode member and as two failures of the ensemble.
+IMAGES_METRIC = "slsp_images_total"
+OUTCOMES = ("accepted", "invalid", "error")  # decoded and passed to TrSOR / the client's fault (400) / ours (500)
+
 
 def served(name: str) -> str:
     """The ensemble's name for a fused-stage output."""

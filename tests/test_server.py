@@ -5,11 +5,13 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import signal
 import struct
 import subprocess
 import sys
 import time
+import urllib.request
 import zlib
 from pathlib import Path
 
@@ -124,6 +126,7 @@ def test_bad_inputs_fail_alone_and_the_server_stays_up(server: Server) -> None:
     good = [png(synthetic_photo(128, 128, seed=s)) for s in range(6)]
     names = list(errors) + list(policy) + ["good"] * len(good)
     datas = list(errors.values()) + list(policy.values()) + good
+    before = _image_counts(server)
     for protocol_url in (server.grpc_url, server.http_url):
         results = SlspClient(protocol_url).detect_many(datas, concurrency=8)
         for name, data, res in zip(names, datas, results):
@@ -134,6 +137,15 @@ def test_bad_inputs_fail_alone_and_the_server_stays_up(server: Server) -> None:
                 assert not isinstance(res, Exception), (name, res)
                 assert res.score == pytest.approx(float(local(data).score), abs=1e-4), name
         assert server.ready() and server.proc.poll() is None
+    after = _image_counts(server)  # each bad image counted once, as invalid (Triton's own counters do not)
+    assert {k: after[k] - before[k] for k in after} == {"accepted": 2 * (len(policy) + len(good)),
+                                                        "invalid": 2 * len(errors), "error": 0}
+
+
+def _image_counts(server: Server) -> dict[str, float]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=10).read().decode()
+    found = re.findall(rf'^{contract.IMAGES_METRIC}{{outcome="(\w+)"}} (\S+)$', text, re.M)
+    return {k: float(v) for k, v in found}
 
 
 def test_operator_apis_need_the_admin_key(served_artifacts: Path, tmp_path: Path) -> None:

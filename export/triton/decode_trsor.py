@@ -3,7 +3,7 @@
 Each request is decoded under slsp's decoding policy, goes through the model's canonical transform (as in
 `Detector.analyze`) and is run through the TrSOR backend the repository writer chose (`trsor_backends`: the C++
 kernel, the AOTInductor package or ONNX Runtime). A bad image gets its own error response; the other requests of
-the same execution are unaffected.
+the same execution are unaffected. Each request adds one to `slsp_images_total{outcome=...}` (contract.OUTCOMES).
 """
 
 import os
@@ -34,6 +34,10 @@ class TritonPythonModel:
         cfg = DetectorConfig.load(here / contract.SERVED_CONFIG)  # this version's own, like its TrSOR files
         self.canonical = Transform(cfg.canonical)
         self.min_side = self.canonical.min_side(cfg.trsor.crop)
+        self.metrics = family = pb_utils.MetricFamily(  # kept: its metrics die with it
+            contract.IMAGES_METRIC, "Image requests by outcome: accepted, invalid (the client's fault), error (the "
+            "server's)", pb_utils.MetricFamily.COUNTER)
+        self.outcomes = {o: family.Metric(labels={"outcome": o}) for o in contract.OUTCOMES}
 
     def execute(self, requests: list) -> list:
         responses = []
@@ -50,10 +54,13 @@ class TritonPythonModel:
                 check_fluctuation(float(out[contract.SIGMA].reshape(-1)[0]), contract.IMAGE)
                 out[contract.SIGMA] = out[contract.SIGMA].reshape(1)
                 responses.append(pb_utils.InferenceResponse([pb_utils.Tensor(k, v) for k, v in out.items()]))
+                self.outcomes["accepted"].increment(1)
             except ImageError as e:  # the client's fault: INVALID_ARGUMENT on gRPC, 400 on HTTP
                 error = pb_utils.TritonError(str(e), pb_utils.TritonError.INVALID_ARG)
                 responses.append(pb_utils.InferenceResponse(error=error))
+                self.outcomes["invalid"].increment(1)
             except Exception as e:  # noqa: BLE001 - one request's failure must not fail the batch or the server
                 error = pb_utils.TritonError(f"internal error ({type(e).__name__}: {e})", pb_utils.TritonError.INTERNAL)
                 responses.append(pb_utils.InferenceResponse(error=error))
+                self.outcomes["error"].increment(1)
         return responses
