@@ -101,6 +101,11 @@ def train(
         ),
     ] = None,
     seed: int = 0,
+    workers: Annotated[
+        Optional[int],
+        typer.Option(help="Processes making batches ahead of the step (default: 0 on the CPU, up to 8 on a GPU); "
+                     "the weights do not depend on it."),
+    ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out.")] = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -120,7 +125,7 @@ def train(
     tcfg = TrainConfig(steps=steps, batch=batch, lr=lr, seed=seed, target_fpr=target_fpr, holdout=holdout,
                        crops_per_image=crops_per_image, calibration=("none", *(calibrate_on or [])),
                        options=fam.train_options(fake_phi=fake_phi, fake_mix=fake_mix, chain=chain))
-    result = run_train(real, out, cfg, tcfg, resume=resume, quiet=quiet)
+    result = run_train(real, out, cfg, tcfg, resume=resume, quiet=quiet, workers=workers)
     typer.echo(f"wrote {out} (threshold {result.threshold:.4f})")
 
 
@@ -543,6 +548,39 @@ def bench_engines(
     result = engines.measure(model, artifacts, source, sizes, min_time, quiet, threads)
     path = timing.save(result, out)
     _emit(result) if json_out else typer.echo(engines.table(result) + f"\nwrote {path}")
+
+
+@bench_app.command("train")
+def bench_train(
+    images: Annotated[
+        Optional[list[Path]], typer.Option(help="Real photos for training crops (default: the checkout's own).")
+    ] = None,
+    run: Annotated[
+        Optional[list[str]],
+        typer.Option(help="DEVICE:WORKERS to time (repeatable; the first is the baseline), e.g. cpu:0 cuda:8."),
+    ] = None,
+    steps: Annotated[int, typer.Option(help="Timed steps per configuration.")] = 30,
+    warmup: Annotated[int, typer.Option(help="Untimed steps first.")] = 5,
+    batch: int = 64,
+    out: BenchOut = Path("benchmarks/results"),
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Training steps/s of the shipped model's family per device and batch-making workers, in one run."""
+    from slsp.bench import timing, training
+
+    configs = []
+    for spec in run or ["cpu:0", "cpu:1"]:
+        device, _, workers = spec.partition(":")
+        if not workers.isdigit():
+            raise SlspError(f"--run takes DEVICE:WORKERS (e.g. cuda:8), got {spec!r}")
+        configs.append((device, int(workers)))
+    from slsp.imaging import collect
+
+    files = collect(images or [Path("examples/real_kodak24_kodim03.png"), Path("tests/data")])
+    result = training.measure(files, configs, steps, warmup, batch, quiet)
+    path = timing.save(result, out)
+    _emit(result) if json_out else typer.echo(training.table(result) + f"\nwrote {path}")
 
 
 @bench_app.command("server")

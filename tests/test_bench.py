@@ -83,3 +83,28 @@ def test_cuda_engines_shape() -> None:
     assert [r["crops"] for r in res["model"]] == [16, 64, 256, 1024] and all(
         r["images_per_s"] > 0 for r in res["model"]
     )
+
+
+def test_bench_train_cli(tmp_path: Path) -> None:
+    """Training throughput per device and batch-making workers, fresh weights each; the first row is the baseline."""
+    r = subprocess.run([sys.executable, "-m", "slsp.cli", "bench", "train", "--images", str(PHOTO), "--run", "cpu:0",
+                        "--run", "cpu:1", "--steps", "2", "--warmup", "1", "--batch", "4", "--out", str(tmp_path),
+                        "--json", "-q"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert [(row["device"], row["workers"]) for row in res["rows"]] == [("cpu", 0), ("cpu", 1)]
+    assert res["rows"][0]["vs_first"] == 1.0 and all(row["steps_per_s"] > 0 for row in res["rows"])
+    assert res["train_crops"] > 0 and len(list(tmp_path.iterdir())) == 1
+    bad = subprocess.run([sys.executable, "-m", "slsp.cli", "bench", "train", "--run", "cuda"], capture_output=True,
+                         text=True, timeout=120)
+    assert bad.returncode == 1 and "DEVICE:WORKERS" in bad.stderr
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none on this machine)")
+def test_training_runs_on_cuda_with_workers() -> None:
+    """Batches made by forked workers reach the GPU step (pinned, non-blocking copies)."""
+    from slsp.bench import training
+
+    res = training.measure([PHOTO], [("cuda", 0), ("cuda", 2)], steps=2, warmup=1, batch=8)
+    assert all(row["steps_per_s"] > 0 for row in res["rows"])

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -46,6 +47,20 @@ def test_train_writes_run_and_calibrates(real_dir: Path, tmp_path: Path) -> None
     assert det.cfg.threshold == cfg.threshold
     scores = [float(det.detect(load(f)).score) for f in info["holdout_images"]]
     assert np.mean(np.array(scores, np.float32) >= np.float32(cfg.threshold)) <= 0.05  # no generated image involved
+
+
+@pytest.mark.parametrize("name", ["slsp", "fluct"])
+def test_batch_making_workers_change_nothing(real_dir: Path, tmp_path: Path, name: str) -> None:
+    """Batches made ahead in forked worker processes (for accelerators, issue 17) are the in-process ones: every
+    family seeds a batch by its step alone, so the weights are identical with or without workers."""
+    from slsp.families import family
+
+    cfg = tiny_config(name)
+    tc = TrainConfig(steps=3, batch=4, warmup=1, crops_per_image=4, holdout=0.25, options=family(name).options())
+    train([real_dir], tmp_path / "w0", cfg, tc, quiet=True, workers=0)
+    train([real_dir], tmp_path / "w2", cfg, tc, quiet=True, workers=2)
+    wa, wb = (load_file(str(tmp_path / r / "model.safetensors")) for r in ("w0", "w2"))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
 @pytest.mark.parametrize("mix", ["full", "phi", "partial"])
