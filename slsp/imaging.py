@@ -22,9 +22,11 @@ Policy (pixels only, never metadata beyond orientation):
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -48,19 +50,41 @@ def decode(
     data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int = 1, name: str = "<bytes>"
 ) -> np.ndarray:
     """Decode encoded image bytes into a contiguous uint8 array (H, W, 3) under the policy above."""
+    with _as_image_error(max_pixels, name):
+        img = _open(data, max_pixels, min_side, name)
+        img.seek(0)
+        img.load()
+        img = ImageOps.exif_transpose(img)
+    return _to_rgb8(img, name)
+
+
+def plain_jpeg(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int = 1, name: str = "<bytes>") -> bool:
+    """Every check of `decode` short of decoding (ImageError as there); True for a JPEG whose pixels under this policy
+    are a plain YCbCr or grayscale decode, with no CMYK and no EXIF rotation: what a GPU JPEG decoder returns."""
+    with _as_image_error(max_pixels, name):
+        img = _open(data, max_pixels, min_side, name)
+        return img.format == "JPEG" and img.mode in ("RGB", "L") and img.getexif().get(0x0112, 1) == 1
+
+
+def _open(data: bytes, max_pixels: int, min_side: int, name: str) -> Image.Image:
+    """The image, opened (header only) and through every check that needs no pixel."""
     if not data:
         raise ImageError(f"{name}: empty input (zero bytes)")
+    img = Image.open(io.BytesIO(data), formats=FORMATS)
+    _check_header(img.size, max_pixels, min_side, name)
+    _check_density(len(data), img.size, name)
+    if data[:2] == b"\xff\xd8":
+        _check_jpeg_stream(data, name)
+    return img
+
+
+@contextlib.contextmanager
+def _as_image_error(max_pixels: int, name: str) -> Iterator[None]:
+    """Any failure to open or decode, whatever its type, as this image's ImageError; Pillow's bomb warning too."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data), formats=FORMATS)
-            _check_header(img.size, max_pixels, min_side, name)
-            _check_density(len(data), img.size, name)
-            if data[:2] == b"\xff\xd8":
-                _check_jpeg_stream(data, name)
-            img.seek(0)
-            img.load()
-            img = ImageOps.exif_transpose(img)
+            yield
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
@@ -73,7 +97,6 @@ def decode(
         raise ImageError(f"{name}: not enough memory to decode this image") from e
     except Exception as e:  # noqa: BLE001 - a decoder's own exception types (e.g. BLPFormatError) are this image's
         raise ImageError(f"{name}: the decoder failed ({type(e).__name__}: {e})") from e
-    return _to_rgb8(img, name)
 
 
 def _check_header(size: tuple[int, int], max_pixels: int, min_side: int, name: str) -> None:
