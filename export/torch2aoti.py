@@ -33,14 +33,17 @@ def compile_trsor(det: Detector, out_dir: Path) -> Path:
     # otherwise specialize the graph to >= 2 crops per side. The parity tests cover 64 x 64 and 65 x 99.
     with torch.no_grad(), fx_config.patch(backed_size_oblivious=True), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # PyTorch's own pytree deprecation, not ours to fix
-        program = torch.export.export(stage, (image,), dynamic_shapes={contract.IMAGE: side})
         try:
+            program = torch.export.export(stage, (image,), dynamic_shapes={contract.IMAGE: side})
             # The minimum side travels in the package: the compiled code does not check its input's size.
             torch._inductor.aoti_compile_and_package(program, package_path=str(path), inductor_configs={
                 "aot_inductor.metadata": {"min_side": str(det.min_side)}})
-        except Exception as e:  # Inductor raises many types here; all mean "could not build the package"
-            raise RuntimeMissing(f"AOTInductor could not compile TrSOR (it needs a C++ compiler, g++ by default, "
-                                 f"or set CXX): {type(e).__name__}: {str(e)[:500]}") from e
+        except Exception as e:  # export and Inductor raise many types here; all mean "could not build the package"
+            raise RuntimeMissing(
+                f"AOTInductor could not build TrSOR with PyTorch {torch.__version__}: {type(e).__name__}: "
+                f"{str(e)[:500]}. It needs a C++ compiler (g++ by default, or set CXX) and a PyTorch whose export "
+                f"keeps TrSOR's sizes dynamic down to one crop: 2.13 does; 2.11 does not (its export guards on the "
+                f"tile grid, and its Inductor cannot lower the size-oblivious slices)") from e
     return path
 
 

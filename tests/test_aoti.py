@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import real_photo, synthetic_photo
+from conftest import aoti_package, real_photo, synthetic_photo
 from slsp import contract
 from slsp import detector as det_io
 from slsp.errors import RuntimeMissing
@@ -20,7 +20,7 @@ DET = det_io.load()
 
 @pytest.fixture(scope="module")
 def runner(served_artifacts: Path) -> torch2aoti.AotiRunner:
-    return torch2aoti.AotiRunner(served_artifacts / contract.TRSOR_AOTI)
+    return torch2aoti.AotiRunner(aoti_package(served_artifacts))
 
 
 def eager(image: np.ndarray) -> dict[str, np.ndarray]:
@@ -49,7 +49,7 @@ def test_matches_eager_on_real_photos(runner: torch2aoti.AotiRunner, name: str) 
 
 def test_thread_count_is_restored(served_artifacts: Path) -> None:
     before = torch.get_num_threads()
-    torch2aoti.AotiRunner(served_artifacts / contract.TRSOR_AOTI, threads=1).infer({"image": synthetic_photo(64, 80)})
+    torch2aoti.AotiRunner(aoti_package(served_artifacts), threads=1).infer({"image": synthetic_photo(64, 80)})
     assert torch.get_num_threads() == before
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import PHOTO
+from conftest import PHOTO, aoti_package
 from slsp.bench import engines
 from slsp.bench.timing import photo_at
 from slsp.imaging import load
@@ -27,7 +27,7 @@ def test_photo_at_tiles_without_resampling() -> None:
 
 
 def test_bench_engines_cli(served_artifacts: Path, tmp_path: Path) -> None:
-    art = served_artifacts  # with trsor.pt2: the compiled TrSOR joins the table
+    art = aoti_package(served_artifacts).parent  # with trsor.pt2: the compiled TrSOR joins the table
     r = subprocess.run(
         [
             sys.executable,
