@@ -108,3 +108,13 @@ def test_training_runs_on_cuda_with_workers() -> None:
 
     res = training.measure([PHOTO], [("cuda", 0), ("cuda", 2)], steps=2, warmup=1, batch=8)
     assert all(row["steps_per_s"] > 0 for row in res["rows"])
+
+
+def test_end_to_end_row_runs_on_any_device() -> None:
+    """The GPU end-to-end row of `bench engines` (JPEG bytes to score, library vs DevicePipeline), on the CPU."""
+    from slsp import detector
+
+    rows = engines.end_to_end(detector.load(), load(PHOTO), [(160, 200)], "cpu", min_time=0)
+    (row,) = rows
+    assert row["size"] == "200x160" and row["decoder"] == "cpu" and row["jpeg_bytes"] > 0
+    assert row["cpu_library"]["median_ms"] > 0 and row["device"]["median_ms"] > 0 and row["score_diff"] < 1e-6

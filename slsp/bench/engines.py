@@ -66,7 +66,30 @@ def cuda_engines(det, base: np.ndarray, sizes, min_time: float = 1.0) -> dict:
             out[MODEL].append(
                 {"images": n, "crops": int(crops.shape[0]), **t, "images_per_s": n * 1e3 / t["median_ms"]}
             )
+    out["end_to_end"] = end_to_end(det, base, sizes, "cuda", min_time)
     return out
+
+
+def end_to_end(det, base: np.ndarray, sizes, device: str, min_time: float = 1.0) -> list[dict]:
+    """From JPEG bytes (q90) to a score: the library on the CPU (`decode` + `Detector.detect`) next to the on-device
+    path (`DevicePipeline`: nvJPEG where it can, the resize, TrSOR, model and scoring on `device`), same run."""
+    import torch
+
+    from slsp.device_pipeline import DevicePipeline
+    from slsp.imaging import decode
+
+    pipe = DevicePipeline(det, device)
+    sync = torch.cuda.synchronize if pipe.device.type == "cuda" else (lambda: None)
+    rows = []
+    for h, w in sizes:
+        buf = io.BytesIO()
+        Image.fromarray(photo_at(base, h, w)).save(buf, format="JPEG", quality=90)
+        data = buf.getvalue()
+        lib, dev = timeit_blocks([lambda: det.detect(decode(data)), lambda: (pipe.detect(data), sync())], min_time)
+        rows.append({"size": f"{w}x{h}", "jpeg_bytes": len(data), "decoder": pipe.upload(data)[1], "cpu_library": lib,
+                     "device": dev, "speedup": lib["median_ms"] / dev["median_ms"],
+                     "score_diff": abs(float(pipe.detect(data).score) - float(det.detect(decode(data)).score))})
+    return rows
 
 
 def measure(run: Path | None, artifacts: Path, source: Path, sizes=SIZES, min_time: float = 1.0, quiet: bool = False,
@@ -196,5 +219,8 @@ def table(result: dict) -> str:
             + ", ".join(
                 f"{r['crops']} crops {r['median_ms']:.2f} ms ({r['images_per_s']:.0f} img/s)" for r in cuda[MODEL]
             )
+            + "; JPEG bytes to score, CPU library vs GPU ("
+            + ", ".join(f"{r['size']} {r['cpu_library']['median_ms']:.1f} vs {r['device']['median_ms']:.1f} ms, "
+                        f"{r['decoder']}" for r in cuda["end_to_end"]) + ")"
         )
     return "\n".join(lines)

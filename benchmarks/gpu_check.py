@@ -1,0 +1,109 @@
+"""The steps of benchmarks/gpu_check.sh, each timed and kept in one JSON, each allowed to fail on its own.
+
+1. environment: PyTorch, CUDA device, torchvision (nvJPEG), ONNX Runtime providers, TensorRT if any;
+2. tests: the GPU tests and the CPU regression tests of the GPU bugs (pytest -m gpu, and the named ones);
+3. export: `slsp export` with its parity gate on this machine (torch-cuda among the runtimes; ORT-CUDA and
+   TensorRT where installed), its parity report;
+4. engines: `slsp bench engines` at 1 and 4 MP with the CUDA rows (TrSOR, the batched model, JPEG bytes to score on
+   the GPU next to the CPU library);
+5. training: `slsp bench train`, steps/s on the CPU cores next to the GPU, with and without batch-making workers.
+Exit 1 if any step failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REGRESSIONS = ["test_export.py", "test_trsor.py::test_runs_on_the_device_of_its_input",
+               "test_train.py::test_more_processes_than_gpus_is_a_clear_error",
+               "test_train.py::test_batch_making_workers_change_nothing", "test_device_pipeline.py", "test_aoti.py"]
+
+
+def run(name: str, cmd: list[str], timeout: int, cwd: Path) -> dict:
+    t = time.perf_counter()
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd)
+        rc, out, err = p.returncode, p.stdout, p.stderr
+    except subprocess.TimeoutExpired as e:
+        rc, out, err = 124, (e.stdout or b"").decode(errors="replace"), f"timed out after {timeout} s"
+    step = {"ok": rc == 0, "rc": rc, "seconds": round(time.perf_counter() - t, 1), "cmd": " ".join(cmd),
+            "stdout_tail": out[-3000:], "stderr_tail": err[-3000:]}
+    print(f"{name}: {'ok' if rc == 0 else f'FAILED (rc {rc})'} in {step['seconds']} s", file=sys.stderr)
+    return step
+
+
+def environment() -> dict:
+    import torch
+
+    env = {"python": sys.version.split()[0], "torch": torch.__version__, "cuda": torch.cuda.is_available(),
+           "cpus": os.cpu_count()}
+    if env["cuda"]:
+        env |= {"device": torch.cuda.get_device_name(0), "devices": torch.cuda.device_count(),
+                "cuda_runtime": torch.version.cuda}
+    for mod in ("torchvision", "onnxruntime", "tensorrt"):
+        try:
+            env[mod] = __import__(mod).__version__
+        except ImportError:
+            env[mod] = None
+    if env["onnxruntime"]:
+        import onnxruntime
+
+        env["ort_providers"] = onnxruntime.get_available_providers()
+    import slsp
+
+    env["slsp_from"] = str(Path(slsp.__file__).parent)
+    return env
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkout", type=Path, required=True, help="the source tree (tests and images)")
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args(argv)
+    src = args.checkout.resolve()
+    work = Path.cwd()
+    py = [sys.executable, "-P"]
+    slsp = [*py, "-m", "slsp.cli"]
+    photo = src / "examples" / "real_kodak24_kodim03.png"
+    images = [str(photo), str(src / "tests" / "data")]
+    res: dict = {"kind": "gpu-check", "started": time.strftime("%Y-%m-%d %H:%M:%S"), "environment": environment()}
+    steps = res["steps"] = {}
+    tests = src / "tests"
+    steps["tests"] = run("tests", [*py, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "--rootdir", str(src),
+                                   "-m", "gpu or not server", *(str(tests / t) for t in REGRESSIONS),
+                                   str(tests / "test_bench.py")], 240, work)
+    steps["export"] = run("export", [*slsp, "export", "--out", str(work / "artifacts"), "--images", str(photo),
+                                     "--sizes", "1", *(["--trt"] if res["environment"]["tensorrt"] else [])],
+                         150, work)
+    report = work / "artifacts" / "parity.json"
+    if report.is_file():
+        steps["export"]["parity"] = json.loads(report.read_text())
+    engines = work / "engines"
+    if steps["export"]["ok"]:
+        steps["engines"] = run("engines", [*slsp, "bench", "engines", "--artifacts", str(work / "artifacts"),
+                                           "--source", str(photo), "--size", "1024x1024", "--size", "2048x2048",
+                                           "--min-time", "0.5", "--out", str(engines), "-q"], 150, work)
+        for f in engines.glob("*.json"):
+            steps["engines"]["result"] = json.loads(f.read_text())
+    training = work / "train"
+    runs = ["cpu:0", "cuda:0", "cuda:8"] if res["environment"]["cuda"] else ["cpu:0", "cpu:1"]
+    steps["training"] = run("training", [*slsp, "bench", "train", *sum((["--images", i] for i in images), []),
+                                         *sum((["--run", r] for r in runs), []), "--steps", "20", "--out",
+                                         str(training), "-q"], 150, work)
+    for f in training.glob("*.json"):
+        steps["training"]["result"] = json.loads(f.read_text())
+    res["ok"] = all(s["ok"] for s in steps.values())
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(res, indent=2) + "\n")
+    print(f"wrote {args.out}: {'all steps passed' if res['ok'] else 'some steps FAILED'}", file=sys.stderr)
+    return 0 if res["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
