@@ -50,12 +50,12 @@ def measure(images: list[Path], configs: list[tuple[str, int]], steps: int, warm
             for d, w in configs]
     for r in rows:
         r["vs_first"] = r["steps_per_s"] / rows[0]["steps_per_s"]
-    return {"kind": "train", "family": fam.name, "batch": batch, "steps": steps, "warmup": warmup,
+    return {"kind": "train", "family": fam.name, "batch_size": batch, "steps": steps, "warmup": warmup,
             "train_crops": int(crops.shape[0]), "rows": rows, "machine": machine()}
 
 
 def table(result: dict) -> str:
-    head = f"{result['family']}, batch {result['batch']}, {result['steps']} timed steps\n"
+    head = f"{result['family']}, batch {result['batch_size']}, {result['steps']} timed steps\n"
     head += "device   workers  steps/s  vs first"
     return "\n".join([head, *(f"{r['device']:<8} {r['workers']:>7}  {r['steps_per_s']:7.2f}  {r['vs_first']:7.2f}x"
                               for r in result["rows"])])
