@@ -14,17 +14,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import tritonclient.http as http
-from soak import tree_rss_mb
+from soak import shipped_server, tree_rss_mb
 
 from slsp import contract
 from slsp.clients.client import SlspClient
-from slsp.export import build, repository
 from slsp.server import Server
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "real_kodak24_kodim03.png"
@@ -73,11 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rest", type=float, default=10.0, help="seconds to wait before the last sample")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/oversized.json"))
     args = ap.parse_args(argv)
-    with tempfile.TemporaryDirectory() as tmp:
-        build.build(None, Path(tmp) / "artifacts", images=[EXAMPLE], sizes=0)
-        repository.write(Path(tmp) / "artifacts", Path(tmp) / "repo")
-        with Server(Path(tmp) / "repo", log_path=Path(tmp) / "server.log") as srv:
-            res = measure(srv, args.mb, args.count, args.rest)
+    with shipped_server([EXAMPLE]) as srv:
+        res = measure(srv, args.mb, args.count, args.rest)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=2) + "\n")
     print(json.dumps(res, indent=2))

@@ -11,6 +11,7 @@ warm-up; warm-up lasts until every image has been answered once). Exit 1 if any 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import struct
@@ -19,6 +20,7 @@ import tempfile
 import threading
 import time
 import zlib
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -29,6 +31,19 @@ from slsp.clients.client import InvalidInput, SlspClient
 from slsp.export import build, repository
 from slsp.imaging import collect
 from slsp.server import Server
+
+
+@contextlib.contextmanager
+def shipped_server(gate_images: list[Path], repo: Path | None = None) -> Iterator[Server]:
+    """A local bundled server of `repo`, or of a CPU repository exported here from the shipped model (its parity
+    gate on `gate_images`); everything it wrote is removed afterwards."""
+    with tempfile.TemporaryDirectory() as tmp:
+        if repo is None:
+            build.build(None, Path(tmp) / "artifacts", images=gate_images, sizes=0)
+            repo = Path(tmp) / "repo"
+            repository.write(Path(tmp) / "artifacts", repo)
+        with Server(repo, log_path=Path(tmp) / "server.log") as srv:
+            yield srv
 
 
 def tree_rss_mb(pid: int) -> float:
@@ -165,14 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     files = [f for f in collect([args.images]) if f.stat().st_size < 4 << 20][:16]
     valid = [f.read_bytes() for f in files]
-    with tempfile.TemporaryDirectory() as tmp:
-        repo = args.repo
-        if repo is None:
-            build.build(None, Path(tmp) / "artifacts", images=files[:4], sizes=0)
-            repo = Path(tmp) / "repo"
-            repository.write(Path(tmp) / "artifacts", repo)
-        with Server(repo, log_path=Path(tmp) / "server.log") as srv:
-            res = soak(srv.grpc_url, srv.proc.pid, valid, args.requests, args.concurrency, args.invalid_every)
+    with shipped_server(files[:4], args.repo) as srv:
+        res = soak(srv.grpc_url, srv.proc.pid, valid, args.requests, args.concurrency, args.invalid_every)
     res["checks"] = {
         "no_failed_valid": res["valid_failed"] == 0,
         "every_invalid_answered": res["invalid_unanswered"] == 0,

@@ -13,17 +13,15 @@ import argparse
 import io
 import json
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from soak import shipped_server
 
 from slsp.clients.client import InvalidInput, SlspClient
-from slsp.export import build, repository
-from slsp.server import Server
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "real_kodak24_kodim03.png"
 
@@ -98,11 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--requests", type=int, default=40)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/starve.json"))
     args = ap.parse_args(argv)
-    with tempfile.TemporaryDirectory() as tmp:
-        build.build(None, Path(tmp) / "artifacts", images=[EXAMPLE], sizes=0)
-        repository.write(Path(tmp) / "artifacts", Path(tmp) / "repo")
-        with Server(Path(tmp) / "repo", log_path=Path(tmp) / "server.log") as srv:
-            res = run(srv.grpc_url, args.threads, args.requests)
+    with shipped_server([EXAMPLE]) as srv:
+        res = run(srv.grpc_url, args.threads, args.requests)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=2) + "\n")
     print(json.dumps(res, indent=2))
