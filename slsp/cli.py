@@ -14,7 +14,7 @@ import typer
 
 from slsp.config import AGGREGATES
 from slsp.errors import SlspError
-from slsp.families import FAMILIES, recipe
+from slsp.families import FAMILIES, fluct, recipe
 
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, help="Detect AI-generated images from smooth-patch fluctuations."
@@ -89,6 +89,11 @@ def train(
         Optional[bool],
         typer.Option(help="Family fluct: the processing chain on every training crop (--no-chain only to measure it)."),
     ] = None,
+    fakes: Annotated[
+        Optional[str],
+        typer.Option(help="Family fluct: pseudo-fake kinds, comma-separated, from "
+                     f"{', '.join(fluct.FAKE_KINDS)} (default: the first three)."),
+    ] = None,
     residual: Annotated[
         Optional[bool],
         typer.Option(help="Family fluct: the high-pass residual input (--no-residual only to measure it)."),
@@ -124,7 +129,8 @@ def train(
     cfg = DetectorConfig(trsor=TrsorConfig(crop=mcfg.crop), model=mcfg, target_fpr=target_fpr, canonical=canonical)
     tcfg = TrainConfig(steps=steps, batch=batch, lr=lr, seed=seed, target_fpr=target_fpr, holdout=holdout,
                        crops_per_image=crops_per_image, calibration=("none", *(calibrate_on or [])),
-                       options=fam.train_options(fake_phi=fake_phi, fake_mix=fake_mix, chain=chain))
+                       options=fam.train_options(fake_phi=fake_phi, fake_mix=fake_mix, chain=chain,
+                                                 fakes=None if fakes is None else tuple(fakes.split(","))))
     result = run_train(real, out, cfg, tcfg, resume=resume, quiet=quiet, workers=workers)
     typer.echo(f"wrote {out} (threshold {result.threshold:.4f})")
 

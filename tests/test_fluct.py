@@ -20,7 +20,7 @@ from slsp import detector as det_io
 from slsp.config import DetectorConfig, FusionConfig, TrainConfig
 from slsp.detector import Detector
 from slsp.errors import ConfigError
-from slsp.families.fluct import FluctConfig
+from slsp.families.fluct import FAKE_KINDS, FluctConfig, FluctOptions
 from slsp.families.fluct.model import FluctModel, residual
 from slsp.families.fluct.pseudofakes import process, pseudo_fake, training_crop
 from slsp.families.fluct.training import make_batch
@@ -67,14 +67,15 @@ def test_config_round_trips_by_family() -> None:
         DetectorConfig.from_dict({"model": {"family": "nope"}})
 
 
-def test_pseudo_fakes_keep_content_and_change_fluctuations() -> None:
+@pytest.mark.parametrize("kinds", [FAKE_KINDS[:3], ("decoder",)], ids=["shipped", "decoder"])
+def test_pseudo_fakes_keep_content_and_change_fluctuations(kinds: tuple[str, ...]) -> None:
     img = synthetic_photo(128, 128, sigma=3.0)
     x = torch.from_numpy(img).permute(2, 0, 1).float()
     phi = torch.zeros(128, 128)
     phi[64:, :] = 1.0
     changed = 0
     for seed in range(40):
-        y = pseudo_fake(x, phi, np.random.default_rng(seed), torch.Generator().manual_seed(seed))
+        y = pseudo_fake(x, phi, np.random.default_rng(seed), torch.Generator().manual_seed(seed), kinds)
         assert y.shape == x.shape
         # Content kept: the 8 x 8 block means move by a fraction of a gray level's noise, not by the image's range.
         blocks = lambda t: torch.nn.functional.avg_pool2d(t[None], 8)[0]  # noqa: E731
@@ -104,6 +105,16 @@ def test_batches_are_seeded_half_real() -> None:
     c, _, _ = make_batch(crops, phis, 64, 6, seed=1, step=6)
     assert (a == b).all() and (pa == pb).all() and not (a == c).all()
     assert ya.tolist() == [1, 1, 1, 0, 0, 0]
+    d, _, _ = make_batch(crops, phis, 64, 6, seed=1, step=5, kinds=("decoder",))
+    assert (d[:3] == a[:3]).all() and not (d[3:] == a[3:]).all()  # same reals; only the pseudo-fakes differ
+
+
+def test_fake_kinds_are_an_option_and_checked() -> None:
+    assert FluctOptions().fakes == FAKE_KINDS[:3] == ("denoise", "renoise", "resample")
+    assert FluctOptions(fakes=["decoder", "denoise"]).fakes == ("decoder", "denoise")
+    for bad in [(), ("decoder", "decoder"), ("blur",)]:
+        with pytest.raises(ConfigError, match="fakes must be distinct kinds"):
+            FluctOptions(fakes=bad)
 
 
 @pytest.mark.parametrize("aggregate", ["mean", "max"])

@@ -35,9 +35,19 @@ class FluctConfig:
             raise ConfigError(f"family 'fluct' scores with 'disc' only, got {self.score!r}")
 
 
+# Pseudo-fake kinds (pseudofakes.py): denoised, re-noised wrongly, resampled, and a latent decoder's 8x upsampling.
+FAKE_KINDS = ("denoise", "renoise", "resample", "decoder")
+
+
 @dataclass(frozen=True)
 class FluctOptions:
     chain: bool = True  # the processing chain on real crops and pseudo-fakes (off only to measure it)
+    fakes: tuple[str, ...] = FAKE_KINDS[:3]  # the kinds drawn from, uniformly (the shipped model: the first three)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fakes", tuple(self.fakes))
+        if not self.fakes or len(set(self.fakes)) != len(self.fakes) or not set(self.fakes) <= set(FAKE_KINDS):
+            raise ConfigError(f"fakes must be distinct kinds among {', '.join(FAKE_KINDS)}, got {self.fakes}")
 
 
 FAMILY = Family(

@@ -2,8 +2,11 @@
 
 A pseudo-fake keeps a real crop's content and changes only its fluctuations, as self-blended images do for face
 forgeries: denoise (Gaussian, median, residual shrinkage), re-noise with the wrong statistics (white per channel,
-spatially correlated, luma-only), or resample (down 1.5-6x, up again: latent decoders and GANs upsample); on the
-whole crop or inside Phi only, blended in at a random strength so that some are hard.
+spatially correlated, luma-only), resample (down 1.5-6x, up again: latent decoders and GANs upsample), or
+`decoder`: what a latent decoder does, three x2 upsampling stages (nearest, bilinear or a transposed convolution,
+each followed by a random smooth 3 x 3 convolution) from a grid 8x coarser, optionally with structured noise of its
+own; on the whole crop or inside Phi only, blended in at a random strength so that some are hard. The kinds drawn
+from are a training option (`FluctOptions.fakes`), so each can be ablated.
 
 The processing chain (nothing, resize 0.5-1, JPEG q70-100 at 4:2:0 or 4:4:4) is applied alike to real crops and
 pseudo-fakes after the pseudo-fake is made, so processing history cannot be the cue the model learns.
@@ -19,6 +22,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+from slsp.families.fluct import FAKE_KINDS
 from slsp.families.fluct.model import residual
 
 
@@ -73,11 +77,51 @@ def _resample(x: Tensor, rng: np.random.Generator) -> Tensor:
     return F.interpolate(small, size=(h, w), mode=up, align_corners=False)
 
 
-def pseudo_fake(x: Tensor, phi: Tensor, rng: np.random.Generator, g: torch.Generator) -> Tensor:
-    """x: (3, H, W) float in gray levels; phi: (H, W) in {0, 1}. Returns the pseudo-fake, same shape, unrounded."""
+def _smooth3(x: Tensor, rng: np.random.Generator) -> Tensor:
+    """A random 3 x 3 convolution that keeps the mean: centre weight plus a softening or sharpening ring."""
+    ring = float(rng.uniform(-0.08, 0.2))  # per neighbour: < 0 sharpens, > 0 softens
+    k = torch.full((3, 3), ring, dtype=x.dtype)
+    k[1, 1] = 1.0 - 8.0 * ring
+    c = x.shape[1]
+    return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), k.view(1, 1, 3, 3).repeat(c, 1, 1, 1), groups=c)
+
+
+def _decoder(x: Tensor, rng: np.random.Generator, g: torch.Generator) -> Tensor:
+    """A latent decoder's pixels: the content of a grid 8x coarser, re-synthesised by three x2 upsampling stages."""
+    h, w = x.shape[2:]
+    y = F.adaptive_avg_pool2d(x, (-(-h // 8), -(-w // 8)))
+    c = x.shape[1]
+    for _ in range(3):
+        mode = rng.integers(3)
+        if mode == 2:  # transposed convolution, stride 2, a separable 4-tap kernel whose two phases each sum to 1
+            s = float(rng.uniform(0.05, 0.45))
+            a = torch.tensor([s, 1.0 - s, 1.0 - s, s], dtype=x.dtype)
+            k = (a[:, None] * a[None, :]).view(1, 1, 4, 4).repeat(c, 1, 1, 1)
+            y = F.conv_transpose2d(F.pad(y, (1, 1, 1, 1), mode="replicate"), k, stride=2, padding=3, groups=c)
+        else:
+            y = F.interpolate(y, scale_factor=2, mode=("nearest", "bilinear")[mode],
+                              **({"align_corners": False} if mode == 1 else {}))
+        y = _smooth3(y, rng)
+    y = y[:, :, :h, :w]
+    if rng.random() < 0.5:  # the decoder's own fluctuation: small, spatially structured, the same in every channel
+        y = y + _smooth3(torch.randn((1, 1, h, w), generator=g, dtype=x.dtype), rng) * float(rng.uniform(0.3, 1.5))
+    return y
+
+
+def pseudo_fake(x: Tensor, phi: Tensor, rng: np.random.Generator, g: torch.Generator,
+                kinds: tuple[str, ...] = FAKE_KINDS[:3]) -> Tensor:
+    """x: (3, H, W) float in gray levels; phi: (H, W) in {0, 1}. Returns the pseudo-fake, same shape, unrounded.
+    The kind is drawn uniformly from `kinds` (names in FAKE_KINDS)."""
     x4 = x[None]
-    kind = rng.integers(3)
-    f = _denoise(x4, rng) if kind == 0 else _renoise(x4, rng, g) if kind == 1 else _resample(x4, rng)
+    kind = kinds[rng.integers(len(kinds))]
+    if kind == "denoise":
+        f = _denoise(x4, rng)
+    elif kind == "renoise":
+        f = _renoise(x4, rng, g)
+    elif kind == "resample":
+        f = _resample(x4, rng)
+    else:
+        f = _decoder(x4, rng, g)
     if rng.random() < 0.5 and float(phi.mean()) > 0.05:
         f = phi * f + (1.0 - phi) * x4  # only the over-smooth region changes
     a = float(rng.uniform(0.3, 1.0))
@@ -105,7 +149,8 @@ def process(img: np.ndarray, phi: np.ndarray, rng: np.random.Generator) -> tuple
 
 
 def training_crop(src: np.ndarray, src_phi: np.ndarray, crop: int, fake: bool, rng: np.random.Generator,
-                  g: torch.Generator, chain: bool = True) -> tuple[np.ndarray, np.ndarray]:
+                  g: torch.Generator, chain: bool = True, kinds: tuple[str, ...] = FAKE_KINDS[:3]
+                  ) -> tuple[np.ndarray, np.ndarray]:
     """One model input from a larger real crop: flips, the pseudo-fake (if `fake`), the chain, a random crop.
 
     src: (S, S, 3) uint8 with S >= 2 * crop (so a 0.5 resize still holds one crop); src_phi: (S, S) uint8 {0, 1}.
@@ -117,7 +162,7 @@ def training_crop(src: np.ndarray, src_phi: np.ndarray, crop: int, fake: bool, r
     img, phi = np.ascontiguousarray(img), np.ascontiguousarray(phi)
     if fake:
         x = torch.from_numpy(img).permute(2, 0, 1).float()
-        y = pseudo_fake(x, torch.from_numpy(phi).float(), rng, g)
+        y = pseudo_fake(x, torch.from_numpy(phi).float(), rng, g, kinds)
         img = y.round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
     if chain:
         img, phi = process(img, phi, rng)

@@ -21,15 +21,16 @@ from slsp.families.fluct.pseudofakes import training_crop
 REC_WEIGHT = 0.1
 
 
-def make_batch(crops: Tensor, phis: Tensor, crop: int, batch: int, seed: int, step: int, chain: bool = True
-               ) -> tuple[Tensor, Tensor, Tensor]:
+def make_batch(crops: Tensor, phis: Tensor, crop: int, batch: int, seed: int, step: int, chain: bool = True,
+               kinds: tuple[str, ...] = FluctOptions().fakes) -> tuple[Tensor, Tensor, Tensor]:
     """Half real, half pseudo-fake model inputs (uint8 crops, Phi) and their labels (1 = real), seeded per step."""
     rng = np.random.default_rng([seed, step])
     g = torch.Generator().manual_seed(seed * 1_000_003 + step)
     idx = rng.integers(crops.shape[0], size=batch)
     out_x, out_phi = [], []
     for i, j in enumerate(idx):
-        x, phi = training_crop(crops[j].numpy(), phis[j].numpy(), crop, fake=i >= batch // 2, rng=rng, g=g, chain=chain)
+        x, phi = training_crop(crops[j].numpy(), phis[j].numpy(), crop, fake=i >= batch // 2, rng=rng, g=g, chain=chain,
+                               kinds=kinds)
         out_x.append(torch.from_numpy(np.array(x)))
         out_phi.append(torch.from_numpy(np.array(phi)))
     labels = (torch.arange(batch) < batch // 2).float()
@@ -78,7 +79,8 @@ class FluctTraining:
 
     def batch(self, crops: Tensor, phis: Tensor, step: int, rank: int, world: int) -> tuple[Tensor, Tensor, Tensor]:
         t = self.tcfg
-        return make_batch(crops, phis, self.model.cfg.crop, t.batch, t.seed, step * world + rank, self.options.chain)
+        return make_batch(crops, phis, self.model.cfg.crop, t.batch, t.seed, step * world + rank, self.options.chain,
+                          self.options.fakes)
 
     def step(self, objectives: nn.Module, opts: dict[str, torch.optim.Optimizer], batch: tuple[Tensor, ...]
              ) -> dict[str, float]:
