@@ -24,7 +24,7 @@ from slsp import detector as det_io
 from slsp.calibrate import calibrate, calibrate_fused
 from slsp.config import DetectorConfig, TrainConfig, TrsorConfig
 from slsp.errors import ConfigError, SlspError
-from slsp.families import family
+from slsp.families import family, spec
 from slsp.imaging import check_image, collect, load
 from slsp.progress import bar, stderr
 from slsp.runs import open_run, restore_state, save_state
@@ -115,14 +115,15 @@ class StepBatches(Dataset):
     """Item `step` is this rank's batch for that step: families seed a batch by its step alone, so any process
     makes the same batch (a run is the same with or without workers)."""
 
-    def __init__(self, training, crops: Tensor, phis: Tensor, d: Dist) -> None:
+    def __init__(self, training: spec.Training, crops: Tensor, phis: Tensor, d: Dist) -> None:
         self.training, self.crops, self.phis, self.d = training, crops, phis, d
 
     def __getitem__(self, step: int) -> tuple[Tensor, ...]:
         return self.training.batch(self.crops, self.phis, step, self.d.rank, self.d.world)
 
 
-def batches(training, crops: Tensor, phis: Tensor, steps: range, d: Dist, workers: int) -> Iterator[tuple[Tensor, ...]]:
+def batches(training: spec.Training, crops: Tensor, phis: Tensor, steps: range, d: Dist, workers: int
+            ) -> Iterator[tuple[Tensor, ...]]:
     """The batches of `steps` on d.device. With `workers` > 0 that many forked processes make them ahead of the
     step (pseudo-fakes and the JPEG chain are per-sample CPU work), so an accelerator does not wait on them."""
     loader = DataLoader(StepBatches(training, crops, phis, d), batch_size=None, sampler=steps, num_workers=workers,
