@@ -3,7 +3,7 @@
     python benchmarks/seeds.py --steps 500 --seeds 0 1 2 --candidate decoder="--fakes denoise,renoise,resample,decoder"
 
 Trains the baseline (`slsp train` on the two real training folders, family defaults) and every candidate (the same
-command plus its arguments) once per seed, into runs/seeds/<name>-s<seed> (kept: a rerun reuses a finished run),
+command plus its arguments; `--real` among them replaces the two folders) once per seed, into runs/seeds/<name>-s<seed> (kept: a rerun reuses a finished run),
 scores the dev split as stored and with both classes re-encoded as JPEG q95 (the bottom 16 rows trimmed, as in
 DETECTION.md), and reports per run the mean AUROC over generators, the worst generator and TPR/FPR at the
 calibrated threshold; per candidate, the seed-averaged difference to the baseline with a 90% interval from a
@@ -35,7 +35,8 @@ REAL = ["--real", str(DATA / "real" / "train"), "--real", str(DATA / "real" / "t
 def train(name: str, extra: list[str], seed: int, steps: int, runs: Path) -> Path:
     run = runs / f"{name}-s{seed}"
     if not (run / "config.json").is_file() or json.loads((run / "train.json").read_text())["step"] < steps:
-        cmd = [sys.executable, "-m", "slsp.cli", "train", *REAL, "--out", str(run), "--steps", str(steps),
+        real = [] if "--real" in extra else REAL  # an arm may bring its own real folders
+        cmd = [sys.executable, "-m", "slsp.cli", "train", *real, "--out", str(run), "--steps", str(steps),
                "--seed", str(seed), "-q", *extra]
         print("+", shlex.join(cmd), file=sys.stderr, flush=True)
         subprocess.run(cmd, check=True)
