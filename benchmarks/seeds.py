@@ -3,11 +3,12 @@
     python benchmarks/seeds.py --steps 500 --seeds 0 1 2 --candidate decoder="--fakes denoise,renoise,resample,decoder"
 
 Trains the baseline (`slsp train` on the two real training folders, family defaults) and every candidate (the same
-command plus its arguments; `--real` among them replaces the two folders) once per seed, into runs/seeds/<name>-s<seed> (kept: a rerun reuses a finished run),
-scores the dev split as stored and with both classes re-encoded as JPEG q95 (the bottom 16 rows trimmed, as in
-DETECTION.md), and reports per run the mean AUROC over generators, the worst generator and TPR/FPR at the
-calibrated threshold; per candidate, the seed-averaged difference to the baseline with a 90% interval from a
-paired, stratified bootstrap of the images (every run re-scored on the same draw), and the same per generator.
+command plus its arguments; `--real` among them replaces the two folders) once per seed, into
+runs/seeds/<name>-s<seed> (kept: a rerun reuses a finished run). Scores the dev split as stored and with both
+classes re-encoded as JPEG q95 (the bottom 16 rows trimmed, as in DETECTION.md), and reports per run the mean
+AUROC over generators, the worst generator and TPR/FPR at the calibrated threshold; per candidate, the
+seed-averaged difference to the baseline with a 90% interval from a paired, stratified bootstrap of the images
+(every run re-scored on the same draw), and the same per generator.
 Generated images only evaluate here; nothing is fit on them.
 """
 
