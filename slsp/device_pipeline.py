@@ -95,9 +95,8 @@ class DevicePipeline:
         self.det = copy.deepcopy(det).to(self.device).eval()
         self.limits = {"max_pixels": det.cfg.max_pixels, "min_side": det.min_input_side}
         self.nvjpeg = nvjpeg_available(self.device)
-        kind, _, arg = det.cfg.canonical.partition(":")
-        self.scale = float(arg) if kind == "resize" else None
-        self.cpu_canonical = kind not in ("none", "resize")  # a JPEG or PNG round trip: on the CPU, before upload
+        # A JPEG or PNG round trip runs on the CPU, before upload; a resize on the device.
+        self.cpu_canonical = det.canonical.scale is None and det.canonical.spec != "none"
 
     def upload(self, data: bytes, name: str = "<bytes>") -> tuple[Tensor, str]:
         """The decoded image on the device, uint8 H x W x 3, and which decoder made it ("nvjpeg" or "cpu")."""
@@ -112,10 +111,9 @@ class DevicePipeline:
         return torch.from_numpy(img).to(self.device), "cpu"
 
     def canonical(self, img: Tensor) -> Tensor:
-        """The canonical resize on the device, to Transform's sizes (round(side * f), at least 1)."""
-        if self.scale is None:
-            return img
-        return pillow_resize(img, (max(1, round(img.shape[0] * self.scale)), max(1, round(img.shape[1] * self.scale))))
+        """The canonical resize on the device, to Transform's sizes."""
+        t = self.det.canonical
+        return img if t.scale is None else pillow_resize(img, (t.resized(img.shape[0]), t.resized(img.shape[1])))
 
     @torch.inference_mode()
     def detect(self, data: bytes, name: str = "<bytes>") -> Detection:

@@ -29,13 +29,22 @@ class Transform:
         if not ok:
             raise ConfigError(f"bad transform {self.spec!r}: use png, jpeg:Q (1-100) or resize:F (0 < F <= 1)")
 
+    @property
+    def scale(self) -> float | None:
+        """The resize factor of 'resize:F', else None."""
+        kind, _, arg = self.spec.partition(":")
+        return float(arg) if kind == "resize" else None
+
+    def resized(self, side: int) -> int:
+        """A side after this transform (Pillow's rounding; at least 1)."""
+        return side if self.scale is None else max(1, round(side * self.scale))
+
     def min_side(self, side: int) -> int:
         """The smallest input side that is still >= `side` after this transform."""
-        kind, _, arg = self.spec.partition(":")
-        if kind != "resize":
+        if self.scale is None:
             return side
-        s = max(side, int((side - 0.5) / float(arg)) - 1)
-        while max(1, round(s * float(arg))) < side:
+        s = max(side, int((side - 0.5) / self.scale) - 1)
+        while self.resized(s) < side:
             s += 1
         return s
 
@@ -45,8 +54,7 @@ class Transform:
             return img
         pil = Image.fromarray(img)
         if kind == "resize":
-            f = float(arg)
-            return np.array(pil.resize((max(1, round(pil.width * f)), max(1, round(pil.height * f))), Image.BICUBIC))
+            return np.array(pil.resize((self.resized(pil.width), self.resized(pil.height)), Image.BICUBIC))
         buf = io.BytesIO()
         pil.save(buf, format="PNG") if kind == "png" else pil.save(buf, format="JPEG", quality=int(arg))
         return decode(buf.getvalue())
