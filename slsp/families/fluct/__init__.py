@@ -37,12 +37,13 @@ class FluctConfig:
 
 # Pseudo-fake kinds (pseudofakes.py): denoised, re-noised wrongly, resampled, and a latent decoder's 8x upsampling.
 FAKE_KINDS = ("denoise", "renoise", "resample", "decoder")
+SHIPPED_FAKES = FAKE_KINDS[:3]  # what the shipped model trained with
 
 
 @dataclass(frozen=True)
 class FluctOptions:
     chain: bool = True  # the processing chain on real crops and pseudo-fakes (off only to measure it)
-    fakes: tuple[str, ...] = FAKE_KINDS[:3]  # the kinds drawn from, uniformly (the shipped model: the first three)
+    fakes: tuple[str, ...] = SHIPPED_FAKES  # the kinds drawn from, uniformly
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "fakes", tuple(self.fakes))

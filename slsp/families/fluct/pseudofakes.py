@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from slsp.families.fluct import FAKE_KINDS
+from slsp.families.fluct import SHIPPED_FAKES
 from slsp.families.fluct.model import residual
 
 
@@ -108,20 +108,20 @@ def _decoder(x: Tensor, rng: np.random.Generator, g: torch.Generator) -> Tensor:
     return y
 
 
+_KINDS = {  # FAKE_KINDS -> (1, C, H, W) x, rng, g -> the fake before blending
+    "denoise": lambda x, rng, g: _denoise(x, rng),
+    "renoise": _renoise,
+    "resample": lambda x, rng, g: _resample(x, rng),
+    "decoder": _decoder,
+}
+
+
 def pseudo_fake(x: Tensor, phi: Tensor, rng: np.random.Generator, g: torch.Generator,
-                kinds: tuple[str, ...] = FAKE_KINDS[:3]) -> Tensor:
+                kinds: tuple[str, ...] = SHIPPED_FAKES) -> Tensor:
     """x: (3, H, W) float in gray levels; phi: (H, W) in {0, 1}. Returns the pseudo-fake, same shape, unrounded.
     The kind is drawn uniformly from `kinds` (names in FAKE_KINDS)."""
     x4 = x[None]
-    kind = kinds[rng.integers(len(kinds))]
-    if kind == "denoise":
-        f = _denoise(x4, rng)
-    elif kind == "renoise":
-        f = _renoise(x4, rng, g)
-    elif kind == "resample":
-        f = _resample(x4, rng)
-    else:
-        f = _decoder(x4, rng, g)
+    f = _KINDS[kinds[rng.integers(len(kinds))]](x4, rng, g)
     if rng.random() < 0.5 and float(phi.mean()) > 0.05:
         f = phi * f + (1.0 - phi) * x4  # only the over-smooth region changes
     a = float(rng.uniform(0.3, 1.0))
@@ -149,7 +149,7 @@ def process(img: np.ndarray, phi: np.ndarray, rng: np.random.Generator) -> tuple
 
 
 def training_crop(src: np.ndarray, src_phi: np.ndarray, crop: int, fake: bool, rng: np.random.Generator,
-                  g: torch.Generator, chain: bool = True, kinds: tuple[str, ...] = FAKE_KINDS[:3]
+                  g: torch.Generator, chain: bool = True, kinds: tuple[str, ...] = SHIPPED_FAKES
                   ) -> tuple[np.ndarray, np.ndarray]:
     """One model input from a larger real crop: flips, the pseudo-fake (if `fake`), the chain, a random crop.
 

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from slsp.config import TrainConfig
-from slsp.families.fluct import FluctOptions
+from slsp.families.fluct import SHIPPED_FAKES, FluctOptions
 from slsp.families.fluct.model import FluctModel
 from slsp.families.fluct.pseudofakes import training_crop
 
@@ -22,7 +22,7 @@ REC_WEIGHT = 0.1
 
 
 def make_batch(crops: Tensor, phis: Tensor, crop: int, batch: int, seed: int, step: int, chain: bool = True,
-               kinds: tuple[str, ...] = FluctOptions().fakes) -> tuple[Tensor, Tensor, Tensor]:
+               kinds: tuple[str, ...] = SHIPPED_FAKES) -> tuple[Tensor, Tensor, Tensor]:
     """Half real, half pseudo-fake model inputs (uint8 crops, Phi) and their labels (1 = real), seeded per step."""
     rng = np.random.default_rng([seed, step])
     g = torch.Generator().manual_seed(seed * 1_000_003 + step)
