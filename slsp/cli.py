@@ -364,6 +364,8 @@ def serve(
     ] = False,
 ) -> None:
     """Run the bundled Triton server (CPU, no Docker) on the repository until Ctrl-C."""
+    import secrets
+
     from slsp.canary import CANARY_FAILURES, canary
     from slsp.export import repository
     from slsp.server import MODEL_CONTROL, Server, docker_command
@@ -376,8 +378,6 @@ def serve(
     if model_control not in MODEL_CONTROL:
         raise SlspError(f"--model-control must be one of {', '.join(MODEL_CONTROL)}, got {model_control!r}")
     repository.ensure(repo)
-    import secrets
-
     server = Server(repo, host=host, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
                     log_path=log, model_control=model_control, admin_key=admin_key or secrets.token_urlsafe(24))
     server.start(log=None if log else sys.stderr)

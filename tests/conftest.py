@@ -102,7 +102,10 @@ def served_artifacts(tmp_path_factory) -> Path:
     try:
         build.build(None, out, aoti=True, native=True, images=[PHOTO], sizes=0)
     except RuntimeMissing as e:
-        if "AOTInductor" not in str(e):
+        import torch
+
+        # Only a PyTorch older than the pinned 2.13 may lack the package; on the CI's torch a failure is a failure.
+        if "AOTInductor" not in str(e) or tuple(map(int, torch.__version__.split(".")[:2])) >= (2, 13):
             raise
         AOTI_MISSING = str(e)
         build.build(None, out, native=True, images=[PHOTO], sizes=0)
