@@ -13,6 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
 import onnxruntime as ort
 
 from slsp import contract
@@ -33,8 +34,9 @@ def main() -> None:
     base = load(args.source)
     rows = []
     for size in args.size or ["1024x1024", "2048x2048"]:
-        feed = {contract.IMAGE: photo_at(base, *parse_size(size))}
-        fns = {str(p): lambda s=sess: s.run(None, feed) for p, sess in zip(args.onnx, sessions)}
+        feed = {contract.IMAGE: photo_at(base, *parse_size(size)), contract.LOW_RESOLUTION: np.array(False)}
+        fns = {str(p): lambda s=sess: s.run(None, {i.name: feed[i.name] for i in s.get_inputs()})
+               for p, sess in zip(args.onnx, sessions)}
         rows.append({"size": size, **ab(fns, args.block, args.rounds)})
     if args.json:
         print(json.dumps(rows, indent=2))

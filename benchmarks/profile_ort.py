@@ -38,6 +38,8 @@ def main() -> None:
     for i in sess.get_inputs():
         if i.name == contract.IMAGE:
             feed[i.name] = photo_at(load(args.source), h, w)
+        elif i.name == contract.LOW_RESOLUTION:
+            feed[i.name] = np.array(False)
         else:  # batch of 16 for dynamic dims, uint8 crops / float Phi
             shape = [16 if not isinstance(d, int) else d for d in i.shape]
             feed[i.name] = (rng.integers(0, 256, shape, dtype=np.uint8) if "uint8" in i.type

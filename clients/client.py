@@ -43,7 +43,7 @@ class ServerError(ClientError):
 
 @dataclass(frozen=True)
 class Result:
-    """One image's answer; the fields are named as the fused stage's outputs (`slsp.contract.FUSED`)."""
+    """One image's answer; the fields are named as `slsp.contract.RESULT`."""
 
     score: float
     verdict: bool
@@ -51,6 +51,7 @@ class Result:
     crop_scores: np.ndarray  # (K,)
     valid: np.ndarray  # (K,) bool
     sigma: float
+    low_resolution: bool  # scored at native scale under the low-resolution calibration (too small to halve)
 
     def as_dict(self) -> dict:
         keep = self.valid.astype(bool)
@@ -58,6 +59,7 @@ class Result:
             "score": self.score,
             "verdict": "synthetic" if self.verdict else "real",
             "noise_sigma": self.sigma,
+            "low_resolution": self.low_resolution,
             "crops": [{"y": int(y), "x": int(x), "score": float(s)}
                       for (y, x), s in zip(self.positions[keep], self.crop_scores[keep])],
         }
@@ -187,10 +189,11 @@ class SlspClient:
         finally:
             if region is not None:
                 self._drop_shm(c, region, self.admin_headers)
-        # The fused stage's outputs in its own dims (Triton sends scalars as (1,) and crop scores as (K, 1)).
-        out = {t.name: res.as_numpy(contract.served(t.name)).reshape(t.shape()) for t in contract.FUSED.outputs}
+        # RESULT in its own dims (Triton sends scalars as (1,) and crop scores as (K, 1)).
+        out = {t.name: res.as_numpy(contract.served(t.name)).reshape(t.shape()) for t in contract.RESULT}
         return Result(float(out[contract.SCORE]), bool(out[contract.VERDICT]), out[contract.POSITIONS],
-                      out[contract.CROP_SCORES], out[contract.VALID], float(out[contract.SIGMA]))
+                      out[contract.CROP_SCORES], out[contract.VALID], float(out[contract.SIGMA]),
+                      bool(out[contract.LOW_RESOLUTION]))
 
     @staticmethod
     def _put_shm(c, arr: np.ndarray, headers: dict | None):

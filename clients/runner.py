@@ -24,5 +24,5 @@ class ServerRunner:
         buf = io.BytesIO()
         Image.fromarray(feed[contract.IMAGE]).save(buf, format="PNG")
         r = self.client.detect(buf.getvalue())
-        # Result's fields are the fused stage's outputs by name.
-        return {t.name: np.asarray(getattr(r, t.name), t.dtype) for t in contract.FUSED.outputs}
+        # Result's fields are contract.RESULT by name.
+        return {t.name: np.asarray(getattr(r, t.name), t.dtype) for t in contract.RESULT}

@@ -8,16 +8,16 @@ collected, each with the input saved and the exact command that reproduces it.
 from __future__ import annotations
 
 import shlex
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from slsp.contract import CROP_SCORES, IMAGE, POSITIONS, SCORE, SIGMA, VALID, VERDICT
+from slsp.contract import CROP_SCORES, IMAGE, LOW_RESOLUTION, POSITIONS, SCORE, SIGMA, VALID, VERDICT
 from slsp.imaging import collect, load
 from slsp.progress import bar
+from slsp.transforms import Canonical
 
 EPS = 1e-6
 
@@ -103,13 +103,15 @@ def run_parity(
     tolerances: dict[str, Tolerance],
     failure_dir: Path | None = None,
     reproduce: str = "slsp parity",
-    canonical: Callable[[np.ndarray], np.ndarray] | None = None,
+    canonical: Canonical | None = None,
     quiet: bool = True,
 ) -> list[RuntimeResult]:
     """Compare each runtime with the reference on every image; failures carry a reproducing command.
 
     A runtime marked `end_to_end` (the live server) applies the model's `canonical` transform to the image itself,
     so it is compared with the reference on the transformed image; graph runtimes with the reference on the image.
+    Every graph gets the low-resolution flag the transform would set for the image's size, so images below the
+    transform's minimum check the low-resolution scoring path, and the live server must set that flag itself.
     """
     results = [RuntimeResult(r.name) for r in runtimes]
     with bar(quiet) as pb:
@@ -122,19 +124,24 @@ def run_parity(
 
 def _compare_image(name: str, img: np.ndarray, reference, runtimes: list, results: list[RuntimeResult],
                    tolerances: dict[str, Tolerance], failure_dir: Path | None, reproduce: str,
-                   canonical: Callable[[np.ndarray], np.ndarray] | None) -> None:
+                   canonical: Canonical | None) -> None:
     """One image through the reference and every runtime; statistics and failures go into `results`."""
-    ref = reference.infer({IMAGE: img})
+    low = np.array(canonical is not None and canonical.is_low(img.shape))
+    feed = {IMAGE: img, LOW_RESOLUTION: low}
+    ref = reference.infer(feed)
     e2e = [canonical is not None and getattr(r, "end_to_end", False) for r in runtimes]
-    ref_e2e = reference.infer({IMAGE: canonical(img)}) if any(e2e) else ref
+    ref_e2e = reference.infer({IMAGE: canonical(img)[0], LOW_RESOLUTION: low}) if any(e2e) else ref
     for runner, res, is_e2e in zip(runtimes, results, e2e):
         want = ref_e2e if is_e2e else ref
         res.images += 1
         try:
-            got = runner.infer({IMAGE: img})
+            got = runner.infer(feed)
         except Exception as e:  # a runtime that crashes on an input is a parity failure, not a crash
             res.failures.append(_failure(name, img, runner.name, "error", str(e), failure_dir, reproduce))
             continue
+        if is_e2e and bool(got[LOW_RESOLUTION]) != bool(low):
+            why = f"low_resolution {bool(got[LOW_RESOLUTION])}, expected {bool(low)} at {img.shape[1]}x{img.shape[0]}"
+            res.failures.append(_failure(name, img, runner.name, LOW_RESOLUTION, why, failure_dir, reproduce))
         for out, tol in tolerances.items():
             st = compare(want[out], got[out], tol)
             acc = res.outputs.setdefault(out, OutputStats())

@@ -87,14 +87,14 @@ def configs(cfg: DetectorConfig, s: ServingConfig, trt: bool, trsor_file: str = 
         raise SlspError(f"max_batch {s.max_batch} must be >= the {k} crops of one image")
     device = "cuda" if s.target == "gpu" else "cpu"
     common = {"device": device, "intra_op_threads": s.intra_op_threads}
-    trsor, model_stage, scoring, fused = contract.TRSOR, contract.MODEL, contract.SCORING, contract.FUSED
+    trsor, model_stage, scoring = contract.TRSOR, contract.MODEL, contract.SCORING
     image = contract.ENSEMBLE_INPUT
     decode = {
         "name": DECODE,
         "backend": "python",
         "max_batch_size": 0,
         "input": [_io(image, c)],
-        "output": [_io(t, c) for t in trsor.outputs],
+        "output": [_io(t, c) for t in contract.DECODED],
         "instance_group": [{"kind": "KIND_CPU", "count": s.decode_instances}],
         # No batching (max_batch_size 0): the dynamic batcher is here for its bounded queue.
         "dynamic_batching": {"default_queue_policy": {
@@ -159,7 +159,7 @@ def configs(cfg: DetectorConfig, s: ServingConfig, trt: bool, trsor_file: str = 
         scoring member, its own and the ones it forwards."""
         # The decode member takes the encoded image where the TrSOR graph takes decoded pixels.
         names = [image.name if n == contract.IMAGE else n for n in stage.input_names]
-        outputs = {n: n for n in stage.output_names}
+        outputs = {t.name: t.name for t in (contract.DECODED if stage is trsor else stage.outputs)}
         if stage is scoring:
             names += [t.name for t in contract.FORWARDED if t.name not in names]
             outputs = {n: contract.served(n) for n in stage.output_names}
@@ -172,7 +172,7 @@ def configs(cfg: DetectorConfig, s: ServingConfig, trt: bool, trsor_file: str = 
         "max_batch_size": 0,
         "input": [_io(image, c)],
         "output": [
-            _io(t, c, after_batch=t.name in batched_outputs, name=contract.served(t.name)) for t in fused.outputs
+            _io(t, c, after_batch=t.name in batched_outputs, name=contract.served(t.name)) for t in contract.RESULT
         ],
         "ensemble_scheduling": {"step": [step(m, st) for m, st in zip(MEMBERS, contract.CHAIN)]},
     }

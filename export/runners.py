@@ -48,7 +48,7 @@ class TorchRunner:
         spec = contract.STAGES[self.stage]
         with torch.inference_mode():
             out = self.module(
-                *(torch.from_numpy(np.ascontiguousarray(feed[n])).to(self.device) for n in spec.input_names)
+                *(torch.from_numpy(np.asarray(feed[n], order="C")).to(self.device) for n in spec.input_names)
             )
         out = (out,) if isinstance(out, torch.Tensor) else tuple(out)
         return {n: t.cpu().numpy() for n, t in zip(spec.output_names, out)}
@@ -93,7 +93,7 @@ class TrtRunner:
         keep, outs = [], {}
         for n in self.names:
             if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT:
-                t = torch.from_numpy(np.ascontiguousarray(feed[n])).cuda()
+                t = torch.from_numpy(np.asarray(feed[n], order="C")).cuda()
                 self.context.set_input_shape(n, tuple(t.shape))
                 self.context.set_tensor_address(n, t.data_ptr())
                 keep.append(t)

@@ -35,8 +35,9 @@ class ScoreStage(nn.Module):
         super().__init__()
         self.scorer = det.scorer
 
-    def forward(self, crop_scores: Tensor, valid: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor]:
-        return self.scorer(crop_scores, valid, sigma)
+    def forward(self, crop_scores: Tensor, valid: Tensor, sigma: Tensor, low_resolution: Tensor
+                ) -> tuple[Tensor, Tensor]:
+        return self.scorer(crop_scores, valid, sigma, low_resolution)
 
 
 class FusedStage(nn.Module):
@@ -44,8 +45,9 @@ class FusedStage(nn.Module):
         super().__init__()
         self.det = det
 
-    def forward(self, image: Tensor) -> tuple[Tensor, ...]:
-        return tuple(self.det(image))
+    def forward(self, image: Tensor, low_resolution: Tensor) -> tuple[Tensor, ...]:
+        d = self.det(image, low_resolution)
+        return tuple(getattr(d, n) for n in contract.FUSED.output_names)
 
 
 def stage_modules(det: Detector, fp16: bool = False) -> dict[str, nn.Module]:
@@ -69,11 +71,12 @@ def example_inputs(det: Detector) -> dict[str, tuple[Tensor, ...]]:
     scores = torch.rand(k, generator=g)
     valid = torch.rand(k, generator=g) > 0.3
     sigma = torch.rand((), generator=g) * 3.0
+    low = torch.tensor(True)
     return {
         contract.TRSOR.name: (image,),
         contract.MODEL.name: (crops, phi),
-        contract.SCORING.name: (scores, valid, sigma),
-        contract.FUSED.name: (image,),
+        contract.SCORING.name: (scores, valid, sigma, low),
+        contract.FUSED.name: (image, low),
     }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -12,14 +13,14 @@ import numpy as np
 import torch
 
 from slsp import detector as det_io
-from slsp.config import FusionConfig
+from slsp.config import FusionConfig, LowResolutionConfig
 from slsp.detector import Detection, Detector
 from slsp.errors import ImageError, SlspError
 from slsp.imaging import load
 from slsp.metrics import threshold_at_fpr
 from slsp.progress import bar, stderr
 from slsp.runs import STATE, TRAIN
-from slsp.scoring import noise_score
+from slsp.scoring import Scorer, noise_score
 from slsp.transforms import Transform
 
 
@@ -30,11 +31,10 @@ class Calibration(NamedTuple):
     scores: list[float]
 
 
-def _detections(det: Detector, real_files: list[Path], quiet: bool, variants: tuple[str, ...] = ("none",)
-                ) -> list[Detection]:
-    """One detection per photo and variant (a transform of the photo: 'none', 'jpeg:Q', 'resize:F'). A photo the
-    detector refuses (too small, flat, undecodable) is left out with a warning, as the server would refuse it."""
-    transforms = [Transform(v) for v in variants]
+def _detections(det: Detector, real_files: list[Path], quiet: bool,
+                transforms: Sequence[Callable[[np.ndarray], np.ndarray]]) -> list[Detection]:
+    """One detection per photo and transform (`Transform`: 'none', 'jpeg:Q', 'resize:F'). A photo the detector
+    refuses (too small, flat, undecodable) is left out with a warning, as the server would refuse it."""
     out = []
     with bar(quiet) as pb:
         task = pb.add_task("calibrate", total=len(real_files) * len(transforms), info="")
@@ -62,7 +62,16 @@ def _with_threshold(det: Detector, scores: list[float], target_fpr: float) -> Ca
 def calibrate(det: Detector, real_files: list[Path], target_fpr: float, quiet: bool = False,
               variants: tuple[str, ...] = ("none",)) -> Calibration:
     """The threshold for the detector's own score, fusion (if any) as configured."""
-    return _with_threshold(det, [float(d.score) for d in _detections(det, real_files, quiet, variants)], target_fpr)
+    dets = _detections(det, real_files, quiet, [Transform(v) for v in variants])
+    return _with_threshold(det, [float(d.score) for d in dets], target_fpr)
+
+
+def _fit_fusion(dets: list[Detection], scorer: Scorer) -> FusionConfig:
+    """Standardise the crop aggregate and the noise score on these (real) detections."""
+    agg = np.array([float(scorer.crop_aggregate(d.crop_scores, d.valid)) for d in dets])
+    noise = np.array([noise_score(d.sigma) for d in dets])
+    return FusionConfig(enabled=True, model_mean=float(agg.mean()), model_std=float(max(agg.std(), 1e-6)),
+                        noise_mean=float(noise.mean()), noise_std=float(max(noise.std(), 1e-6)))
 
 
 @torch.inference_mode()
@@ -74,14 +83,40 @@ def calibrate_fused(det: Detector, real_files: list[Path], target_fpr: float, qu
     One detection pass: the exported `Scorer` recomputes the fused score from each photo's crop scores and sigma.
     """
     plain = det.with_config(dataclasses.replace(det.cfg, fusion=FusionConfig()))
-    dets = _detections(plain, real_files, quiet, variants)
-    agg = np.array([float(plain.scorer.crop_aggregate(d.crop_scores, d.valid)) for d in dets])
-    noise = np.array([noise_score(d.sigma) for d in dets])
-    fusion = FusionConfig(enabled=True, model_mean=float(agg.mean()), model_std=float(max(agg.std(), 1e-6)),
-                          noise_mean=float(noise.mean()), noise_std=float(max(noise.std(), 1e-6)))
-    fused = det.with_config(dataclasses.replace(det.cfg, fusion=fusion))
-    scores = [float(fused.scorer(d.crop_scores, d.valid, d.sigma)[0]) for d in dets]
+    dets = _detections(plain, real_files, quiet, [Transform(v) for v in variants])
+    fused = det.with_config(dataclasses.replace(det.cfg, fusion=_fit_fusion(dets, plain.scorer)))
+    scores = [float(fused.scorer(d.crop_scores, d.valid, d.sigma, d.low_resolution)[0]) for d in dets]
     return _with_threshold(fused, scores, target_fpr)
+
+
+def low_resolution_sides(det: Detector, count: int = 5) -> list[int]:
+    """Short sides spread over the low-resolution range [one crop, the canonical transform's minimum)."""
+    c = det.canonical
+    return sorted({int(round(s)) for s in np.linspace(c.crop, c.full_side - 1, count)})
+
+
+@torch.inference_mode()
+def calibrate_low_resolution(det: Detector, real_files: list[Path], target_fpr: float, quiet: bool = False
+                             ) -> Calibration:
+    """The low-resolution fusion (if the model fuses) and threshold (LowResolutionConfig), on the held-out real
+    photos downscaled to short sides across the low-resolution range and scored at native scale.
+
+    A canonical transform that does not shrink leaves no such range: the config's low-resolution part is disabled.
+    """
+    if det.canonical.full_side <= det.canonical.crop:
+        return Calibration(det.with_config(dataclasses.replace(det.cfg, low_resolution=LowResolutionConfig())),
+                           det.cfg.threshold, float("nan"), [])
+    sides = low_resolution_sides(det)
+    plain = det.with_config(dataclasses.replace(det.cfg, canonical="none", fusion=FusionConfig(),
+                                                low_resolution=LowResolutionConfig()))
+    dets = _detections(plain, real_files, quiet, [Transform(f"thumb:{s}") for s in sides])
+    fusion = _fit_fusion(dets, plain.scorer) if det.cfg.fusion.enabled else FusionConfig()
+    agg = [plain.scorer.crop_aggregate(d.crop_scores, d.valid) for d in dets]
+    scores = np.array([float(Scorer.fuse(a, d.sigma, fusion)) for a, d in zip(agg, dets)], dtype=np.float32)
+    thr = threshold_at_fpr(scores, target_fpr)
+    fpr = float(np.mean(scores >= np.float32(thr)))
+    low = LowResolutionConfig(enabled=True, threshold=thr, fusion=fusion, holdout_fpr=fpr)
+    return Calibration(det.with_config(dataclasses.replace(det.cfg, low_resolution=low)), thr, fpr, scores.tolist())
 
 
 def recalibrate(
@@ -94,7 +129,7 @@ def recalibrate(
     quiet: bool = False,
 ) -> Calibration:
     """Calibrate a trained run again on its own held-out reals (train.json), e.g. with other variants or another
-    canonical transform (DetectorConfig.canonical); writes `out`.
+    canonical transform (DetectorConfig.canonical), then its low-resolution scoring; writes `out`.
 
     fuse: refit the noise fusion (default: whether the run fuses already).
     """
@@ -104,13 +139,14 @@ def recalibrate(
     info = json.loads(info_path.read_text())
     files = [Path(f) for f in info["holdout_images"]]
     det = det_io.load(run)
-    if canonical is not None:
-        det = det.with_config(dataclasses.replace(det.cfg, canonical=canonical))
+    det = det.with_config(dataclasses.replace(det.cfg, canonical=canonical or det.cfg.canonical,
+                                              low_resolution=LowResolutionConfig()))
     fuse = det.cfg.fusion.enabled if fuse is None else fuse
     cal = (calibrate_fused if fuse else calibrate)(det, files, target_fpr, quiet, variants)
+    low = calibrate_low_resolution(cal.detector, files, target_fpr, quiet)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    det_io.save(cal.detector, out)
+    det_io.save(low.detector, out)
     info["calibration"] = {
         "variants": list(variants),
         "target_fpr": target_fpr,
@@ -118,6 +154,8 @@ def recalibrate(
         "canonical": det.cfg.canonical,
         "threshold": cal.threshold,
         "holdout_fpr": cal.fpr,
+        "low_resolution": {"sides": low_resolution_sides(cal.detector), "threshold": low.threshold,
+                           "holdout_fpr": low.fpr, "scores": len(low.scores)} if low.scores else None,
         "from": str(run),
     }
     (out / TRAIN).write_text(json.dumps(info, indent=2) + "\n")

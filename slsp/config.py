@@ -62,6 +62,23 @@ class FusionConfig:
 
 
 @dataclass(frozen=True)
+class LowResolutionConfig:
+    """Images too small for the canonical transform (a side below one crop after it) but with at least one crop at
+    native scale: scored without the transform, under their own fusion and threshold, both calibrated on held-out
+    real photos downscaled to such sizes (`calibrate.calibrate_low_resolution`). Disabled: such images are refused.
+    """
+
+    enabled: bool = False
+    threshold: float = 0.5
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    holdout_fpr: float | None = None  # the held-out reals' FPR at the threshold, as calibrated
+
+    def __post_init__(self) -> None:
+        if isinstance(self.fusion, dict):
+            object.__setattr__(self, "fusion", FusionConfig(**self.fusion))
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """The training loop's settings (AdamW, warm-up, half-cycle cosine, data split, calibration) and the family's own
     training options (`options`: the family's options dataclass; None takes the family's defaults)."""
@@ -110,11 +127,15 @@ class DetectorConfig:
     # "none", "jpeg:Q" or "resize:F". A canonical processing step that both classes go through, so an image's
     # own processing history (never compressed, camera JPEG, resized) weighs less in the score.
     canonical: str = "none"
+    low_resolution: LowResolutionConfig = field(default_factory=LowResolutionConfig)
 
     def __post_init__(self) -> None:
         from slsp.transforms import Transform
 
         Transform(self.canonical)
+        if self.canonical.startswith("thumb"):
+            raise ConfigError("thumb:S is an evaluation condition; a canonical transform is none, png, jpeg:Q or "
+                              "resize:F")
         if self.trsor.crop != self.model.crop:
             raise ConfigError(f"TrSOR crop {self.trsor.crop} != model crop {self.model.crop}")
         if self.aggregate not in AGGREGATES:
@@ -131,7 +152,8 @@ class DetectorConfig:
                 trsor=TrsorConfig(**d.get("trsor", {})),
                 model=family(m.get("family", "slsp")).config(**m),
                 fusion=FusionConfig(**d.get("fusion", {})),
-                **{k: v for k, v in d.items() if k not in ("trsor", "model", "fusion")},
+                low_resolution=LowResolutionConfig(**d.get("low_resolution", {})),
+                **{k: v for k, v in d.items() if k not in ("trsor", "model", "fusion", "low_resolution")},
             )
         except TypeError as e:
             raise ConfigError(f"unknown or missing config key: {e}") from e

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 # Tensor names of the stage graphs (and of the Triton members, which pass them on unchanged).
 IMAGE, CROPS, CROP_PHI, POSITIONS, VALID, SIGMA = "image", "crops", "crop_phi", "positions", "valid", "sigma"
 CROP_SCORES, SCORE, VERDICT = "crop_scores", "score", "verdict"
+LOW_RESOLUTION = "low_resolution"
 DYNAMIC_DIMS = {"H": "height", "W": "width", "N": "batch"}
 
 
@@ -72,6 +73,9 @@ _T = {t.name: t for t in (
     TensorSpec(CROP_SCORES, "float32", ("K",)),
     TensorSpec(SCORE, "float32", ()),
     TensorSpec(VERDICT, "bool", ()),
+    # Set by whoever applies the canonical transform (Detector.analyze, the decode member): the image was too small
+    # for it and is scored at native scale, under the low-resolution fusion and threshold (LowResolutionConfig).
+    TensorSpec(LOW_RESOLUTION, "bool", ()),
 )}
 
 
@@ -82,8 +86,11 @@ def _batch(t: TensorSpec) -> TensorSpec:
 
 TRSOR = Stage("trsor", (_T[IMAGE],), tuple(_T[n] for n in (CROPS, CROP_PHI, POSITIONS, VALID, SIGMA)))
 MODEL = Stage("model", (_batch(_T[CROPS]), _batch(_T[CROP_PHI])), (_batch(_T[CROP_SCORES]),))
-SCORING = Stage("score", tuple(_T[n] for n in (CROP_SCORES, VALID, SIGMA)), (_T[SCORE], _T[VERDICT]))
-FUSED = Stage("slsp", (_T[IMAGE],), tuple(_T[n] for n in (SCORE, VERDICT, POSITIONS, CROP_SCORES, VALID, SIGMA)))
+SCORING = Stage("score", tuple(_T[n] for n in (CROP_SCORES, VALID, SIGMA, LOW_RESOLUTION)), (_T[SCORE], _T[VERDICT]))
+FUSED = Stage("slsp", (_T[IMAGE], _T[LOW_RESOLUTION]),
+              tuple(_T[n] for n in (SCORE, VERDICT, POSITIONS, CROP_SCORES, VALID, SIGMA)))
+# One image's answer (library, ensemble, client): the fused graph's outputs and the low-resolution flag it was given.
+RESULT = (*FUSED.outputs, _T[LOW_RESOLUTION])
 STAGES = {s.name: s for s in (TRSOR, MODEL, SCORING, FUSED)}
 CHAIN = (TRSOR, MODEL, SCORING)  # what the Triton ensemble and `Pipeline` run, in order
 
@@ -104,15 +111,17 @@ def plan(stage: Stage) -> str:
 ENSEMBLE = "slsp"
 MEMBERS = {TRSOR.name: "slsp_decode_trsor", MODEL.name: "slsp_model", SCORING.name: "slsp_score"}
 SERVED_CONFIG = "slsp_config.json"  # the decode member's copy of CONFIG, one per version folder
-# The ensemble takes one encoded image (TYPE_STRING) and returns the fused stage's outputs, upper-cased.
+# The decode member's outputs: the TrSOR graph's and the low-resolution flag of the transform it applied.
+DECODED = (*TRSOR.outputs, _T[LOW_RESOLUTION])
+# The ensemble takes one encoded image (TYPE_STRING) and returns RESULT, upper-cased.
 ENSEMBLE_INPUT = TensorSpec(IMAGE.upper(), "bytes", (1,))
-ENSEMBLE_OUTPUTS = tuple(TensorSpec(t.name.upper(), t.dtype, t.dims) for t in FUSED.outputs)
+ENSEMBLE_OUTPUTS = tuple(TensorSpec(t.name.upper(), t.dtype, t.dims) for t in RESULT)
 
 
 # The scoring member also forwards the fused outputs its stage does not compute, so every ensemble output comes from
 # the last step and no ensemble output is consumed by a later step: Triton's ensemble, when a client asks for some
 # outputs only, stops producing the unrequested ones, and a later step waiting on such a tensor deadlocks.
-FORWARDED = tuple(t for t in FUSED.outputs if t.name not in SCORING.output_names)
+FORWARDED = tuple(t for t in RESULT if t.name not in SCORING.output_names)
 
 
 # Triton's operator APIs (shared-memory registration, repository, logging, trace), when restricted, answer only

@@ -38,21 +38,30 @@ def detect_paths(
             else:
                 results.append(as_dict(str(f), d, det))
                 if explain is not None:
-                    render_explanation(det.canonical(img), phi, d, det.cfg.trsor.crop, det.cfg.threshold).save(
+                    render_explanation(det.canonical(img)[0], phi, d, det.cfg.trsor.crop, threshold(det, d)).save(
                         explain / f"{f.stem}.png")
             pb.advance(task)
     return results
 
 
+def threshold(det: Detector, d: Detection) -> float:
+    """The threshold this detection was judged by: the low-resolution one for an image scored at native scale."""
+    return det.cfg.low_resolution.threshold if bool(d.low_resolution) else det.cfg.threshold
+
+
 def as_dict(name: str, d: Detection, det: Detector) -> dict:
     valid = d.valid.numpy()
+    low = bool(d.low_resolution)
     return {
         "path": name,
         "score": float(d.score),
         "verdict": "synthetic" if bool(d.verdict) else "real",
-        "threshold": det.cfg.threshold,
+        "threshold": threshold(det, d),
         "noise_sigma": float(d.sigma),
-        "canonical": det.cfg.canonical,  # crop positions (y, x) refer to the image after this transform
+        # Too small for the canonical transform: scored at native scale, under the low-resolution calibration.
+        "low_resolution": low,
+        # crop positions (y, x) refer to the image after this transform
+        "canonical": "none" if low else det.cfg.canonical,
         "crops": [
             {"y": int(p[0]), "x": int(p[1]), "score": float(s)}
             for p, s, v in zip(d.positions.numpy(), d.crop_scores.numpy(), valid)

@@ -18,7 +18,7 @@ from slsp.errors import CheckpointError
 from slsp.families import build_model
 from slsp.imaging import check_fluctuation, check_image
 from slsp.scoring import Scorer
-from slsp.transforms import Transform
+from slsp.transforms import Canonical
 from slsp.trsor import TrSOR
 
 WEIGHTS = "model.safetensors"
@@ -31,28 +31,30 @@ class Detection(NamedTuple):
     crop_scores: Tensor  # (K,) float32
     valid: Tensor  # (K,) bool
     sigma: Tensor  # () float32, TrSOR noise estimate
+    low_resolution: Tensor  # () bool, scored at native scale under the low-resolution calibration
 
 
 class Detector(nn.Module):
-    """uint8 (H, W, 3) -> Detection; the same graph is exported whole (`fused`) and per stage."""
+    """uint8 (H, W, 3) and its low-resolution flag -> Detection; the same graph is exported whole (`fused`) and
+    per stage. The canonical transform, which sets the flag, is applied before the graph (`analyze`)."""
 
     def __init__(self, cfg: DetectorConfig) -> None:
         super().__init__()
         self.cfg = cfg
         self.trsor = TrSOR(cfg.trsor)
         self.model = build_model(cfg.model)
-        self.scorer = Scorer(cfg.aggregate, cfg.threshold, cfg.fusion)
-        self.canonical = Transform(cfg.canonical)
+        self.scorer = Scorer(cfg.aggregate, cfg.threshold, cfg.fusion, cfg.low_resolution)
+        self.canonical = Canonical(cfg.canonical, cfg.trsor.crop, cfg.low_resolution.enabled)
 
-    def forward(self, image: Tensor) -> Detection:
-        return self._run(image)[0]
+    def forward(self, image: Tensor, low_resolution: Tensor) -> Detection:
+        return self._run(image, low_resolution)[0]
 
-    def _run(self, image: Tensor) -> tuple[Detection, Tensor]:
+    def _run(self, image: Tensor, low_resolution: Tensor) -> tuple[Detection, Tensor]:
         """The detection and the full-resolution Phi it was computed from (Phi is not an exported output)."""
         t = self.trsor(image)
         crop_scores = self.model(t.crops, t.crop_phi)
-        score, verdict = self.scorer(crop_scores, t.valid, t.sigma)
-        return Detection(score, verdict, t.positions, crop_scores, t.valid, t.sigma), t.phi
+        score, verdict = self.scorer(crop_scores, t.valid, t.sigma, low_resolution)
+        return Detection(score, verdict, t.positions, crop_scores, t.valid, t.sigma, low_resolution), t.phi
 
     def with_config(self, cfg: DetectorConfig) -> "Detector":
         """The same weights under another config (threshold, score, aggregation); the model shape must match."""
@@ -67,25 +69,26 @@ class Detector(nn.Module):
 
     @property
     def min_input_side(self) -> int:
-        """The smallest side of an input image: one crop after the canonical transform."""
-        return self.canonical.min_side(self.min_side)
+        """The smallest side of an input image: one crop after the canonical transform, or one crop at native
+        scale where the model has a low-resolution calibration."""
+        return self.canonical.min_side
 
     def check(self, image: np.ndarray, name: str = "<image>") -> None:
         """The shape contract the graph cannot enforce itself: uint8 H x W x 3, each side >= `min_input_side`."""
         s = self.min_input_side
-        why = (
-            "one crop"
-            if s == self.min_side
-            else f"one {self.min_side}-pixel crop after the canonical {self.cfg.canonical}"
-        )
+        if s == self.canonical.full_side and s != self.min_side:
+            why = f"one {self.min_side}-pixel crop after the canonical {self.cfg.canonical}"
+        else:
+            why = "one crop at native scale" if self.canonical.low_resolution else "one crop"
         check_image(image, s, name, why)
 
     @torch.inference_mode()
     def analyze(self, image: np.ndarray, name: str = "<image>") -> tuple[Detection, np.ndarray]:
         """Detection plus the over-smooth mask Phi, from one pass. Positions and Phi refer to the image as
-        scored, i.e. after the canonical transform (`canonical`)."""
+        scored, i.e. after the canonical transform (`canonical`), or as given for a low-resolution image."""
         self.check(image, name)
-        d, phi = self._run(torch.from_numpy(np.ascontiguousarray(self.canonical(image))))
+        pixels, low = self.canonical(image)
+        d, phi = self._run(torch.from_numpy(np.ascontiguousarray(pixels)), torch.tensor(low))
         check_fluctuation(float(d.sigma), name)
         return d, phi.numpy()
 

@@ -95,29 +95,30 @@ class DevicePipeline:
         self.det = copy.deepcopy(det).to(self.device).eval()
         self.limits = {"max_pixels": det.cfg.max_pixels, "min_side": det.min_input_side}
         self.nvjpeg = nvjpeg_available(self.device)
-        # A JPEG or PNG round trip runs on the CPU, before upload; a resize on the device.
-        self.cpu_canonical = det.canonical.scale is None and det.canonical.spec != "none"
 
     def upload(self, data: bytes, name: str = "<bytes>") -> tuple[Tensor, str]:
         """The decoded image on the device, uint8 H x W x 3, and which decoder made it ("nvjpeg" or "cpu")."""
-        if self.nvjpeg and not self.cpu_canonical and plain_jpeg(data, name=name, **self.limits):
+        if self.nvjpeg and plain_jpeg(data, name=name, **self.limits):
             from torchvision.io import ImageReadMode, decode_jpeg
 
             raw = torch.frombuffer(bytearray(data), dtype=torch.uint8)
             return decode_jpeg(raw, mode=ImageReadMode.RGB, device=self.device).permute(1, 2, 0), "nvjpeg"
-        img = decode(data, name=name, **self.limits)
-        if self.cpu_canonical:
-            img = self.det.canonical(img)
-        return torch.from_numpy(img).to(self.device), "cpu"
+        return torch.from_numpy(decode(data, name=name, **self.limits)).to(self.device), "cpu"
 
-    def canonical(self, img: Tensor) -> Tensor:
-        """The canonical resize on the device, to Transform's sizes."""
-        t = self.det.canonical
-        return img if t.scale is None else pillow_resize(img, (t.resized(img.shape[0]), t.resized(img.shape[1])))
+    def canonical(self, img: Tensor) -> tuple[Tensor, bool]:
+        """`Canonical` on the device: a resize to Transform's sizes there; a JPEG or PNG round trip on the CPU."""
+        c = self.det.canonical
+        low, t = c.is_low(tuple(img.shape)), c.transform
+        if low or t.spec == "none":
+            return img, low
+        if t.scale is not None:
+            return pillow_resize(img, (t.resized(img.shape[0]), t.resized(img.shape[1]))), False
+        return torch.from_numpy(t(img.cpu().numpy())).to(self.device), False
 
     @torch.inference_mode()
     def detect(self, data: bytes, name: str = "<bytes>") -> Detection:
         img, _ = self.upload(data, name)
-        d = self.det(self.canonical(img))
+        pixels, low = self.canonical(img)
+        d = self.det(pixels, torch.tensor(low, device=self.device))
         check_fluctuation(float(d.sigma), name)
         return d

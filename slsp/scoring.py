@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from slsp.config import FusionConfig
+from slsp.config import FusionConfig, LowResolutionConfig
 
 NOISE_EPS = 1e-3  # gray levels; keeps the log finite on noiseless images
 
@@ -18,13 +18,20 @@ def noise_score(sigma: float) -> float:
 
 
 class Scorer(nn.Module):
-    """Aggregate per-crop scores over valid crops, fuse with the noise level (if enabled), apply the threshold."""
+    """Aggregate per-crop scores over valid crops, fuse with the noise level (if enabled), apply the threshold; a
+    low-resolution image (scored at native scale) gets its own fusion and threshold where the model has them."""
 
-    def __init__(self, aggregate: str, threshold: float, fusion: FusionConfig | None = None) -> None:
+    def __init__(self, aggregate: str, threshold: float, fusion: FusionConfig | None = None,
+                 low_resolution: LowResolutionConfig | None = None) -> None:
         super().__init__()
         self.aggregate = aggregate
         self.threshold = float(threshold)
         self.fusion = fusion or FusionConfig()
+        low = low_resolution or LowResolutionConfig()
+        # Without a low-resolution calibration the flag changes nothing (such images are refused before the graph),
+        # yet stays an input of the graph, so every exported score stage has one signature.
+        self.low_fusion = low.fusion if low.enabled else self.fusion
+        self.low_threshold = float(low.threshold) if low.enabled else self.threshold
 
     def crop_aggregate(self, crop_scores: Tensor, valid: Tensor) -> Tensor:
         v = valid.to(crop_scores.dtype)
@@ -32,9 +39,9 @@ class Scorer(nn.Module):
             return (crop_scores * v - (1.0 - v)).max()
         return (crop_scores * v).sum() / v.sum().clamp(min=1.0)
 
-    def fuse(self, agg: Tensor, sigma: Tensor) -> Tensor:
+    @staticmethod
+    def fuse(agg: Tensor, sigma: Tensor, f: FusionConfig) -> Tensor:
         """sigmoid(z_model + z_noise), standardised on held-out reals (FusionConfig); identity when disabled."""
-        f = self.fusion
         if not f.enabled:
             # sigma * 0 keeps sigma an input of every exported score stage (an unused input is dropped from the
             # graph), so the stage has one signature whether or not a model fuses the noise level.
@@ -43,6 +50,9 @@ class Scorer(nn.Module):
         z_noise = (-torch.log(sigma + NOISE_EPS) - f.noise_mean) * (1.0 / f.noise_std)
         return torch.sigmoid(z_model + z_noise)
 
-    def forward(self, crop_scores: Tensor, valid: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor]:
-        score = self.fuse(self.crop_aggregate(crop_scores, valid), sigma)
-        return score, score >= self.threshold
+    def forward(self, crop_scores: Tensor, valid: Tensor, sigma: Tensor, low_resolution: Tensor
+                ) -> tuple[Tensor, Tensor]:
+        agg = self.crop_aggregate(crop_scores, valid)
+        score = torch.where(low_resolution, self.fuse(agg, sigma, self.low_fusion), self.fuse(agg, sigma, self.fusion))
+        threshold = torch.where(low_resolution, score.new_tensor(self.low_threshold), score.new_tensor(self.threshold))
+        return score, score >= threshold

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from slsp import detector as det_io
-from slsp.calibrate import calibrate, calibrate_fused
+from slsp.calibrate import calibrate, calibrate_fused, calibrate_low_resolution, low_resolution_sides
 from slsp.config import DetectorConfig, TrainConfig, TrsorConfig
 from slsp.errors import ConfigError, SlspError
 from slsp.families import family, spec
@@ -206,7 +206,11 @@ def train(
             return cfg
     fit = calibrate_fused if Training.fuse else calibrate
     cal = fit(det_io.load(run), hold_files, tcfg.target_fpr, quiet=quiet, variants=tcfg.calibration)
-    det_io.save(cal.detector, run)
+    low = calibrate_low_resolution(cal.detector, hold_files, tcfg.target_fpr, quiet=quiet)
+    det_io.save(low.detector, run)
     stderr.print(f"{'fusion and threshold' if Training.fuse else 'threshold'} fit on {len(hold_files)} held-out real "
                  f"images: {cal.threshold:.4f} at target FPR {tcfg.target_fpr:.0%} (held-out FPR {cal.fpr:.1%})")
-    return cal.detector.cfg
+    if low.scores:
+        stderr.print(f"low-resolution threshold (native scale, short sides {low_resolution_sides(cal.detector)}): "
+                     f"{low.threshold:.4f} (held-out FPR {low.fpr:.1%})")
+    return low.detector.cfg

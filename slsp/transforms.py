@@ -14,7 +14,8 @@ from slsp.imaging import decode
 
 @dataclass(frozen=True)
 class Transform:
-    """A pixel transform applied identically to both classes: 'none', 'png', 'jpeg:Q' or 'resize:F'."""
+    """A pixel transform applied identically to both classes: 'none', 'png', 'jpeg:Q', 'resize:F', or 'thumb:S'
+    (downscaled so the short side is S, as a thumbnail is made; a smaller image is left as it is)."""
 
     spec: str = "none"
 
@@ -26,8 +27,11 @@ class Transform:
                 ok = 0.0 < float(arg) <= 1.0
             except ValueError:
                 ok = False
+        if kind == "thumb":
+            ok = arg.isdigit() and int(arg) >= 1
         if not ok:
-            raise ConfigError(f"bad transform {self.spec!r}: use png, jpeg:Q (1-100) or resize:F (0 < F <= 1)")
+            raise ConfigError(f"bad transform {self.spec!r}: use png, jpeg:Q (1-100), resize:F (0 < F <= 1) or "
+                              "thumb:S (short side S >= 1)")
 
     @property
     def scale(self) -> float | None:
@@ -55,6 +59,48 @@ class Transform:
         pil = Image.fromarray(img)
         if kind == "resize":
             return np.array(pil.resize((self.resized(pil.width), self.resized(pil.height)), Image.BICUBIC))
+        if kind == "thumb":
+            f = int(arg) / min(pil.size)
+            if f >= 1.0:
+                return img
+            size = tuple(max(int(arg), round(n * f)) for n in pil.size)
+            return np.array(pil.resize(size, Image.BICUBIC))
         buf = io.BytesIO()
         pil.save(buf, format="PNG") if kind == "png" else pil.save(buf, format="JPEG", quality=int(arg))
         return decode(buf.getvalue())
+
+
+@dataclass(frozen=True)
+class Canonical:
+    """The canonical transform as the detector applies it, by image size (library, decode member, parity).
+
+    An image with both sides >= `min_side` after the transform goes through it; a smaller one with at least one
+    crop at native scale is scored as is and flagged low-resolution, when the model has a low-resolution calibration
+    (`low_resolution`); anything smaller is refused, since slsp never pads or upsamples.
+    """
+
+    spec: str
+    crop: int
+    low_resolution: bool = False
+
+    @property
+    def transform(self) -> Transform:
+        return Transform(self.spec)
+
+    @property
+    def full_side(self) -> int:
+        """The smallest input side that still goes through the transform."""
+        return self.transform.min_side(self.crop)
+
+    @property
+    def min_side(self) -> int:
+        """The smallest input side scored at all: one crop at native scale with a low-resolution calibration."""
+        return self.crop if self.low_resolution else self.full_side
+
+    def is_low(self, shape: tuple[int, ...]) -> bool:
+        return self.low_resolution and min(shape[:2]) < self.full_side
+
+    def __call__(self, img: np.ndarray) -> tuple[np.ndarray, bool]:
+        """(the pixels to score, whether they are a low-resolution image at native scale)."""
+        low = self.is_low(img.shape)
+        return (img if low else self.transform(img)), low

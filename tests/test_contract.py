@@ -27,14 +27,14 @@ ONNX_TYPES = {
 
 
 def test_stage_specs_chain() -> None:
-    """Each chained stage's inputs come from the image or an earlier stage; the fused graph returns what the chain
-    produces."""
+    """Each chained stage's inputs come from the image or an earlier stage (the decode member adds the
+    low-resolution flag to TrSOR's outputs); the chain produces every output of the fused graph and of RESULT."""
     have = {contract.IMAGE}
     for stage in contract.CHAIN:
         assert set(stage.input_names) <= have, stage.name
-        have |= set(stage.output_names)
-    assert set(contract.FUSED.output_names) <= have
-    assert contract.FUSED.input_names == contract.TRSOR.input_names
+        have |= {t.name for t in (contract.DECODED if stage is contract.TRSOR else stage.outputs)}
+    assert set(contract.FUSED.output_names) <= {t.name for t in contract.RESULT} <= have
+    assert contract.FUSED.input_names == [*contract.TRSOR.input_names, contract.LOW_RESOLUTION]
 
 
 def test_exported_graphs_follow_the_contract(served_artifacts: Path) -> None:
@@ -74,7 +74,7 @@ def test_written_configs_follow_the_contract(served_artifacts: Path, tmp_path: P
     for stage in contract.CHAIN:
         member = cfgs[contract.MEMBERS[stage.name]]
         inputs = [contract.ENSEMBLE_INPUT] if stage is contract.TRSOR else list(stage.inputs)  # decode takes bytes
-        outputs = [(t.name, t.dtype) for t in stage.outputs]
+        outputs = [(t.name, t.dtype) for t in (contract.DECODED if stage is contract.TRSOR else stage.outputs)]
         if stage is contract.SCORING:  # it forwards what earlier members computed: all ensemble outputs come from it
             inputs += [t for t in contract.FORWARDED if t not in inputs]
             outputs += [(contract.served(t.name), t.dtype) for t in contract.FORWARDED]
@@ -108,15 +108,16 @@ def test_written_configs_follow_the_contract(served_artifacts: Path, tmp_path: P
 
 
 def test_client_reads_the_ensemble_outputs() -> None:
-    """The client asks for the ensemble's outputs and returns them under the fused graph's names."""
-    assert [f.name for f in dataclasses.fields(Result)] == contract.FUSED.output_names
-    assert [t.name for t in contract.ENSEMBLE_OUTPUTS] == [contract.served(n) for n in contract.FUSED.output_names]
+    """The client asks for the ensemble's outputs and returns them under RESULT's names."""
+    assert [f.name for f in dataclasses.fields(Result)] == [t.name for t in contract.RESULT]
+    assert [t.name for t in contract.ENSEMBLE_OUTPUTS] == [contract.served(t.name) for t in contract.RESULT]
 
 
 # Plain words that are also tensor or stage names, legitimately written elsewhere: JSON keys of `slsp detect`,
 # `slsp eval` and the client's `as_dict` ("score", "verdict", "crops"), config sections and the recipe's family
-# name ("model", "trsor", "slsp"), parity failure records ("image"), and ONNX metadata keys ("score").
-PLAIN_WORDS = {"score", "verdict", "crops", "model", "trsor", "slsp", "image"}
+# name ("model", "trsor", "slsp"), parity failure records ("image"), ONNX metadata keys ("score"), and the
+# low-resolution config section, also a key of `slsp detect`'s JSON ("low_resolution").
+PLAIN_WORDS = {"score", "verdict", "crops", "model", "trsor", "slsp", "image", "low_resolution"}
 
 
 def test_names_are_written_once() -> None:

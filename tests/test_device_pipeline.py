@@ -37,20 +37,23 @@ def test_device_pipeline_on_cpu_equals_the_library(tmp_path) -> None:
     """Bytes -> Detection on the CPU device: the same pixels after the canonical resize, so the same scores."""
     det = det_io.load()
     pipe = DevicePipeline(det, "cpu")
+    thumb = io.BytesIO()
+    Image.fromarray(synthetic_photo(100, 140)).save(thumb, format="PNG")  # low resolution: scored at native scale
     datas = [p.read_bytes() for p in (*PHOTOS, *FAKES)] + [jpeg(PHOTOS[0], tmp_path / "p.jpg").read_bytes()]
-    for data in datas:
+    for data in [thumb.getvalue(), *datas]:
         ref = det.detect(decode(data))
         got = pipe.detect(data)
         assert float(got.score) == pytest.approx(float(ref.score), abs=1e-6)
-        assert bool(got.verdict) == bool(ref.verdict)
+        assert bool(got.verdict) == bool(ref.verdict) and bool(got.low_resolution) == bool(ref.low_resolution)
         np.testing.assert_array_equal(got.positions.numpy(), ref.positions.numpy())
+    assert bool(pipe.detect(thumb.getvalue()).low_resolution)
     assert pipe.upload(datas[-1])[1] == "cpu"  # no nvJPEG without CUDA
 
 
 def test_device_pipeline_refuses_what_the_library_refuses() -> None:
     pipe = DevicePipeline(det_io.load(), "cpu")
     small = io.BytesIO()
-    Image.fromarray(synthetic_photo(64, 64)).save(small, format="PNG")
+    Image.fromarray(synthetic_photo(63, 90)).save(small, format="PNG")
     flat = io.BytesIO()
     Image.fromarray(np.full((300, 300, 3), 77, np.uint8)).save(flat, format="PNG")
     for data, why in [(b"", "empty"), (small.getvalue(), "below the minimum size"), (flat.getvalue(), "flat")]:

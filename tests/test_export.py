@@ -64,13 +64,14 @@ SIZES = [(64, 64), (65, 97), (129, 64), (200, 333), (512, 384)]
 def test_onnx_runtime_matches_pytorch_at_size(artifacts: Path, run_dir: Path, h: int, w: int) -> None:
     det = det_io.load(run_dir)
     img = synthetic_photo(h, w, seed=h * w)
-    ref = TorchRunner(torch2onnx.FusedStage(det), "slsp").infer({"image": img})
+    feed = {"image": img, "low_resolution": np.array(h * w % 2 == 1)}  # both scoring paths over the sizes
+    ref = TorchRunner(torch2onnx.FusedStage(det), "slsp").infer(feed)
     runners = [
         OrtRunner(artifacts / "slsp.onnx"),
         Pipeline("ort", *(OrtRunner(artifacts / f"{s}.onnx") for s in ("trsor", "model", "score"))),
     ]
     for r in runners:
-        got = r.infer({"image": img})
+        got = r.infer(feed)
         for name, tol in parity.FP32.items():
             st = parity.compare(ref[name], got[name], tol)
             assert st.failed_elements == 0 and st.nonfinite == 0, (r.name, name, st)

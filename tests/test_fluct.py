@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 from PIL import Image
 from safetensors.torch import load_file
 
-from conftest import TINY_FLUCT, photo_crops, synthetic_photo, tiny_config
+from conftest import TINY_FLUCT, photo_crops, real_photo, synthetic_photo, tiny_config
 from slsp import detector as det_io
-from slsp.config import DetectorConfig, FusionConfig, TrainConfig
+from slsp.config import DetectorConfig, FusionConfig, LowResolutionConfig, TrainConfig
 from slsp.detector import Detector
 from slsp.errors import ConfigError
 from slsp.families.fluct import FAKE_KINDS, FluctConfig, FluctOptions
@@ -119,22 +119,32 @@ def test_fake_kinds_are_an_option_and_checked() -> None:
 
 @pytest.mark.parametrize("aggregate", ["mean", "max"])
 def test_fusion_matches_float64_reference(aggregate: str) -> None:
-    f = FusionConfig(enabled=True, model_mean=0.4, model_std=0.05, noise_mean=-0.8, noise_std=0.4)
+    """Both parameter sets against float64: the full-size fusion and threshold, and the low-resolution ones where
+    the flag is set."""
+    params = {False: (0.4, 0.05, -0.8, 0.4, 0.5), True: (0.3, 0.1, -1.5, 0.9, 0.7)}
+    f = FusionConfig(True, *params[False][:4])
+    low = LowResolutionConfig(enabled=True, threshold=0.7, fusion=FusionConfig(True, *params[True][:4]))
+    scorer = Scorer(aggregate, 0.5, f, low)
     rng = np.random.default_rng(0)
-    for _ in range(20):
+    for i in range(40):
         scores, valid, sigma = rng.uniform(0, 1, 16), rng.uniform(size=16) > 0.3, rng.uniform(0.2, 6)
+        flag = bool(i % 2)
+        mm, ms, nm, ns, thr = params[flag]
         v = scores[valid]
         agg = (v.mean() if v.size else 0.0) if aggregate == "mean" else (v.max() if v.size else -1.0)
-        z = (agg - 0.4) / 0.05 + (-np.log(sigma + 1e-3) + 0.8) / 0.4
+        z = (agg - mm) / ms + (-np.log(sigma + 1e-3) - nm) / ns
         want = 1 / (1 + np.exp(-z))
-        got, verdict = Scorer(aggregate, 0.5, f)(torch.tensor(scores, dtype=torch.float32), torch.tensor(valid),
-                                                 torch.tensor(sigma, dtype=torch.float32))
-        assert abs(float(got) - want) < 1e-5 and bool(verdict) == (float(got) >= 0.5)
-    # Lower noise, all else equal, is more synthetic; without fusion sigma changes nothing.
+        got, verdict = scorer(torch.tensor(scores, dtype=torch.float32), torch.tensor(valid),
+                              torch.tensor(sigma, dtype=torch.float32), torch.tensor(flag))
+        assert abs(float(got) - want) < 1e-5 and bool(verdict) == (float(got) >= thr)
+    # Lower noise, all else equal, is more synthetic; without fusion sigma changes nothing; without a low-resolution
+    # calibration the flag changes nothing.
     s = torch.full((16,), 0.4)
-    ok = torch.ones(16, dtype=torch.bool)
-    assert Scorer("mean", 0.5, f)(s, ok, torch.tensor(0.5))[0] > Scorer("mean", 0.5, f)(s, ok, torch.tensor(3.0))[0]
-    assert Scorer("mean", 0.5)(s, ok, torch.tensor(0.5))[0] == Scorer("mean", 0.5)(s, ok, torch.tensor(3.0))[0]
+    ok, no, yes = torch.ones(16, dtype=torch.bool), torch.tensor(False), torch.tensor(True)
+    fused, plain = Scorer("mean", 0.5, f), Scorer("mean", 0.5)
+    assert fused(s, ok, torch.tensor(0.5), no)[0] > fused(s, ok, torch.tensor(3.0), no)[0]
+    assert plain(s, ok, torch.tensor(0.5), no)[0] == plain(s, ok, torch.tensor(3.0), no)[0]
+    assert fused(s, ok, torch.tensor(0.5), yes) == fused(s, ok, torch.tensor(0.5), no)
 
 
 @pytest.fixture(scope="module")
@@ -206,6 +216,19 @@ def test_canonical_min_side_is_the_smallest_that_keeps_a_crop(side: int, f: floa
     assert min(t(img).shape[:2]) >= side
 
 
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 300), st.integers(1, 300), st.integers(1, 200))
+def test_thumb_makes_the_short_side_s_and_keeps_the_aspect(h: int, w: int, side: int) -> None:
+    from slsp.transforms import Transform
+
+    img = np.zeros((h, w, 3), np.uint8)
+    out = Transform(f"thumb:{side}")(img)
+    if min(h, w) <= side:
+        assert out is img
+    else:
+        assert min(out.shape[:2]) == side and abs(out.shape[0] / out.shape[1] - h / w) <= 1.0 / side + 1e-9 * h
+
+
 def test_canonical_transform_runs_before_the_graph() -> None:
     from slsp.errors import ImageError
     from slsp.transforms import Transform
@@ -221,6 +244,42 @@ def test_canonical_transform_runs_before_the_graph() -> None:
         canon.detect(synthetic_photo(100, 300))
     with pytest.raises(ConfigError):
         dataclasses.replace(CFG, canonical="blur:3")
+
+
+def test_low_resolution_images_are_scored_at_native_scale_under_their_own_calibration() -> None:
+    """Below the canonical transform's minimum and down to one crop: no transform, the flag set, the low-resolution
+    fusion and threshold; the shipped model's threshold holds on real photos shrunk to thumbnails."""
+    from slsp.calibrate import calibrate_low_resolution, low_resolution_sides
+    from slsp.detect import as_dict
+    from slsp.errors import ImageError
+    from slsp.scoring import Scorer
+    from slsp.transforms import Transform
+
+    det = det_io.load()
+    low = det.cfg.low_resolution
+    assert low.enabled and det.min_input_side == 64 and det.canonical.full_side == 127
+    assert low_resolution_sides(det) == [64, 80, 95, 110, 126]
+    img = real_photo("kodim13")
+    small = Transform("thumb:100")(img)
+    assert min(small.shape[:2]) == 100
+    d = det.detect(small)
+    plain = det.with_config(dataclasses.replace(det.cfg, canonical="none"))
+    with torch.inference_mode():
+        t = plain.trsor(torch.from_numpy(small))  # the graph on the pixels as given: no resize
+        agg = det.scorer.crop_aggregate(plain.model(t.crops, t.crop_phi), t.valid)
+    assert bool(d.low_resolution) and (d.positions == t.positions).all()
+    assert float(d.score) == pytest.approx(float(Scorer.fuse(agg, t.sigma, low.fusion)), abs=1e-6)
+    assert bool(d.verdict) == (float(d.score) >= low.threshold)
+    out = as_dict("thumb", d, det)
+    assert out["low_resolution"] and out["threshold"] == low.threshold and out["canonical"] == "none"
+    # At the transform's minimum the full path is back; below one crop nothing is scored.
+    full = det.detect(Transform("thumb:127")(img))
+    assert not bool(full.low_resolution) and not as_dict("x", full, det)["low_resolution"]
+    with pytest.raises(ImageError, match="minimum size 64 x 64 .one crop at native scale"):
+        det.detect(Transform("thumb:63")(img))
+    # A canonical transform that does not shrink has no low-resolution range: disabled, the old minimum.
+    none = calibrate_low_resolution(det.with_config(dataclasses.replace(det.cfg, canonical="jpeg:95")), [], 0.05)
+    assert not none.detector.cfg.low_resolution.enabled and none.detector.min_input_side == 64
 
 
 def test_cli_train_takes_the_family_defaults(real_dirs: list[Path], tmp_path: Path) -> None:

@@ -31,7 +31,8 @@ from slsp.server import Server, free_port
 pytestmark = pytest.mark.server
 
 K = det_io.load().cfg.trsor.crops
-MIN = det_io.load().min_input_side  # one crop after the model's canonical transform
+MIN = det_io.load().min_input_side  # one crop at native scale: the low-resolution floor
+FULL = det_io.load().canonical.full_side  # one crop after the model's canonical transform
 
 
 @pytest.fixture(scope="session")
@@ -64,12 +65,16 @@ def local(data: bytes):
 def test_end_to_end_matches_library(server: Server, protocol: str, tmp_path: Path) -> None:
     client = SlspClient(server.grpc_url if protocol == "grpc" else server.http_url)
     files = [PHOTOS[1], jpeg(PHOTO, tmp_path / "photo.jpg"), FAKES[0]]
-    datas = [f.read_bytes() for f in files] + [png(synthetic_photo(MIN, MIN + 34, seed=1))]
+    datas = [f.read_bytes() for f in files] + [png(synthetic_photo(s, s + 34, seed=1)) for s in (MIN, FULL - 1, FULL)]
+    lows = []
     for data, res in zip(datas, client.detect_many(datas, concurrency=4)):
         ref = local(data)
         assert res.score == pytest.approx(float(ref.score), abs=1e-4)
         assert res.verdict == bool(ref.verdict)
+        lows.append(res.low_resolution)
+        assert res.low_resolution == bool(ref.low_resolution)
         np.testing.assert_array_equal(res.positions[res.valid], ref.positions.numpy()[ref.valid.numpy()])
+    assert lows == [False, False, False, True, True, False]
 
 
 def test_shared_memory_client(server: Server) -> None:
@@ -186,7 +191,7 @@ def test_a_full_queue_refuses_at_once_and_the_rest_is_served(served_artifacts: P
 
 
 def test_any_subset_of_outputs_can_be_requested(server: Server) -> None:
-    """All 63 non-empty subsets of the six outputs, over gRPC: each answers, with what was asked for."""
+    """All 127 non-empty subsets of the seven outputs, over gRPC: each answers, with what was asked for."""
     import itertools
 
     import tritonclient.grpc as grpcclient

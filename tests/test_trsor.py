@@ -150,4 +150,5 @@ def test_runs_on_the_device_of_its_input() -> None:
         out = det.trsor(image)
         assert {getattr(out, n).device.type for n in out._fields} == {"meta"}
         assert out.crops.shape == (CFG.crops, CFG.crop, CFG.crop, 3) and out.positions.shape == (CFG.crops, 2)
-        assert all(t.device.type == "meta" for t in FusedStage(det)(image))
+        low = torch.zeros((), dtype=torch.bool, device="meta")
+        assert all(t.device.type == "meta" for t in FusedStage(det)(image, low))

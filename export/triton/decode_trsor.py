@@ -1,9 +1,10 @@
 """Triton Python-backend model `slsp_decode_trsor`: encoded image bytes -> TrSOR crops, one request at a time.
 
-Each request is decoded under slsp's decoding policy, goes through the model's canonical transform (as in
-`Detector.analyze`) and is run through the TrSOR backend the repository writer chose (`trsor_backends`: the C++
-kernel, the AOTInductor package or ONNX Runtime). A bad image gets its own error response; the other requests of
-the same execution are unaffected. Each request adds one to `slsp_images_total{outcome=...}` (contract.OUTCOMES).
+Each request is decoded under slsp's decoding policy and goes through the model's canonical transform (as in
+`Detector.analyze`; an image too small for it is passed on at native scale and flagged low-resolution). It is run
+through the TrSOR backend the repository writer chose (`trsor_backends`: the C++ kernel, the AOTInductor package or
+ONNX Runtime). A bad image gets its own error response; the other requests of the same execution are unaffected.
+Each request adds one to `slsp_images_total{outcome=...}` (contract.OUTCOMES).
 """
 
 import os
@@ -12,6 +13,7 @@ import sys
 # The bundled server's embedded interpreter ignores PYTHONPATH; `slsp serve` passes our paths here instead.
 sys.path[:0] = [p for p in os.environ.get("SLSP_PYTHONPATH", "").split(os.pathsep) if p and p not in sys.path]
 
+import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from slsp import contract
@@ -20,7 +22,7 @@ from slsp.errors import ImageError
 from slsp.export import trsor_backends
 from slsp.imaging import check_fluctuation, decode
 from slsp.onnxrt import triton_params
-from slsp.transforms import Transform
+from slsp.transforms import Canonical
 
 
 class TritonPythonModel:
@@ -32,8 +34,8 @@ class TritonPythonModel:
         self.max_pixels = int(params["max_pixels"])
         self.max_bytes = int(params["max_bytes"])
         cfg = DetectorConfig.load(here / contract.SERVED_CONFIG)  # this version's own, like its TrSOR files
-        self.canonical = Transform(cfg.canonical)
-        self.min_side = self.canonical.min_side(cfg.trsor.crop)
+        self.canonical = Canonical(cfg.canonical, cfg.trsor.crop, cfg.low_resolution.enabled)
+        self.min_side = self.canonical.min_side
         self.metrics = family = pb_utils.MetricFamily(  # kept: its metrics die with it
             contract.IMAGES_METRIC, "Image requests by outcome: accepted, invalid (the client's fault), error (the "
             "server's)", pb_utils.MetricFamily.COUNTER)
@@ -50,9 +52,11 @@ class TritonPythonModel:
                 if len(data) > self.max_bytes:
                     raise ImageError(f"request of {len(data)} bytes exceeds the limit of {self.max_bytes} bytes")
                 image = decode(data, max_pixels=self.max_pixels, min_side=self.min_side, name=contract.IMAGE)
-                out = self.trsor({contract.IMAGE: self.canonical(image)})
+                pixels, low = self.canonical(image)
+                out = self.trsor({contract.IMAGE: pixels})
                 check_fluctuation(float(out[contract.SIGMA].reshape(-1)[0]), contract.IMAGE)
                 out[contract.SIGMA] = out[contract.SIGMA].reshape(1)
+                out[contract.LOW_RESOLUTION] = np.array([low])
                 responses.append(pb_utils.InferenceResponse([pb_utils.Tensor(k, v) for k, v in out.items()]))
                 self.outcomes["accepted"].increment(1)
             except ImageError as e:  # the client's fault: INVALID_ARGUMENT on gRPC, 400 on HTTP

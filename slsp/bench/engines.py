@@ -120,16 +120,18 @@ def measure(run: Path | None, artifacts: Path, source: Path, sizes=SIZES, min_ti
             t = det.trsor(torch.from_numpy(img))
             crops, phi, valid, sigma = t.crops, t.crop_phi, t.valid, t.sigma
             scores = det.model(crops, phi)
+            low = torch.tensor(False)
             feeds = {contract.IMAGE: img, contract.CROPS: crops.numpy(), contract.CROP_PHI: phi.numpy(),
-                     contract.CROP_SCORES: scores.numpy(), contract.VALID: valid.numpy(), contract.SIGMA: sigma.numpy()}
+                     contract.CROP_SCORES: scores.numpy(), contract.VALID: valid.numpy(), contract.SIGMA: sigma.numpy(),
+                     contract.LOW_RESOLUTION: low.numpy()}
             r = {"size": f"{w}x{h}", "pixels": h * w}
             r["decode_png"] = timeit(lambda: decode(encoded), min_time)
             r["floor"] = timeit(memory_floor(img), min_time)
             torch_fns = {
                 TRSOR: lambda: det.trsor(torch.from_numpy(img)),
                 MODEL: lambda: det.model(crops, phi),
-                SCORING: lambda: det.scorer(scores, valid, sigma),
-                "pipeline": lambda: det(torch.from_numpy(img)),
+                SCORING: lambda: det.scorer(scores, valid, sigma, low),
+                "pipeline": lambda: det(torch.from_numpy(img), low),
             }
             ort_fns = {**{s.name: lambda s=s: stages[s.name].infer(feeds) for s in contract.CHAIN},
                        "pipeline": lambda: stages[contract.FUSED.name].infer(feeds)}

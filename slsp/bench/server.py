@@ -118,11 +118,14 @@ def measure(url: str, sources: list[Path], artifacts: Path, concurrencies=(1, 2,
         task = pb.add_task("bench server", total=len(concurrencies) + 1 + bool(compiled), info="")
         # Baselines in the same run, one request at a time: in-process ONNX Runtime (decode + fused graph) and,
         # with a compiled TrSOR in the artifacts, the same engines as the CPU server (serving overhead alone).
-        base = load_run(lambda d: fused.infer({contract.IMAGE: decode(d)}), images, 1, requests, duration)
+        def feed(data: bytes) -> dict:
+            return {contract.IMAGE: decode(data), contract.LOW_RESOLUTION: np.array(False)}
+
+        base = load_run(lambda d: fused.infer(feed(d)), images, 1, requests, duration)
         pb.advance(task)
         same = None
         if compiled:
-            same = load_run(lambda d: compiled.infer({contract.IMAGE: decode(d)}), images, 1, requests, duration)
+            same = load_run(lambda d: compiled.infer(feed(d)), images, 1, requests, duration)
             pb.advance(task)
         for c in concurrencies:
             client.detect(images[0])  # keep the pipeline warm between settings
