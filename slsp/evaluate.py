@@ -42,9 +42,10 @@ def source(path: str | Path) -> str:
 
 
 def _score_all(det, files: list[Path], chains: dict[str, Callable], trim: int, pb, task) -> dict[str, dict]:
-    """Per condition: the detector's score ("model"), its crop aggregate before the noise fusion ("crops"), and
-    the noise baseline; an image that fails is reported and skipped."""
-    out: dict[str, dict] = {name: {"model": [], "crops": [], "baseline": [], "files": []} for name in chains}
+    """Per condition: the detector's score ("model") and verdict, its crop aggregate before the noise fusion
+    ("crops"), and the noise baseline; an image that fails is reported and skipped."""
+    out: dict[str, dict] = {name: {"model": [], "crops": [], "baseline": [], "verdict": [], "files": []}
+                            for name in chains}
     for f in files:
         try:
             img = load(f, max_pixels=det.cfg.max_pixels)
@@ -60,6 +61,7 @@ def _score_all(det, files: list[Path], chains: dict[str, Callable], trim: int, p
                 pb.console.print(f"[yellow]skipped under {name}[/] {e}")
             else:
                 out[name]["model"].append(float(d.score))
+                out[name]["verdict"].append(bool(d.verdict))  # by the low-resolution threshold where it applies
                 out[name]["crops"].append(float(det.scorer.crop_aggregate(d.crop_scores, d.valid)))
                 out[name]["baseline"].append(noise_score(d.sigma))
                 out[name]["files"].append(str(f))
@@ -105,7 +107,8 @@ def evaluate(
             if r.size == 0:
                 raise SlspError(f"no real image could be scored under {name}")
             per = {
-                g: {"n": int(s[name][method].size), **summary(r, s[name][method], thr if method == "model" else None)}
+                g: {"n": int(s[name][method].size), **summary(r, s[name][method], None),
+                    **(_rates(real_scores[name]["verdict"], s[name]["verdict"]) if method == "model" and thr else {})}
                 for g, s in fake_scores.items()
                 if s[name][method].size
             }
@@ -136,6 +139,8 @@ def evaluate(
         "score": det.cfg.model.score,
         "aggregate": det.cfg.aggregate,
         "threshold": thr,
+        "low_resolution_threshold": det.cfg.low_resolution.threshold if thr and det.cfg.low_resolution.enabled
+        else None,
         "reencode": reencode,
         "trim_bottom": trim_bottom,
         "conditions": conditions,
@@ -143,15 +148,20 @@ def evaluate(
     }
 
 
+def _rates(real_verdicts: np.ndarray, fake_verdicts: np.ndarray) -> dict[str, float]:
+    """TPR and FPR of the detector's own verdicts: the calibrated threshold, or the low-resolution one for an image
+    scored at native scale."""
+    return {"tpr@thr": float(np.mean(fake_verdicts)), "fpr@thr": float(np.mean(real_verdicts))}
+
+
 def _fpr_by_source(real: dict, thr: float | None) -> dict[str, dict[str, float]]:
-    """The calibrated threshold's false-positive rate on each real source (file-name prefix)."""
+    """The detector's false-positive rate on each real source (file-name prefix)."""
     if thr is None:
         return {}
-    by: dict[str, list[float]] = {}
-    for f, s in zip(real["files"], real["model"]):
-        by.setdefault(source(f), []).append(float(s))
-    return {k: {"n": len(v), "fpr": float(np.mean(np.asarray(v, dtype=np.float32) >= np.float32(thr)))}
-            for k, v in sorted(by.items())}
+    by: dict[str, list[bool]] = {}
+    for f, v in zip(real["files"], real["verdict"]):
+        by.setdefault(source(f), []).append(bool(v))
+    return {k: {"n": len(v), "fpr": float(np.mean(v))} for k, v in sorted(by.items())}
 
 
 def plot_roc(report: dict, path: Path, condition: str = "original") -> None:

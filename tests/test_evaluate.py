@@ -19,7 +19,7 @@ from detection import SHIPPED  # noqa: E402
 
 def test_fpr_per_real_source() -> None:
     real = {"files": ["/x/kodak24_a.png", "/x/kodak24_b.png", "/y/exif-samples_c.jpg", "/y/bsd100_img_001.png"],
-            "model": np.array([0.9, 0.1, 0.95, 0.2], np.float32)}
+            "model": np.array([0.9, 0.1, 0.95, 0.2], np.float32), "verdict": np.array([True, False, True, False])}
     by = _fpr_by_source(real, 0.9)
     assert by == {"bsd100": {"n": 1, "fpr": 0.0}, "exif-samples": {"n": 1, "fpr": 1.0}, "kodak24": {"n": 2, "fpr": 0.5}}
     assert _fpr_by_source(real, None) == {}
