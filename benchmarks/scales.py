@@ -1,14 +1,17 @@
-"""Scale as an axis: does fusing the shipped weights' scores at several scales beat the shipped 1/2 scale?
+"""Scale as an axis: does fusing a model's scores at several scales beat the shipped 1/2 scale alone?
 
-    python benchmarks/scales.py [--out benchmarks/results/scales.json]
+    python benchmarks/scales.py [--model RUN ...] [--out benchmarks/results/scales.json]
 
-Every dev image (bottom 16 rows trimmed; re-encoded first under the JPEG q95 condition) is scored by the shipped
-weights at 1/2 (the shipped canonical), 1/4 and 1/8 of its size (Pillow bicubic, `resize:F`), wherever one 64-px
-crop still fits: the crop aggregate and TrSOR's noise score at each scale. Each part is standardised on the model's
-held-out real photos (train.json) at the same scale; a candidate's score is the mean of its parts' z-scores that the
-image has. "shipped" (crops and noise at 1/2) ranks images as the shipped fused score does. Reported as stored and
-with both classes re-encoded as JPEG q95: mean AUROC over generators with 90% intervals, and each candidate's paired
-difference to "shipped" on the same resampled images. Generated images only evaluate here; nothing is fit on them.
+Every dev image (bottom 16 rows trimmed; re-encoded first under the JPEG q95 condition) is scored by each model's
+weights (default: the shipped ones) at 1/2 (the shipped canonical), 1/4 and 1/8 of its size (Pillow bicubic,
+`resize:F`), wherever one 64-px crop still fits: the crop aggregate and TrSOR's noise score at each scale. Each
+part is standardised on the model's held-out real photos (train.json) at the same scale; a candidate's score is the
+mean of the z-scores of the parts the image has. "1/2" (crops and noise at 1/2) ranks images as a model's fused
+score does. Reported per model, as stored and with both classes re-encoded as JPEG q95: mean AUROC over generators
+with 90% intervals, each candidate's paired difference to "1/2" on the same resampled images, and
+leave-one-generator-out: the candidate with the best mean on the other generators, scored on the one left out,
+against "1/2". With several models (seeds), their mean and range. Generated images only evaluate here; nothing is
+fit on them.
 """
 
 from __future__ import annotations
@@ -34,13 +37,15 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 TRIM = 16
 SCALES = (0.5, 0.25, 0.125)
+BASE = "1/2"
 CANDIDATES = {  # name -> parts: (kind, scale)
-    "shipped": (("crops", 0.5), ("noise", 0.5)),
-    "+crops 1/4": (("crops", 0.5), ("noise", 0.5), ("crops", 0.25)),
-    "+crops, noise 1/4": (("crops", 0.5), ("noise", 0.5), ("crops", 0.25), ("noise", 0.25)),
-    "+crops 1/4, 1/8": (("crops", 0.5), ("noise", 0.5), ("crops", 0.25), ("crops", 0.125)),
+    BASE: (("crops", 0.5), ("noise", 0.5)),
+    "1/2 + crops 1/4": (("crops", 0.5), ("noise", 0.5), ("crops", 0.25)),
+    "1/2 + crops, noise 1/4": (("crops", 0.5), ("noise", 0.5), ("crops", 0.25), ("noise", 0.25)),
+    "1/2 + crops 1/4, 1/8": (("crops", 0.5), ("noise", 0.5), ("crops", 0.25), ("crops", 0.125)),
     "crops 1/2, 1/4 (no noise)": (("crops", 0.5), ("crops", 0.25)),
 }
+CONDITIONS = {"stored": "none", "jpeg95": "jpeg:95"}
 
 
 @torch.inference_mode()
@@ -72,47 +77,86 @@ def scores(rows: list[dict], stats: dict, parts_: tuple) -> np.ndarray:
     return np.nanmean(z, axis=1)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "scales.json")
-    args = ap.parse_args()
-    shipped = det_io.load()
-    # The shipped weights on the pixels as given: no canonical step, no fusion (the parts are fused here).
-    det = shipped.with_config(dataclasses.replace(shipped.cfg, canonical="none", fusion=FusionConfig(),
-                                                  low_resolution=LowResolutionConfig()))
-    held = [ROOT / p for p in json.loads((det_io.default_dir() / "train.json").read_text())["holdout_images"]]
+def logo(per_generator: dict[str, dict[str, float]]) -> dict[str, dict]:
+    """Per left-out generator: the candidate with the best mean AUROC on the others, and its AUROC minus BASE's on
+    the one left out."""
+    gens = list(per_generator[BASE])
+    out = {}
+    for g in gens:
+        rest = [h for h in gens if h != g]
+        pick = max(CANDIDATES, key=lambda c: np.mean([per_generator[c][h] for h in rest]))
+        out[g] = {"chosen": pick, "minus_base": per_generator[pick][g] - per_generator[BASE][g]}
+    return out
+
+
+def measure(run: Path | None, pb) -> dict:
+    """One model: every candidate under every condition."""
+    model = det_io.load(run)
+    # The weights on the pixels as given: no canonical step, no fusion (the parts are fused here).
+    det = model.with_config(dataclasses.replace(model.cfg, canonical="none", fusion=FusionConfig(),
+                                                low_resolution=LowResolutionConfig()))
+    info = json.loads(((run or det_io.default_dir()) / "train.json").read_text())
+    held = [Path(p) if Path(p).is_absolute() else ROOT / p for p in info["holdout_images"]]
     reals, gens = collect([DATA / "real" / "dev"]), generators(DATA / "fake" / "dev")
     result = {}
+    for cond, spec in CONDITIONS.items():
+        t = Transform(spec)
+        task = pb.add_task(f"{run or 'shipped'} {cond}", total=len(held) + len(reals) + sum(map(len, gens.values())),
+                           info="")
+        cal = table(held, det, t, pb, task, 0)
+        stats = {p: (np.nanmean([r[p] for r in cal]), np.nanstd([r[p] for r in cal])) for p in cal[0]}
+        real = table(reals, det, t, pb, task, TRIM)
+        fake = {g: table(fs, det, t, pb, task, TRIM) for g, fs in gens.items()}
+        rs = {c: scores(real, stats, p) for c, p in CANDIDATES.items()}
+        fs = {g: {c: scores(rows, stats, p) for c, p in CANDIDATES.items()} for g, rows in fake.items()}
+        boot = bootstrap(rs, fs)
+        per = {c: {g: auroc(rs[c], fs[g][c]) for g in gens} for c in CANDIDATES}
+        result[cond] = {"candidates": {c: {"auroc": float(np.mean(list(per[c].values()))),
+                                           "interval": boot["auroc"][c]["mean"], "per_generator": per[c],
+                                           "minus_base": None if c == BASE else boot["diff"][f"{c}-{BASE}"]}
+                                       for c in CANDIDATES},
+                        "logo": logo(per)}
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", type=Path, action="append", help="run folder (repeatable; default: the shipped model)")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "scales.json")
+    args = ap.parse_args()
+    runs = args.model or [None]
     with bar(False) as pb:
-        for cond, spec in (("stored", "none"), ("jpeg95", "jpeg:95")):
-            t = Transform(spec)
-            task = pb.add_task(f"scales {cond}", total=len(held) + len(reals) + sum(map(len, gens.values())), info="")
-            cal = table(held, det, t, pb, task, 0)
-            stats = {p: (np.nanmean([r[p] for r in cal]), np.nanstd([r[p] for r in cal])) for p in cal[0]}
-            real = table(reals, det, t, pb, task, TRIM)
-            fake = {g: table(fs, det, t, pb, task, TRIM) for g, fs in gens.items()}
-            rs = {c: scores(real, stats, p) for c, p in CANDIDATES.items()}
-            fs = {g: {c: scores(rows, stats, p) for c, p in CANDIDATES.items()} for g, rows in fake.items()}
-            boot = bootstrap(rs, fs)
-            result[cond] = {c: {"auroc": float(np.mean([auroc(rs[c], fs[g][c]) for g in gens])),
-                                "interval": boot["auroc"][c]["mean"],
-                                "per_generator": {g: auroc(rs[c], fs[g][c]) for g in gens},
-                                "minus_shipped": None if c == "shipped" else boot["diff"][f"{c}-shipped"]}
-                            for c in CANDIDATES}
+        results = {str(r or "shipped"): measure(r, pb) for r in runs}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print("| candidate | stored [90%] | minus shipped [90%] | jpeg95 [90%] | minus shipped [90%] |")
-    print("|---|---|---|---|---|")
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print("| model | candidate | " + " | ".join(f"{c} [90%] | minus {BASE} [90%]" for c in CONDITIONS) + " |")
+    print("|---|---|" + "---|---|" * len(CONDITIONS))
+    for name, res in results.items():
+        for c in CANDIDATES:
+            cells = []
+            for cond in CONDITIONS:
+                r = res[cond]["candidates"][c]
+                d, gain = r["minus_base"], r["auroc"] - res[cond]["candidates"][BASE]["auroc"]
+                cells += [f"{r['auroc']:.3f} [{r['interval'][0]:.2f}, {r['interval'][1]:.2f}]",
+                          "" if d is None else f"{gain:+.3f} [{d[0]:+.3f}, {d[1]:+.3f}]"]
+            print(f"| {name} | {c} | " + " | ".join(cells) + " |")
+    print("\n| candidate | " + " | ".join(f"{c}: mean (min-max) over models | minus {BASE}" for c in CONDITIONS) + " |")
+    print("|---|" + "---|---|" * len(CONDITIONS))
     for c in CANDIDATES:
         cells = []
-        for cond in result:
-            r = result[cond][c]
-            lo, hi = r["interval"]
-            d = r["minus_shipped"]
-            gain = r["auroc"] - result[cond]["shipped"]["auroc"]
-            diff = "" if d is None else f"{gain:+.3f} [{d[0]:+.3f}, {d[1]:+.3f}]"
-            cells += [f"{r['auroc']:.3f} [{lo:.2f}, {hi:.2f}]", diff]
+        for cond in CONDITIONS:
+            a = [res[cond]["candidates"][c]["auroc"] for res in results.values()]
+            d = [x - res[cond]["candidates"][BASE]["auroc"] for x, res in zip(a, results.values())]
+            cells += [f"{np.mean(a):.3f} ({min(a):.3f}-{max(a):.3f})",
+                      f"{np.mean(d):+.3f} ({min(d):+.3f} to {max(d):+.3f})"]
         print(f"| {c} | " + " | ".join(cells) + " |")
+    print("\nleave-one-generator-out (chosen on the other generators; AUROC minus 1/2 on the one left out):")
+    for name, res in results.items():
+        for cond in CONDITIONS:
+            lo = res[cond]["logo"]
+            mean = np.mean([v["minus_base"] for v in lo.values()])
+            picks = ", ".join(f"{g}: {v['chosen']} {v['minus_base']:+.3f}" for g, v in lo.items())
+            print(f"{name} {cond}: mean {mean:+.3f}; {picks}")
 
 
 if __name__ == "__main__":

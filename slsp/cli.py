@@ -94,6 +94,17 @@ def train(
         typer.Option(help="Family fluct: pseudo-fake kinds, comma-separated, from "
                      f"{', '.join(fluct.FAKE_KINDS)} (default: the first three)."),
     ] = None,
+    camera: Annotated[
+        Optional[int],
+        typer.Option(help="Family fluct: simulated-camera versions of each training photo added to the real sources "
+                     "(its content downscaled 3-4x through a random camera: Bayer mosaic, shot and read noise, "
+                     "demosaicking, tone curve, sharpening, JPEG; default 0)."),
+    ] = None,
+    photos: Annotated[
+        Optional[bool],
+        typer.Option(help="Family fluct: the training photos themselves among the real sources (--no-photos with "
+                     "--camera N trains on simulated cameras alone, to measure them)."),
+    ] = None,
     residual: Annotated[
         Optional[bool],
         typer.Option(help="Family fluct: the high-pass residual input (--no-residual only to measure it)."),
@@ -130,7 +141,8 @@ def train(
     tcfg = TrainConfig(steps=steps, batch=batch, lr=lr, seed=seed, target_fpr=target_fpr, holdout=holdout,
                        crops_per_image=crops_per_image, calibration=("none", *(calibrate_on or [])),
                        options=fam.train_options(fake_phi=fake_phi, fake_mix=fake_mix, chain=chain,
-                                                 fakes=None if fakes is None else tuple(fakes.split(","))))
+                                                 fakes=None if fakes is None else tuple(fakes.split(",")),
+                                                 camera=camera, photos=photos))
     result = run_train(real, out, cfg, tcfg, resume=resume, quiet=quiet, workers=workers)
     typer.echo(f"wrote {out} (threshold {result.threshold:.4f})")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -54,18 +54,22 @@ def split_real(real_dirs: list[Path], holdout: float, seed: int, per_folder: boo
 
 
 @torch.inference_mode()
-def extract_crops(cfg: TrsorConfig, files: list[Path], max_pixels: int, quiet: bool) -> tuple[Tensor, Tensor]:
-    """TrSOR crops (uint8) and their Phi for every image, most over-smooth first, valid ones only."""
+def extract_crops(cfg: TrsorConfig, files: list[Path], max_pixels: int, quiet: bool,
+                  sources: Callable[[np.ndarray, int], list[np.ndarray]] = lambda img, _: [img]
+                  ) -> tuple[Tensor, Tensor]:
+    """TrSOR crops (uint8) and their Phi from every source of every image (`spec.Training.sources`: the photo and
+    what the family derives from it), most over-smooth first, valid ones only."""
     trsor = TrSOR(cfg)
     crops, phis = [], []
     with bar(quiet) as pb:
         task = pb.add_task("TrSOR crops", total=len(files), info="")
-        for f in files:
+        for i, f in enumerate(files):
             img = load(f, max_pixels=max_pixels)
             check_image(img, cfg.crop, str(f), "one training crop")
-            o = trsor(torch.from_numpy(img))
-            crops.append(o.crops[o.valid])
-            phis.append(o.crop_phi[o.valid].to(torch.uint8))
+            for src in sources(img, i):
+                o = trsor(torch.from_numpy(np.ascontiguousarray(src)))
+                crops.append(o.crops[o.valid])
+                phis.append(o.crop_phi[o.valid].to(torch.uint8))
             pb.advance(task)
     return torch.cat(crops), torch.cat(phis)
 
@@ -166,7 +170,7 @@ def train(
     model = det.model.to(d.device).train()
     training = Training(model, tcfg, options)
     source = dataclasses.replace(cfg.trsor, crop=training.source_crop, crops=tcfg.crops_per_image)
-    crops, phis = extract_crops(source, train_files, cfg.max_pixels, quiet or not d.main)
+    crops, phis = extract_crops(source, train_files, cfg.max_pixels, quiet or not d.main, training.sources)
     opts = training.optimizers()
     if resumed:
         restore_state(run, opts, resumed)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from slsp.errors import ConfigError
 
 if TYPE_CHECKING:
+    import numpy as np
     from torch import Tensor, nn, optim
 
 
@@ -79,6 +80,10 @@ class Training(Protocol):
     @property
     def source_crop(self) -> int:
         """Side of the TrSOR crops the training sources are cut at (batches cut model inputs from them)."""
+
+    def sources(self, image: np.ndarray, index: int) -> list[np.ndarray]:
+        """The images training photo number `index` gives TrSOR crops from, made once before training: the photo,
+        and any the family derives from it (seeded by the index alone)."""
 
     def objectives(self) -> nn.Module:
         """The module whose forward computes the losses (what DistributedDataParallel wraps)."""

@@ -44,9 +44,17 @@ SHIPPED_FAKES = FAKE_KINDS[:3]  # what the shipped model trained with
 class FluctOptions:
     chain: bool = True  # the processing chain on real crops and pseudo-fakes (off only to measure it)
     fakes: tuple[str, ...] = SHIPPED_FAKES  # the kinds drawn from, uniformly
+    # Simulated-camera versions of each training photo (camera.py: its content downscaled 3-4x through a random
+    # camera), made once and added to the photo's sources; 0: none.
+    camera: int = 0
+    photos: bool = True  # the photos themselves among the sources (off, with camera > 0, to measure cameras alone)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "fakes", tuple(self.fakes))
+        if not 0 <= self.camera <= 8:
+            raise ConfigError(f"camera must be in [0, 8] versions per photo, got {self.camera}")
+        if not self.photos and not self.camera:
+            raise ConfigError("without the photos (photos=False) there must be simulated cameras (camera > 0)")
         if not self.fakes or len(set(self.fakes)) != len(self.fakes) or not set(self.fakes) <= set(FAKE_KINDS):
             raise ConfigError(f"fakes must be distinct kinds among {', '.join(FAKE_KINDS)}, got {self.fakes}")
 

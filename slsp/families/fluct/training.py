@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from slsp.config import TrainConfig
 from slsp.families.fluct import SHIPPED_FAKES, FluctOptions
+from slsp.families.fluct.camera import clean_content, simulate
 from slsp.families.fluct.model import FluctModel
 from slsp.families.fluct.pseudofakes import training_crop
 
@@ -70,6 +71,17 @@ class FluctTraining:
     @property
     def source_crop(self) -> int:
         return 2 * self.model.cfg.crop
+
+    def sources(self, image: np.ndarray, index: int) -> list[np.ndarray]:
+        """The photo (unless `options.photos` is off), and `options.camera` simulated-camera versions of its content
+        (one too small for a source crop is skipped)."""
+        out = [image] if self.options.photos else []
+        for k in range(self.options.camera):
+            rng = np.random.default_rng([self.tcfg.seed, index, k])
+            content = clean_content(image, rng, self.source_crop)
+            if content is not None:
+                out.append(simulate(content, rng))
+        return out
 
     def objectives(self) -> nn.Module:
         return Objective(self.model)

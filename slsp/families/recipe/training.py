@@ -3,6 +3,7 @@ reconstructions (the pseudo-fakes), on the same batch of real crops."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -57,6 +58,9 @@ class RecipeTraining:
     @property
     def source_crop(self) -> int:
         return self.model.cfg.crop
+
+    def sources(self, image: np.ndarray, index: int) -> list[np.ndarray]:
+        return [image]
 
     def objectives(self) -> nn.Module:
         return Objectives(self.model, self.options.fake_phi, self.options.fake_mix)
