@@ -173,6 +173,34 @@ def logo(all_reports: dict[str, dict], cond: str) -> list[str]:
     return lines
 
 
+def seeded() -> list[str]:
+    """The seeded comparisons (`benchmarks/seeds.py`, results/seeds-*.json): every arm over its seeds, beside the
+    baseline arm trained the same way, with the seed-averaged paired difference."""
+    lines = ["", "## Seeded comparisons (`benchmarks/seeds.py`)", "",
+             "Each arm is `slsp train` on the two real training folders (plus the arm's arguments) at every seed; "
+             "mean AUROC over generators, mean (min-max) over seeds; the difference to the baseline arm is "
+             "seed-averaged, with a 90% paired bootstrap interval over the dev images. These runs are shorter than "
+             "the shipped 1,500 steps, so they compare arms, not the shipped model.", ""]
+    for path in sorted((ROOT / "benchmarks" / "results").glob("seeds-*.json")):
+        res = json.loads(path.read_text())
+        lines += [f"### `{path.name}`: {res['steps']} steps, seeds {', '.join(map(str, res['seeds']))}", "",
+                  "| arm | `slsp train` arguments | stored | jpeg95 | minus baseline, stored [90%] | jpeg95 [90%] | "
+                  "FPR / TPR at thr (stored, seed mean) |", "|---|---|---|---|---|---|---|"]
+        for arm, args in res["arms"].items():
+            cells = []
+            for cond in ("stored", "jpeg95"):
+                s = res["summary"][f"{arm}/{cond}"]
+                cells.append(f"{s['mean']:.3f} ({s['min']:.3f}-{s['max']:.3f})")
+            for cond in ("stored", "jpeg95"):
+                p = res["paired_vs_baseline"].get(f"{arm}/{cond}", {}).get("mean")
+                cells.append("" if p is None else f"{p['diff']:+.3f} [{p['lo']:+.3f}, {p['hi']:+.3f}]")
+            runs = [v for k, v in res["runs"].items() if k.startswith(f"{arm}-s") and k.endswith("/stored")]
+            fpr, tpr = np.mean([r["fpr_at_thr"] for r in runs]), np.mean([r["tpr_at_thr"] for r in runs])
+            lines.append(f"| {arm} | `{args or '(none)'}` | " + " | ".join(cells) + f" | {fpr:.1%} / {tpr:.2f} |")
+        lines.append("")
+    return lines
+
+
 def markdown(all_reports: dict[str, dict]) -> str:
     lines = [
         "# Detection leaderboard (dev split)",
@@ -226,6 +254,7 @@ def markdown(all_reports: dict[str, dict]) -> str:
             lines.append(f"- {name}: " + ", ".join(f"{k} {v['fpr']:.0%} (n={v['n']})" for k, v in by.items()))
     for cond in ("stored", "jpeg95"):
         lines += ["", f"## Leave-one-generator-out choice of candidate ({cond})", ""] + logo(all_reports, cond)
+    lines += seeded()
     lines += ["", "## Reproduce", ""]
     for name, (run, train) in CANDIDATES.items():
         if name in all_reports:

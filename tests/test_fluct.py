@@ -67,7 +67,7 @@ def test_config_round_trips_by_family() -> None:
         DetectorConfig.from_dict({"model": {"family": "nope"}})
 
 
-@pytest.mark.parametrize("kinds", [FAKE_KINDS[:3], ("decoder",)], ids=["shipped", "decoder"])
+@pytest.mark.parametrize("kinds", [FAKE_KINDS[:3], ("decoder",), ("gan",)], ids=["shipped", "decoder", "gan"])
 def test_pseudo_fakes_keep_content_and_change_fluctuations(kinds: tuple[str, ...]) -> None:
     img = synthetic_photo(128, 128, sigma=3.0)
     x = torch.from_numpy(img).permute(2, 0, 1).float()

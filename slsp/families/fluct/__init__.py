@@ -35,8 +35,9 @@ class FluctConfig:
             raise ConfigError(f"family 'fluct' scores with 'disc' only, got {self.score!r}")
 
 
-# Pseudo-fake kinds (pseudofakes.py): denoised, re-noised wrongly, resampled, and a latent decoder's 8x upsampling.
-FAKE_KINDS = ("denoise", "renoise", "resample", "decoder")
+# Pseudo-fake kinds (pseudofakes.py): denoised, re-noised wrongly, resampled, a latent decoder's 8x upsampling, and
+# a GAN generator's checkerboard upsampling.
+FAKE_KINDS = ("denoise", "renoise", "resample", "decoder", "gan")
 SHIPPED_FAKES = FAKE_KINDS[:3]  # what the shipped model trained with
 
 

@@ -5,8 +5,9 @@ forgeries: denoise (Gaussian, median, residual shrinkage), re-noise with the wro
 spatially correlated, luma-only), resample (down 1.5-6x, up again: latent decoders and GANs upsample), or
 `decoder`: what a latent decoder does, three x2 upsampling stages (nearest, bilinear or a transposed convolution,
 each followed by a random smooth 3 x 3 convolution) from a grid 8x coarser, optionally with structured noise of its
-own; on the whole crop or inside Phi only, blended in at a random strength so that some are hard. The kinds drawn
-from are a training option (`FluctOptions.fakes`), so each can be ablated.
+own, or `gan`: two transposed-convolution stages from a grid 4x coarser whose phases differ (a checkerboard);
+on the whole crop or inside Phi only, blended in at a random strength so that some are hard. The kinds drawn from
+are a training option (`FluctOptions.fakes`), so each can be ablated.
 
 The processing chain (nothing, resize 0.5-1, JPEG q70-100 at 4:2:0 or 4:4:4) is applied alike to real crops and
 pseudo-fakes after the pseudo-fake is made, so processing history cannot be the cue the model learns.
@@ -108,11 +109,28 @@ def _decoder(x: Tensor, rng: np.random.Generator, g: torch.Generator) -> Tensor:
     return y
 
 
+def _gan(x: Tensor, rng: np.random.Generator) -> Tensor:
+    """A GAN generator's upsampling: the content of a grid 4x coarser, two stride-2 transposed convolutions whose
+    two phases carry unequal weight (the checkerboard of Odena et al., 2016), each followed by a random 3 x 3
+    convolution."""
+    h, w = x.shape[2:]
+    y = F.adaptive_avg_pool2d(x, (-(-h // 4), -(-w // 4)))
+    c = x.shape[1]
+    for _ in range(2):
+        s, d = float(rng.uniform(0.05, 0.45)), float(rng.uniform(0.02, 0.15))
+        a = torch.tensor([s, 1.0 - s, 1.0 - s - d, s + d], dtype=x.dtype)  # phase sums 1 - d and 1 + d
+        k = (a[:, None] * a[None, :]).view(1, 1, 4, 4).repeat(c, 1, 1, 1)
+        y = F.conv_transpose2d(F.pad(y, (1, 1, 1, 1), mode="replicate"), k, stride=2, padding=3, groups=c)
+        y = _smooth3(y, rng)
+    return y[:, :, :h, :w]
+
+
 _KINDS = {  # FAKE_KINDS -> (1, C, H, W) x, rng, g -> the fake before blending
     "denoise": lambda x, rng, g: _denoise(x, rng),
     "renoise": _renoise,
     "resample": lambda x, rng, g: _resample(x, rng),
     "decoder": _decoder,
+    "gan": lambda x, rng, g: _gan(x, rng),
 }
 
 
