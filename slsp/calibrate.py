@@ -127,11 +127,13 @@ def recalibrate(
     fuse: bool | None = None,
     canonical: str | None = None,
     quiet: bool = False,
+    low_resolution: bool = True,
 ) -> Calibration:
     """Calibrate a trained run again on its own held-out reals (train.json), e.g. with other variants or another
     canonical transform (DetectorConfig.canonical), then its low-resolution scoring; writes `out`.
 
-    fuse: refit the noise fusion (default: whether the run fuses already).
+    fuse: refit the noise fusion (default: whether the run fuses already). low_resolution: False leaves it out, so
+    images too small for the canonical transform are refused.
     """
     info_path = Path(run) / TRAIN
     if not info_path.is_file():
@@ -143,7 +145,8 @@ def recalibrate(
                                               low_resolution=LowResolutionConfig()))
     fuse = det.cfg.fusion.enabled if fuse is None else fuse
     cal = (calibrate_fused if fuse else calibrate)(det, files, target_fpr, quiet, variants)
-    low = calibrate_low_resolution(cal.detector, files, target_fpr, quiet)
+    low = (calibrate_low_resolution(cal.detector, files, target_fpr, quiet) if low_resolution
+           else Calibration(cal.detector, cal.threshold, float("nan"), []))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     det_io.save(low.detector, out)

@@ -166,12 +166,18 @@ def calibrate(
             help="Set the canonical transform every image goes through before scoring: none, jpeg:Q or resize:F."
         ),
     ] = None,
+    low_resolution: Annotated[
+        bool,
+        typer.Option(help="Also calibrate scoring at native scale for images too small for the canonical transform "
+                     "(--no-low-resolution: refuse them)."),
+    ] = True,
     quiet: QuietOpt = False,
 ) -> None:
     """Re-fit the threshold (and the noise fusion, if the model fuses) on the run's held-out real photos only."""
     from slsp.calibrate import recalibrate
 
-    cal = recalibrate(model, out, target_fpr, ("none", *(variant or [])), canonical=canonical, quiet=quiet)
+    cal = recalibrate(model, out, target_fpr, ("none", *(variant or [])), canonical=canonical, quiet=quiet,
+                      low_resolution=low_resolution)
     typer.echo(f"wrote {out} (threshold {cal.threshold:.4f}, held-out FPR {cal.fpr:.1%} on {len(cal.scores)} scores)")
 
 

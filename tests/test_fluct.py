@@ -202,6 +202,18 @@ def test_recalibrate_on_variants_uses_only_held_out_reals(real_dirs: list[Path],
     assert len(cal.scores) == 3 * len(info["holdout_images"]) and cal.fpr <= 0.05
     assert info["calibration"]["variants"] == ["none", "jpeg:90", "resize:0.75"]
     assert det_io.load(tmp_path / "b").cfg.threshold == cal.threshold
+    assert not det_io.load(tmp_path / "b").cfg.low_resolution.enabled  # canonical none: no low-resolution range
+    # With a shrinking canonical transform, its low-resolution scoring is calibrated too (five sides per photo),
+    # unless left out; the full-size threshold is the same either way.
+    half = recalibrate(tmp_path / "a", tmp_path / "c", 0.05, canonical="resize:0.5", quiet=True)
+    low = det_io.load(tmp_path / "c").cfg.low_resolution
+    info = json.loads((tmp_path / "c" / "train.json").read_text())["calibration"]["low_resolution"]
+    assert low.enabled and low.fusion.enabled and low.threshold == info["threshold"] and low.holdout_fpr <= 0.05
+    assert info["scores"] == 5 * len(json.loads((tmp_path / "c" / "train.json").read_text())["holdout_images"])
+    recalibrate(tmp_path / "a", tmp_path / "d", 0.05, canonical="resize:0.5", quiet=True, low_resolution=False)
+    refused = det_io.load(tmp_path / "d")
+    assert not refused.cfg.low_resolution.enabled and refused.min_input_side == 127
+    assert refused.cfg.threshold == half.threshold == det_io.load(tmp_path / "c").cfg.threshold
 
 
 @settings(max_examples=60, deadline=None)
