@@ -203,7 +203,8 @@ def detect(
             if "error" in r:
                 typer.echo(f"{r['path']}\tERROR\t{r['error']}")
             else:
-                typer.echo(f"{r['path']}\t{r['score']:.4f}\t{r['verdict']}\t(threshold {r['threshold']:.4f})")
+                low = ", low resolution: scored at native scale" if r["low_resolution"] else ""
+                typer.echo(f"{r['path']}\t{r['score']:.4f}\t{r['verdict']}\t(threshold {r['threshold']:.4f}{low})")
     if any("error" in r for r in results):
         raise typer.Exit(1)
 
@@ -469,7 +470,7 @@ def query(
             typer.echo(
                 f"{r['path']}\tERROR\t{r['error']}"
                 if "error" in r
-                else f"{r['path']}\t{r['score']:.4f}\t{r['verdict']}"
+                else f"{r['path']}\t{r['score']:.4f}\t{r['verdict']}" + ("\t(low resolution)" if r["low_resolution"] else "")
             )
     if any("error" in r for r in rows):
         raise typer.Exit(1)
