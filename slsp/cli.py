@@ -467,11 +467,11 @@ def query(
         _emit(rows)
     else:
         for r in rows:
-            typer.echo(
-                f"{r['path']}\tERROR\t{r['error']}"
-                if "error" in r
-                else f"{r['path']}\t{r['score']:.4f}\t{r['verdict']}" + ("\t(low resolution)" if r["low_resolution"] else "")
-            )
+            if "error" in r:
+                typer.echo(f"{r['path']}\tERROR\t{r['error']}")
+            else:
+                low = "\t(low resolution)" if r["low_resolution"] else ""
+                typer.echo(f"{r['path']}\t{r['score']:.4f}\t{r['verdict']}{low}")
     if any("error" in r for r in rows):
         raise typer.Exit(1)
 
