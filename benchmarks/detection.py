@@ -50,10 +50,11 @@ CANDIDATES: dict[str, tuple[str | None, str]] = {
         '(fluct-a) with "crops": 32 in its config.json, then slsp calibrate --model runs/fluct-a-k32 '
         "--out runs/fluct-a-k32 (32 TrSOR crops per image instead of 16)",
     ),
-    "fluct-a-canon-resize0.5": (
-        "runs/fluct-a-canon-resize0.5",
+    "fluct-a-canon-resize0.5": (  # scored as shipped: slsp/default holds this run
+        None,
         "(fluct-a) then slsp calibrate --model runs/fluct-a --out runs/fluct-a-canon-resize0.5 "
-        "--canonical resize:0.5 (every image halved before scoring)",
+        "--canonical resize:0.5 (every image halved before scoring; images too small for that scored at native "
+        "scale under their own calibration); copied to slsp/default",
     ),
     "fluct-a-canon-jpeg75": (
         "runs/fluct-a-canon-jpeg75",
