@@ -67,7 +67,7 @@ def extract_crops(cfg: TrsorConfig, files: list[Path], max_pixels: int, quiet: b
             img = load(f, max_pixels=max_pixels)
             check_image(img, cfg.crop, str(f), "one training crop")
             for src in sources(img, i):
-                o = trsor(torch.from_numpy(np.ascontiguousarray(src)))
+                o = trsor(torch.from_numpy(np.array(src)))  # a copy: a decoded JPEG is read-only
                 crops.append(o.crops[o.valid])
                 phis.append(o.crop_phi[o.valid].to(torch.uint8))
             pb.advance(task)
