@@ -11,6 +11,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -98,6 +99,9 @@ class ToyTraining:
     @property
     def source_crop(self) -> int:
         return self.model.cfg.crop
+
+    def sources(self, image: np.ndarray, index: int) -> list[np.ndarray]:
+        return [image]  # crops from the photo alone
 
     def objectives(self) -> nn.Module:
         return self.model
