@@ -74,8 +74,8 @@ class Transform:
 class Canonical:
     """The canonical transform as the detector applies it, by image size (library, decode member, parity).
 
-    An image with both sides >= `min_side` after the transform goes through it; a smaller one with at least one
-    crop at native scale is scored as is and flagged low-resolution, when the model has a low-resolution calibration
+    An image that still holds one crop after the transform goes through it; a smaller one that holds one crop at
+    native scale is scored as is and flagged low-resolution, when the model has a low-resolution calibration
     (`low_resolution`); anything smaller is refused, since slsp never pads or upsamples.
     """
 
