@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import shutil
 from pathlib import Path
 
 import onnx
@@ -15,6 +16,7 @@ from tritonclient.grpc import model_config_pb2
 from slsp import contract
 from slsp.clients.client import Result
 from slsp.config import DetectorConfig
+from slsp.errors import SlspError
 from slsp.export import repository
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -105,6 +107,21 @@ def test_written_configs_follow_the_contract(served_artifacts: Path, tmp_path: P
     consumed = {t for step in ens.ensemble_scheduling.step for t in step.input_map.values()}
     assert not consumed & {o.name for o in ens.output}
     assert [s.model_name for s in ens.ensemble_scheduling.step] == [contract.MEMBERS[s.name] for s in contract.CHAIN]
+
+
+def test_artifacts_of_another_contract_are_refused(served_artifacts: Path, tmp_path: Path) -> None:
+    """A score graph exported before the low-resolution flag existed (three inputs) would fail every request once
+    served: the repository writer refuses it and says to export again."""
+    old = tmp_path / "old"
+    shutil.copytree(served_artifacts, old)
+    proto = onnx.load(str(old / contract.SCORING.onnx))
+    keep = [i for i in proto.graph.input if i.name != contract.LOW_RESOLUTION]
+    del proto.graph.input[:]
+    proto.graph.input.extend(keep)
+    onnx.save(proto, str(old / contract.SCORING.onnx))
+    with pytest.raises(SlspError, match="Export the artifacts again"):
+        repository.write(old, tmp_path / "repo")
+    assert not (tmp_path / "repo").exists()
 
 
 def test_client_reads_the_ensemble_outputs() -> None:
