@@ -216,7 +216,8 @@ def eval_cmd(
     model: RunOpt = None,
     reencode: Annotated[str, typer.Option(help="Applied to both classes: none, png or jpeg:Q.")] = "none",
     perturb: Annotated[
-        Optional[list[str]], typer.Option(help="Robustness rows: jpeg:Q or resize:F (repeatable).")
+        Optional[list[str]],
+        typer.Option(help="Robustness rows: jpeg:Q, resize:F or thumb:S (short side S, as a thumbnail; repeatable)."),
     ] = None,
     trim_bottom: Annotated[int, typer.Option(help="Rows removed from the bottom of every image (watermarks).")] = 0,
     score: Annotated[
