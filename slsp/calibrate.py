@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -31,9 +31,9 @@ class Calibration(NamedTuple):
     scores: list[float]
 
 
-def _detections(det: Detector, real_files: list[Path], quiet: bool,
-                transforms: Sequence[Callable[[np.ndarray], np.ndarray]]) -> list[Detection]:
-    """One detection per photo and transform (`Transform`: 'none', 'jpeg:Q', 'resize:F'). A photo the detector
+def _detections(det: Detector, real_files: list[Path], quiet: bool, transforms: Sequence[Transform]
+                ) -> list[Detection]:
+    """One detection per photo and transform ('none', 'jpeg:Q', 'resize:F', 'thumb:S'). A photo the detector
     refuses (too small, flat, undecodable) is left out with a warning, as the server would refuse it."""
     out = []
     with bar(quiet) as pb:
