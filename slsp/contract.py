@@ -133,6 +133,8 @@ ADMIN_GRPC_HEADER = f"triton-grpc-protocol-{ADMIN_HEADER}"
 # image as a success of the decode member and as two failures of the ensemble.
 IMAGES_METRIC = "slsp_images_total"
 OUTCOMES = ("accepted", "invalid", "error")  # decoded and passed to TrSOR / the client's fault (400) / ours (500)
+# Of the accepted ones, those scored at native scale because they are too small for the canonical transform.
+LOW_RESOLUTION_METRIC = "slsp_low_resolution_images_total"
 
 
 def served(name: str) -> str:

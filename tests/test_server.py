@@ -129,9 +129,10 @@ def test_bad_inputs_fail_alone_and_the_server_stays_up(server: Server) -> None:
         "grayscale": png(photo[..., 1]),
     }
     good = [png(synthetic_photo(128, 128, seed=s)) for s in range(6)]
+    good += [png(synthetic_photo(MIN + 30, MIN + 50, seed=s)) for s in range(2)]  # low resolution
     names = list(errors) + list(policy) + ["good"] * len(good)
     datas = list(errors.values()) + list(policy.values()) + good
-    before = _image_counts(server)
+    before, low_before = _image_counts(server), _low_resolution_count(server)
     for protocol_url in (server.grpc_url, server.http_url):
         results = SlspClient(protocol_url).detect_many(datas, concurrency=8)
         for name, data, res in zip(names, datas, results):
@@ -145,12 +146,21 @@ def test_bad_inputs_fail_alone_and_the_server_stays_up(server: Server) -> None:
     after = _image_counts(server)  # each bad image counted once, as invalid (Triton's own counters do not)
     assert {k: after[k] - before[k] for k in after} == {"accepted": 2 * (len(policy) + len(good)),
                                                         "invalid": 2 * len(errors), "error": 0}
+    assert _low_resolution_count(server) - low_before == 2 * 2
+
+
+def _metrics(server: Server) -> str:
+    return urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=10).read().decode()
 
 
 def _image_counts(server: Server) -> dict[str, float]:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=10).read().decode()
-    found = re.findall(rf'^{contract.IMAGES_METRIC}{{outcome="(\w+)"}} (\S+)$', text, re.M)
+    found = re.findall(rf'^{contract.IMAGES_METRIC}{{outcome="(\w+)"}} (\S+)$', _metrics(server), re.M)
     return {k: float(v) for k, v in found}
+
+
+def _low_resolution_count(server: Server) -> float:
+    found = re.findall(rf"^{contract.LOW_RESOLUTION_METRIC}(?:{{}})? (\S+)$", _metrics(server), re.M)
+    return float(found[0]) if found else 0.0
 
 
 def test_operator_apis_need_the_admin_key(served_artifacts: Path, tmp_path: Path) -> None:

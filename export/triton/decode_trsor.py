@@ -4,7 +4,8 @@ Each request is decoded under slsp's decoding policy and goes through the model'
 `Detector.analyze`; an image too small for it is passed on at native scale and flagged low-resolution). It is run
 through the TrSOR backend the repository writer chose (`trsor_backends`: the C++ kernel, the AOTInductor package or
 ONNX Runtime). A bad image gets its own error response; the other requests of the same execution are unaffected.
-Each request adds one to `slsp_images_total{outcome=...}` (contract.OUTCOMES).
+Each request adds one to `slsp_images_total{outcome=...}` (contract.OUTCOMES), and an accepted low-resolution
+one also to `slsp_low_resolution_images_total`.
 """
 
 import os
@@ -40,6 +41,10 @@ class TritonPythonModel:
             contract.IMAGES_METRIC, "Image requests by outcome: accepted, invalid (the client's fault), error (the "
             "server's)", pb_utils.MetricFamily.COUNTER)
         self.outcomes = {o: family.Metric(labels={"outcome": o}) for o in contract.OUTCOMES}
+        self.low_family = pb_utils.MetricFamily(
+            contract.LOW_RESOLUTION_METRIC, "Accepted images scored at native scale, too small for the canonical "
+            "transform (weaker detection, their own threshold)", pb_utils.MetricFamily.COUNTER)
+        self.low = self.low_family.Metric(labels={})
 
     def execute(self, requests: list) -> list:
         responses = []
@@ -59,6 +64,8 @@ class TritonPythonModel:
                 out[contract.LOW_RESOLUTION] = np.array([low])
                 responses.append(pb_utils.InferenceResponse([pb_utils.Tensor(k, v) for k, v in out.items()]))
                 self.outcomes["accepted"].increment(1)
+                if low:
+                    self.low.increment(1)
             except ImageError as e:  # the client's fault: INVALID_ARGUMENT on gRPC, 400 on HTTP
                 error = pb_utils.TritonError(str(e), pb_utils.TritonError.INVALID_ARG)
                 responses.append(pb_utils.InferenceResponse(error=error))
