@@ -42,7 +42,9 @@ def assert_same(got: dict, want: dict, what: str) -> None:
         assert got[name].dtype == want[name].dtype and got[name].shape == want[name].shape, f"{name} at {what}"
         np.testing.assert_array_equal(got[name], want[name], err_msg=f"{name} at {what}")
     assert got["sigma"].dtype == np.float32 and got["sigma"].shape == ()
-    np.testing.assert_allclose(got["sigma"], want["sigma"], rtol=1e-5, err_msg=what)
+    # float32 sums over the image in another order (bands per thread): about sqrt(pixels) ulps apart; a 221 x 139
+    # image drawn by the property test below differed by 1.4e-5 relative. The parity gate allows 1e-3.
+    np.testing.assert_allclose(got["sigma"], want["sigma"], rtol=1e-4, err_msg=what)
 
 
 @pytest.mark.parametrize("size", [(64, 64), (65, 99), (129, 64), (200, 333), (128, 192), (64, 1000)])
