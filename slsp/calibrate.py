@@ -115,7 +115,7 @@ def calibrate_low_resolution(det: Detector, real_files: list[Path], target_fpr: 
     scores = np.array([float(Scorer.fuse(a, d.sigma, fusion)) for a, d in zip(agg, dets)], dtype=np.float32)
     thr = threshold_at_fpr(scores, target_fpr)
     fpr = float(np.mean(scores >= np.float32(thr)))
-    low = LowResolutionConfig(enabled=True, threshold=thr, fusion=fusion, holdout_fpr=fpr)
+    low = LowResolutionConfig(enabled=True, threshold=thr, fusion=fusion)
     return Calibration(det.with_config(dataclasses.replace(det.cfg, low_resolution=low)), thr, fpr, scores.tolist())
 
 

@@ -71,7 +71,6 @@ class LowResolutionConfig:
     enabled: bool = False
     threshold: float = 0.5
     fusion: FusionConfig = field(default_factory=FusionConfig)
-    holdout_fpr: float | None = None  # the held-out reals' FPR at the threshold, as calibrated
 
     def __post_init__(self) -> None:
         if isinstance(self.fusion, dict):

@@ -208,7 +208,7 @@ def test_recalibrate_on_variants_uses_only_held_out_reals(real_dirs: list[Path],
     half = recalibrate(tmp_path / "a", tmp_path / "c", 0.05, canonical="resize:0.5", quiet=True)
     low = det_io.load(tmp_path / "c").cfg.low_resolution
     info = json.loads((tmp_path / "c" / "train.json").read_text())["calibration"]["low_resolution"]
-    assert low.enabled and low.fusion.enabled and low.threshold == info["threshold"] and low.holdout_fpr <= 0.05
+    assert low.enabled and low.fusion.enabled and low.threshold == info["threshold"] and info["holdout_fpr"] <= 0.05
     assert info["scores"] == 5 * len(json.loads((tmp_path / "c" / "train.json").read_text())["holdout_images"])
     recalibrate(tmp_path / "a", tmp_path / "d", 0.05, canonical="resize:0.5", quiet=True, low_resolution=False)
     refused = det_io.load(tmp_path / "d")
