@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from PIL import Image
@@ -83,11 +84,12 @@ class Canonical:
     crop: int
     low_resolution: bool = False
 
-    @property
+    # Cached: the decode member asks for both on every request.
+    @cached_property
     def transform(self) -> Transform:
         return Transform(self.spec)
 
-    @property
+    @cached_property
     def full_side(self) -> int:
         """The smallest input side that still goes through the transform."""
         return self.transform.min_side(self.crop)
