@@ -174,14 +174,23 @@ def logo(all_reports: dict[str, dict], cond: str) -> list[str]:
     return lines
 
 
-def seeded() -> list[str]:
+def _noise_row(noise: dict[str, dict], before: int, after: int) -> str:
+    """The noise baseline (TrSOR's sigma after the canonical halving, no model): the same for every model that
+    halves, so one row serves the seeded and the scale tables; `before` / `after`: empty cells around it."""
+    values = [_fmt(noise[c]) for c in ("stored", "jpeg95")]
+    cells = ["noise baseline (no model)", *[""] * before, *values, *[""] * after]
+    return "| " + " | ".join(cells) + " |"
+
+
+def seeded(noise: dict[str, dict]) -> list[str]:
     """The seeded comparisons (`benchmarks/seeds.py`, results/seeds-*.json): every arm over its seeds, beside the
-    baseline arm trained the same way, with the seed-averaged paired difference."""
+    baseline arm trained the same way, with the seed-averaged paired difference, and the noise baseline."""
     lines = ["", "## Seeded comparisons (`benchmarks/seeds.py`)", "",
              "Each arm is `slsp train` on the two real training folders (plus the arm's arguments) at every seed; "
              "mean AUROC over generators, mean (min-max) over seeds; the difference to the baseline arm is "
-             "seed-averaged, with a 90% paired bootstrap interval over the dev images. These runs are shorter than "
-             "the shipped 1,500 steps, so they compare arms, not the shipped model.", ""]
+             "seed-averaged, with a 90% paired bootstrap interval over the dev images. Most arms ran 500 steps, "
+             "shorter than the shipped 1,500, so they compare arms, not the shipped model; the 1,500-step seeds "
+             "1 and 2 are the shipped recipe again (seed 0 is the shipped model).", ""]
     for path in sorted((ROOT / "benchmarks" / "results").glob("seeds-*.json")):
         res = json.loads(path.read_text())
         lines += [f"### `{path.name}`: {res['steps']} steps, seeds {', '.join(map(str, res['seeds']))}", "",
@@ -198,7 +207,49 @@ def seeded() -> list[str]:
             runs = [v for k, v in res["runs"].items() if k.startswith(f"{arm}-s") and k.endswith("/stored")]
             fpr, tpr = np.mean([r["fpr_at_thr"] for r in runs]), np.mean([r["tpr_at_thr"] for r in runs])
             lines.append(f"| {arm} | `{args or '(none)'}` | " + " | ".join(cells) + f" | {fpr:.1%} / {tpr:.2f} |")
-        lines.append("")
+        lines += [_noise_row(noise, 1, 3), ""]
+    return lines
+
+
+def scaled(noise: dict[str, dict]) -> list[str]:
+    """The scale fusions (`benchmarks/scales.py`, results/scales*.json): each rule over the models it scored."""
+    lines = ["", "## Scale fusion (`benchmarks/scales.py`)", "",
+             "Each model's weights score every dev image at 1/2, 1/4 and 1/8 of its size; each part (crop or noise "
+             "score) is standardised on that model's held-out real photos, and a rule averages its parts' z-scores. "
+             "\"1/2\" ranks images as the shipped fused score does. Mean AUROC over generators, mean (min-max) "
+             "over the models; the difference to \"1/2\" is per model, paired on the same images.", ""]
+    for path in sorted((ROOT / "benchmarks" / "results").glob("scales*.json")):
+        res = json.loads(path.read_text())
+        lines += [f"### `{path.name}`: {', '.join(res)}", "",
+                  "| rule | stored | jpeg95 | minus 1/2, stored | jpeg95 |", "|---|---|---|---|---|"]
+        for rule in next(iter(res.values()))["stored"]["candidates"]:
+            cells = []
+            for part in ("auroc", "minus"):
+                for cond in ("stored", "jpeg95"):
+                    v = [m[cond]["candidates"][rule]["auroc"] - (m[cond]["candidates"]["1/2"]["auroc"]
+                                                                 if part == "minus" else 0.0) for m in res.values()]
+                    cells.append(f"{np.mean(v):+.3f} ({min(v):+.3f} to {max(v):+.3f})" if part == "minus"
+                                 else f"{np.mean(v):.3f} ({min(v):.3f}-{max(v):.3f})")
+            lines.append(f"| {rule} | " + " | ".join(cells) + " |")
+        lines += [_noise_row(noise, 0, 2), ""]
+    return lines
+
+
+def low_resolution() -> list[str]:
+    """Thumbnails (`benchmarks/low_resolution.py`, results/low-resolution.json): the shipped model's
+    low-resolution path beside the noise baseline on the same pixels."""
+    path = ROOT / "benchmarks" / "results" / "low-resolution.json"
+    if not path.is_file():
+        return []
+    lines = ["", "## Low resolution (`benchmarks/low_resolution.py`)", "",
+             "Both classes shrunk to a short side of S px (`thumb:S`), then scored as shipped: at native scale under "
+             "the low-resolution calibration. `original` is the full-size path on the same images.", "",
+             "| condition | both classes | mean AUROC model | worst | noise baseline | model - baseline [90%] | "
+             "FPR at thr | TPR at thr |", "|---|---|---|---|---|---|---|---|"]
+    for r in json.loads(path.read_text())["rows"]:
+        lines.append(f"| {r['condition']} | {r['reencode']} | {r['auroc']:.3f} [{r['auroc_lo']:.2f}, "
+                     f"{r['auroc_hi']:.2f}] | {r['worst']:.3f} | {r['baseline']:.3f} | {r['diff']:+.3f} "
+                     f"[{r['diff_lo']:+.3f}, {r['diff_hi']:+.3f}] | {r['fpr']:.1%} | {r['tpr']:.2f} |")
     return lines
 
 
@@ -255,7 +306,8 @@ def markdown(all_reports: dict[str, dict]) -> str:
             lines.append(f"- {name}: " + ", ".join(f"{k} {v['fpr']:.0%} (n={v['n']})" for k, v in by.items()))
     for cond in ("stored", "jpeg95"):
         lines += ["", f"## Leave-one-generator-out choice of candidate ({cond})", ""] + logo(all_reports, cond)
-    lines += seeded()
+    noise = {c: all_reports[SHIPPED][c]["condition"]["rows"]["baseline"]["mean"] for c in ("stored", "jpeg95")}
+    lines += low_resolution() + scaled(noise) + seeded(noise)
     lines += ["", "## Reproduce", ""]
     for name, (run, train) in CANDIDATES.items():
         if name in all_reports:
