@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from slsp.evaluate import evaluate
-from slsp.metrics import bootstrap
+from slsp.metrics import bootstrap, leave_one_out
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -167,8 +167,7 @@ def logo(all_reports: dict[str, dict], cond: str) -> list[str]:
         "| left out | chosen on the rest | its AUROC on the left-out generator | best candidate there |",
         "|---|---|---|---|",
     ]
-    for g in gens:
-        chosen = max(per, key=lambda n: np.mean([per[n][h] for h in gens if h != g]))
+    for g, chosen in leave_one_out(per).items():
         best = max(per, key=lambda n: per[n][g])
         lines.append(f"| {g} | {chosen} | {per[chosen][g]:.3f} | {best} ({per[best][g]:.3f}) |")
     return lines

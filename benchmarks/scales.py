@@ -28,7 +28,7 @@ from slsp import detector as det_io
 from slsp.config import FusionConfig, LowResolutionConfig
 from slsp.evaluate import generators
 from slsp.imaging import collect, load
-from slsp.metrics import auroc, bootstrap
+from slsp.metrics import auroc, bootstrap, leave_one_out
 from slsp.progress import bar
 from slsp.scoring import noise_score
 from slsp.transforms import Transform
@@ -80,13 +80,8 @@ def scores(rows: list[dict], stats: dict, parts_: tuple) -> np.ndarray:
 def logo(per_generator: dict[str, dict[str, float]]) -> dict[str, dict]:
     """Per left-out generator: the candidate with the best mean AUROC on the others, and its AUROC minus BASE's on
     the one left out."""
-    gens = list(per_generator[BASE])
-    out = {}
-    for g in gens:
-        rest = [h for h in gens if h != g]
-        pick = max(CANDIDATES, key=lambda c: np.mean([per_generator[c][h] for h in rest]))
-        out[g] = {"chosen": pick, "minus_base": per_generator[pick][g] - per_generator[BASE][g]}
-    return out
+    return {g: {"chosen": pick, "minus_base": per_generator[pick][g] - per_generator[BASE][g]}
+            for g, pick in leave_one_out(per_generator).items()}
 
 
 def measure(run: Path | None, pb) -> dict:

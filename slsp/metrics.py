@@ -103,3 +103,10 @@ def bootstrap(
             if a != b:
                 out["diff"][f"{a}-{b}"] = interval(np.subtract(draws[a]["mean"], draws[b]["mean"]))
     return out
+
+
+def leave_one_out(per: dict[str, dict[str, float]]) -> dict[str, str]:
+    """Per generator: the candidate (per: candidate -> generator -> AUROC) with the best mean AUROC over the other
+    generators, i.e. the choice made without seeing that generator."""
+    gens = list(next(iter(per.values())))
+    return {g: max(per, key=lambda n: float(np.mean([per[n][h] for h in gens if h != g]))) for g in gens}

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from slsp.metrics import auroc, average_precision, bootstrap, roc, threshold_at_fpr, tpr_at_fpr
+from slsp.metrics import auroc, average_precision, bootstrap, leave_one_out, roc, threshold_at_fpr, tpr_at_fpr
 
 
 @settings(max_examples=40, deadline=None)
@@ -65,3 +65,9 @@ def test_bootstrap_intervals_hold_the_estimate_and_pair_the_methods() -> None:
     d_lo, d_hi = out["diff"]["m-worse"]
     assert d_lo <= d_hi and out["diff"]["worse-m"] == pytest.approx((-d_hi, -d_lo))
     assert out == bootstrap(real, fk, n=400)  # seeded
+
+
+def test_leave_one_out_chooses_without_the_left_out_generator() -> None:
+    """Candidate b is best overall only because of generator y; with y left out, the choice is made on x and z."""
+    per = {"a": {"x": 0.8, "y": 0.5, "z": 0.8}, "b": {"x": 0.7, "y": 1.0, "z": 0.7}}
+    assert leave_one_out(per) == {"x": "b", "y": "a", "z": "b"}
