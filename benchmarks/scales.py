@@ -48,12 +48,26 @@ CANDIDATES = {  # name -> parts: (kind, scale)
 CONDITIONS = {"stored": "none", "jpeg95": "jpeg:95"}
 
 
+def box(img: np.ndarray, f: int) -> np.ndarray:
+    """f x f box average, rounded half up (the detector's pyramid, `trsor.box_level`), in float64."""
+    h, w = img.shape[0] // f * f, img.shape[1] // f * f
+    m = img[:h, :w].astype(np.float64).reshape(h // f, f, w // f, f, 3).mean(axis=(1, 3))
+    return np.floor(m + 0.5).astype(np.uint8)
+
+
+def view(img: np.ndarray, s: float, pyramid: str) -> np.ndarray:
+    """The image at scale s: Pillow bicubic from the image, or (box) a box average of its 1/2 view."""
+    if pyramid == "bicubic" or s == 0.5:
+        return Transform(f"resize:{s}")(img)
+    return box(Transform("resize:0.5")(img), round(0.5 / s))
+
+
 @torch.inference_mode()
-def parts(det, img: np.ndarray) -> dict[tuple[str, float], float]:
+def parts(det, img: np.ndarray, pyramid: str = "bicubic") -> dict[tuple[str, float], float]:
     """The crop aggregate and the noise score at each scale where one crop fits (NaN elsewhere)."""
     out = {}
     for s in SCALES:
-        small = Transform(f"resize:{s}")(img)
+        small = view(img, s, pyramid)
         if min(small.shape[:2]) < det.min_side:
             out[("crops", s)] = out[("noise", s)] = float("nan")
             continue
@@ -63,11 +77,11 @@ def parts(det, img: np.ndarray) -> dict[tuple[str, float], float]:
     return out
 
 
-def table(files: list[Path], det, reencode: Transform, pb, task, trim: int) -> list[dict]:
+def table(files: list[Path], det, reencode: Transform, pb, task, trim: int, pyramid: str) -> list[dict]:
     rows = []
     for f in files:
         img = load(f)
-        rows.append(parts(det, reencode(img[: img.shape[0] - trim] if trim else img)))  # re-encoded, then scaled
+        rows.append(parts(det, reencode(img[: img.shape[0] - trim] if trim else img), pyramid))  # re-encoded, then scaled
         pb.advance(task)
     return rows
 
@@ -84,7 +98,7 @@ def logo(per_generator: dict[str, dict[str, float]]) -> dict[str, dict]:
             for g, pick in leave_one_out(per_generator).items()}
 
 
-def measure(run: Path | None, pb) -> dict:
+def measure(run: Path | None, pb, pyramid: str) -> dict:
     """One model: every candidate under every condition."""
     model = det_io.load(run)
     # The weights on the pixels as given: no canonical step, no fusion (the parts are fused here).
@@ -98,10 +112,10 @@ def measure(run: Path | None, pb) -> dict:
         t = Transform(spec)
         task = pb.add_task(f"{run or 'shipped'} {cond}", total=len(held) + len(reals) + sum(map(len, gens.values())),
                            info="")
-        cal = table(held, det, t, pb, task, 0)
+        cal = table(held, det, t, pb, task, 0, pyramid)
         stats = {p: (np.nanmean([r[p] for r in cal]), np.nanstd([r[p] for r in cal])) for p in cal[0]}
-        real = table(reals, det, t, pb, task, TRIM)
-        fake = {g: table(fs, det, t, pb, task, TRIM) for g, fs in gens.items()}
+        real = table(reals, det, t, pb, task, TRIM, pyramid)
+        fake = {g: table(fs, det, t, pb, task, TRIM, pyramid) for g, fs in gens.items()}
         rs = {c: scores(real, stats, p) for c, p in CANDIDATES.items()}
         fs = {g: {c: scores(rows, stats, p) for c, p in CANDIDATES.items()} for g, rows in fake.items()}
         boot = bootstrap(rs, fs)
@@ -118,10 +132,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", type=Path, action="append", help="run folder (repeatable; default: the shipped model)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "scales.json")
+    ap.add_argument("--pyramid", choices=("bicubic", "box"), default="bicubic",
+                    help="1/4 and 1/8 by Pillow bicubic from the image, or by box averages of its 1/2 view")
     args = ap.parse_args()
     runs = args.model or [None]
     with bar(False) as pb:
-        results = {str(r or "shipped"): measure(r, pb) for r in runs}
+        results = {str(r or "shipped"): measure(r, pb, args.pyramid) for r in runs}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print("| model | candidate | " + " | ".join(f"{c} [90%] | minus {BASE} [90%]" for c in CONDITIONS) + " |")

@@ -82,7 +82,7 @@ def _io(t: TensorSpec, crop: int, *, batched: bool = False, after_batch: bool = 
 
 
 def configs(cfg: DetectorConfig, s: ServingConfig, trt: bool, trsor_file: str = contract.TRSOR.onnx) -> dict[str, dict]:
-    c, k = cfg.trsor.crop, cfg.trsor.crops
+    c, k = cfg.trsor.crop, cfg.trsor.slots
     if s.max_batch < k:
         raise SlspError(f"max_batch {s.max_batch} must be >= the {k} crops of one image")
     device = "cuda" if s.target == "gpu" else "cpu"

@@ -21,9 +21,12 @@ OPSET = 17
 
 
 class TrsorStage(nn.Module):
-    def __init__(self, det: Detector) -> None:
+    """The TrSOR stage: every pyramid level, or (single_level, for compiled backends that run the pyramid around
+    it, `slsp.pyramid`) level 0 alone."""
+
+    def __init__(self, det: Detector, single_level: bool = False) -> None:
         super().__init__()
-        self.trsor = det.trsor
+        self.trsor = det.trsor.level if single_level else det.trsor
 
     def forward(self, image: Tensor) -> tuple[Tensor, ...]:
         o = self.trsor(image)
@@ -64,7 +67,7 @@ def stage_modules(det: Detector, fp16: bool = False) -> dict[str, nn.Module]:
 def example_inputs(det: Detector) -> dict[str, tuple[Tensor, ...]]:
     """Tracing inputs of odd sizes so no dimension is mistaken for a constant."""
     g = torch.Generator().manual_seed(0)
-    c, k = det.cfg.trsor.crop, det.cfg.trsor.crops
+    c, k = det.cfg.trsor.crop, det.cfg.trsor.slots
     image = torch.randint(0, 256, (c * 3 + 5, c * 4 + 3, 3), generator=g, dtype=torch.uint8)
     crops = torch.randint(0, 256, (3, c, c, 3), generator=g, dtype=torch.uint8)
     phi = (torch.rand(3, c, c, generator=g) > 0.5).to(torch.float32)
@@ -87,7 +90,8 @@ def metadata(det: Detector, checkpoint_hash: str, stage: str, fp16: bool) -> dic
         "stage": stage,
         "patch": str(cfg.trsor.patch),
         "crop": str(cfg.trsor.crop),
-        "K": str(cfg.trsor.crops),
+        "K": str(cfg.trsor.slots),
+        "levels": str(cfg.trsor.levels),
         "iterations": str(cfg.trsor.iterations),
         "delta": str(cfg.trsor.delta),
         "threshold": repr(cfg.threshold),

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from slsp import pyramid
 from slsp.contract import IMAGE, TRSOR, TRSOR_NATIVE, TRSOR_NATIVE_META
 from slsp.errors import RuntimeMissing
 from slsp.imaging import check_image
@@ -101,6 +102,7 @@ def build(det, out_dir: Path, march: str | None = None, source: Path | None = No
         "iterations": cfg.iterations,
         "crop": cfg.crop,
         "crops": cfg.crops,
+        "levels": cfg.levels,
         "channel": cfg.channel,
         "tau": null.tau,
         "truncated_mean": null.truncated_mean,
@@ -161,10 +163,14 @@ class NativeRunner:
         return buf[: 4 * (h - p + 1) * (w - p + 1)].view(np.float32), buf[4 * need : 5 * need].reshape(h, w)
 
     def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The TrSOR stage: the kernel on each pyramid level (slsp.pyramid)."""
+        check_image(feed[IMAGE], self.meta["crop"], IMAGE)  # the kernel assumes uint8 (H, W, 3) of >= one crop
+        return pyramid.run(self.level, np.ascontiguousarray(feed[IMAGE]), self.meta.get("levels", 1),
+                           self.meta["crop"])
+
+    def level(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         m = self.meta
         c, image = m["crop"], feed[IMAGE]
-        check_image(image, c, IMAGE)  # the kernel assumes uint8 (H, W, 3) of at least one crop per side
-        image = np.ascontiguousarray(image)
         h, w = image.shape[:2]
         xi, phi = self.buffers(h, w)
         counts = np.empty((h // c + 1) * (w // c + 1), np.int64)

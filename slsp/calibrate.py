@@ -66,12 +66,28 @@ def calibrate(det: Detector, real_files: list[Path], target_fpr: float, quiet: b
     return _with_threshold(det, [float(d.score) for d in dets], target_fpr)
 
 
+MIN_LEVEL_IMAGES = 10  # a pyramid level enters the fusion only when this many calibration images have it
+
+
 def _fit_fusion(dets: list[Detection], scorer: Scorer) -> FusionConfig:
-    """Standardise the crop aggregate and the noise score on these (real) detections."""
-    agg = np.array([float(scorer.crop_aggregate(d.crop_scores, d.valid)) for d in dets])
+    """Standardise the crop aggregate of each pyramid level and the noise score on these (real) detections.
+
+    A level enters the fusion where at least MIN_LEVEL_IMAGES of them are large enough to have it, and only with
+    the levels below it (a level's statistics come from the images that have it)."""
+    parts = [scorer.level_aggregates(d.crop_scores, d.valid) for d in dets]
+    agg = np.array([a.numpy() for a, _ in parts], dtype=np.float64)
+    present = np.array([p.numpy() for _, p in parts])
     noise = np.array([noise_score(d.sigma) for d in dets])
-    return FusionConfig(enabled=True, model_mean=float(agg.mean()), model_std=float(max(agg.std(), 1e-6)),
-                        noise_mean=float(noise.mean()), noise_std=float(max(noise.std(), 1e-6)))
+    means, stds = [], []
+    for lv in range(1, agg.shape[1]):
+        if present[:, lv].sum() < MIN_LEVEL_IMAGES:
+            break
+        a = agg[present[:, lv], lv]
+        means.append(float(a.mean()))
+        stds.append(float(max(a.std(), 1e-6)))
+    return FusionConfig(enabled=True, model_mean=float(agg[:, 0].mean()), model_std=float(max(agg[:, 0].std(), 1e-6)),
+                        noise_mean=float(noise.mean()), noise_std=float(max(noise.std(), 1e-6)),
+                        level_means=tuple(means), level_stds=tuple(stds))
 
 
 @torch.inference_mode()
@@ -111,8 +127,9 @@ def calibrate_low_resolution(det: Detector, real_files: list[Path], target_fpr: 
                                                 low_resolution=LowResolutionConfig()))
     dets = _detections(plain, real_files, quiet, [Transform(f"thumb:{s}") for s in sides])
     fusion = _fit_fusion(dets, plain.scorer) if det.cfg.fusion.enabled else FusionConfig()
-    agg = [plain.scorer.crop_aggregate(d.crop_scores, d.valid) for d in dets]
-    scores = np.array([float(Scorer.fuse(a, d.sigma, fusion)) for a, d in zip(agg, dets)], dtype=np.float32)
+    parts = [plain.scorer.level_aggregates(d.crop_scores, d.valid) for d in dets]
+    scores = np.array([float(Scorer.fuse(a, p, d.sigma, fusion)) for (a, p), d in zip(parts, dets)],
+                      dtype=np.float32)
     thr = threshold_at_fpr(scores, target_fpr)
     fpr = float(np.mean(scores >= np.float32(thr)))
     low = LowResolutionConfig(enabled=True, threshold=thr, fusion=fusion)
@@ -128,9 +145,11 @@ def recalibrate(
     canonical: str | None = None,
     quiet: bool = False,
     low_resolution: bool = True,
+    levels: int | None = None,
 ) -> Calibration:
-    """Calibrate a trained run again on its own held-out reals (train.json), e.g. with other variants or another
-    canonical transform (DetectorConfig.canonical), then its low-resolution scoring; writes `out`.
+    """Calibrate a trained run again on its own held-out reals (train.json), e.g. with other variants, another
+    canonical transform (DetectorConfig.canonical) or another number of pyramid levels (TrsorConfig.levels), then
+    its low-resolution scoring; writes `out`.
 
     fuse: refit the noise fusion (default: whether the run fuses already). low_resolution: False leaves it out, so
     images too small for the canonical transform are refused.
@@ -141,7 +160,11 @@ def recalibrate(
     info = json.loads(info_path.read_text())
     files = [Path(f) for f in info["holdout_images"]]
     det = det_io.load(run)
-    det = det.with_config(dataclasses.replace(det.cfg, canonical=canonical or det.cfg.canonical,
+    cfg = det.cfg
+    if levels is not None:  # the fusion is refit below; its old level statistics may not fit the new pyramid
+        cfg = dataclasses.replace(cfg, trsor=dataclasses.replace(cfg.trsor, levels=levels),
+                                  fusion=dataclasses.replace(cfg.fusion, level_means=(), level_stds=()))
+    det = det.with_config(dataclasses.replace(cfg, canonical=canonical or cfg.canonical,
                                               low_resolution=LowResolutionConfig()))
     fuse = det.cfg.fusion.enabled if fuse is None else fuse
     cal = (calibrate_fused if fuse else calibrate)(det, files, target_fpr, quiet, variants)
@@ -155,6 +178,7 @@ def recalibrate(
         "target_fpr": target_fpr,
         "fused": fuse,
         "canonical": det.cfg.canonical,
+        "levels": det.cfg.trsor.levels,
         "threshold": cal.threshold,
         "holdout_fpr": cal.fpr,
         "low_resolution": {"sides": low_resolution_sides(cal.detector), "threshold": low.threshold,

@@ -25,6 +25,12 @@ RunOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+LevelsOpt = Annotated[
+    Optional[int],
+    typer.Option(help="Pyramid levels TrSOR selects crops from (1-4): level l is the image box-averaged over "
+                 "2^l x 2^l pixels, each level's crop score a part of the fused score (default: the family's, or "
+                 "the model's own)."),
+]
 
 
 def _emit(obj: object) -> None:
@@ -116,6 +122,7 @@ def train(
             "jpeg:Q, resize:F); applied in calibration and serving alike."
         ),
     ] = None,
+    levels: LevelsOpt = None,
     seed: int = 0,
     workers: Annotated[
         Optional[int],
@@ -136,8 +143,10 @@ def train(
     holdout = d["holdout"] if holdout is None else holdout
     crops_per_image = d["crops_per_image"] if crops_per_image is None else crops_per_image
     canonical = d["canonical"] if canonical is None else canonical
+    levels = d.get("levels", 1) if levels is None else levels
     mcfg = fam.model_config(size, crop=crop, score=score, residual=residual)
-    cfg = DetectorConfig(trsor=TrsorConfig(crop=mcfg.crop), model=mcfg, target_fpr=target_fpr, canonical=canonical)
+    cfg = DetectorConfig(trsor=TrsorConfig(crop=mcfg.crop, levels=levels), model=mcfg, target_fpr=target_fpr,
+                         canonical=canonical)
     tcfg = TrainConfig(steps=steps, batch=batch, lr=lr, seed=seed, target_fpr=target_fpr, holdout=holdout,
                        crops_per_image=crops_per_image, calibration=("none", *(calibrate_on or [])),
                        options=fam.train_options(fake_phi=fake_phi, fake_mix=fake_mix, chain=chain,
@@ -171,13 +180,14 @@ def calibrate(
         typer.Option(help="Also calibrate scoring at native scale for images too small for the canonical transform "
                      "(--no-low-resolution: refuse them)."),
     ] = True,
+    levels: LevelsOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Re-fit the threshold (and the noise fusion, if the model fuses) on the run's held-out real photos only."""
     from slsp.calibrate import recalibrate
 
     cal = recalibrate(model, out, target_fpr, ("none", *(variant or [])), canonical=canonical, quiet=quiet,
-                      low_resolution=low_resolution)
+                      low_resolution=low_resolution, levels=levels)
     typer.echo(f"wrote {out} (threshold {cal.threshold:.4f}, held-out FPR {cal.fpr:.1%} on {len(cal.scores)} scores)")
 
 

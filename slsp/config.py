@@ -18,7 +18,9 @@ AGGREGATES = ("mean", "max")
 
 @dataclass(frozen=True)
 class TrsorConfig:
-    """TrSOR: patch size p, Gamma-null quantile delta, fixed iteration count, crop size and count K."""
+    """TrSOR: patch size p, Gamma-null quantile delta, fixed iteration count, crop size, crops per level and the
+    number of pyramid levels it selects crops from (`trsor.Pyramid`: level l is the image box-averaged over
+    2^l x 2^l pixels; the noise estimate and Phi are level 0's)."""
 
     patch: int = 7
     delta: float = 0.99
@@ -26,6 +28,7 @@ class TrsorConfig:
     crop: int = 64
     crops: int = 16
     channel: str = "luma"  # "luma" or "rgb" (per-channel energy, summed)
+    levels: int = 1
 
     def __post_init__(self) -> None:
         if not 3 <= self.patch <= 31 or self.patch % 2 == 0:
@@ -40,6 +43,13 @@ class TrsorConfig:
             raise ConfigError(f"crops must be in [1, 256], got {self.crops}")
         if self.channel not in ("luma", "rgb"):
             raise ConfigError(f"channel must be 'luma' or 'rgb', got {self.channel!r}")
+        if not 1 <= self.levels <= 4:
+            raise ConfigError(f"levels must be in [1, 4], got {self.levels}")
+
+    @property
+    def slots(self) -> int:
+        """Crops per image over all levels (the contract's K): `crops` per level, level 0 first."""
+        return self.crops * self.levels
 
 
 @dataclass(frozen=True)
@@ -48,6 +58,10 @@ class FusionConfig:
 
     z_model = (mean crop score - model_mean) / model_std; z_noise = (-log(sigma) - noise_mean) / noise_std, so a
     cleaner image (lower TrSOR sigma) scores higher. Disabled: the image score is the crop aggregate alone.
+
+    With pyramid levels (TrsorConfig.levels), the crop aggregate of level l >= 1 is a part too, standardised by
+    `level_means[l - 1]`, `level_stds[l - 1]`, and the score is sigmoid(2 x the mean of the parts the image has): a
+    level too small for one crop is left out, and with no levels it is sigmoid(z_model + z_noise) as above.
     """
 
     enabled: bool = False
@@ -55,10 +69,16 @@ class FusionConfig:
     model_std: float = 1.0
     noise_mean: float = 0.0
     noise_std: float = 1.0
+    level_means: tuple[float, ...] = ()
+    level_stds: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
-        if not (self.model_std > 0 and self.noise_std > 0):
+        object.__setattr__(self, "level_means", tuple(float(v) for v in self.level_means))
+        object.__setattr__(self, "level_stds", tuple(float(v) for v in self.level_stds))
+        if not (self.model_std > 0 and self.noise_std > 0 and all(v > 0 for v in self.level_stds)):
             raise ConfigError("fusion standard deviations must be > 0")
+        if len(self.level_means) != len(self.level_stds):
+            raise ConfigError("fusion needs one standard deviation per level mean")
 
 
 @dataclass(frozen=True)
@@ -139,6 +159,10 @@ class DetectorConfig:
             raise ConfigError(f"TrSOR crop {self.trsor.crop} != model crop {self.model.crop}")
         if self.aggregate not in AGGREGATES:
             raise ConfigError(f"aggregate must be one of {AGGREGATES}, got {self.aggregate!r}")
+        for name, f in (("fusion", self.fusion), ("low_resolution.fusion", self.low_resolution.fusion)):
+            if len(f.level_means) >= self.trsor.levels:
+                raise ConfigError(f"{name} standardises {len(f.level_means)} pyramid levels above level 0, but "
+                                  f"TrSOR has {self.trsor.levels} levels")
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

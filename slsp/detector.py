@@ -19,7 +19,7 @@ from slsp.families import build_model
 from slsp.imaging import check_fluctuation, check_image
 from slsp.scoring import Scorer
 from slsp.transforms import Canonical
-from slsp.trsor import TrSOR
+from slsp.trsor import Pyramid
 
 WEIGHTS = "model.safetensors"
 
@@ -41,9 +41,9 @@ class Detector(nn.Module):
     def __init__(self, cfg: DetectorConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.trsor = TrSOR(cfg.trsor)
+        self.trsor = Pyramid(cfg.trsor)
         self.model = build_model(cfg.model)
-        self.scorer = Scorer(cfg.aggregate, cfg.threshold, cfg.fusion, cfg.low_resolution)
+        self.scorer = Scorer(cfg.aggregate, cfg.threshold, cfg.fusion, cfg.low_resolution, cfg.trsor.levels)
         self.canonical = Canonical(cfg.canonical, cfg.trsor.crop, cfg.low_resolution.enabled)
 
     def forward(self, image: Tensor, low_resolution: Tensor) -> Detection:
@@ -66,6 +66,12 @@ class Detector(nn.Module):
     def min_side(self) -> int:
         """The graph's smallest image side: one crop."""
         return self.cfg.trsor.crop
+
+    @property
+    def crop_sides(self) -> np.ndarray:
+        """(K,) the side of each crop slot in the scored image's pixels: C at level 0, C * 2^l at level l."""
+        t = self.cfg.trsor
+        return np.repeat(t.crop * 2 ** np.arange(t.levels), t.crops)
 
     @property
     def min_input_side(self) -> int:

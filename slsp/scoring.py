@@ -18,13 +18,15 @@ def noise_score(sigma: float) -> float:
 
 
 class Scorer(nn.Module):
-    """Aggregate per-crop scores over valid crops, fuse with the noise level (if enabled), apply the threshold; a
-    low-resolution image (scored at native scale) gets its own fusion and threshold where the model has them."""
+    """Aggregate per-crop scores over the valid crops of each pyramid level, fuse them with the noise level (if
+    enabled), apply the threshold; a low-resolution image (scored at native scale) gets its own fusion and threshold
+    where the model has them."""
 
     def __init__(self, aggregate: str, threshold: float, fusion: FusionConfig | None = None,
-                 low_resolution: LowResolutionConfig | None = None) -> None:
+                 low_resolution: LowResolutionConfig | None = None, levels: int = 1) -> None:
         super().__init__()
         self.aggregate = aggregate
+        self.levels = levels
         self.threshold = float(threshold)
         self.fusion = fusion or FusionConfig()
         low = low_resolution or LowResolutionConfig()
@@ -33,26 +35,40 @@ class Scorer(nn.Module):
         self.low_fusion = low.fusion if low.enabled else self.fusion
         self.low_threshold = float(low.threshold) if low.enabled else self.threshold
 
-    def crop_aggregate(self, crop_scores: Tensor, valid: Tensor) -> Tensor:
-        v = valid.to(crop_scores.dtype)
+    def level_aggregates(self, crop_scores: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+        """(levels,) aggregates over each level's valid crops, and (levels,) whether the level has any."""
+        s, v = crop_scores.reshape(self.levels, -1), valid.reshape(self.levels, -1).to(crop_scores.dtype)
         if self.aggregate == "max":
-            return (crop_scores * v - (1.0 - v)).max()
-        return (crop_scores * v).sum() / v.sum().clamp(min=1.0)
+            agg = (s * v - (1.0 - v)).max(dim=1).values
+        else:
+            agg = (s * v).sum(dim=1) / v.sum(dim=1).clamp(min=1.0)
+        return agg, v.max(dim=1).values > 0.5
+
+    def crop_aggregate(self, crop_scores: Tensor, valid: Tensor) -> Tensor:
+        """Level 0's aggregate: the model's part of the score at the scale the image is given."""
+        return self.level_aggregates(crop_scores, valid)[0][0]
 
     @staticmethod
-    def fuse(agg: Tensor, sigma: Tensor, f: FusionConfig) -> Tensor:
-        """sigmoid(z_model + z_noise), standardised on held-out reals (FusionConfig); identity when disabled."""
+    def fuse(agg: Tensor, present: Tensor, sigma: Tensor, f: FusionConfig) -> Tensor:
+        """sigmoid(2 x the mean of the standardised parts the image has), FusionConfig; level 0's aggregate alone
+        when disabled. agg, present: (levels,) from `level_aggregates`."""
         if not f.enabled:
             # sigma * 0 keeps sigma an input of every exported score stage (an unused input is dropped from the
             # graph), so the stage has one signature whether or not a model fuses the noise level.
-            return agg + sigma * 0.0
-        z_model = (agg - f.model_mean) * (1.0 / f.model_std)
+            return agg[0] + sigma * 0.0
+        z_model = (agg[0] - f.model_mean) * (1.0 / f.model_std)
         z_noise = (-torch.log(sigma + NOISE_EPS) - f.noise_mean) * (1.0 / f.noise_std)
-        return torch.sigmoid(z_model + z_noise)
+        if not f.level_means:
+            return torch.sigmoid(z_model + z_noise)
+        z = [z_model, z_noise] + [(agg[i] - m) * (1.0 / s)
+                                  for i, (m, s) in enumerate(zip(f.level_means, f.level_stds), 1)]
+        w = torch.cat([present.new_ones(2), present[1 : len(z) - 1]]).to(agg.dtype)
+        return torch.sigmoid((torch.stack(z) * w).sum() * 2.0 / w.sum())
 
     def forward(self, crop_scores: Tensor, valid: Tensor, sigma: Tensor, low_resolution: Tensor
                 ) -> tuple[Tensor, Tensor]:
-        agg = self.crop_aggregate(crop_scores, valid)
-        score = torch.where(low_resolution, self.fuse(agg, sigma, self.low_fusion), self.fuse(agg, sigma, self.fusion))
+        agg, present = self.level_aggregates(crop_scores, valid)
+        score = torch.where(low_resolution, self.fuse(agg, present, sigma, self.low_fusion),
+                            self.fuse(agg, present, sigma, self.fusion))
         threshold = torch.where(low_resolution, score.new_tensor(self.low_threshold), score.new_tensor(self.threshold))
         return score, score >= threshold

@@ -216,3 +216,49 @@ def gather_crops(image: Tensor, phi: Tensor, positions: Tensor, c: int) -> tuple
     crops = image.reshape(-1, 3).index_select(0, flat).reshape(k, c, c, 3)
     crop_phi = phi.reshape(-1).index_select(0, flat).reshape(k, c, c)
     return crops, crop_phi
+
+
+def box_level(image: Tensor, f: int) -> Tensor:
+    """uint8 (H, W, 3) -> (H // f, W // f, 3): the mean of each f x f block, rounded half up. Exact in float32 in
+    every runtime (a sum of at most 256 x 255 divided by a power of two), so exported graphs agree to the bit."""
+    x = image.permute(2, 0, 1)[None].to(torch.float32)
+    return torch.floor(F.avg_pool2d(x, f) + 0.5)[0].permute(1, 2, 0).to(torch.uint8)
+
+
+def fit(level: Tensor, c: int) -> tuple[Tensor, Tensor]:
+    """Zero-pad a level to at least one crop per side, so TrSOR runs on it whatever the image's size, and whether it
+    held one crop before (if not, its crops are marked invalid and nothing of the padding is scored)."""
+    if torch.jit.is_tracing():  # ONNX export: the pads stay functions of the input's size, not traced constants
+        size = torch._shape_as_tensor(level)
+        pads = [torch.clamp(c - size[1], min=0), torch.clamp(c - size[0], min=0)]
+        fits = (size[0] >= c) & (size[1] >= c)
+    else:
+        h, w = level.shape[0], level.shape[1]
+        pads = [max(c - w, 0), max(c - h, 0)]
+        fits = torch.tensor(h >= c and w >= c, device=level.device)
+    return F.pad(level.permute(2, 0, 1), [0, pads[0], 0, pads[1]]).permute(1, 2, 0), fits
+
+
+class Pyramid(nn.Module):
+    """TrSOR over `levels` box-averaged levels of one image (METHOD.md 1, scale): the crops of each level,
+    concatenated level 0 first (`crops` per level; positions in level-0 pixels, so a level-l crop covers
+    C * 2^l of them), with level 0's noise estimate and Phi. Coarser levels let the model see fluctuations that a
+    generator leaves at the scale of its latent grid; a level too small for one crop contributes invalid crops."""
+
+    def __init__(self, cfg: TrsorConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.level = TrSOR(cfg)
+
+    def forward(self, image: Tensor) -> TrsorOutput:
+        out = self.level(image)
+        parts = [out]
+        for lv in range(1, self.cfg.levels):
+            f = 2**lv
+            pixels, fits = fit(box_level(image, f), self.cfg.crop)
+            o = self.level(pixels)
+            parts.append(TrsorOutput(o.crops, o.crop_phi, o.positions * f, o.valid & fits, o.sigma, o.phi))
+        if len(parts) == 1:
+            return out
+        cat = [torch.cat([getattr(p, n) for p in parts]) for n in ("crops", "crop_phi", "positions", "valid")]
+        return TrsorOutput(*cat, out.sigma, out.phi)
