@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 OUT = ROOT / "benchmarks" / "results" / "detection"
 TRIM = 16  # the DALL-E 2 watermark bar, removed from every image (real and fake alike)
-SHIPPED = "fluct-a-canon-resize0.5"  # slsp/default holds this run's config.json, model.safetensors and train.json
+SHIPPED = "fluct-a-canon-resize0.5-levels3"  # slsp/default holds this run's config.json, model.safetensors, train.json
 REFERENCE = "fluct-a"  # no canonical transform: its baseline column is sigma of the pixels as each condition gives them
 
 # name -> (run folder or None for the shipped default, how it was trained)
@@ -50,11 +50,18 @@ CANDIDATES: dict[str, tuple[str | None, str]] = {
         '(fluct-a) with "crops": 32 in its config.json, then slsp calibrate --model runs/fluct-a-k32 '
         "--out runs/fluct-a-k32 (32 TrSOR crops per image instead of 16)",
     ),
-    "fluct-a-canon-resize0.5": (  # scored as shipped: slsp/default holds this run
-        None,
+    "fluct-a-canon-resize0.5": (
+        "runs/fluct-a-canon-resize0.5",
         "(fluct-a) then slsp calibrate --model runs/fluct-a --out runs/fluct-a-canon-resize0.5 "
         "--canonical resize:0.5 (every image halved before scoring; images too small for that scored at native "
-        "scale under their own calibration); copied to slsp/default",
+        "scale under their own calibration); shipped before the pyramid levels, and the same as "
+        "slsp calibrate --model slsp/default --out runs/fluct-a-canon-resize0.5 --levels 1",
+    ),
+    "fluct-a-canon-resize0.5-levels3": (  # scored as shipped: slsp/default holds this run
+        None,
+        "(fluct-a-canon-resize0.5) then slsp calibrate --model runs/fluct-a-canon-resize0.5 --out "
+        "runs/fluct-a-canon-resize0.5-levels3 --levels 3 (crop scores at 1/2, 1/4 and 1/8 of the image, fused); "
+        "copied to slsp/default",
     ),
     "fluct-a-canon-jpeg75": (
         "runs/fluct-a-canon-jpeg75",

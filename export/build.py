@@ -152,7 +152,7 @@ def build(
     trt: bool = False,
     aoti: bool = False,
     native: bool = False,
-    max_batch: int = 64,
+    max_batch: int = 192,
     images: list[Path] | None = None,
     sizes: int = 2,
     seed: int = 0,
@@ -176,7 +176,7 @@ def build(
         trt_status = {}
         if trt:
             cfg = det.cfg.trsor
-            trt_status = onnx2trt.build_all(tmp, cfg.crop, cfg.crops, max_batch, fp16)
+            trt_status = onnx2trt.build_all(tmp, cfg.crop, cfg.slots, max_batch, fp16)
         say(f"exported to {tmp.name}; running the parity gate")
         report = check(det, tmp, images, sizes, seed, failure_dir=out.parent / f"{out.name}.parity-failed", quiet=quiet)
         report["tensorrt"] = trt_status

@@ -44,7 +44,7 @@ class ServingConfig:
     """Serving knobs; the defaults suit a 2-core CPU (see benchmarks/ for how they were chosen)."""
 
     target: str = "cpu"
-    max_batch: int = 64
+    max_batch: int = 192  # four images of the shipped model's 48 crops (16 per pyramid level)
     queue_delay_us: int = 2000
     model_instances: int = 1
     decode_instances: int = 2

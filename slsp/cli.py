@@ -143,7 +143,7 @@ def train(
     holdout = d["holdout"] if holdout is None else holdout
     crops_per_image = d["crops_per_image"] if crops_per_image is None else crops_per_image
     canonical = d["canonical"] if canonical is None else canonical
-    levels = d.get("levels", 1) if levels is None else levels
+    levels = d["levels"] if levels is None else levels
     mcfg = fam.model_config(size, crop=crop, score=score, residual=residual)
     cfg = DetectorConfig(trsor=TrsorConfig(crop=mcfg.crop, levels=levels), model=mcfg, target_fpr=target_fpr,
                          canonical=canonical)
@@ -280,7 +280,7 @@ def export_cmd(
             "benchmarks/README.md; the CPU server then runs it).",
         ),
     ] = False,
-    max_batch: Annotated[int, typer.Option(help="Largest crop batch (TensorRT profile, Triton max_batch_size).")] = 64,
+    max_batch: Annotated[int, typer.Option(help="Largest crop batch (TensorRT profile, Triton max_batch_size); 192: four images of the shipped model's 48 crops.")] = 192,
     images: Annotated[Optional[list[Path]], typer.Option(help="Real images for the parity gate.")] = None,
     sizes: Annotated[int, typer.Option(help="Random-size crops per parity image.")] = 2,
     repo: Annotated[

@@ -38,7 +38,7 @@ def detect_paths(
             else:
                 results.append(as_dict(str(f), d, det))
                 if explain is not None:
-                    render_explanation(det.canonical(img)[0], phi, d, det.cfg.trsor.crop, threshold(det, d)).save(
+                    render_explanation(det.canonical(img)[0], phi, d, det.crop_sides, threshold(det, d)).save(
                         explain / f"{f.stem}.png")
             pb.advance(task)
     return results
@@ -60,26 +60,29 @@ def as_dict(name: str, d: Detection, det: Detector) -> dict:
         "noise_sigma": float(d.sigma),
         # Too small for the canonical transform: scored at native scale, under the low-resolution calibration.
         "low_resolution": low,
-        # crop positions (y, x) refer to the image after this transform
+        # crop positions (y, x) and sides refer to the image after this transform; a crop of pyramid level l was
+        # scored box-averaged to the model's crop size, and covers 2^l times that side
         "canonical": "none" if low else det.cfg.canonical,
         "crops": [
-            {"y": int(p[0]), "x": int(p[1]), "score": float(s)}
-            for p, s, v in zip(d.positions.numpy(), d.crop_scores.numpy(), valid)
+            {"y": int(p[0]), "x": int(p[1]), "side": int(side), "score": float(s)}
+            for p, side, s, v in zip(d.positions.numpy(), det.crop_sides, d.crop_scores.numpy(), valid)
             if v
         ],
     }
 
 
-def render_explanation(img: np.ndarray, phi: np.ndarray, d: Detection, c: int, threshold: float) -> Image.Image:
-    """The image with over-smooth pixels tinted, each scored crop boxed and labelled with its score."""
+def render_explanation(img: np.ndarray, phi: np.ndarray, d: Detection, sides: np.ndarray, threshold: float
+                       ) -> Image.Image:
+    """The image with over-smooth pixels tinted, each scored crop boxed (`sides`: each slot's side, as
+    `Detector.crop_sides`) and labelled with its score."""
     tinted = img.astype(np.float32)
     tinted[phi > 0] = 0.55 * tinted[phi > 0] + 0.45 * np.array([0, 200, 255], np.float32)
     out = Image.fromarray(tinted.astype(np.uint8))
     draw = ImageDraw.Draw(out)
-    for (y, x), s, v in zip(d.positions.numpy(), d.crop_scores.numpy(), d.valid.numpy()):
+    for (y, x), c, s, v in zip(d.positions.numpy(), sides, d.crop_scores.numpy(), d.valid.numpy()):
         if v:
             colour = (255, 40, 40) if s >= threshold else (40, 255, 40)
-            draw.rectangle([int(x), int(y), int(x) + c - 1, int(y) + c - 1], outline=colour, width=2)
+            draw.rectangle([int(x), int(y), int(x) + int(c) - 1, int(y) + int(c) - 1], outline=colour, width=2)
             draw.text((int(x) + 3, int(y) + 2), f"{s:.2f}", fill=colour)
     verdict = "synthetic" if bool(d.verdict) else "real"
     draw.text((4, img.shape[0] - 14), f"score {float(d.score):.3f} -> {verdict}", fill=(255, 255, 0))

@@ -260,5 +260,5 @@ class Pyramid(nn.Module):
             parts.append(TrsorOutput(o.crops, o.crop_phi, o.positions * f, o.valid & fits, o.sigma, o.phi))
         if len(parts) == 1:
             return out
-        cat = [torch.cat([getattr(p, n) for p in parts]) for n in ("crops", "crop_phi", "positions", "valid")]
-        return TrsorOutput(*cat, out.sigma, out.phi)
+        per_crop = TrsorOutput._fields[:4]  # crops, crop_phi, positions, valid
+        return TrsorOutput(*(torch.cat([getattr(p, n) for p in parts]) for n in per_crop), out.sigma, out.phi)

@@ -24,10 +24,10 @@ TINY_SLSP = RecipeConfig(dim=32, depth=2, heads=2, latent=16, decoder_channels=1
 TINY_FLUCT = FluctConfig(width=8, latent=16)
 
 
-def tiny_config(family: str = "slsp", crops: int = 4, **fields) -> DetectorConfig:
-    """A detector config over a tiny model of `family`, K = `crops`."""
+def tiny_config(family: str = "slsp", crops: int = 4, levels: int = 1, **fields) -> DetectorConfig:
+    """A detector config over a tiny model of `family`, `crops` per pyramid level."""
     model = {"slsp": TINY_SLSP, "fluct": TINY_FLUCT}[family]
-    return DetectorConfig(trsor=TrsorConfig(crops=crops), model=model, **fields)
+    return DetectorConfig(trsor=TrsorConfig(crops=crops, levels=levels), model=model, **fields)
 
 
 def shared(*parts: str) -> Path:

@@ -41,7 +41,7 @@ def test_stage_specs_chain() -> None:
 
 def test_exported_graphs_follow_the_contract(served_artifacts: Path) -> None:
     cfg = DetectorConfig.load(served_artifacts / contract.CONFIG)
-    c, k = cfg.trsor.crop, cfg.trsor.crops
+    c, k = cfg.trsor.crop, cfg.trsor.slots
     for stage in contract.STAGES.values():
         graph = onnx.load(str(served_artifacts / stage.onnx), load_external_data=False).graph
         for specs, values in ((stage.inputs, graph.input), (stage.outputs, graph.output)):

@@ -25,9 +25,10 @@ from slsp.export import build, onnx2trt, parity, torch2onnx
 from slsp.export.runners import OrtRunner, Pipeline, TorchRunner
 
 CFG = tiny_config("slsp", crops=6, threshold=0.5)
-# Each model family is exported and gated the same way; the fluct config also exports the noise fusion.
-FAMILY_CFGS = {"slsp": CFG, "fluct": tiny_config("fluct", crops=6, fusion=FusionConfig(True, 0.45, 0.05, -0.6, 1.2),
-                                                 threshold=0.5)}
+# Each model family is exported and gated the same way; the fluct config also exports the noise fusion over three
+# pyramid levels (the gate's sizes include images whose coarser levels hold no crop).
+FAMILY_CFGS = {"slsp": CFG, "fluct": tiny_config("fluct", crops=6, levels=3, threshold=0.5, fusion=FusionConfig(
+    True, 0.45, 0.05, -0.6, 1.2, level_means=(0.5, 0.4), level_stds=(0.1, 0.2)))}
 
 
 @pytest.fixture(scope="module", params=list(FAMILY_CFGS))
@@ -52,7 +53,8 @@ def test_artifacts_are_checked_and_carry_metadata(artifacts: Path, run_dir: Path
         assert proto.opset_import[0].version <= 20
     meta = torch2onnx.read_metadata(artifacts / contract.FUSED.onnx)
     assert meta["checkpoint_sha256"] == det_io.checkpoint_hash(run_dir)
-    assert (meta["patch"], meta["K"], meta["iterations"], float(meta["threshold"])) == ("7", "6", "3", 0.5)
+    k = str(det_io.load(run_dir).cfg.trsor.slots)
+    assert (meta["patch"], meta["K"], meta["iterations"], float(meta["threshold"])) == ("7", k, "3", 0.5)
     report = json.loads((artifacts / "parity.json").read_text())
     assert report["ok"] and {r["runtime"] for r in report["runtimes"]} == {"ort-cpu", "ort-cpu-fused"}
 

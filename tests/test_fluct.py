@@ -147,6 +147,40 @@ def test_fusion_matches_float64_reference(aggregate: str) -> None:
     assert fused(s, ok, torch.tensor(0.5), yes) == fused(s, ok, torch.tensor(0.5), no)
 
 
+@pytest.mark.parametrize("aggregate", ["mean", "max"])
+def test_level_fusion_matches_float64_reference(aggregate: str) -> None:
+    """Three pyramid levels of K = 6: sigmoid(2 x the mean of the z-parts the image has); a level without a valid
+    crop is left out, and the low-resolution fusion (no level statistics) reads level 0 and the noise alone."""
+    f = FusionConfig(True, 0.4, 0.05, -0.8, 0.4, level_means=(0.5, 0.6), level_stds=(0.1, 0.2))
+    low = LowResolutionConfig(enabled=True, threshold=0.7, fusion=FusionConfig(True, 0.3, 0.1, -1.5, 0.9))
+    scorer = Scorer(aggregate, 0.5, f, low, levels=3)
+    rng = np.random.default_rng(1)
+    for i in range(60):
+        scores, valid, sigma = rng.uniform(0, 1, 18), rng.uniform(size=18) > 0.3, rng.uniform(0.2, 6)
+        valid[:6][0] = True  # level 0 always has a crop
+        if i % 3 == 0:
+            valid[6 + 6 * (i % 2) : 12 + 6 * (i % 2)] = False  # one level too small for a crop
+        flag = i % 5 == 0
+        aggs = []
+        for lv in range(3):
+            v = scores[6 * lv : 6 * lv + 6][valid[6 * lv : 6 * lv + 6]]
+            aggs.append(None if not v.size else (v.mean() if aggregate == "mean" else v.max()))
+        noise = -np.log(sigma + 1e-3)
+        if flag:
+            z = (aggs[0] - 0.3) / 0.1 + (noise + 1.5) / 0.9
+        else:
+            parts = [(aggs[0] - 0.4) / 0.05, (noise + 0.8) / 0.4] + [
+                (a - m) / sd for a, m, sd in zip(aggs[1:], (0.5, 0.6), (0.1, 0.2)) if a is not None]
+            z = 2.0 * np.mean(parts)
+        got, verdict = scorer(torch.tensor(scores, dtype=torch.float32), torch.tensor(valid),
+                              torch.tensor(sigma, dtype=torch.float32), torch.tensor(flag))
+        assert abs(float(got) - 1 / (1 + np.exp(-z))) < 1e-5
+        assert bool(verdict) == (float(got) >= (0.7 if flag else 0.5))
+    # Level statistics must fit the pyramid they standardise.
+    with pytest.raises(ConfigError, match="pyramid levels"):
+        dataclasses.replace(CFG, fusion=f)
+
+
 @pytest.fixture(scope="module")
 def real_dirs(tmp_path_factory) -> list[Path]:
     """Two folders of small real photos (never compressed, and as camera-like JPEGs), as the default model trains on
@@ -278,9 +312,10 @@ def test_low_resolution_images_are_scored_at_native_scale_under_their_own_calibr
     plain = det.with_config(dataclasses.replace(det.cfg, canonical="none"))
     with torch.inference_mode():
         t = plain.trsor(torch.from_numpy(small))  # the graph on the pixels as given: no resize
-        agg = det.scorer.crop_aggregate(plain.model(t.crops, t.crop_phi), t.valid)
+        agg, present = det.scorer.level_aggregates(plain.model(t.crops, t.crop_phi), t.valid)
     assert bool(d.low_resolution) and (d.positions == t.positions).all()
-    assert float(d.score) == pytest.approx(float(Scorer.fuse(agg, t.sigma, low.fusion)), abs=1e-6)
+    assert present.tolist() == [True] + [False] * (det.cfg.trsor.levels - 1)  # no coarser level holds a crop
+    assert float(d.score) == pytest.approx(float(Scorer.fuse(agg, present, t.sigma, low.fusion)), abs=1e-6)
     assert bool(d.verdict) == (float(d.score) >= low.threshold)
     out = as_dict("thumb", d, det)
     assert out["low_resolution"] and out["threshold"] == low.threshold and out["canonical"] == "none"

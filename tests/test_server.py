@@ -30,7 +30,7 @@ from slsp.server import Server, free_port
 
 pytestmark = pytest.mark.server
 
-K = det_io.load().cfg.trsor.crops
+K = det_io.load().cfg.trsor.slots
 MIN = det_io.load().min_input_side  # one crop at native scale: the low-resolution floor
 FULL = det_io.load().canonical.full_side  # one crop after the model's canonical transform
 

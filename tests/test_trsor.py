@@ -10,10 +10,11 @@ from hypothesis import strategies as st
 
 import reference
 from conftest import PHOTO, PHOTOS, synthetic_photo
+from slsp import pyramid
 from slsp.config import TrsorConfig
 from slsp.imaging import load
 from slsp.transforms import Transform
-from slsp.trsor import NullModel, TrSOR, gradient_energy, window_reduce
+from slsp.trsor import NullModel, Pyramid, TrSOR, box_level, gradient_energy, window_reduce
 
 CFG = TrsorConfig()
 TRSOR = TrSOR(CFG)
@@ -152,3 +153,61 @@ def test_runs_on_the_device_of_its_input() -> None:
         assert out.crops.shape == (CFG.crops, CFG.crop, CFG.crop, 3) and out.positions.shape == (CFG.crops, 2)
         low = torch.zeros((), dtype=torch.bool, device="meta")
         assert all(t.device.type == "meta" for t in FusedStage(det)(image, low))
+
+
+def box_reference(img: np.ndarray, f: int) -> np.ndarray:
+    """float64: the mean of each whole f x f block, rounded half up."""
+    h, w = img.shape[0] // f, img.shape[1] // f
+    m = np.array([[img[i * f : (i + 1) * f, j * f : (j + 1) * f].reshape(-1, 3).astype(np.float64).mean(0)
+                   for j in range(w)] for i in range(h)]).reshape(h, w, 3)
+    return np.floor(m + 0.5).astype(np.uint8)
+
+
+@settings(max_examples=30, deadline=None)
+@given(h=st.integers(8, 70), w=st.integers(8, 70), f=st.sampled_from([2, 4, 8]), seed=st.integers(0, 2**16))
+def test_box_level_matches_float64_reference(h: int, w: int, f: int, seed: int) -> None:
+    img = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    want = box_reference(img, f)
+    np.testing.assert_array_equal(box_level(torch.from_numpy(img), f).numpy(), want)
+    np.testing.assert_array_equal(pyramid.box_level(img, f), want)
+
+
+def single_level(trsor: TrSOR):
+    """A TrSOR of one level behind the compiled backends' interface (contract names), for `pyramid.run`."""
+    def one(feed: dict) -> dict:
+        with torch.inference_mode():
+            o = trsor(torch.from_numpy(np.ascontiguousarray(feed["image"])))
+        return {n: getattr(o, n).numpy() for n in ("crops", "crop_phi", "positions", "valid", "sigma")}
+    return one
+
+
+@settings(max_examples=20, deadline=None)
+@given(h=st.integers(64, 300), w=st.integers(64, 300), levels=st.integers(2, 4), seed=st.integers(0, 2**16))
+def test_pyramid_matches_numpy_pyramid_around_one_level(h: int, w: int, levels: int, seed: int) -> None:
+    """The graph's pyramid (torch, exported) and the compiled backends' (NumPy around one level) agree; each level
+    is TrSOR of the box-averaged image, positions in level-0 pixels, levels below one crop invalid."""
+    cfg = TrsorConfig(crops=5, levels=levels)
+    img = synthetic_photo(h, w, seed=seed)
+    with torch.inference_mode():
+        got = Pyramid(cfg)(torch.from_numpy(img))
+    want = pyramid.run(single_level(TrSOR(cfg)), img, levels, cfg.crop)
+    for n in ("crops", "crop_phi", "positions", "valid", "sigma"):
+        np.testing.assert_array_equal(getattr(got, n).numpy(), want[n], err_msg=n)
+    assert got.crops.shape[0] == cfg.slots and got.phi.shape == (h, w)
+    level0 = single_level(TrSOR(cfg))({"image": img})
+    np.testing.assert_array_equal(got.positions[: cfg.crops].numpy(), level0["positions"])
+    valid = got.valid.numpy().reshape(levels, -1)
+    for lv in range(1, levels):
+        f = 2**lv
+        fits = h // f >= cfg.crop and w // f >= cfg.crop
+        assert valid[lv].any() == fits, (lv, h, w)
+        pos = got.positions.numpy().reshape(levels, -1, 2)[lv][valid[lv]]
+        assert (pos % f == 0).all() and (pos + cfg.crop * f <= np.array([h, w])).all()
+
+
+def test_pyramid_of_one_level_is_trsor() -> None:
+    img = synthetic_photo(150, 230, seed=3)
+    with torch.inference_mode():
+        a, b = Pyramid(CFG)(torch.from_numpy(img)), TRSOR(torch.from_numpy(img))
+    for n in ("crops", "positions", "valid", "sigma", "phi"):
+        assert torch.equal(getattr(a, n), getattr(b, n)), n

@@ -43,7 +43,7 @@ class Family:
     summary: str  # one line for `slsp train --help`
     sizes: Mapping[str, ModelConfig]  # named model configs; "small" trains on a 2-core CPU
     options: type  # the family's training options: a frozen dataclass whose defaults are the family's
-    defaults: Mapping[str, Any]  # TrainConfig / DetectorConfig fields the family sets when a command leaves them out
+    defaults: Mapping[str, Any]  # TrainConfig / DetectorConfig / TrsorConfig fields set when a command leaves them out
     model: str  # its nn.Module: forward(crops uint8 (N, C, C, 3), crop_phi (N, C, C)) -> (N,) scores
     training: str  # its Training (below)
 

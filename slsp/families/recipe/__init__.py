@@ -65,7 +65,7 @@ FAMILY = Family(
     summary="the authors' recipe",
     sizes={"small": RecipeConfig(), "paper": RecipeConfig.paper()},
     options=RecipeOptions,
-    defaults={"steps": 1000, "holdout": 0.15, "crops_per_image": 32, "canonical": "none"},
+    defaults={"steps": 1000, "holdout": 0.15, "crops_per_image": 32, "canonical": "none", "levels": 1},
     model="slsp.families.recipe.model:SLSPModel",
     training="slsp.families.recipe.training:RecipeTraining",
 )
