@@ -223,7 +223,10 @@ def scaled(noise: dict[str, dict]) -> list[str]:
              "Each model's weights score every dev image at 1/2, 1/4 and 1/8 of its size; each part (crop or noise "
              "score) is standardised on that model's held-out real photos, and a rule averages its parts' z-scores. "
              "\"1/2\" ranks images as the shipped fused score does. Mean AUROC over generators, mean (min-max) "
-             "over the models; the difference to \"1/2\" is per model, paired on the same images.", ""]
+             "over the models; the difference to \"1/2\" is per model, paired on the same images. 1/4 and 1/8 are "
+             "Pillow bicubic from the image, except in `scales-box-1500.json` (`--pyramid box`): box averages of "
+             "the 1/2 view, the pyramid levels the shipped detector scores (\"1/2 + crops 1/4, 1/8\" is its rule).",
+             ""]
     for path in sorted((ROOT / "benchmarks" / "results").glob("scales*.json")):
         res = json.loads(path.read_text())
         lines += [f"### `{path.name}`: {', '.join(res)}", "",

@@ -103,7 +103,8 @@ def measure(run: Path | None, pb, pyramid: str) -> dict:
     model = det_io.load(run)
     # The weights on the pixels as given: no canonical step, no fusion (the parts are fused here).
     det = model.with_config(dataclasses.replace(model.cfg, canonical="none", fusion=FusionConfig(),
-                                                low_resolution=LowResolutionConfig()))
+                                                low_resolution=LowResolutionConfig(),
+                                                trsor=dataclasses.replace(model.cfg.trsor, levels=1)))
     info = json.loads(((run or det_io.default_dir()) / "train.json").read_text())
     held = [Path(p) if Path(p).is_absolute() else ROOT / p for p in info["holdout_images"]]
     reals, gens = collect([DATA / "real" / "dev"]), generators(DATA / "fake" / "dev")
