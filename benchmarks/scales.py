@@ -81,7 +81,8 @@ def table(files: list[Path], det, reencode: Transform, pb, task, trim: int, pyra
     rows = []
     for f in files:
         img = load(f)
-        rows.append(parts(det, reencode(img[: img.shape[0] - trim] if trim else img), pyramid))  # re-encoded, then scaled
+        # re-encoded, then scaled
+        rows.append(parts(det, reencode(img[: img.shape[0] - trim] if trim else img), pyramid))
         pb.advance(task)
     return rows
 

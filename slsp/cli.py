@@ -280,7 +280,11 @@ def export_cmd(
             "benchmarks/README.md; the CPU server then runs it).",
         ),
     ] = False,
-    max_batch: Annotated[int, typer.Option(help="Largest crop batch (TensorRT profile, Triton max_batch_size); 192: four images of the shipped model's 48 crops.")] = 192,
+    max_batch: Annotated[
+        int,
+        typer.Option(help="Largest crop batch (TensorRT profile, Triton max_batch_size); 192: four images of the "
+                     "shipped model's 48 crops."),
+    ] = 192,
     images: Annotated[Optional[list[Path]], typer.Option(help="Real images for the parity gate.")] = None,
     sizes: Annotated[int, typer.Option(help="Random-size crops per parity image.")] = 2,
     repo: Annotated[

@@ -40,7 +40,7 @@ def test_each_family_is_complete(name: str) -> None:
     fam = family(name)
     cfg = fam.model_config()
     assert cfg.family == name and fam.config is type(cfg) and isinstance(fam.train_options(), fam.options)
-    assert set(fam.defaults) <= {f.name for f in dataclasses.fields(TrainConfig)} | {"canonical"}
+    assert set(fam.defaults) <= {f.name for f in dataclasses.fields(TrainConfig)} | {"canonical", "levels"}
     assert isinstance(fam.load("model")(cfg), nn.Module)
     training = fam.load("training")
     assert isinstance(training.split_per_folder, bool) and isinstance(training.fuse, bool)
