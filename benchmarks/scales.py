@@ -49,7 +49,7 @@ CONDITIONS = {"stored": "none", "jpeg95": "jpeg:95"}
 
 
 def box(img: np.ndarray, f: int) -> np.ndarray:
-    """f x f box average, rounded half up (the detector's pyramid, `trsor.box_level`), in float64."""
+    """f x f box average, rounded half up (the detector's pyramid, `trsor.box_levels`), in float64."""
     h, w = img.shape[0] // f * f, img.shape[1] // f * f
     m = img[:h, :w].astype(np.float64).reshape(h // f, f, w // f, f, 3).mean(axis=(1, 3))
     return np.floor(m + 0.5).astype(np.uint8)

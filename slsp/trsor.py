@@ -218,11 +218,16 @@ def gather_crops(image: Tensor, phi: Tensor, positions: Tensor, c: int) -> tuple
     return crops, crop_phi
 
 
-def box_level(image: Tensor, f: int) -> Tensor:
-    """uint8 (H, W, 3) -> (H // f, W // f, 3): the mean of each f x f block, rounded half up. Exact in float32 in
-    every runtime (a sum of at most 256 x 255 divided by a power of two), so exported graphs agree to the bit."""
+def box_levels(image: Tensor, levels: int) -> list[Tensor]:
+    """uint8 (H, W, 3) -> levels 1 .. levels - 1, level l (H // 2^l, W // 2^l, 3): the mean of each 2^l x 2^l
+    block, rounded half up. Each level averages the previous level's unrounded means, 2 x 2 at a time: exact in
+    float32 (multiples of 4^-l below 256), so it is the block's mean itself, in every runtime and to the bit."""
     x = image.permute(2, 0, 1)[None].to(torch.float32)
-    return torch.floor(F.avg_pool2d(x, f) + 0.5)[0].permute(1, 2, 0).to(torch.uint8)
+    out = []
+    for _ in range(1, levels):
+        x = F.avg_pool2d(x, 2)
+        out.append(torch.floor(x + 0.5)[0].permute(1, 2, 0).to(torch.uint8))
+    return out
 
 
 def fit(level: Tensor, c: int) -> tuple[Tensor, Tensor]:
@@ -253,11 +258,10 @@ class Pyramid(nn.Module):
     def forward(self, image: Tensor) -> TrsorOutput:
         out = self.level(image)
         parts = [out]
-        for lv in range(1, self.cfg.levels):
-            f = 2**lv
-            pixels, fits = fit(box_level(image, f), self.cfg.crop)
+        for lv, level in enumerate(box_levels(image, self.cfg.levels), 1):
+            pixels, fits = fit(level, self.cfg.crop)
             o = self.level(pixels)
-            parts.append(TrsorOutput(o.crops, o.crop_phi, o.positions * f, o.valid & fits, o.sigma, o.phi))
+            parts.append(TrsorOutput(o.crops, o.crop_phi, o.positions * 2**lv, o.valid & fits, o.sigma, o.phi))
         if len(parts) == 1:
             return out
         per_crop = TrsorOutput._fields[:4]  # crops, crop_phi, positions, valid
