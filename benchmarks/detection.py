@@ -90,6 +90,16 @@ CANDIDATES: dict[str, tuple[str | None, str]] = {
         "(fluct-a-no-camera) then slsp calibrate --model runs/fluct-a-no-camera "
         "--out runs/fluct-a-no-camera-canon-resize0.5 --canonical resize:0.5",
     ),
+    "fluct-levels3-s1": (
+        "runs/seeds1500/levels3-s1",
+        "the shipped recipe with seed 1: python benchmarks/seeds.py --steps 1500 --seeds 1 2 --runs runs/seeds1500 "
+        "--out benchmarks/results/seeds-baseline-1500.json, then slsp calibrate --model runs/seeds1500/baseline-s1 "
+        "--out runs/seeds1500/levels3-s1 --levels 3",
+    ),
+    "fluct-levels3-s2": (
+        "runs/seeds1500/levels3-s2",
+        "the shipped recipe with seed 2: as fluct-levels3-s1, with baseline-s2",
+    ),
     "fluct-b": (
         "runs/fluct-b",
         "slsp train --family fluct --real ../shared/data/real/train --real ../shared/data/real/train-camera "

@@ -3,7 +3,7 @@
     python benchmarks/scales.py [--model RUN ...] [--out benchmarks/results/scales.json]
 
 Every dev image (bottom 16 rows trimmed; re-encoded first under the JPEG q95 condition) is scored by each model's
-weights (default: the shipped ones) at 1/2 (the shipped canonical), 1/4 and 1/8 of its size (Pillow bicubic,
+weights (default: the shipped ones) at 1/2 (the shipped canonical), 1/4, 1/8 and 1/16 of its size (Pillow bicubic,
 `resize:F`), wherever one 64-px crop still fits: the crop aggregate and TrSOR's noise score at each scale. Each
 part is standardised on the model's held-out real photos (train.json) at the same scale; a candidate's score is the
 mean of the z-scores of the parts the image has. "1/2" (crops and noise at 1/2) ranks images as a model's fused
@@ -36,13 +36,15 @@ from slsp.transforms import Transform
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 TRIM = 16
-SCALES = (0.5, 0.25, 0.125)
+SCALES = (0.5, 0.25, 0.125, 0.0625)
 BASE = "1/2"
 CANDIDATES = {  # name -> parts: (kind, scale)
     BASE: (("crops", 0.5), ("noise", 0.5)),
     "1/2 + crops 1/4": (("crops", 0.5), ("noise", 0.5), ("crops", 0.25)),
     "1/2 + crops, noise 1/4": (("crops", 0.5), ("noise", 0.5), ("crops", 0.25), ("noise", 0.25)),
     "1/2 + crops 1/4, 1/8": (("crops", 0.5), ("noise", 0.5), ("crops", 0.25), ("crops", 0.125)),
+    "1/2 + crops 1/4, 1/8, 1/16": (("crops", 0.5), ("noise", 0.5), ("crops", 0.25), ("crops", 0.125),
+                                   ("crops", 0.0625)),
     "crops 1/2, 1/4 (no noise)": (("crops", 0.5), ("crops", 0.25)),
 }
 CONDITIONS = {"stored": "none", "jpeg95": "jpeg:95"}

@@ -47,7 +47,9 @@ class Result:
 
     score: float
     verdict: bool
-    positions: np.ndarray  # (K, 2) top-left (y, x) of each crop
+    # (K, 2) top-left (y, x) of each crop in the scored image's pixels; with pyramid levels, K = levels x crops per
+    # level, level 0 first, and a level-l crop covers 2^l times the crop side there (`slsp detect` says "side")
+    positions: np.ndarray
     crop_scores: np.ndarray  # (K,)
     valid: np.ndarray  # (K,) bool
     sigma: float
