@@ -221,12 +221,14 @@ def gather_crops(image: Tensor, phi: Tensor, positions: Tensor, c: int) -> tuple
 def box_levels(image: Tensor, levels: int) -> list[Tensor]:
     """uint8 (H, W, 3) -> levels 1 .. levels - 1, level l (H // 2^l, W // 2^l, 3): the mean of each 2^l x 2^l
     block, rounded half up. Each level averages the previous level's unrounded means, 2 x 2 at a time: exact in
-    float32 (multiples of 4^-l below 256), so it is the block's mean itself, in every runtime and to the bit."""
-    x = image.permute(2, 0, 1)[None].to(torch.float32)
+    float32 (multiples of 4^-l below 256), so it is the block's mean itself, in every runtime and to the bit.
+    Channel by channel from the uint8 image, as `TrSOR.channels`: a float32 copy of all three channels at full
+    resolution would be the largest tensor of the whole graph (600 MB for a 50-megapixel image)."""
+    means = [image[:, :, i].to(torch.float32)[None, None] for i in range(3)]
     out = []
     for _ in range(1, levels):
-        x = F.avg_pool2d(x, 2)
-        out.append(torch.floor(x + 0.5)[0].permute(1, 2, 0).to(torch.uint8))
+        means = [F.avg_pool2d(m, 2) for m in means]
+        out.append(torch.stack([torch.floor(m[0, 0] + 0.5) for m in means], dim=2).to(torch.uint8))
     return out
 
 
