@@ -250,6 +250,38 @@ def test_recalibrate_on_variants_uses_only_held_out_reals(real_dirs: list[Path],
     assert refused.cfg.threshold == half.threshold == det_io.load(tmp_path / "c").cfg.threshold
 
 
+def test_recalibrate_with_levels_fits_each_level_on_held_out_reals(real_dirs: list[Path], tmp_path: Path,
+                                                                   monkeypatch) -> None:
+    """--levels 3 standardises each level's crop aggregate on the held-out photos that have the level (float64
+    reference below); --levels 1 gives back the one-level calibration to the bit."""
+    from slsp import calibrate
+
+    monkeypatch.setattr(calibrate, "MIN_LEVEL_IMAGES", 2)
+    train(real_dirs, tmp_path / "a", CFG, tcfg(2), quiet=True)
+    one = calibrate.recalibrate(tmp_path / "a", tmp_path / "one", 0.05, quiet=True)
+    three = calibrate.recalibrate(tmp_path / "a", tmp_path / "three", 0.05, quiet=True, levels=3)
+    back = calibrate.recalibrate(tmp_path / "three", tmp_path / "back", 0.05, quiet=True, levels=1)
+    det = det_io.load(tmp_path / "three")
+    assert det.cfg.trsor.levels == 3 and det.cfg.trsor.slots == 3 * CFG.trsor.crops
+    assert det_io.load(tmp_path / "back").cfg == det_io.load(tmp_path / "one").cfg and back.threshold == one.threshold
+    plain = det.with_config(dataclasses.replace(det.cfg, fusion=FusionConfig()))
+    held = json.loads((tmp_path / "three" / "train.json").read_text())["holdout_images"]
+    per_level: list[list[float]] = [[], [], []]
+    for f in held:
+        d = plain.detect(load(f))
+        k = CFG.trsor.crops
+        for lv in range(3):
+            s, v = d.crop_scores[lv * k : (lv + 1) * k].double().numpy(), d.valid[lv * k : (lv + 1) * k].numpy()
+            if v.any():
+                per_level[lv].append(s[v].mean())
+    f = det.cfg.fusion
+    fitted = [(m, s) for m, s in zip(f.level_means, f.level_stds)]
+    want = [(np.mean(a), np.std(a)) for a in per_level[1:] if len(a) >= 2]
+    assert len(fitted) == len(want) >= 1 and three.fpr <= 0.05
+    np.testing.assert_allclose(np.array(fitted), np.array(want), rtol=1e-5)
+    np.testing.assert_allclose([f.model_mean, f.model_std], [np.mean(per_level[0]), np.std(per_level[0])], rtol=1e-5)
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.integers(8, 256), st.floats(0.1, 1.0))
 def test_canonical_min_side_is_the_smallest_that_keeps_a_crop(side: int, f: float) -> None:
