@@ -3,8 +3,9 @@
     python benchmarks/scales.py [--model RUN ...] [--out benchmarks/results/scales.json]
 
 Every dev image (bottom 16 rows trimmed; re-encoded first under the JPEG q95 condition) is scored by each model's
-weights (default: the shipped ones) at 1/2 (the shipped canonical), 1/4, 1/8 and 1/16 of its size (Pillow bicubic,
-`resize:F`), wherever one 64-px crop still fits: the crop aggregate and TrSOR's noise score at each scale. Each
+weights (default: the shipped ones) at 1/1 (as given), 1/2 (the shipped canonical), 1/4, 1/8 and 1/16 of its size
+(Pillow bicubic, `resize:F`; with --pyramid box, 1/4 and below are box averages of the 1/2 view, as the detector's
+pyramid levels), wherever one 64-px crop still fits: the crop aggregate and TrSOR's noise score at each scale. Each
 part is standardised on the model's held-out real photos (train.json) at the same scale; a candidate's score is the
 mean of the z-scores of the parts the image has. "1/2" (crops and noise at 1/2) ranks images as a model's fused
 score does. Reported per model, as stored and with both classes re-encoded as JPEG q95: mean AUROC over generators
@@ -36,7 +37,7 @@ from slsp.transforms import Transform
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 TRIM = 16
-SCALES = (0.5, 0.25, 0.125, 0.0625)
+SCALES = (1.0, 0.5, 0.25, 0.125, 0.0625)
 BASE = "1/2"
 CANDIDATES = {  # name -> parts: (kind, scale)
     BASE: (("crops", 0.5), ("noise", 0.5)),
@@ -45,6 +46,7 @@ CANDIDATES = {  # name -> parts: (kind, scale)
     "1/2 + crops 1/4, 1/8": (("crops", 0.5), ("noise", 0.5), ("crops", 0.25), ("crops", 0.125)),
     "1/2 + crops 1/4, 1/8, 1/16": (("crops", 0.5), ("noise", 0.5), ("crops", 0.25), ("crops", 0.125),
                                    ("crops", 0.0625)),
+    "1/2 + crops 1/1, 1/4, 1/8": (("crops", 0.5), ("noise", 0.5), ("crops", 1.0), ("crops", 0.25), ("crops", 0.125)),
     "crops 1/2, 1/4 (no noise)": (("crops", 0.5), ("crops", 0.25)),
 }
 CONDITIONS = {"stored": "none", "jpeg95": "jpeg:95"}
@@ -59,6 +61,8 @@ def box(img: np.ndarray, f: int) -> np.ndarray:
 
 def view(img: np.ndarray, s: float, pyramid: str) -> np.ndarray:
     """The image at scale s: Pillow bicubic from the image, or (box) a box average of its 1/2 view."""
+    if s == 1.0:
+        return img
     if pyramid == "bicubic" or s == 0.5:
         return Transform(f"resize:{s}")(img)
     return box(Transform("resize:0.5")(img), round(0.5 / s))
