@@ -222,12 +222,16 @@ def box_levels(image: Tensor, levels: int) -> list[Tensor]:
     """uint8 (H, W, 3) -> levels 1 .. levels - 1, level l (H // 2^l, W // 2^l, 3): the mean of each 2^l x 2^l
     block, rounded half up. Each level averages the previous level's unrounded means, 2 x 2 at a time: exact in
     float32 (multiples of 4^-l below 256), so it is the block's mean itself, in every runtime and to the bit.
-    Channel by channel from the uint8 image, as `TrSOR.channels`: a float32 copy of all three channels at full
-    resolution would be the largest tensor of the whole graph (600 MB for a 50-megapixel image)."""
-    means = [image[:, :, i].to(torch.float32)[None, None] for i in range(3)]
+    Each channel is cast and halved in one step, as `TrSOR.channels` splits the uint8 channels first: a float32
+    copy of all three channels at full resolution would be the largest tensor of the whole graph (600 MB for a
+    50-megapixel image)."""
+    if levels == 1:
+        return []
+    means = [F.avg_pool2d(image[:, :, i].to(torch.float32)[None, None], 2) for i in range(3)]
     out = []
-    for _ in range(1, levels):
-        means = [F.avg_pool2d(m, 2) for m in means]
+    for lv in range(1, levels):
+        if lv > 1:
+            means = [F.avg_pool2d(m, 2) for m in means]
         out.append(torch.stack([torch.floor(m[0, 0] + 0.5) for m in means], dim=2).to(torch.uint8))
     return out
 
@@ -247,7 +251,7 @@ def fit(level: Tensor, c: int) -> tuple[Tensor, Tensor]:
 
 
 class Pyramid(nn.Module):
-    """TrSOR over `levels` box-averaged levels of one image (METHOD.md 1, scale): the crops of each level,
+    """TrSOR over `levels` box-averaged levels of one image: the crops of each level,
     concatenated level 0 first (`crops` per level; positions in level-0 pixels, so a level-l crop covers
     C * 2^l of them), with level 0's noise estimate and Phi. Coarser levels let the model see fluctuations that a
     generator leaves at the scale of its latent grid; a level too small for one crop contributes invalid crops."""
