@@ -50,7 +50,7 @@ class Result:
     # (K, 2) top-left (y, x) of each crop in the scored image's pixels; with pyramid levels, K = levels x crops per
     # level, level 0 first, and a level-l crop covers 2^l times the crop side there (`slsp detect` says "side")
     positions: np.ndarray
-    crop_scores: np.ndarray  # (K,)
+    crop_scores: np.ndarray  # (K,); 0 for an invalid slot, which the server does not score
     valid: np.ndarray  # (K,) bool
     sigma: float
     low_resolution: bool  # scored at native scale under the low-resolution calibration (too small to halve)

@@ -74,6 +74,10 @@ def test_end_to_end_matches_library(server: Server, protocol: str, tmp_path: Pat
         lows.append(res.low_resolution)
         assert res.low_resolution == bool(ref.low_resolution)
         np.testing.assert_array_equal(res.positions[res.valid], ref.positions.numpy()[ref.valid.numpy()])
+        # Only the valid crops reach the model; an invalid slot scores 0 (the library scores every slot).
+        np.testing.assert_allclose(res.crop_scores[res.valid], ref.crop_scores.numpy()[ref.valid.numpy()], atol=1e-4)
+        assert res.crop_scores.shape == ref.crop_scores.shape and not res.crop_scores[~res.valid].any()
+        assert (~res.valid).any()  # every image here leaves slots of a coarser level empty
     assert lows == [False, False, False, True, True, False]
 
 
@@ -91,7 +95,8 @@ def test_concurrent_requests_are_batched(server: Server) -> None:
     assert all(not isinstance(r, Exception) for r in results)
     stats = client.statistics("slsp_model")["model_stats"]
     sizes = [int(b["batch_size"]) for m in stats for b in m.get("batch_stats", [])]
-    assert max(sizes) > K, f"model step never ran more than one image's {K} crops at once: {sizes}"
+    one = max(int(r.valid.sum()) for r in results)  # the model gets each image's valid crops only
+    assert max(sizes) > one, f"model step never ran more than one image's {one} crops at once: {sizes}"
 
 
 def _bomb() -> bytes:

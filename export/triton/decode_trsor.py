@@ -3,7 +3,8 @@
 Each request is decoded under slsp's decoding policy and goes through the model's canonical transform (as in
 `Detector.analyze`; an image too small for it is passed on at native scale and flagged low-resolution). It is run
 through the TrSOR backend the repository writer chose (`trsor_backends`: the C++ kernel, the AOTInductor package or
-ONNX Runtime). A bad image gets its own error response; the other requests of the same execution are unaffected.
+ONNX Runtime). Only its valid crops are passed on to the model. A bad image gets its own error response; the
+other requests of the same execution are unaffected.
 Each request adds one to `slsp_images_total{outcome=...}` (contract.OUTCOMES), and an accepted low-resolution
 one also to `slsp_low_resolution_images_total`.
 """
@@ -60,6 +61,10 @@ class TritonPythonModel:
                 pixels, low = self.canonical(image)
                 out = self.trsor({contract.IMAGE: pixels})
                 check_fluctuation(float(out[contract.SIGMA].reshape(-1)[0]), contract.IMAGE)
+                # Only the valid crops go to the model (a small image leaves most of a coarse level's slots
+                # invalid); the score member puts their scores back in their slots.
+                keep = out[contract.VALID]
+                out[contract.CROPS], out[contract.CROP_PHI] = out[contract.CROPS][keep], out[contract.CROP_PHI][keep]
                 out[contract.SIGMA] = out[contract.SIGMA].reshape(1)
                 out[contract.LOW_RESOLUTION] = np.array([low])
                 responses.append(pb_utils.InferenceResponse([pb_utils.Tensor(k, v) for k, v in out.items()]))
