@@ -31,6 +31,7 @@ from slsp.evaluate import generators
 from slsp.imaging import collect, load
 from slsp.metrics import auroc, bootstrap, leave_one_out
 from slsp.progress import bar
+from slsp.pyramid import box_level
 from slsp.scoring import noise_score
 from slsp.transforms import Transform
 
@@ -52,20 +53,13 @@ CANDIDATES = {  # name -> parts: (kind, scale)
 CONDITIONS = {"stored": "none", "jpeg95": "jpeg:95"}
 
 
-def box(img: np.ndarray, f: int) -> np.ndarray:
-    """f x f box average, rounded half up (the detector's pyramid, `trsor.box_levels`), in float64."""
-    h, w = img.shape[0] // f * f, img.shape[1] // f * f
-    m = img[:h, :w].astype(np.float64).reshape(h // f, f, w // f, f, 3).mean(axis=(1, 3))
-    return np.floor(m + 0.5).astype(np.uint8)
-
-
 def view(img: np.ndarray, s: float, pyramid: str) -> np.ndarray:
-    """The image at scale s: Pillow bicubic from the image, or (box) a box average of its 1/2 view."""
+    """The image at scale s: Pillow bicubic from the image, or (box) the detector's pyramid level of its 1/2 view."""
     if s == 1.0:
         return img
     if pyramid == "bicubic" or s == 0.5:
         return Transform(f"resize:{s}")(img)
-    return box(Transform("resize:0.5")(img), round(0.5 / s))
+    return box_level(Transform("resize:0.5")(img), round(0.5 / s))
 
 
 @torch.inference_mode()
