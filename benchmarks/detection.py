@@ -230,17 +230,19 @@ def seeded(noise: dict[str, dict]) -> list[str]:
 def scaled(noise: dict[str, dict]) -> list[str]:
     """The scale fusions (`benchmarks/scales.py`, results/scales*.json): each rule over the models it scored."""
     lines = ["", "## Scale fusion (`benchmarks/scales.py`)", "",
-             "Each model's weights score every dev image at 1/2, 1/4 and 1/8 of its size; each part (crop or noise "
-             "score) is standardised on that model's held-out real photos, and a rule averages its parts' z-scores. "
-             "\"1/2\" ranks images as the shipped fused score does. Mean AUROC over generators, mean (min-max) "
-             "over the models; the difference to \"1/2\" is per model, paired on the same images. 1/4 and 1/8 are "
-             "Pillow bicubic from the image, except in `scales-box-1500.json` (`--pyramid box`): box averages of "
-             "the 1/2 view, the pyramid levels the shipped detector scores (\"1/2 + crops 1/4, 1/8\" is its rule).",
+             "Each model's weights score every dev image at 1/2 and coarser scales (and 1/1, as given, where a rule "
+             "names it); each part (crop or noise score) is standardised on that model's held-out real photos, and "
+             "a rule averages its parts' z-scores. \"1/2\" ranks images as the one-level fused score does. Mean "
+             "AUROC over generators, mean (min-max) over the models; the difference to \"1/2\" is per model, "
+             "paired on the same images, with each model's 90% bootstrap interval. Scales below 1/2 are Pillow "
+             "bicubic from the image, except in `scales-box-1500.json` (`--pyramid box`): box averages of the 1/2 "
+             "view, the pyramid levels the shipped detector scores (\"1/2 + crops 1/4, 1/8\" is its rule).",
              ""]
     for path in sorted((ROOT / "benchmarks" / "results").glob("scales*.json")):
         res = json.loads(path.read_text())
         lines += [f"### `{path.name}`: {', '.join(res)}", "",
-                  "| rule | stored | jpeg95 | minus 1/2, stored | jpeg95 |", "|---|---|---|---|---|"]
+                  "| rule | stored | jpeg95 | minus 1/2, stored | jpeg95 | 90% per model, stored | jpeg95 |",
+                  "|---|---|---|---|---|---|---|"]
         for rule in next(iter(res.values()))["stored"]["candidates"]:
             cells = []
             for part in ("auroc", "minus"):
@@ -249,8 +251,11 @@ def scaled(noise: dict[str, dict]) -> list[str]:
                                                                  if part == "minus" else 0.0) for m in res.values()]
                     cells.append(f"{np.mean(v):+.3f} ({min(v):+.3f} to {max(v):+.3f})" if part == "minus"
                                  else f"{np.mean(v):.3f} ({min(v):.3f}-{max(v):.3f})")
+            for cond in ("stored", "jpeg95"):
+                ci = [m[cond]["candidates"][rule]["minus_base"] for m in res.values()]
+                cells.append(" ".join(f"[{lo:+.3f}, {hi:+.3f}]" for lo, hi in ci) if all(ci) else "")
             lines.append(f"| {rule} | " + " | ".join(cells) + " |")
-        lines += [_noise_row(noise, 0, 2), ""]
+        lines += [_noise_row(noise, 0, 4), ""]
     return lines
 
 
