@@ -37,6 +37,14 @@ def _emit(obj: object) -> None:
     sys.stdout.write(json.dumps(obj, indent=2) + "\n")
 
 
+def _ints(text: str, option: str) -> tuple[int, ...]:
+    """A comma-separated list of integers, or a usage error naming `option`."""
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"{option} takes comma-separated integers, got {text!r}") from None
+
+
 def _print_report(report: dict, json_out: bool) -> None:
     """A parity report: JSON on stdout, or the table plus the runtimes skipped and why."""
     if json_out:
@@ -111,6 +119,12 @@ def train(
         typer.Option(help="Family fluct: the training photos themselves among the real sources (--no-photos with "
                      "--camera N trains on simulated cameras alone, to measure them)."),
     ] = None,
+    scales: Annotated[
+        Optional[str],
+        typer.Option(help="Family fluct: the views of each training photo taken as real sources, comma-separated: 1 "
+                     "as given, 2 halved as the canonical resize:0.5 does, 4 and 8 the box averages of that (the "
+                     "pyramid levels the detector scores); default 1."),
+    ] = None,
     residual: Annotated[
         Optional[bool],
         typer.Option(help="Family fluct: the high-pass residual input (--no-residual only to measure it)."),
@@ -151,7 +165,8 @@ def train(
                        crops_per_image=crops_per_image, calibration=("none", *(calibrate_on or [])),
                        options=fam.train_options(fake_phi=fake_phi, fake_mix=fake_mix, chain=chain,
                                                  fakes=None if fakes is None else tuple(fakes.split(",")),
-                                                 camera=camera, photos=photos))
+                                                 camera=camera, photos=photos,
+                                                 scales=None if scales is None else _ints(scales, "--scales")))
     result = run_train(real, out, cfg, tcfg, resume=resume, quiet=quiet, workers=workers)
     typer.echo(f"wrote {out} (threshold {result.threshold:.4f})")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from conftest import real_photo
 from slsp.config import TrainConfig
@@ -79,3 +80,27 @@ def test_training_sources_add_simulated_cameras_once_and_seeded() -> None:
         FluctOptions(photos=False)
     with pytest.raises(ConfigError):
         FluctOptions(camera=9)
+
+
+def test_training_sources_at_the_scales_the_detector_scores() -> None:
+    """Scales 2, 4, 8: the canonical halving, then 2 x 2 and 4 x 4 block means of it (float64 reference, rounded half
+    up); a view smaller than a source crop is left out; the photo as given stays first where scale 1 is asked."""
+    model = FluctModel(FluctConfig(crop=32))  # source crops of 64 px
+    img = real_photo("kodim03")  # 500 x 500: the 1/8 view (62 x 62) holds no source crop
+
+    def sources(**options) -> list[np.ndarray]:
+        return FluctTraining(model, TrainConfig(), FluctOptions(**options)).sources(img, 7)
+
+    half = np.array(Image.fromarray(img).resize((250, 250), Image.BICUBIC))
+    out = sources(scales=(1, 2, 4, 8))
+    assert [v.shape[:2] for v in out] == [(500, 500), (250, 250), (125, 125)]
+    assert out[0] is img and np.array_equal(out[1], half)
+    h = half.astype(np.float64)
+    ref = np.floor((h[0:-1:2, 0:-1:2] + h[1::2, 0:-1:2] + h[0:-1:2, 1::2] + h[1::2, 1::2]) / 4 + 0.5)
+    np.testing.assert_array_equal(out[2], ref)
+    assert [v.shape[:2] for v in sources(scales=(4, 2))] == [(125, 125), (250, 250)]
+    with_camera = sources(scales=(2,), camera=1)
+    assert len(with_camera) == 2 and np.array_equal(with_camera[0], half)
+    for bad in ((), (1, 1), (3,), (16,)):
+        with pytest.raises(ConfigError, match="scales"):
+            FluctOptions(scales=bad)

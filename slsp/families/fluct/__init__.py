@@ -39,6 +39,7 @@ class FluctConfig:
 # a GAN generator's checkerboard upsampling.
 FAKE_KINDS = ("denoise", "renoise", "resample", "decoder", "gan")
 SHIPPED_FAKES = FAKE_KINDS[:3]  # what the shipped model trained with
+SCALES = (1, 2, 4, 8)  # FluctOptions.scales: the views of a training photo that can be sources
 
 
 @dataclass(frozen=True)
@@ -49,9 +50,16 @@ class FluctOptions:
     # camera), made once and added to the photo's sources; 0: none.
     camera: int = 0
     photos: bool = True  # the photos themselves among the sources (off, with camera > 0, to measure cameras alone)
+    # The views of each photo taken as sources, by scale: 1 the photo as given, 2 halved as the canonical resize:0.5
+    # does, 4 and 8 the box averages of the halved view (the pyramid levels the detector scores). A view smaller
+    # than a source crop is skipped.
+    scales: tuple[int, ...] = (1,)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "fakes", tuple(self.fakes))
+        object.__setattr__(self, "scales", tuple(self.scales))
+        if not self.scales or len(set(self.scales)) != len(self.scales) or not set(self.scales) <= set(SCALES):
+            raise ConfigError(f"scales must be distinct views among {', '.join(map(str, SCALES))}, got {self.scales}")
         if not 0 <= self.camera <= 8:
             raise ConfigError(f"camera must be in [0, 8] versions per photo, got {self.camera}")
         if not self.photos and not self.camera:

@@ -18,8 +18,11 @@ from slsp.families.fluct import SHIPPED_FAKES, FluctOptions
 from slsp.families.fluct.camera import clean_content, simulate
 from slsp.families.fluct.model import FluctModel
 from slsp.families.fluct.pseudofakes import training_crop
+from slsp.pyramid import box_level
+from slsp.transforms import Transform
 
 REC_WEIGHT = 0.1
+HALF = Transform("resize:0.5")  # the shipped canonical transform
 
 
 def make_batch(crops: Tensor, phis: Tensor, crop: int, batch: int, seed: int, step: int, chain: bool = True,
@@ -36,6 +39,13 @@ def make_batch(crops: Tensor, phis: Tensor, crop: int, batch: int, seed: int, st
         out_phi.append(torch.from_numpy(np.array(phi)))
     labels = (torch.arange(batch) < batch // 2).float()
     return torch.stack(out_x), torch.stack(out_phi).float(), labels
+
+
+def views(image: np.ndarray, scales: tuple[int, ...], min_side: int) -> list[np.ndarray]:
+    """`image` at each of `scales` (FluctOptions.scales), in that order, those with both sides >= `min_side`."""
+    half = HALF(image) if set(scales) - {1} else image
+    out = [image if s == 1 else half if s == 2 else box_level(half, s // 2) for s in scales]
+    return [v for v in out if min(v.shape[:2]) >= min_side]
 
 
 class Objective(nn.Module):
@@ -73,9 +83,9 @@ class FluctTraining:
         return 2 * self.model.cfg.crop
 
     def sources(self, image: np.ndarray, index: int) -> list[np.ndarray]:
-        """The photo (unless `options.photos` is off), and `options.camera` simulated-camera versions of its content
-        (one too small for a source crop is skipped)."""
-        out = [image] if self.options.photos else []
+        """The photo's views at `options.scales` (unless `options.photos` is off), and `options.camera`
+        simulated-camera versions of its content (one too small for a source crop is skipped)."""
+        out = views(image, self.options.scales, self.source_crop) if self.options.photos else []
         for k in range(self.options.camera):
             rng = np.random.default_rng([self.tcfg.seed, index, k])
             content = clean_content(image, rng, self.source_crop)
