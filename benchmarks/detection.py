@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from seeds import paired
 from slsp.evaluate import evaluate
 from slsp.metrics import bootstrap, leave_one_out
 
@@ -100,11 +101,26 @@ CANDIDATES: dict[str, tuple[str | None, str]] = {
         "runs/seeds1500/levels3-s2",
         "the shipped recipe with seed 2: as fluct-levels3-s1, with baseline-s2",
     ),
+    "fluct-levels1-s1": (
+        "runs/seeds1500/baseline-s1",
+        "the shipped recipe with seed 1, one level (as shipped before the pyramid levels): python benchmarks/seeds.py "
+        "--steps 1500 --seeds 1 2 --runs runs/seeds1500 --out benchmarks/results/seeds-baseline-1500.json",
+    ),
+    "fluct-levels1-s2": (
+        "runs/seeds1500/baseline-s2",
+        "the shipped recipe with seed 2, one level: as fluct-levels1-s1",
+    ),
     "fluct-b": (
         "runs/fluct-b",
         "slsp train --family fluct --real ../shared/data/real/train --real ../shared/data/real/train-camera "
         "--out runs/fluct-b --steps 4000 --holdout 0.25 --crops-per-image 16 --canonical none",
     ),
+}
+# recipe -> its candidates, one per training seed: the rows the shipped default is chosen by (every other
+# candidate above is one seed)
+SEEDED: dict[str, list[str]] = {
+    "fluct, three levels (shipped)": [SHIPPED, "fluct-levels3-s1", "fluct-levels3-s2"],
+    "fluct, one level": ["fluct-a-canon-resize0.5", "fluct-levels1-s1", "fluct-levels1-s2"],
 }
 # condition -> (--reencode, --perturb or None)
 CONDITIONS: dict[str, tuple[str, str | None]] = {
@@ -187,6 +203,46 @@ def logo(all_reports: dict[str, dict], cond: str) -> list[str]:
     for g, chosen in leave_one_out(per).items():
         best = max(per, key=lambda n: per[n][g])
         lines.append(f"| {g} | {chosen} | {per[chosen][g]:.3f} | {best} ({per[best][g]:.3f}) |")
+    return lines
+
+
+def _scores(rec: dict, column: str) -> dict:
+    """One report's per-image scores of `column` ("model" or "baseline"), as benchmarks/seeds.py pairs them."""
+    real, fake = rec["scores"]["real"], rec["scores"]["fake"]
+    return {"real": np.asarray(real[column]), "fake": {g: np.asarray(s[column]) for g, s in fake.items()}}
+
+
+def over_seeds(all_reports: dict[str, dict]) -> list[str]:
+    """Each seeded recipe (SEEDED): mean (min-max) over its seeds, and the seed-averaged paired differences to the
+    noise baseline on untransformed pixels and to the shipped recipe, with 90% intervals over the dev images."""
+    groups = {k: v for k, v in SEEDED.items() if all(n in all_reports for n in v)}
+    if not groups or REFERENCE not in all_reports:
+        return []
+    shipped = next(iter(groups.values()))
+    lines = ["", "## Over seeds: the rows the shipped default is chosen by", "",
+             "Each recipe trained at every seed listed and calibrated alike; mean (min-max) over the seeds. The "
+             "differences are seed-averaged AUROC differences, paired on the same dev images, with a 90% bootstrap "
+             f"interval (1000 draws; `benchmarks/seeds.py`'s `paired`): to the noise baseline on the pixels as the "
+             f"condition gives them ({REFERENCE}'s baseline column), and to the shipped recipe's seeds. Every other "
+             "leaderboard row is one seed.", "",
+             "| recipe | seeds (candidates) | condition | mean AUROC | worst generator | minus noise baseline [90%] | "
+             "minus shipped recipe [90%] | FPR / TPR at thr |", "|---|---|---|---|---|---|---|---|"]
+    for recipe, names in groups.items():
+        for cond in ("stored", "jpeg95"):
+            recs = [all_reports[n][cond] for n in names]
+            rows = [r["condition"]["rows"]["model"] for r in recs]
+            means = [r["mean"]["auroc"] for r in rows]
+            worst = [min(v["auroc"] for g, v in r.items() if g not in ("mean", "worst")) for r in rows]
+            model = [_scores(r, "model") for r in recs]
+            cells = [f"{np.mean(v):.3f} ({min(v):.3f}-{max(v):.3f})" for v in (means, worst)]
+            noise = paired([_scores(all_reports[REFERENCE][cond], "baseline")], model)["mean"]
+            ship = None if names == shipped else paired([_scores(all_reports[n][cond], "model") for n in shipped],
+                                                        model)["mean"]
+            cells += ["" if d is None else f"{d['diff']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]" for d in (noise, ship)]
+            fpr, tpr = [[r["mean"][k] for r in rows] for k in ("fpr@thr", "tpr@thr")]
+            cells.append(f"{np.mean(fpr):.1%} ({min(fpr):.1%}-{max(fpr):.1%}) / {np.mean(tpr):.2f} "
+                         f"({min(tpr):.2f}-{max(tpr):.2f})")
+            lines.append(f"| {recipe} | {len(names)} ({', '.join(names)}) | {cond} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -294,6 +350,8 @@ def markdown(all_reports: dict[str, dict]) -> str:
         f"condition gives them ({REFERENCE}'s baseline column), paired on the same images.",
         "",
     ]
+    lines += over_seeds(all_reports)
+    lines += ["", "## Every candidate", ""]
     lines += ["| candidate | condition | mean AUROC model | worst (model) | crops before fusion | noise baseline | "
               "model - baseline [90%] | FPR at thr (pooled) | TPR at thr | model - baseline on untransformed pixels |",
               "|---|---|---|---|---|---|---|---|---|---|"]

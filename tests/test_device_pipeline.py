@@ -96,3 +96,31 @@ def test_device_pipeline_on_cuda(tmp_path) -> None:
     assert pipe.upload(data)[1] == ("nvjpeg" if pipe.nvjpeg else "cpu")
     got, ref = pipe.detect(data), det.detect(decode(data))
     assert bool(got.verdict) == bool(ref.verdict) and abs(float(got.score) - float(ref.score)) < 0.05
+
+
+def _compiled_matches_eager(device: str) -> None:
+    """`compiled=True` (torch.compile; CUDA graphs on a GPU) scores as the eager pipeline does: one image size
+    twice (the second call replays what the first compiled), another size, then the first again; results outlive
+    the next call (copies, not a graph's reused outputs)."""
+    det = det_io.load()
+    eager, comp = DevicePipeline(det, device), DevicePipeline(det, device, compiled=True)
+    datas = [PHOTOS[0].read_bytes(), FAKES[0].read_bytes()]
+    kept = []
+    for data in [datas[0], datas[0], datas[1], datas[0]]:
+        got, ref = comp.detect(data), eager.detect(data)
+        assert float(got.score) == pytest.approx(float(ref.score), abs=1e-4)
+        torch.testing.assert_close(got.crop_scores, ref.crop_scores, atol=1e-4, rtol=0)
+        assert bool(got.verdict) == bool(ref.verdict)
+        kept.append((got, ref))
+    for got, ref in kept:
+        assert float(got.score) == pytest.approx(float(ref.score), abs=1e-4)
+
+
+def test_compiled_device_pipeline_on_cpu() -> None:
+    _compiled_matches_eager("cpu")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none on this machine)")
+def test_compiled_device_pipeline_on_cuda() -> None:
+    _compiled_matches_eager("cuda")
