@@ -17,8 +17,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-
 from seeds import paired
+
 from slsp.evaluate import evaluate
 from slsp.metrics import bootstrap, leave_one_out
 
