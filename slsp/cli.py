@@ -214,13 +214,24 @@ def detect(
     max_pixels: Annotated[
         Optional[int], typer.Option(help="Refuse images declaring more pixels (default: the model's, 50 MP).")
     ] = None,
+    device: Annotated[
+        Optional[str],
+        typer.Option(help="Run the whole path on this torch device (cuda, cuda:N, cpu): JPEGs decoded by nvJPEG "
+                     "where torchvision has it, the resize, TrSOR and the model there (default: the CPU library)."),
+    ] = None,
+    compile_: Annotated[
+        bool,
+        typer.Option("--compile", help="With --device: torch.compile the detector, one graph per image size (CUDA "
+                     "graphs on a GPU); the first image of each size pays for compiling it."),
+    ] = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Score images with the embedded detector (no server). Exit 1 if any image failed."""
     from slsp.detect import detect_paths
 
-    results = detect_paths(paths, model, explain=explain, quiet=quiet, max_pixels=max_pixels)
+    results = detect_paths(paths, model, explain=explain, quiet=quiet, max_pixels=max_pixels, device=device,
+                           compiled=compile_)
     if json_out:
         _emit(results)
     else:

@@ -9,16 +9,25 @@ from PIL import Image, ImageDraw
 
 from slsp import detector as det_io
 from slsp.detector import Detection, Detector
-from slsp.errors import ImageError
-from slsp.imaging import collect, load
+from slsp.device_pipeline import DevicePipeline
+from slsp.errors import ImageError, SlspError
+from slsp.imaging import collect, load, read
 from slsp.progress import bar
 
 
 def detect_paths(
-    paths: list[Path], run: Path | None, explain: Path | None = None, quiet: bool = False, max_pixels: int | None = None
+    paths: list[Path], run: Path | None, explain: Path | None = None, quiet: bool = False, max_pixels: int | None = None,
+    device: str | None = None, compiled: bool = False,
 ) -> list[dict]:
+    """One result per image file (a score, or the error that image met). `device`: the whole path from the file's
+    bytes on that torch device (`DevicePipeline`; `compiled`: through torch.compile), else the CPU library."""
     det = det_io.load(run)
     limit = det.cfg.max_pixels if max_pixels is None else max_pixels
+    if compiled and device is None:
+        raise SlspError("compiling is for the on-device path: give a device (--device cuda, or cpu)")
+    if explain is not None and device is not None:
+        raise SlspError("--explain draws from the CPU library: leave out --device")
+    pipe = None if device is None else DevicePipeline(det, device, compiled=compiled, max_pixels=limit)
     files = collect(paths)
     if not files:
         raise ImageError(f"no images found under {', '.join(map(str, paths))}")
@@ -29,8 +38,11 @@ def detect_paths(
         task = pb.add_task("detect", total=len(files), info="")
         for f in files:
             try:
-                img = load(f, max_pixels=limit)
-                d, phi = det.analyze(img, str(f))
+                if pipe is None:
+                    img = load(f, max_pixels=limit)
+                    d, phi = det.analyze(img, str(f))
+                else:
+                    d = Detection(*(t.cpu() for t in pipe.detect(read(f), str(f))))
             except ImageError as e:
                 results.append({"path": str(f), "error": str(e)})
             except Exception as e:  # noqa: BLE001 - one file's failure never ends the run

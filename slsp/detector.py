@@ -79,14 +79,16 @@ class Detector(nn.Module):
         scale where the model has a low-resolution calibration."""
         return self.canonical.min_side
 
+    @property
+    def min_side_reason(self) -> str:
+        """Why `min_input_side` is the minimum, for the error that refuses a smaller image."""
+        if self.min_input_side == self.canonical.full_side and self.min_input_side != self.min_side:
+            return f"one {self.min_side}-pixel crop after the canonical {self.cfg.canonical}"
+        return "one crop at native scale" if self.canonical.low_resolution else "one crop"
+
     def check(self, image: np.ndarray, name: str = "<image>") -> None:
         """The shape contract the graph cannot enforce itself: uint8 H x W x 3, each side >= `min_input_side`."""
-        s = self.min_input_side
-        if s == self.canonical.full_side and s != self.min_side:
-            why = f"one {self.min_side}-pixel crop after the canonical {self.cfg.canonical}"
-        else:
-            why = "one crop at native scale" if self.canonical.low_resolution else "one crop"
-        check_image(image, s, name, why)
+        check_image(image, self.min_input_side, name, self.min_side_reason)
 
     @torch.inference_mode()
     def analyze(self, image: np.ndarray, name: str = "<image>") -> tuple[Detection, np.ndarray]:

@@ -22,7 +22,8 @@ import torch
 from torch import Tensor
 
 from slsp.detector import Detection, Detector
-from slsp.imaging import check_fluctuation, decode, plain_jpeg
+from slsp.errors import SlspError
+from slsp.imaging import check_fluctuation, decode, plain_jpeg, too_small
 
 PRECISION_BITS = 22  # Pillow's fixed-point coefficients for 8-bit images: 32 - 8 - 2
 
@@ -90,14 +91,20 @@ def nvjpeg_available(device: torch.device) -> bool:
 class DevicePipeline:
     """`Detector.detect` from encoded bytes, on `device`; the reference detector is copied, never moved.
 
-    compiled: the detector through `torch.compile`, one graph per image size (the first image of a size pays for
+    max_pixels: refuse images declaring more (default: the model's). compiled: the detector through `torch.compile`, one graph per image size (the first image of a size pays for
     compiling it; sizes beyond dynamo's cache limit run eagerly). On CUDA its "reduce-overhead" mode replays each
     size as a CUDA graph, so TrSOR's many small kernels (launch-bound below about 4 MP) cost one launch."""
 
-    def __init__(self, det: Detector, device: str | torch.device, compiled: bool = False) -> None:
-        self.device = torch.device(device)
+    def __init__(self, det: Detector, device: str | torch.device, compiled: bool = False,
+                 max_pixels: int | None = None) -> None:
+        try:
+            self.device = torch.device(device)
+        except RuntimeError as e:
+            raise SlspError(f"not a torch device: {device!r} (cpu, cuda, cuda:N)") from e
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise SlspError(f"device {device!r}: this machine has no CUDA device that PyTorch can use")
         self.det = copy.deepcopy(det).to(self.device).eval()
-        self.limits = {"max_pixels": det.cfg.max_pixels, "min_side": det.min_input_side}
+        self.max_pixels = det.cfg.max_pixels if max_pixels is None else max_pixels
         self.nvjpeg = nvjpeg_available(self.device)
         self.compiled = compiled
         self.forward = self.det
@@ -107,12 +114,16 @@ class DevicePipeline:
 
     def upload(self, data: bytes, name: str = "<bytes>") -> tuple[Tensor, str]:
         """The decoded image on the device, uint8 H x W x 3, and which decoder made it ("nvjpeg" or "cpu")."""
-        if self.nvjpeg and plain_jpeg(data, name=name, **self.limits):
+        if self.nvjpeg and plain_jpeg(data, name=name, max_pixels=self.max_pixels):
             from torchvision.io import ImageReadMode, decode_jpeg
 
             raw = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-            return decode_jpeg(raw, mode=ImageReadMode.RGB, device=self.device).permute(1, 2, 0), "nvjpeg"
-        return torch.from_numpy(decode(data, name=name, **self.limits)).to(self.device), "cpu"
+            img, how = decode_jpeg(raw, mode=ImageReadMode.RGB, device=self.device).permute(1, 2, 0), "nvjpeg"
+        else:
+            img, how = torch.from_numpy(decode(data, name=name, max_pixels=self.max_pixels)).to(self.device), "cpu"
+        if min(img.shape[:2]) < self.det.min_input_side:  # the library's check, in its words
+            raise too_small(img.shape[1], img.shape[0], self.det.min_input_side, name, self.det.min_side_reason)
+        return img, how
 
     def canonical(self, img: Tensor) -> tuple[Tensor, bool]:
         """`Canonical` on the device: a resize to Transform's sizes there; a JPEG or PNG round trip on the CPU."""

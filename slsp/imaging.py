@@ -105,7 +105,7 @@ def _check_header(size: tuple[int, int], max_pixels: int, min_side: int, name: s
     if w * h > max_pixels:
         raise ImageError(f"{name}: {w} x {h} = {w * h} pixels exceeds the limit of {max_pixels}")
     if min(w, h) < min_side:
-        raise _too_small(w, h, min_side, name)
+        raise too_small(w, h, min_side, name)
     if max(w, h) > MAX_ASPECT * max(1, min(w, h)):
         raise ImageError(f"{name}: {w} x {h} is more elongated than {MAX_ASPECT}:1")
 
@@ -166,7 +166,7 @@ def check_image(image: np.ndarray, min_side: int, name: str = "<image>", why: st
         got = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
         raise ImageError(f"{name}: expected uint8 H x W x 3, got {got}")
     if min(image.shape[:2]) < min_side:
-        raise _too_small(image.shape[1], image.shape[0], min_side, name, why)
+        raise too_small(image.shape[1], image.shape[0], min_side, name, why)
 
 
 def check_fluctuation(sigma: float, name: str = "<image>") -> None:
@@ -176,7 +176,7 @@ def check_fluctuation(sigma: float, name: str = "<image>") -> None:
                          f"gray levels, below {FLAT_SIGMA})")
 
 
-def _too_small(w: int, h: int, min_side: int, name: str, why: str = "one crop") -> ImageError:
+def too_small(w: int, h: int, min_side: int, name: str, why: str = "one crop") -> ImageError:
     """The one wording of "too small", from the header (decode) or the array (check_image)."""
     return ImageError(f"{name}: {w} x {h} is below the minimum size {min_side} x {min_side} ({why}; slsp never pads)")
 
@@ -197,14 +197,17 @@ def _to_rgb8(img: Image.Image, name: str) -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
+def read(path: str | Path) -> bytes:
+    """One file's bytes; an error names the file."""
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise ImageError(f"{path}: cannot read ({e.strerror or e})") from e
+
+
 def load(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int = 1) -> np.ndarray:
     """Read and decode one image file; errors name the file."""
-    p = Path(path)
-    try:
-        data = p.read_bytes()
-    except OSError as e:
-        raise ImageError(f"{p}: cannot read ({e.strerror or e})") from e
-    return decode(data, max_pixels=max_pixels, min_side=min_side, name=str(p))
+    return decode(read(path), max_pixels=max_pixels, min_side=min_side, name=str(path))
 
 
 def collect(paths: list[Path] | list[str]) -> list[Path]:

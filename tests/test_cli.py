@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
+import torch
 from PIL import Image
 
 from conftest import FAKES, PHOTO, PHOTOS
@@ -49,13 +51,19 @@ def test_readme_main_command_runs_on_shipped_model(tmp_path: Path) -> None:
     assert plain.returncode == 0 and re.search(r"\t(real|synthetic)\t", plain.stdout)
 
 
+def bad_files(folder: Path) -> Path:
+    folder.mkdir()
+    (folder / "broken.png").write_bytes(PHOTO.read_bytes()[:500])
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(folder / "tiny.png")
+    (folder / "blp.png").write_bytes(b"BLP1" + bytes(range(256)) * 4)  # Pillow's BLP decoder raises its own type
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(folder / "icon.png", format="ICO")
+    Image.fromarray(np.full((300, 300, 3), 77, np.uint8)).save(folder / "flat.png")
+    return folder
+
+
 def test_detect_reports_bad_files_and_exits_nonzero(tmp_path: Path) -> None:
-    (tmp_path / "broken.png").write_bytes(PHOTO.read_bytes()[:500])
-    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(tmp_path / "tiny.png")
-    (tmp_path / "blp.png").write_bytes(b"BLP1" + bytes(range(256)) * 4)  # Pillow's BLP decoder raises its own type
-    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "icon.png", format="ICO")
-    Image.fromarray(np.full((300, 300, 3), 77, np.uint8)).save(tmp_path / "flat.png")
-    r = slsp("detect", str(PHOTO), str(tmp_path), "--json", "-q", "--explain", str(tmp_path / "explain"))
+    r = slsp("detect", str(PHOTO), str(bad_files(tmp_path / "bad")), "--json", "-q", "--explain",
+             str(tmp_path / "explain"))
     assert r.returncode == 1
     by_name = {Path(x["path"]).name: x for x in json.loads(r.stdout)}
     assert "score" in by_name[PHOTO.name]
@@ -65,6 +73,25 @@ def test_detect_reports_bad_files_and_exits_nonzero(tmp_path: Path) -> None:
     assert "a flat image, with no pixel fluctuation" in by_name["flat.png"]["error"]  # not "99.998% synthetic"
     assert "blp.png" in by_name["blp.png"]["error"] and "0x" not in by_name["blp.png"]["error"]
     assert (tmp_path / "explain" / PHOTO.name).is_file()
+
+
+def test_detect_on_a_device_scores_and_refuses_as_the_library(tmp_path: Path) -> None:
+    """`--device cpu`: the on-device path (bytes to score in torch) gives the library's results, file by file."""
+    args = [str(PHOTO), *map(str, FAKES), str(bad_files(tmp_path / "bad")), "--json", "-q"]
+    lib, dev = slsp("detect", *args), slsp("detect", *args, "--device", "cpu")
+    assert lib.returncode == dev.returncode == 1, dev.stderr
+    for a, b in zip(json.loads(lib.stdout), json.loads(dev.stdout), strict=True):
+        assert a["path"] == b["path"] and a.get("error") == b.get("error")
+        if "score" in a:
+            assert b["score"] == pytest.approx(a["score"], abs=1e-6)
+            assert [(c["y"], c["x"], c["side"]) for c in a["crops"]] == [(c["y"], c["x"], c["side"]) for c in b["crops"]]
+    for extra, why in ((["--compile"], "give a device"), (["--device", "cpu", "--explain", str(tmp_path)], "--explain"),
+                       (["--device", "gpu"], "not a torch device")):
+        r = slsp("detect", str(PHOTO), *extra)
+        assert r.returncode != 0 and why in r.stderr, r.stderr
+    if not torch.cuda.is_available():
+        r = slsp("detect", str(PHOTO), "--device", "cuda")
+        assert r.returncode != 0 and "no CUDA device" in r.stderr, r.stderr
 
 
 def test_pixel_limit_is_configurable_on_the_cli() -> None:
