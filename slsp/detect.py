@@ -15,10 +15,8 @@ from slsp.imaging import collect, load, read
 from slsp.progress import bar
 
 
-def detect_paths(
-    paths: list[Path], run: Path | None, explain: Path | None = None, quiet: bool = False, max_pixels: int | None = None,
-    device: str | None = None, compiled: bool = False,
-) -> list[dict]:
+def detect_paths(paths: list[Path], run: Path | None, explain: Path | None = None, quiet: bool = False,
+                 max_pixels: int | None = None, device: str | None = None, compiled: bool = False) -> list[dict]:
     """One result per image file (a score, or the error that image met). `device`: the whole path from the file's
     bytes on that torch device (`DevicePipeline`; `compiled`: through torch.compile), else the CPU library."""
     det = det_io.load(run)

@@ -91,9 +91,10 @@ def nvjpeg_available(device: torch.device) -> bool:
 class DevicePipeline:
     """`Detector.detect` from encoded bytes, on `device`; the reference detector is copied, never moved.
 
-    max_pixels: refuse images declaring more (default: the model's). compiled: the detector through `torch.compile`, one graph per image size (the first image of a size pays for
-    compiling it; sizes beyond dynamo's cache limit run eagerly). On CUDA its "reduce-overhead" mode replays each
-    size as a CUDA graph, so TrSOR's many small kernels (launch-bound below about 4 MP) cost one launch."""
+    max_pixels: refuse images declaring more (default: the model's). compiled: the detector through
+    `torch.compile`, one graph per image size (the first image of a size pays for compiling it; sizes beyond
+    dynamo's cache limit run eagerly). On CUDA its "reduce-overhead" mode replays each size as a CUDA graph, so
+    TrSOR's many small kernels (launch-bound below about 4 MP) cost one launch."""
 
     def __init__(self, det: Detector, device: str | torch.device, compiled: bool = False,
                  max_pixels: int | None = None) -> None:
