@@ -5,7 +5,7 @@
 3. export: `slsp export` with its parity gate on this machine (torch-cuda among the runtimes; ORT-CUDA and
    TensorRT where installed), its parity report;
 4. engines: `slsp bench engines` at 1 and 4 MP with the CUDA rows (TrSOR, the batched model, JPEG bytes to score on
-   the GPU next to the CPU library);
+   the GPU, eager and compiled with CUDA graphs, next to the CPU library);
 5. training: `slsp bench train`, steps/s on the CPU cores next to the GPU, with and without batch-making workers.
 Exit 1 if any step failed.
 """
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     if steps["export"]["ok"]:
         steps["engines"] = run("engines", [*slsp, "bench", "engines", "--artifacts", str(work / "artifacts"),
                                            "--source", str(photo), "--size", "1024x1024", "--size", "2048x2048",
-                                           "--min-time", "0.5", "--out", str(engines), "-q"], 150, work)
+                                           "--min-time", "0.5", "--out", str(engines), "-q"], 240, work)
         for f in engines.glob("*.json"):
             steps["engines"]["result"] = json.loads(f.read_text())
     training = work / "train"
