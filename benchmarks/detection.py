@@ -188,14 +188,14 @@ def _fmt(row: dict) -> str:
     return f"{row['auroc']:.3f} [{row['auroc_lo']:.2f}, {row['auroc_hi']:.2f}]"
 
 
-def logo(all_reports: dict[str, dict], cond: str) -> list[str]:
+def per_generator(reps: list[dict], cond: str) -> dict[str, float]:
+    """AUROC per generator in `cond`, averaged over `reps` (one candidate's reports, or a recipe's seeds)."""
+    rows = [r[cond]["condition"]["rows"]["model"] for r in reps]
+    return {g: float(np.mean([r[g]["auroc"] for r in rows])) for g in rows[0] if g not in ("mean", "worst")}
+
+
+def logo(per: dict[str, dict[str, float]]) -> list[str]:
     """Leave-one-generator-out: choose the candidate by mean AUROC over the other generators, score the left-out one."""
-    gens = [
-        g
-        for g in all_reports[next(iter(all_reports))][cond]["condition"]["rows"]["model"]
-        if g not in ("mean", "worst")
-    ]
-    per = {n: {g: r[cond]["condition"]["rows"]["model"][g]["auroc"] for g in gens} for n, r in all_reports.items()}
     lines = [
         "| left out | chosen on the rest | its AUROC on the left-out generator | best candidate there |",
         "|---|---|---|---|",
@@ -243,6 +243,9 @@ def over_seeds(all_reports: dict[str, dict]) -> list[str]:
             cells.append(f"{np.mean(fpr):.1%} ({min(fpr):.1%}-{max(fpr):.1%}) / {np.mean(tpr):.2f} "
                          f"({min(tpr):.2f}-{max(tpr):.2f})")
             lines.append(f"| {recipe} | {len(names)} ({', '.join(names)}) | {cond} | " + " | ".join(cells) + " |")
+    for cond in ("stored", "jpeg95"):
+        per = {k: per_generator([all_reports[n] for n in v], cond) for k, v in groups.items()}
+        lines += ["", f"Leave one generator out, recipes by their seed-mean AUROC ({cond}):", ""] + logo(per)
     return lines
 
 
@@ -387,7 +390,8 @@ def markdown(all_reports: dict[str, dict]) -> str:
             by = reps[cond]["condition"]["fpr_by_source"]
             lines.append(f"- {name}: " + ", ".join(f"{k} {v['fpr']:.0%} (n={v['n']})" for k, v in by.items()))
     for cond in ("stored", "jpeg95"):
-        lines += ["", f"## Leave-one-generator-out choice of candidate ({cond})", ""] + logo(all_reports, cond)
+        per = {n: per_generator([r], cond) for n, r in all_reports.items()}
+        lines += ["", f"## Leave-one-generator-out choice of candidate ({cond})", ""] + logo(per)
     noise = {c: all_reports[SHIPPED][c]["condition"]["rows"]["baseline"]["mean"] for c in ("stored", "jpeg95")}
     lines += low_resolution() + scaled(noise) + seeded(noise)
     lines += ["", "## Reproduce", ""]
