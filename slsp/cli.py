@@ -139,10 +139,10 @@ def train(
     levels: LevelsOpt = None,
     seed: int = 0,
     workers: Annotated[
-        Optional[int],
-        typer.Option(help="Processes making batches ahead of the step (default: 0 on the CPU, up to 8 on a GPU); "
-                     "the weights do not depend on it."),
-    ] = None,
+        int,
+        typer.Option(help="CPU processes making batches ahead of the step (0: the training process makes them, the "
+                     "pseudo-fakes on the training device); the weights do not depend on it."),
+    ] = 0,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out.")] = False,
     quiet: QuietOpt = False,
 ) -> None:

@@ -116,31 +116,29 @@ def setup(seed: int) -> Dist:
 
 
 class StepBatches(Dataset):
-    """Item `step` is this rank's batch for that step: families seed a batch by its step alone, so any process
-    makes the same batch (a run is the same with or without workers)."""
+    """Item `step` is this rank's batch for that step, made on the CPU: families seed a batch by its step alone, so
+    any process makes the same batch (a run is the same with or without workers, up to float rounding)."""
 
     def __init__(self, training: spec.Training, crops: Tensor, phis: Tensor, d: Dist) -> None:
         self.training, self.crops, self.phis, self.d = training, crops, phis, d
 
     def __getitem__(self, step: int) -> tuple[Tensor, ...]:
-        return self.training.batch(self.crops, self.phis, step, self.d.rank, self.d.world)
+        return self.training.batch(self.crops, self.phis, step, self.d.rank, self.d.world, torch.device("cpu"))
 
 
 def batches(training: spec.Training, crops: Tensor, phis: Tensor, steps: range, d: Dist, workers: int
             ) -> Iterator[tuple[Tensor, ...]]:
-    """The batches of `steps` on d.device. With `workers` > 0 that many forked processes make them ahead of the
-    step (pseudo-fakes and the JPEG chain are per-sample CPU work), so an accelerator does not wait on them."""
+    """The batches of `steps` on d.device. With `workers` == 0 the training process makes each one with its
+    arithmetic (the pseudo-fakes) on d.device; with `workers` > 0 that many forked processes make them on the CPU
+    ahead of the step."""
+    if not workers:
+        for step in steps:
+            yield training.batch(crops, phis, step, d.rank, d.world, d.device)
+        return
     loader = DataLoader(StepBatches(training, crops, phis, d), batch_size=None, sampler=steps, num_workers=workers,
-                        pin_memory=d.device.type == "cuda", prefetch_factor=4 if workers else None,
-                        multiprocessing_context="fork" if workers else None)
+                        pin_memory=d.device.type == "cuda", prefetch_factor=4, multiprocessing_context="fork")
     for batch in loader:
         yield tuple(t.to(d.device, non_blocking=True) for t in batch)
-
-
-def default_workers(device: torch.device) -> int:
-    """Batch-making processes: none on the CPU, where they would take the cores the step uses (benchmarks/README.md,
-    "Training throughput"); on a GPU all cores but one, up to 8."""
-    return 0 if device.type == "cpu" else max(1, min(8, (os.cpu_count() or 2) - 1))
 
 
 def train(
@@ -151,11 +149,12 @@ def train(
     resume: bool = False,
     quiet: bool = False,
     checkpoint_every: int = 250,
-    workers: int | None = None,
+    workers: int = 0,
 ) -> DetectorConfig:
     """Train `cfg.model`'s family on real images only, checkpoint as it goes, calibrate on the held-out split (and
-    fit the noise fusion, for families that fuse); returns the calibrated config. `workers`: batch-making processes
-    (None: `default_workers`); the weights do not depend on it."""
+    fit the noise fusion, for families that fuse); returns the calibrated config. `workers`: batch-making CPU processes
+    (0: the training process makes each batch, its pseudo-fakes on the training device); the weights do not depend
+    on it."""
     run = Path(run)
     fam = family(cfg.model.family)
     options = fam.options() if tcfg.options is None else tcfg.options
@@ -191,7 +190,6 @@ def train(
         det_io.save(det, run)
     with bar(quiet or not d.main) as pb:
         task = pb.add_task("train", total=tcfg.steps, completed=start, info="")
-        workers = default_workers(d.device) if workers is None else workers
         steps = range(start, tcfg.steps)
         for step, batch in zip(steps, batches(training, crops, phis, steps, d, workers)):
             lr = lr_at(step, tcfg)

@@ -22,7 +22,17 @@ from slsp.detector import Detector
 from slsp.errors import ConfigError
 from slsp.families.fluct import FAKE_KINDS, FluctConfig, FluctOptions
 from slsp.families.fluct.model import FluctModel, residual
-from slsp.families.fluct.pseudofakes import process, pseudo_fake, training_crop
+from slsp.families.fluct.pseudofakes import (
+    Chain,
+    draw_chain,
+    draw_fake,
+    draw_input,
+    gaussian_blur,
+    make_inputs,
+    median3,
+    process,
+    pseudo_fakes,
+)
 from slsp.families.fluct.training import make_batch
 from slsp.imaging import load
 from slsp.scoring import Scorer
@@ -70,18 +80,60 @@ def test_config_round_trips_by_family() -> None:
 @pytest.mark.parametrize("kinds", [FAKE_KINDS[:3], ("decoder",), ("gan",)], ids=["shipped", "decoder", "gan"])
 def test_pseudo_fakes_keep_content_and_change_fluctuations(kinds: tuple[str, ...]) -> None:
     img = synthetic_photo(128, 128, sigma=3.0)
-    x = torch.from_numpy(img).permute(2, 0, 1).float()
-    phi = torch.zeros(128, 128)
-    phi[64:, :] = 1.0
-    changed = 0
-    for seed in range(40):
-        y = pseudo_fake(x, phi, np.random.default_rng(seed), torch.Generator().manual_seed(seed), kinds)
-        assert y.shape == x.shape
-        # Content kept: the 8 x 8 block means move by a fraction of a gray level's noise, not by the image's range.
-        blocks = lambda t: torch.nn.functional.avg_pool2d(t[None], 8)[0]  # noqa: E731
-        assert (blocks(y) - blocks(x)).abs().mean() < 1.5
-        changed += float((residual(y[None]) - residual(x[None])).abs().mean()) > 0.3
-    assert changed >= 30  # and the fluctuations do change, in (nearly) every draw
+    x = torch.from_numpy(img).permute(2, 0, 1).float()[None].repeat(40, 1, 1, 1)
+    phi = torch.zeros(40, 128, 128)
+    phi[:, 64:, :] = 1.0
+    y = pseudo_fakes(x, phi, [draw_fake(np.random.default_rng(s), torch.Generator().manual_seed(s), 128, kinds)
+                              for s in range(40)])
+    assert y.shape == x.shape
+    # Content kept: the 8 x 8 block means move by a fraction of a gray level's noise, not by the image's range.
+    blocks = lambda t: torch.nn.functional.avg_pool2d(t, 8)  # noqa: E731
+    assert ((blocks(y) - blocks(x)).abs().mean((1, 2, 3)) < 1.5).all()
+    changed = (residual(y) - residual(x)).abs().mean((1, 2, 3)) > 0.3
+    assert changed.sum() >= 30  # and the fluctuations do change, in (nearly) every draw
+
+
+@pytest.mark.parametrize("kinds", [FAKE_KINDS[:3], ("decoder",), ("gan",)], ids=["shipped", "decoder", "gan"])
+def test_batched_pseudo_fakes_are_each_crops_own(kinds: tuple[str, ...]) -> None:
+    """A batch of pseudo-fakes (each kind's crops through grouped convolutions with per-crop kernels) equals each
+    crop made alone: no crop's parameters or pixels leak into another's."""
+    x = torch.from_numpy(np.stack([synthetic_photo(96, 96, seed=i, sigma=1.0 + i % 4) for i in range(12)]))
+    x = x.permute(0, 3, 1, 2).float()
+    phi = (torch.rand(12, 96, 96, generator=torch.Generator().manual_seed(0)) < 0.5).float()
+    phi[3] = 0.0  # a Phi too empty to blend inside
+    draws = [draw_fake(np.random.default_rng(s), torch.Generator().manual_seed(s), 96, kinds) for s in range(12)]
+    together = pseudo_fakes(x, phi, draws)
+    alone = torch.cat([pseudo_fakes(x[i:i + 1], phi[i:i + 1], [d]) for i, d in enumerate(draws)])
+    torch.testing.assert_close(together, alone, atol=2e-3, rtol=0)
+
+
+def reference_median3(x: np.ndarray) -> np.ndarray:
+    p = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (1, 1), (1, 1)), mode="reflect")
+    h, w = x.shape[2:]
+    return np.median(np.stack([p[:, :, i:i + h, j:j + w] for i in range(3) for j in range(3)]), axis=0)
+
+
+def reference_blur(x: np.ndarray, s: float) -> np.ndarray:
+    r = max(1, int(np.ceil(2.5 * s)))
+    k = np.exp(-0.5 * (np.arange(-r, r + 1) / s) ** 2)
+    k /= k.sum()
+    p = np.pad(x.astype(np.float64), ((0, 0), (r, r), (r, r)), mode="reflect")
+    h, w = x.shape[1:]
+    p = sum(k[i] * p[:, :, i:i + w] for i in range(2 * r + 1))
+    return sum(k[i] * p[:, i:i + h] for i in range(2 * r + 1))
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(6, 30), st.integers(6, 30), st.integers(0, 2**31 - 1))
+def test_median_and_blur_match_float64_references(h: int, w: int, seed: int) -> None:
+    """The min/max median network and the per-crop-width blur (each crop its own radius) against NumPy."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0, 255, (3, 2, h, w)).round()  # ties, as in uint8 images
+    np.testing.assert_array_equal(median3(torch.from_numpy(x).float()).numpy(), reference_median3(x))
+    s = rng.uniform(0.4, 1.5, 3)
+    got = gaussian_blur(torch.from_numpy(x).float(), torch.from_numpy(s).float()).double().numpy()
+    for i in range(3):
+        np.testing.assert_allclose(got[i], reference_blur(x[i], float(np.float32(s[i]))), atol=2e-3)
 
 
 def test_chain_is_applied_alike_and_keeps_sizes() -> None:
@@ -89,12 +141,16 @@ def test_chain_is_applied_alike_and_keeps_sizes() -> None:
     phi = np.ones((128, 128), np.uint8)
     kinds = set()
     for seed in range(30):
-        out, ophi = process(img, phi, np.random.default_rng(seed))
+        out, ophi = process(img, phi, draw_chain(np.random.default_rng(seed)))
         assert out.dtype == np.uint8 and out.shape[:2] == ophi.shape and min(ophi.shape) >= 64
         kinds.add("none" if out is img else "resized" if out.shape[0] < 128 else "jpeg")
     assert kinds == {"none", "resized", "jpeg"}
-    x, p = training_crop(img, phi, 64, fake=True, rng=np.random.default_rng(0), g=torch.Generator().manual_seed(0))
-    assert x.shape == (64, 64, 3) and p.shape == (64, 64)
+    assert process(img, phi, Chain())[0] is img
+    rng, g = np.random.default_rng(0), torch.Generator().manual_seed(0)
+    draws = [draw_input(rng, g, 128, 64, fake=i % 2 == 1) for i in range(8)]
+    x, p = make_inputs(torch.from_numpy(img)[None].repeat(8, 1, 1, 1), torch.from_numpy(phi)[None].repeat(8, 1, 1),
+                       draws, 64, torch.device("cpu"))
+    assert x.shape == (8, 64, 64, 3) and x.dtype == torch.uint8 and p.shape == (8, 64, 64)
 
 
 def test_batches_are_seeded_half_real() -> None:
@@ -107,6 +163,21 @@ def test_batches_are_seeded_half_real() -> None:
     assert ya.tolist() == [1, 1, 1, 0, 0, 0]
     d, _, _ = make_batch(crops, phis, 64, 6, seed=1, step=5, kinds=("decoder",))
     assert (d[:3] == a[:3]).all() and not (d[3:] == a[3:]).all()  # same reals; only the pseudo-fakes differ
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none on this machine)")
+def test_batches_made_on_cuda_are_the_cpu_ones() -> None:
+    """The pseudo-fakes made on the GPU (the training process's batches there) are the CPU's, up to rounding."""
+    crops = torch.from_numpy(np.stack([synthetic_photo(128, 128, seed=i) for i in range(4)]))
+    phis = torch.ones(4, 128, 128, dtype=torch.uint8)
+    for kinds in (FAKE_KINDS[:3], FAKE_KINDS[3:]):
+        a, pa, ya = make_batch(crops, phis, 64, 16, seed=1, step=3, kinds=kinds)
+        b, pb, yb = make_batch(crops, phis, 64, 16, seed=1, step=3, kinds=kinds, device=torch.device("cuda"))
+        assert b.device.type == "cuda" and pb.device.type == "cuda" and yb.device.type == "cuda"
+        d = (a.int() - b.cpu().int()).abs()
+        assert (pa == pb.cpu()).all() and (ya == yb.cpu()).all()
+        assert d.max() <= 4 and (d > 0).float().mean() < 1e-3
 
 
 def test_fake_kinds_are_an_option_and_checked() -> None:

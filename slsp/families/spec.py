@@ -13,6 +13,7 @@ from slsp.errors import ConfigError
 
 if TYPE_CHECKING:
     import numpy as np
+    import torch
     from torch import Tensor, nn, optim
 
 
@@ -91,9 +92,10 @@ class Training(Protocol):
     def optimizers(self) -> dict[str, optim.Optimizer]:
         """The optimisers by name (their state is checkpointed under these names)."""
 
-    def batch(self, crops: Tensor, phis: Tensor, step: int, rank: int, world: int) -> tuple[Tensor, ...]:
-        """The step's batch on the CPU from uint8 sources and their Phi: a function of (seed, step, rank) alone, so a
-        resumed run sees the batches the interrupted one would have."""
+    def batch(self, crops: Tensor, phis: Tensor, step: int, rank: int, world: int, device: torch.device
+              ) -> tuple[Tensor, ...]:
+        """The step's batch on `device` (its arithmetic done there) from uint8 sources and their Phi on the CPU: a
+        function of (seed, step, rank) alone, so a resumed run sees the batches the interrupted one would have."""
 
     def step(self, objectives: nn.Module, opts: dict[str, optim.Optimizer], batch: tuple[Tensor, ...]
              ) -> dict[str, float]:

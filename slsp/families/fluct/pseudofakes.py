@@ -11,11 +11,20 @@ are a training option (`FluctOptions.fakes`), so each can be ablated.
 
 The processing chain (nothing, resize 0.5-1, JPEG q70-100 at 4:2:0 or 4:4:4) is applied alike to real crops and
 pseudo-fakes after the pseudo-fake is made, so processing history cannot be the cue the model learns.
+
+A batch is made in two parts so that the training device does the arithmetic: every random choice is drawn first,
+crop by crop from the step's seeded generators (`draw_input`: cheap), then `make_inputs` makes all the pseudo-fakes
+of the batch as batched tensor ops on the device (per-crop parameters as grouped convolutions) and runs the chain's
+resize and JPEG, which stay PIL's, in CPU threads.
 """
 
 from __future__ import annotations
 
 import io
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,163 +36,304 @@ from slsp.families.fluct import SHIPPED_FAKES
 from slsp.families.fluct.model import residual
 
 
-def gaussian_blur(x: Tensor, s: float) -> Tensor:
-    """(1, C, H, W) separable Gaussian blur, reflect-padded."""
-    r = max(1, int(np.ceil(2.5 * s)))
-    t = torch.arange(-r, r + 1, dtype=x.dtype)
-    k = torch.exp(-0.5 * (t / s) ** 2)
-    k = k / k.sum()
-    c = x.shape[1]
-    x = F.pad(x, (r, r, r, r), mode="reflect")
-    x = F.conv2d(x, k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
-    return F.conv2d(x, k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
+def _depthwise(x: Tensor, k: Tensor, transposed: bool = False, **kw: Any) -> Tensor:
+    """x (N, C, H, W) convolved with k (N, kh, kw): each crop's own kernel on each of its channels."""
+    n, c = x.shape[:2]
+    w = k.repeat_interleave(c, dim=0)[:, None]
+    conv = F.conv_transpose2d if transposed else F.conv2d
+    y = conv(x.reshape(1, n * c, *x.shape[2:]), w, groups=n * c, **kw)
+    return y.view(n, c, *y.shape[2:])
+
+
+def gaussian_blur(x: Tensor, s: float | Tensor) -> Tensor:
+    """(N, C, H, W) separable Gaussian blur, reflect-padded, of width `s` (one per crop, or one for all)."""
+    s = torch.as_tensor(s, dtype=x.dtype, device=x.device).expand(x.shape[0])
+    r = torch.ceil(2.5 * s).clamp(min=1)
+    rmax = int(r.max())
+    t = torch.arange(-rmax, rmax + 1, dtype=x.dtype, device=x.device)
+    k = torch.exp(-0.5 * (t / s[:, None]) ** 2) * (t.abs() <= r[:, None])  # each crop's own radius
+    k = k / k.sum(1, keepdim=True)
+    x = F.pad(x, (rmax,) * 4, mode="reflect")
+    return _depthwise(_depthwise(x, k[:, None, :]), k[:, :, None])
 
 
 def median3(x: Tensor) -> Tensor:
-    """(1, C, H, W) 3 x 3 median, reflect-padded."""
-    _, c, h, w = x.shape
-    u = F.unfold(F.pad(x, (1, 1, 1, 1), mode="reflect"), 3).view(1, c, 9, h, w)
-    return u.median(dim=2).values
-
-
-def _denoise(x: Tensor, rng: np.random.Generator) -> Tensor:
-    kind = rng.integers(3)
-    if kind == 0:
-        return gaussian_blur(x, float(rng.uniform(0.4, 1.5)))
-    if kind == 1:
-        return median3(x)
-    # Soft shrinkage of the high-pass residual: flattens small fluctuations, keeps edges.
-    t = float(rng.uniform(1.0, 4.0))
-    r = residual(x)
-    return x - r + torch.sign(r) * (r.abs() - t).clamp(min=0.0)
-
-
-def _renoise(x: Tensor, rng: np.random.Generator, g: torch.Generator) -> Tensor:
-    base = _denoise(x, rng)
-    shape = (1, 1 if rng.random() < 0.3 else 3, *x.shape[2:])  # luma-only or independent per channel
-    n = torch.randn(shape, generator=g, dtype=x.dtype)
-    if rng.random() < 0.5:  # spatially correlated
-        n = gaussian_blur(n, float(rng.uniform(0.5, 1.5)))
-        n = n / n.std().clamp(min=1e-6)
-    return base + n * float(rng.uniform(0.5, 3.0))
-
-
-def _resample(x: Tensor, rng: np.random.Generator) -> Tensor:
+    """(N, C, H, W) 3 x 3 median, reflect-padded: a 19-exchange min/max network (exact, and far faster than sorting
+    nine values per pixel)."""
     h, w = x.shape[2:]
-    f = float(rng.uniform(1.5, 6.0))
-    down = ("bilinear", "bicubic", "area")[rng.integers(3)]
-    small = F.interpolate(x, size=(max(2, round(h / f)), max(2, round(w / f))), mode=down,
-                          **({"antialias": True} if down != "area" else {}))
-    up = ("bilinear", "bicubic")[rng.integers(2)]
-    return F.interpolate(small, size=(h, w), mode=up, align_corners=False)
+    p = F.pad(x, (1, 1, 1, 1), mode="reflect")
+    v = [p[:, :, i:i + h, j:j + w] for i in range(3) for j in range(3)]
+    for a, b in ((1, 2), (4, 5), (7, 8), (0, 1), (3, 4), (6, 7), (1, 2), (4, 5), (7, 8), (0, 3), (5, 8), (4, 7),
+                 (3, 6), (1, 4), (2, 5), (4, 7), (4, 2), (6, 4), (4, 2)):
+        v[a], v[b] = torch.minimum(v[a], v[b]), torch.maximum(v[a], v[b])
+    return v[4]
 
 
-def _smooth3(x: Tensor, rng: np.random.Generator) -> Tensor:
-    """A random 3 x 3 convolution that keeps the mean: centre weight plus a softening or sharpening ring."""
-    ring = float(rng.uniform(-0.08, 0.2))  # per neighbour: < 0 sharpens, > 0 softens
-    k = torch.full((3, 3), ring, dtype=x.dtype)
-    k[1, 1] = 1.0 - 8.0 * ring
-    c = x.shape[1]
-    return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), k.view(1, 1, 3, 3).repeat(c, 1, 1, 1), groups=c)
+def _smooth3(x: Tensor, ring: Tensor) -> Tensor:
+    """Each crop's 3 x 3 convolution that keeps the mean: centre weight plus a ring (per neighbour: < 0 sharpens,
+    > 0 softens)."""
+    k = ring[:, None, None].expand(-1, 3, 3).clone()
+    k[:, 1, 1] = 1.0 - 8.0 * ring
+    return _depthwise(F.pad(x, (1, 1, 1, 1), mode="replicate"), k)
 
 
-def _decoder(x: Tensor, rng: np.random.Generator, g: torch.Generator) -> Tensor:
-    """A latent decoder's pixels: the content of a grid 8x coarser, re-synthesised by three x2 upsampling stages."""
+def _up2(y: Tensor, taps: Tensor) -> Tensor:
+    """Stride-2 transposed convolution, each crop's separable 4-tap kernel (N, 4), the output twice the input."""
+    return _depthwise(F.pad(y, (1, 1, 1, 1), mode="replicate"), taps[:, :, None] * taps[:, None, :], transposed=True,
+                      stride=2, padding=3)
+
+
+@dataclass
+class Fake:
+    """The draws of one pseudo-fake: its kind, that kind's parameters, the region (Phi only) and the strength."""
+
+    kind: str
+    p: dict[str, Any]
+    phi_only: bool = False
+    alpha: float = 1.0
+
+
+def _draw_denoise(rng: np.random.Generator) -> dict[str, Any]:
+    how = int(rng.integers(3))  # Gaussian, median, or shrinkage of the high-pass residual (keeps edges)
+    return {"how": how, "v": float(rng.uniform(0.4, 1.5)) if how == 0 else float(rng.uniform(1.0, 4.0)) if how == 2
+            else 0.0}
+
+
+def _draw_renoise(rng: np.random.Generator, g: torch.Generator, side: int) -> dict[str, Any]:
+    p = {"base": _draw_denoise(rng)}
+    p["noise"] = torch.randn((1, 1 if rng.random() < 0.3 else 3, side, side), generator=g)  # luma-only or per channel
+    p["corr"] = float(rng.uniform(0.5, 1.5)) if rng.random() < 0.5 else 0.0  # spatially correlated
+    p["scale"] = float(rng.uniform(0.5, 3.0))
+    return p
+
+
+def _draw_resample(rng: np.random.Generator) -> dict[str, Any]:
+    return {"f": float(rng.uniform(1.5, 6.0)), "down": ("bilinear", "bicubic", "area")[rng.integers(3)],
+            "up": ("bilinear", "bicubic")[rng.integers(2)]}
+
+
+def _draw_decoder(rng: np.random.Generator, g: torch.Generator, side: int) -> dict[str, Any]:
+    stages = []
+    for _ in range(3):  # nearest, bilinear, or a transposed convolution of taps (s, 1-s, 1-s, s); then a 3 x 3
+        mode = int(rng.integers(3))
+        s = float(rng.uniform(0.05, 0.45)) if mode == 2 else 0.0
+        stages.append((mode, s, float(rng.uniform(-0.08, 0.2))))
+    p: dict[str, Any] = {"stages": stages, "noise": None}
+    if rng.random() < 0.5:  # the decoder's own fluctuation: small, spatially structured, the same in every channel
+        p["noise"] = torch.randn((1, 1, side, side), generator=g)
+        p["ring"], p["scale"] = float(rng.uniform(-0.08, 0.2)), float(rng.uniform(0.3, 1.5))
+    return p
+
+
+def _draw_gan(rng: np.random.Generator) -> dict[str, Any]:
+    # Each stage: taps (s, 1-s, 1-s-d, s+d), whose two phases sum to 1-d and 1+d (the checkerboard), then a 3 x 3.
+    return {"stages": [tuple(float(v) for v in (rng.uniform(0.05, 0.45), rng.uniform(0.02, 0.15),
+                                                 rng.uniform(-0.08, 0.2))) for _ in range(2)]}
+
+
+def draw_fake(rng: np.random.Generator, g: torch.Generator, side: int, kinds: tuple[str, ...] = SHIPPED_FAKES
+              ) -> Fake:
+    """One pseudo-fake's draws for a side x side crop, its kind uniform among `kinds` (names in FAKE_KINDS); noise
+    comes from `g`."""
+    kind = kinds[rng.integers(len(kinds))]
+    p = {"denoise": lambda: _draw_denoise(rng), "renoise": lambda: _draw_renoise(rng, g, side),
+         "resample": lambda: _draw_resample(rng), "decoder": lambda: _draw_decoder(rng, g, side),
+         "gan": lambda: _draw_gan(rng)}[kind]()
+    return Fake(kind, p, phi_only=bool(rng.random() < 0.5), alpha=float(rng.uniform(0.3, 1.0)))
+
+
+def _col(v: list[float], x: Tensor) -> Tensor:
+    return torch.tensor(v, dtype=x.dtype, device=x.device)
+
+
+def _denoise(x: Tensor, ps: list[dict[str, Any]]) -> Tensor:
+    out = torch.empty_like(x)
+    for how in range(3):
+        i = [j for j, p in enumerate(ps) if p["how"] == how]
+        if not i:
+            continue
+        xi, v = x[i], _col([ps[j]["v"] for j in i], x)
+        if how == 0:
+            out[i] = gaussian_blur(xi, v)
+        elif how == 1:
+            out[i] = median3(xi)
+        else:
+            r = residual(xi)
+            out[i] = xi - r + torch.sign(r) * (r.abs() - v[:, None, None, None]).clamp(min=0.0)
+    return out
+
+
+def _renoise(x: Tensor, ps: list[dict[str, Any]]) -> Tensor:
+    n = torch.cat([p["noise"].expand(-1, 3, -1, -1) for p in ps]).to(x.device, x.dtype)
+    corr = [j for j, p in enumerate(ps) if p["corr"]]
+    if corr:
+        b = gaussian_blur(n[corr], _col([ps[j]["corr"] for j in corr], x))
+        # Each crop's std over its own noise channels (one for luma-only noise, copied into all three here).
+        c = _col([ps[j]["noise"].shape[1] for j in corr], x)
+        var = (b - b.mean((1, 2, 3), keepdim=True)).square().sum((1, 2, 3)) * c / 3 / (c * b[0, 0].numel() - 1)
+        n[corr] = b / var.sqrt().clamp(min=1e-6)[:, None, None, None]
+    return _denoise(x, [p["base"] for p in ps]) + n * _col([p["scale"] for p in ps], x)[:, None, None, None]
+
+
+def _resample(x: Tensor, ps: list[dict[str, Any]]) -> Tensor:
+    """Per crop: each has its own intermediate size, and a resize is a handful of kernels on any device."""
+    h, w = x.shape[2:]
+    out = []
+    for xi, p in zip(x.split(1), ps):
+        small = F.interpolate(xi, size=(max(2, round(h / p["f"])), max(2, round(w / p["f"]))), mode=p["down"],
+                              **({"antialias": True} if p["down"] != "area" else {}))
+        out.append(F.interpolate(small, size=(h, w), mode=p["up"], align_corners=False))
+    return torch.cat(out)
+
+
+def _decoder(x: Tensor, ps: list[dict[str, Any]]) -> Tensor:
     h, w = x.shape[2:]
     y = F.adaptive_avg_pool2d(x, (-(-h // 8), -(-w // 8)))
-    c = x.shape[1]
-    for _ in range(3):
-        mode = rng.integers(3)
-        if mode == 2:  # transposed convolution, stride 2, a separable 4-tap kernel whose two phases each sum to 1
-            s = float(rng.uniform(0.05, 0.45))
-            a = torch.tensor([s, 1.0 - s, 1.0 - s, s], dtype=x.dtype)
-            k = (a[:, None] * a[None, :]).view(1, 1, 4, 4).repeat(c, 1, 1, 1)
-            y = F.conv_transpose2d(F.pad(y, (1, 1, 1, 1), mode="replicate"), k, stride=2, padding=3, groups=c)
-        else:
-            y = F.interpolate(y, scale_factor=2, mode=("nearest", "bilinear")[mode],
-                              **({"align_corners": False} if mode == 1 else {}))
-        y = _smooth3(y, rng)
-    y = y[:, :, :h, :w]
-    if rng.random() < 0.5:  # the decoder's own fluctuation: small, spatially structured, the same in every channel
-        y = y + _smooth3(torch.randn((1, 1, h, w), generator=g, dtype=x.dtype), rng) * float(rng.uniform(0.3, 1.5))
+    for k in range(3):
+        st = [p["stages"][k] for p in ps]
+        up = torch.empty((*y.shape[:2], 2 * y.shape[2], 2 * y.shape[3]), dtype=y.dtype, device=y.device)
+        for mode in range(3):
+            i = [j for j, s in enumerate(st) if s[0] == mode]
+            if not i:
+                continue
+            if mode == 2:  # taps (s, 1-s, 1-s, s): the two phases each sum to 1
+                s = _col([st[j][1] for j in i], x)[:, None]
+                up[i] = _up2(y[i], torch.cat([s, 1 - s, 1 - s, s], 1))
+            else:
+                up[i] = F.interpolate(y[i], scale_factor=2, mode=("nearest", "bilinear")[mode],
+                                      **({"align_corners": False} if mode == 1 else {}))
+        y = _smooth3(up, _col([s[2] for s in st], x))
+    y = y[:, :, :h, :w].clone()
+    i = [j for j, p in enumerate(ps) if p["noise"] is not None]
+    if i:
+        n = torch.cat([ps[j]["noise"] for j in i]).to(x.device, x.dtype)
+        y[i] += _smooth3(n, _col([ps[j]["ring"] for j in i], x)) * _col([ps[j]["scale"] for j in i], x)[:, None, None,
+                                                                                                       None]
     return y
 
 
-def _gan(x: Tensor, rng: np.random.Generator) -> Tensor:
-    """A GAN generator's upsampling: the content of a grid 4x coarser, two stride-2 transposed convolutions whose
-    two phases carry unequal weight (the checkerboard of Odena et al., 2016), each followed by a random 3 x 3
-    convolution."""
+def _gan(x: Tensor, ps: list[dict[str, Any]]) -> Tensor:
     h, w = x.shape[2:]
     y = F.adaptive_avg_pool2d(x, (-(-h // 4), -(-w // 4)))
-    c = x.shape[1]
-    for _ in range(2):
-        s, d = float(rng.uniform(0.05, 0.45)), float(rng.uniform(0.02, 0.15))
-        a = torch.tensor([s, 1.0 - s, 1.0 - s - d, s + d], dtype=x.dtype)  # phase sums 1 - d and 1 + d
-        k = (a[:, None] * a[None, :]).view(1, 1, 4, 4).repeat(c, 1, 1, 1)
-        y = F.conv_transpose2d(F.pad(y, (1, 1, 1, 1), mode="replicate"), k, stride=2, padding=3, groups=c)
-        y = _smooth3(y, rng)
+    for k in range(2):
+        s, d, ring = (_col([p["stages"][k][m] for p in ps], x)[:, None] for m in range(3))
+        y = _smooth3(_up2(y, torch.cat([s, 1 - s, 1 - s - d, s + d], 1)), ring[:, 0])
     return y[:, :, :h, :w]
 
 
-_KINDS = {  # FAKE_KINDS -> (1, C, H, W) x, rng, g -> the fake before blending
-    "denoise": lambda x, rng, g: _denoise(x, rng),
-    "renoise": _renoise,
-    "resample": lambda x, rng, g: _resample(x, rng),
-    "decoder": _decoder,
-    "gan": lambda x, rng, g: _gan(x, rng),
-}
+_KINDS = {"denoise": _denoise, "renoise": _renoise, "resample": _resample,
+          "decoder": _decoder, "gan": _gan}
 
 
-def pseudo_fake(x: Tensor, phi: Tensor, rng: np.random.Generator, g: torch.Generator,
-                kinds: tuple[str, ...] = SHIPPED_FAKES) -> Tensor:
-    """x: (3, H, W) float in gray levels; phi: (H, W) in {0, 1}. Returns the pseudo-fake, same shape, unrounded.
-    The kind is drawn uniformly from `kinds` (names in FAKE_KINDS)."""
-    x4 = x[None]
-    f = _KINDS[kinds[rng.integers(len(kinds))]](x4, rng, g)
-    if rng.random() < 0.5 and float(phi.mean()) > 0.05:
-        f = phi * f + (1.0 - phi) * x4  # only the over-smooth region changes
-    a = float(rng.uniform(0.3, 1.0))
-    return (x4 + a * (f - x4))[0]
+def pseudo_fakes(x: Tensor, phi: Tensor, fakes: list[Fake]) -> Tensor:
+    """x: (N, 3, H, W) float in gray levels; phi: (N, H, W) in {0, 1}; one `draw_fake` per crop. Returns the
+    pseudo-fakes, same shape, unrounded, each kind made for all its crops at once on x's device."""
+    f = torch.empty_like(x)
+    for kind, make in _KINDS.items():
+        i = [j for j, d in enumerate(fakes) if d.kind == kind]
+        if i:
+            f[i] = make(x[i], [fakes[j].p for j in i])
+    # The strength, and only the over-smooth region for those drawn so whose Phi is not (nearly) empty: one lerp.
+    phi = phi[:, None].to(x.dtype)
+    only = _col([d.phi_only for d in fakes], x).bool() & (phi.mean((1, 2, 3)) > 0.05)
+    w = torch.where(only[:, None, None, None], phi, 1.0) * _col([d.alpha for d in fakes], x)[:, None, None, None]
+    return torch.lerp(x, f, w)
 
 
-def process(img: np.ndarray, phi: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """The same random chain for every crop: nothing (1/3), else resize 0.5-1 and/or JPEG q70-100 (4:2:0 / 4:4:4)."""
+@dataclass(frozen=True)
+class Chain:
+    """The draws of one crop's processing: a resize factor and filter (factor 1: none), a JPEG quality (0: none)
+    and chroma subsampling (PIL's: 0 is 4:4:4, 2 is 4:2:0)."""
+
+    resize: float = 1.0
+    resample: int = Image.BICUBIC
+    quality: int = 0
+    subsampling: int = 2
+
+
+def draw_chain(rng: np.random.Generator) -> Chain:
+    """Nothing (1/3); else resize 0.5-1 (bicubic, bilinear or Lanczos) and/or JPEG q70-100 (4:2:0 / 4:4:4)."""
     if rng.random() < 1 / 3:
-        return img, phi
+        return Chain()
     resize, jpeg = rng.random() < 0.5, rng.random() < 0.75
     if not (resize or jpeg):
         jpeg = True
+    f, how = (float(rng.uniform(0.5, 1.0)), (Image.BICUBIC, Image.BILINEAR, Image.LANCZOS)[rng.integers(3)]) \
+        if resize else (1.0, Image.BICUBIC)
+    q, sub = (int(rng.integers(70, 101)), int(rng.choice([0, 2]))) if jpeg else (0, 2)
+    return Chain(f, how, q, sub)
+
+
+def chain_side(side: int, c: Chain) -> int:
+    """A side after `c`'s resize."""
+    return side if c.resize == 1.0 else max(1, round(side * c.resize))
+
+
+def process(img: np.ndarray, phi: np.ndarray, c: Chain) -> tuple[np.ndarray, np.ndarray]:
+    """`c` applied to a uint8 (H, W, 3) crop and its (H, W) Phi (resized alike, nearest)."""
+    if c == Chain():
+        return img, phi
     pil = Image.fromarray(img)
-    if resize:
-        f = float(rng.uniform(0.5, 1.0))
-        size = (max(1, round(pil.width * f)), max(1, round(pil.height * f)))
-        pil = pil.resize(size, (Image.BICUBIC, Image.BILINEAR, Image.LANCZOS)[rng.integers(3)])
+    if c.resize != 1.0:
+        size = (chain_side(pil.width, c), chain_side(pil.height, c))
+        pil = pil.resize(size, c.resample)
         phi = np.asarray(Image.fromarray(phi).resize(size, Image.NEAREST))
-    if jpeg:
+    if c.quality:
         buf = io.BytesIO()
-        pil.save(buf, format="JPEG", quality=int(rng.integers(70, 101)), subsampling=int(rng.choice([0, 2])))
+        pil.save(buf, format="JPEG", quality=c.quality, subsampling=c.subsampling)
         pil = Image.open(buf).convert("RGB")
     return np.asarray(pil), phi
 
 
-def training_crop(src: np.ndarray, src_phi: np.ndarray, crop: int, fake: bool, rng: np.random.Generator,
-                  g: torch.Generator, chain: bool = True, kinds: tuple[str, ...] = SHIPPED_FAKES
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """One model input from a larger real crop: flips, the pseudo-fake (if `fake`), the chain, a random crop.
+@dataclass
+class Input:
+    """The draws of one model input from a source crop: a rotation by k quarter turns, a mirror, the pseudo-fake
+    (None for a real input), the chain, and where the model crop is cut from the processed source."""
 
-    src: (S, S, 3) uint8 with S >= 2 * crop (so a 0.5 resize still holds one crop); src_phi: (S, S) uint8 {0, 1}.
-    """
-    k = int(rng.integers(4))
-    img, phi = np.rot90(src, k), np.rot90(src_phi, k)
-    if rng.random() < 0.5:
-        img, phi = img[:, ::-1], phi[:, ::-1]
-    img, phi = np.ascontiguousarray(img), np.ascontiguousarray(phi)
-    if fake:
-        x = torch.from_numpy(img).permute(2, 0, 1).float()
-        y = pseudo_fake(x, torch.from_numpy(phi).float(), rng, g, kinds)
-        img = y.round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
-    if chain:
-        img, phi = process(img, phi, rng)
-    h, w = phi.shape
-    y0, x0 = int(rng.integers(h - crop + 1)), int(rng.integers(w - crop + 1))
-    return img[y0:y0 + crop, x0:x0 + crop], phi[y0:y0 + crop, x0:x0 + crop]
+    k: int
+    mirror: bool
+    fake: Fake | None
+    chain: Chain = field(default_factory=Chain)
+    top: int = 0
+    left: int = 0
+
+
+def draw_input(rng: np.random.Generator, g: torch.Generator, side: int, crop: int, fake: bool, chain: bool = True,
+               kinds: tuple[str, ...] = SHIPPED_FAKES) -> Input:
+    """The draws of one model input from a side x side source (side >= 2 * crop, so a 0.5 resize still holds one
+    crop), in the order the generators are consumed."""
+    k, mirror = int(rng.integers(4)), bool(rng.random() < 0.5)
+    f = draw_fake(rng, g, side, kinds) if fake else None
+    c = draw_chain(rng) if chain else Chain()
+    s = chain_side(side, c)
+    return Input(k, mirror, f, c, int(rng.integers(s - crop + 1)), int(rng.integers(s - crop + 1)))
+
+
+def make_inputs(src: Tensor, src_phi: Tensor, draws: list[Input], crop: int, device: torch.device
+                ) -> tuple[Tensor, Tensor]:
+    """Model inputs (N, crop, crop, 3) uint8 and their Phi (N, crop, crop) uint8 on `device`, from source crops
+    (N, S, S, 3) and Phi (N, S, S) uint8 and one `draw_input` each: the pseudo-fakes on `device`, the chain's
+    resize and JPEG in CPU threads (PIL releases the GIL), for the inputs that have them."""
+    def orient(t: Tensor, d: Input) -> Tensor:
+        t = torch.rot90(t, d.k, (0, 1))
+        return t.flip(1) if d.mirror else t
+
+    src, src_phi = src.to(device, non_blocking=True), src_phi.to(device, non_blocking=True)
+    img = torch.stack([orient(t, d) for t, d in zip(src, draws)])
+    phi = torch.stack([orient(t, d) for t, d in zip(src_phi, draws)])
+    fi = [j for j, d in enumerate(draws) if d.fake is not None]
+    if fi:
+        y = pseudo_fakes(img[fi].permute(0, 3, 1, 2).float(), phi[fi], [draws[j].fake for j in fi])
+        img[fi] = y.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+    out_x, out_phi = list(img), list(phi)
+    ci = [j for j, d in enumerate(draws) if d.chain != Chain()]
+    if ci:
+        host_x, host_phi = img[ci].cpu().numpy(), phi[ci].cpu().numpy()
+        with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+            done = pool.map(lambda j: process(host_x[j], host_phi[j], draws[ci[j]].chain), range(len(ci)))
+            for j, (a, b) in zip(ci, done):
+                out_x[j], out_phi[j] = torch.from_numpy(np.array(a)), torch.from_numpy(np.array(b))
+    cut = [(t[d.top:d.top + crop, d.left:d.left + crop], p[d.top:d.top + crop, d.left:d.left + crop])
+           for t, p, d in zip(out_x, out_phi, draws)]
+    return (torch.stack([t.to(device, non_blocking=True) for t, _ in cut]),
+            torch.stack([p.to(device, non_blocking=True) for _, p in cut]))

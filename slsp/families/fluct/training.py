@@ -17,7 +17,7 @@ from slsp.config import TrainConfig
 from slsp.families.fluct import SHIPPED_FAKES, FluctOptions
 from slsp.families.fluct.camera import clean_content, simulate
 from slsp.families.fluct.model import FluctModel
-from slsp.families.fluct.pseudofakes import training_crop
+from slsp.families.fluct.pseudofakes import draw_input, make_inputs
 from slsp.pyramid import box_level
 from slsp.transforms import Transform
 
@@ -26,19 +26,18 @@ HALF = Transform("resize:0.5")  # the shipped canonical transform
 
 
 def make_batch(crops: Tensor, phis: Tensor, crop: int, batch: int, seed: int, step: int, chain: bool = True,
-               kinds: tuple[str, ...] = SHIPPED_FAKES) -> tuple[Tensor, Tensor, Tensor]:
-    """Half real, half pseudo-fake model inputs (uint8 crops, Phi) and their labels (1 = real), seeded per step."""
+               kinds: tuple[str, ...] = SHIPPED_FAKES, device: torch.device = torch.device("cpu")
+               ) -> tuple[Tensor, Tensor, Tensor]:
+    """Half real, half pseudo-fake model inputs (uint8 crops, Phi) and their labels (1 = real) on `device`, drawn
+    from generators seeded by the step alone."""
     rng = np.random.default_rng([seed, step])
     g = torch.Generator().manual_seed(seed * 1_000_003 + step)
-    idx = rng.integers(crops.shape[0], size=batch)
-    out_x, out_phi = [], []
-    for i, j in enumerate(idx):
-        x, phi = training_crop(crops[j].numpy(), phis[j].numpy(), crop, fake=i >= batch // 2, rng=rng, g=g, chain=chain,
-                               kinds=kinds)
-        out_x.append(torch.from_numpy(np.array(x)))
-        out_phi.append(torch.from_numpy(np.array(phi)))
-    labels = (torch.arange(batch) < batch // 2).float()
-    return torch.stack(out_x), torch.stack(out_phi).float(), labels
+    idx = torch.from_numpy(rng.integers(crops.shape[0], size=batch))
+    draws = [draw_input(rng, g, crops.shape[1], crop, fake=i >= batch // 2, chain=chain, kinds=kinds)
+             for i in range(batch)]
+    x, phi = make_inputs(crops[idx], phis[idx], draws, crop, device)
+    labels = (torch.arange(batch, device=device) < batch // 2).float()
+    return x, phi.float(), labels
 
 
 def views(image: np.ndarray, scales: tuple[int, ...], min_side: int) -> list[np.ndarray]:
@@ -99,10 +98,11 @@ class FluctTraining:
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"all": torch.optim.AdamW(self.model.parameters(), lr=self.tcfg.lr, weight_decay=self.tcfg.weight_decay)}
 
-    def batch(self, crops: Tensor, phis: Tensor, step: int, rank: int, world: int) -> tuple[Tensor, Tensor, Tensor]:
+    def batch(self, crops: Tensor, phis: Tensor, step: int, rank: int, world: int, device: torch.device
+              ) -> tuple[Tensor, Tensor, Tensor]:
         t = self.tcfg
         return make_batch(crops, phis, self.model.cfg.crop, t.batch, t.seed, step * world + rank, self.options.chain,
-                          self.options.fakes)
+                          self.options.fakes, device)
 
     def step(self, objectives: nn.Module, opts: dict[str, torch.optim.Optimizer], batch: tuple[Tensor, ...]
              ) -> dict[str, float]:

@@ -74,20 +74,21 @@ class RecipeTraining:
         return {name: torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
                 for name, params in (("rec", enc_dec), ("adv", enc_disc))}
 
-    def batch(self, crops: Tensor, phis: Tensor, step: int, rank: int, world: int) -> tuple[Tensor, Tensor, Tensor]:
-        """Crops and Phi flipped alike at random, and each pseudo-fake's mix in [0.25, 1)."""
+    def batch(self, crops: Tensor, phis: Tensor, step: int, rank: int, world: int, device: torch.device
+              ) -> tuple[Tensor, Tensor, Tensor]:
+        """Crops and Phi flipped alike at random, and each pseudo-fake's mix in [0.25, 1), on `device`."""
         t = self.tcfg
         g = torch.Generator().manual_seed(t.seed * 1_000_003 + step * world + rank)
         idx = torch.randint(crops.shape[0], (t.batch,), generator=g)
-        x, phi = SLSPModel.prepare(crops[idx], phis[idx])
-        flip_h = torch.rand(t.batch, generator=g) < 0.5
-        flip_v = torch.rand(t.batch, generator=g) < 0.5
+        x, phi = SLSPModel.prepare(crops[idx].to(device), phis[idx].to(device))
+        flip_h = (torch.rand(t.batch, generator=g) < 0.5).to(device)
+        flip_v = (torch.rand(t.batch, generator=g) < 0.5).to(device)
         x = torch.where(flip_h[:, None, None, None], x.flip(3), x)
         phi = torch.where(flip_h[:, None, None, None], phi.flip(3), phi)
         x = torch.where(flip_v[:, None, None, None], x.flip(2), x)
         phi = torch.where(flip_v[:, None, None, None], phi.flip(2), phi)
         mix = 0.25 + 0.75 * torch.rand(t.batch, generator=g)
-        return x, phi, mix
+        return x, phi, mix.to(device)
 
     def step(self, objectives: nn.Module, opts: dict[str, torch.optim.Optimizer], batch: tuple[Tensor, ...]
              ) -> dict[str, float]:
