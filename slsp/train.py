@@ -8,11 +8,15 @@ are never trained on and set the decision threshold at the target false-positive
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import itertools
 import math
 import os
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -29,6 +33,8 @@ from slsp.imaging import check_image, collect, load
 from slsp.progress import bar, stderr
 from slsp.runs import open_run, restore_state, save_state
 from slsp.trsor import TrSOR
+
+T = TypeVar("T")
 
 
 def split(files: list[Path], holdout: float, seed: int) -> tuple[list[Path], list[Path]]:
@@ -126,14 +132,29 @@ class StepBatches(Dataset):
         return self.training.batch(self.crops, self.phis, step, self.d.rank, self.d.world, torch.device("cpu"))
 
 
+def ahead(make: Callable[[int], T], steps: range, depth: int = 2) -> Iterator[T]:
+    """`make(step)` for each step in order, up to `depth` of them made ahead in one thread while the caller works
+    (an accelerator's step releases the GIL while it waits, so its batches overlap it)."""
+    with ThreadPoolExecutor(1) as pool:
+        todo = iter(steps)
+        queue = collections.deque(pool.submit(make, s) for s in itertools.islice(todo, depth))
+        while queue:
+            done = queue.popleft().result()
+            if (s := next(todo, None)) is not None:
+                queue.append(pool.submit(make, s))
+            yield done
+
+
 def batches(training: spec.Training, crops: Tensor, phis: Tensor, steps: range, d: Dist, workers: int
             ) -> Iterator[tuple[Tensor, ...]]:
     """The batches of `steps` on d.device. With `workers` == 0 the training process makes each one with its
-    arithmetic (the pseudo-fakes) on d.device; with `workers` > 0 that many forked processes make them on the CPU
-    ahead of the step."""
+    arithmetic (the pseudo-fakes) on d.device, on an accelerator in a thread ahead of the step; with `workers` > 0
+    that many forked processes make them on the CPU ahead of the step."""
     if not workers:
-        for step in steps:
-            yield training.batch(crops, phis, step, d.rank, d.world, d.device)
+        def make(step: int) -> tuple[Tensor, ...]:
+            return training.batch(crops, phis, step, d.rank, d.world, d.device)
+
+        yield from map(make, steps) if d.device.type == "cpu" else ahead(make, steps)
         return
     loader = DataLoader(StepBatches(training, crops, phis, d), batch_size=None, sampler=steps, num_workers=workers,
                         pin_memory=d.device.type == "cuda", prefetch_factor=4, multiprocessing_context="fork")

@@ -17,7 +17,7 @@ from slsp.config import TrainConfig
 from slsp.errors import SlspError
 from slsp.families.recipe import RecipeOptions
 from slsp.imaging import load
-from slsp.train import train
+from slsp.train import ahead, train
 
 CFG = tiny_config("slsp")
 
@@ -47,6 +47,24 @@ def test_train_writes_run_and_calibrates(real_dir: Path, tmp_path: Path) -> None
     assert det.cfg.threshold == cfg.threshold
     scores = [float(det.detect(load(f)).score) for f in info["holdout_images"]]
     assert np.mean(np.array(scores, np.float32) >= np.float32(cfg.threshold)) <= 0.05  # no generated image involved
+
+
+def test_batches_made_ahead_come_in_order_and_bounded() -> None:
+    """On an accelerator the training process makes its batches in a thread ahead of the step: in step order, at
+    most `depth` ahead, and an error in one reaches the loop."""
+    made: list[int] = []
+
+    def make(step: int) -> int:
+        made.append(step)
+        if step == 7:
+            raise ValueError("bad batch")
+        return 10 * step
+
+    it = ahead(make, range(3, 7), depth=2)
+    assert next(it) == 30 and len(made) <= 3
+    assert list(it) == [40, 50, 60] and made == [3, 4, 5, 6]
+    with pytest.raises(ValueError, match="bad batch"):
+        list(ahead(make, range(6, 9)))
 
 
 @pytest.mark.parametrize("name", ["slsp", "fluct"])
