@@ -3,7 +3,8 @@
 Configs are built as dicts, validated by parsing them into Triton's own `ModelConfig` protobuf, and written
 with `text_format`. Two targets from the same ONNX artifacts:
 - `cpu`: every member on the Python backend running ONNX Runtime (the server bundled with nvidia-pytriton);
-- `gpu`: decode+TrSOR on the Python backend (ONNX Runtime CUDA), the model on `tensorrt_plan` (when
+- `gpu`: decode+TrSOR on the Python backend (nvJPEG decode and the canonical resize on the GPU where PyTorch and
+  torchvision are installed in the server's Python; TrSOR on ONNX Runtime CUDA), the model on `tensorrt_plan` (when
   model.plan exists) or `onnxruntime_onnx` with KIND_GPU, scoring on the Python backend (CPU), for the NGC container.
 Each export adds a new version folder to every member (built in a temporary folder, then renamed in).
 """

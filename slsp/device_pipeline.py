@@ -24,6 +24,7 @@ from torch import Tensor
 from slsp.detector import Detection, Detector
 from slsp.errors import SlspError
 from slsp.imaging import check_fluctuation, decode, plain_jpeg, too_small
+from slsp.transforms import Canonical
 
 PRECISION_BITS = 22  # Pillow's fixed-point coefficients for 8-bit images: 32 - 8 - 2
 
@@ -88,6 +89,51 @@ def nvjpeg_available(device: torch.device) -> bool:
     return True
 
 
+class DeviceDecoder:
+    """Encoded bytes -> the canonical pixels on `device` (what `DevicePipeline` and the GPU repository's decode
+    member share): nvJPEG for plain JPEGs where `nvjpeg_available`, else (and wherever nvJPEG fails on a file) the
+    CPU decoder, then the library's size check in its words, then the canonical transform there."""
+
+    def __init__(self, canonical: Canonical, device: torch.device, max_pixels: int, reason: str = "one crop") -> None:
+        self.c, self.device, self.max_pixels, self.reason = canonical, device, max_pixels, reason
+        self.nvjpeg = nvjpeg_available(device)
+
+    def upload(self, data: bytes, name: str = "<bytes>") -> tuple[Tensor, str]:
+        """The decoded image on the device, uint8 H x W x 3, and which decoder made it ("nvjpeg" or "cpu")."""
+        img = None
+        if self.nvjpeg and plain_jpeg(data, name=name, max_pixels=self.max_pixels):
+            from torchvision.io import ImageReadMode, decode_jpeg
+
+            try:
+                raw = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+                img = decode_jpeg(raw, mode=ImageReadMode.RGB, device=self.device).permute(1, 2, 0)
+            except RuntimeError:  # a file nvJPEG cannot take: the CPU decoder decodes it or says what is wrong
+                img = None
+        how = "nvjpeg" if img is not None else "cpu"
+        if img is None:
+            img = torch.from_numpy(decode(data, name=name, max_pixels=self.max_pixels)).to(self.device)
+        if min(img.shape[:2]) < self.c.min_side:  # the library's check, in its words
+            raise too_small(img.shape[1], img.shape[0], self.c.min_side, name, self.reason)
+        return img, how
+
+    def canonical(self, img: Tensor) -> tuple[Tensor, bool]:
+        """`Canonical` on the device: a resize to Transform's sizes there; a JPEG or PNG round trip on the CPU."""
+        low, t = self.c.is_low(tuple(img.shape)), self.c.transform
+        if low or t.spec == "none":
+            return img, low
+        if t.scale is not None:
+            return pillow_resize(img, (t.resized(img.shape[0]), t.resized(img.shape[1]))), False
+        return torch.from_numpy(t(img.cpu().numpy())).to(self.device), False
+
+
+def cuda_decoder(canonical: Canonical, max_pixels: int) -> tuple[DeviceDecoder | None, str]:
+    """A DeviceDecoder on the current CUDA device with nvJPEG, or None and why not (the caller decodes on the CPU)."""
+    if not torch.cuda.is_available():
+        return None, "PyTorch sees no CUDA device"
+    dec = DeviceDecoder(canonical, torch.device("cuda", torch.cuda.current_device()), max_pixels)
+    return (dec, "nvJPEG") if dec.nvjpeg else (None, "torchvision (nvJPEG) is not installed")
+
+
 class DevicePipeline:
     """`Detector.detect` from encoded bytes, on `device`; the reference detector is copied, never moved.
 
@@ -105,41 +151,18 @@ class DevicePipeline:
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise SlspError(f"device {device!r}: this machine has no CUDA device that PyTorch can use")
         self.det = copy.deepcopy(det).to(self.device).eval()
-        self.max_pixels = det.cfg.max_pixels if max_pixels is None else max_pixels
-        self.nvjpeg = nvjpeg_available(self.device)
+        self.decoder = DeviceDecoder(det.canonical, self.device, det.cfg.max_pixels if max_pixels is None
+                                     else max_pixels, det.min_side_reason)
         self.compiled = compiled
         self.forward = self.det
         if compiled:
             mode = "reduce-overhead" if self.device.type == "cuda" else None
             self.forward = torch.compile(self.det, mode=mode, dynamic=False)
 
-    def upload(self, data: bytes, name: str = "<bytes>") -> tuple[Tensor, str]:
-        """The decoded image on the device, uint8 H x W x 3, and which decoder made it ("nvjpeg" or "cpu")."""
-        if self.nvjpeg and plain_jpeg(data, name=name, max_pixels=self.max_pixels):
-            from torchvision.io import ImageReadMode, decode_jpeg
-
-            raw = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-            img, how = decode_jpeg(raw, mode=ImageReadMode.RGB, device=self.device).permute(1, 2, 0), "nvjpeg"
-        else:
-            img, how = torch.from_numpy(decode(data, name=name, max_pixels=self.max_pixels)).to(self.device), "cpu"
-        if min(img.shape[:2]) < self.det.min_input_side:  # the library's check, in its words
-            raise too_small(img.shape[1], img.shape[0], self.det.min_input_side, name, self.det.min_side_reason)
-        return img, how
-
-    def canonical(self, img: Tensor) -> tuple[Tensor, bool]:
-        """`Canonical` on the device: a resize to Transform's sizes there; a JPEG or PNG round trip on the CPU."""
-        c = self.det.canonical
-        low, t = c.is_low(tuple(img.shape)), c.transform
-        if low or t.spec == "none":
-            return img, low
-        if t.scale is not None:
-            return pillow_resize(img, (t.resized(img.shape[0]), t.resized(img.shape[1]))), False
-        return torch.from_numpy(t(img.cpu().numpy())).to(self.device), False
-
     @torch.inference_mode()
     def detect(self, data: bytes, name: str = "<bytes>") -> Detection:
-        img, _ = self.upload(data, name)
-        pixels, low = self.canonical(img)
+        img, _ = self.decoder.upload(data, name)
+        pixels, low = self.decoder.canonical(img)
         if self.compiled:
             torch.compiler.cudagraph_mark_step_begin()
         d = self.forward(pixels, torch.tensor(low, device=self.device))

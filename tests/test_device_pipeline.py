@@ -12,7 +12,7 @@ from PIL import Image
 
 from conftest import FAKES, PHOTOS, jpeg, synthetic_photo
 from slsp import detector as det_io
-from slsp.device_pipeline import DevicePipeline, pillow_resize
+from slsp.device_pipeline import DevicePipeline, cuda_decoder, pillow_resize
 from slsp.errors import ImageError
 from slsp.imaging import decode, plain_jpeg
 
@@ -47,7 +47,7 @@ def test_device_pipeline_on_cpu_equals_the_library(tmp_path) -> None:
         assert bool(got.verdict) == bool(ref.verdict) and bool(got.low_resolution) == bool(ref.low_resolution)
         np.testing.assert_array_equal(got.positions.numpy(), ref.positions.numpy())
     assert bool(pipe.detect(thumb.getvalue()).low_resolution)
-    assert pipe.upload(datas[-1])[1] == "cpu"  # no nvJPEG without CUDA
+    assert pipe.decoder.upload(datas[-1])[1] == "cpu"  # no nvJPEG without CUDA
 
 
 def test_device_pipeline_refuses_what_the_library_refuses() -> None:
@@ -93,9 +93,35 @@ def test_device_pipeline_on_cuda(tmp_path) -> None:
         data = p.read_bytes()
         assert float(pipe.detect(data).score) == pytest.approx(float(det.detect(decode(data)).score), abs=1e-3)
     data = jpeg(PHOTOS[0], tmp_path / "p.jpg").read_bytes()
-    assert pipe.upload(data)[1] == ("nvjpeg" if pipe.nvjpeg else "cpu")
+    assert pipe.decoder.upload(data)[1] == ("nvjpeg" if pipe.decoder.nvjpeg else "cpu")
     got, ref = pipe.detect(data), det.detect(decode(data))
     assert bool(got.verdict) == bool(ref.verdict) and abs(float(got.score) - float(ref.score)) < 0.05
+
+
+def test_cuda_decoder_says_why_not_on_a_machine_without_cuda() -> None:
+    """The GPU repository's decode member asks for a CUDA decoder and decodes on the CPU, saying why, without one."""
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: test_cuda_decoder_matches_the_cpu_decode runs instead")
+    assert cuda_decoder(det_io.load().canonical, 10**7) == (None, "PyTorch sees no CUDA device")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none on this machine)")
+def test_cuda_decoder_matches_the_cpu_decode(tmp_path) -> None:
+    """The decode member's GPU path: nvJPEG (with torchvision) and the canonical resize on the GPU give the CPU's
+    canonical pixels up to nvJPEG's IDCT; a PNG decodes on the CPU, exactly; bad bytes get the library's error."""
+    det = det_io.load()
+    dec, how = cuda_decoder(det.canonical, det.cfg.max_pixels)
+    assert dec is not None or how == "torchvision (nvJPEG) is not installed"
+    if dec is None:
+        return
+    for data in (jpeg(PHOTOS[0], tmp_path / "p.jpg").read_bytes(), PHOTOS[0].read_bytes()):
+        got, low = dec.canonical(dec.upload(data)[0])
+        want, want_low = det.canonical(decode(data))
+        diff = (got.cpu().int() - torch.from_numpy(want).int()).abs()
+        assert low == want_low and got.shape == want.shape and diff.float().mean() < 1.0
+    with pytest.raises(ImageError):
+        dec.upload(b"\xff\xd8\xff\xe0 truncated")
 
 
 def _compiled_matches_eager(device: str) -> None:

@@ -3,8 +3,10 @@
 Each request is decoded under slsp's decoding policy and goes through the model's canonical transform (as in
 `Detector.analyze`; an image too small for it is passed on at native scale and flagged low-resolution). It is run
 through the TrSOR backend the repository writer chose (`trsor_backends`: the C++ kernel, the AOTInductor package or
-ONNX Runtime). Only its valid crops are passed on to the model. A bad image gets its own error response; the
-other requests of the same execution are unaffected.
+ONNX Runtime). Only its valid crops are passed on to the model. In the GPU repository (`device` cuda) plain JPEGs are
+decoded by nvJPEG and resized on the GPU (`slsp.device_pipeline.DeviceDecoder`) where PyTorch and torchvision are
+importable in the server's Python; otherwise, and for every other format, on the CPU (the reason is logged once).
+A bad image gets its own error response; the other requests of the same execution are unaffected.
 Each request adds one to `slsp_images_total{outcome=...}` (contract.OUTCOMES), and an accepted low-resolution
 one also to `slsp_low_resolution_images_total`.
 """
@@ -38,6 +40,16 @@ class TritonPythonModel:
         cfg = DetectorConfig.load(here / contract.SERVED_CONFIG)  # this version's own, like its TrSOR files
         self.canonical = Canonical(cfg.canonical, cfg.trsor.crop, cfg.low_resolution.enabled)
         self.min_side = self.canonical.min_side
+        self.gpu = None
+        if params["device"] == "cuda":
+            try:
+                from slsp.device_pipeline import cuda_decoder
+
+                self.gpu, how = cuda_decoder(self.canonical, self.max_pixels)
+            except ImportError as e:
+                how = f"PyTorch is not importable ({e})"
+            print(f"slsp_decode_trsor: decoding on the {'GPU' if self.gpu else 'CPU'} ({how})", file=sys.stderr,
+                  flush=True)
         self.metrics = family = pb_utils.MetricFamily(  # kept: its metrics die with it
             contract.IMAGES_METRIC, "Image requests by outcome: accepted, invalid (the client's fault), error (the "
             "server's)", pb_utils.MetricFamily.COUNTER)
@@ -57,8 +69,12 @@ class TritonPythonModel:
                 data = bytes(raw[0])
                 if len(data) > self.max_bytes:
                     raise ImageError(f"request of {len(data)} bytes exceeds the limit of {self.max_bytes} bytes")
-                image = decode(data, max_pixels=self.max_pixels, min_side=self.min_side, name=contract.IMAGE)
-                pixels, low = self.canonical(image)
+                if self.gpu is not None:
+                    on_gpu, low = self.gpu.canonical(self.gpu.upload(data, contract.IMAGE)[0])
+                    pixels = on_gpu.cpu().numpy()
+                else:
+                    image = decode(data, max_pixels=self.max_pixels, min_side=self.min_side, name=contract.IMAGE)
+                    pixels, low = self.canonical(image)
                 out = self.trsor({contract.IMAGE: pixels})
                 check_fluctuation(float(out[contract.SIGMA].reshape(-1)[0]), contract.IMAGE)
                 # Only the valid crops go to the model (a small image leaves most of a coarse level's slots

@@ -96,7 +96,7 @@ def end_to_end(det, base: np.ndarray, sizes, device: str, min_time: float = 1.0,
                 pipe.detect(data)
         fns = [lambda: det.detect(decode(data))] + [lambda p=p: (p.detect(data), sync()) for p in pipes.values()]
         lib, *dev = timeit_blocks(fns, min_time)
-        row = {"size": f"{w}x{h}", "jpeg_bytes": len(data), "decoder": pipes["device"].upload(data)[1],
+        row = {"size": f"{w}x{h}", "jpeg_bytes": len(data), "decoder": pipes["device"].decoder.upload(data)[1],
                "cpu_library": lib}
         for (name, pipe), t in zip(pipes.items(), dev):
             row |= {name: t, f"{name}_speedup": lib["median_ms"] / t["median_ms"],
