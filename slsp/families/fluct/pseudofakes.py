@@ -143,7 +143,13 @@ def draw_fake(rng: np.random.Generator, g: torch.Generator, side: int, kinds: tu
 
 
 def _col(v: list[float], x: Tensor) -> Tensor:
+    """One value per crop, on x's device."""
     return torch.tensor(v, dtype=x.dtype, device=x.device)
+
+
+def _each(v: list[float], x: Tensor) -> Tensor:
+    """One value per crop, shaped to scale (N, C, H, W)."""
+    return _col(v, x)[:, None, None, None]
 
 
 def _denoise(x: Tensor, ps: list[dict[str, Any]]) -> Tensor:
@@ -159,7 +165,7 @@ def _denoise(x: Tensor, ps: list[dict[str, Any]]) -> Tensor:
             out[i] = median3(xi)
         else:
             r = residual(xi)
-            out[i] = xi - r + torch.sign(r) * (r.abs() - v[:, None, None, None]).clamp(min=0.0)
+            out[i] = xi - r + torch.sign(r) * (r.abs() - v.view(-1, 1, 1, 1)).clamp(min=0.0)
     return out
 
 
@@ -171,8 +177,8 @@ def _renoise(x: Tensor, ps: list[dict[str, Any]]) -> Tensor:
         # Each crop's std over its own noise channels (one for luma-only noise, copied into all three here).
         c = _col([ps[j]["noise"].shape[1] for j in corr], x)
         var = (b - b.mean((1, 2, 3), keepdim=True)).square().sum((1, 2, 3)) * c / 3 / (c * b[0, 0].numel() - 1)
-        n[corr] = b / var.sqrt().clamp(min=1e-6)[:, None, None, None]
-    return _denoise(x, [p["base"] for p in ps]) + n * _col([p["scale"] for p in ps], x)[:, None, None, None]
+        n[corr] = b / var.sqrt().clamp(min=1e-6).view(-1, 1, 1, 1)
+    return _denoise(x, [p["base"] for p in ps]) + n * _each([p["scale"] for p in ps], x)
 
 
 def _resample(x: Tensor, ps: list[dict[str, Any]]) -> Tensor:
@@ -207,8 +213,7 @@ def _decoder(x: Tensor, ps: list[dict[str, Any]]) -> Tensor:
     i = [j for j, p in enumerate(ps) if p["noise"] is not None]
     if i:
         n = torch.cat([ps[j]["noise"] for j in i]).to(x.device, x.dtype)
-        y[i] += _smooth3(n, _col([ps[j]["ring"] for j in i], x)) * _col([ps[j]["scale"] for j in i], x)[:, None, None,
-                                                                                                       None]
+        y[i] += _smooth3(n, _col([ps[j]["ring"] for j in i], x)) * _each([ps[j]["scale"] for j in i], x)
     return y
 
 
@@ -221,8 +226,7 @@ def _gan(x: Tensor, ps: list[dict[str, Any]]) -> Tensor:
     return y[:, :, :h, :w]
 
 
-_KINDS = {"denoise": _denoise, "renoise": _renoise, "resample": _resample,
-          "decoder": _decoder, "gan": _gan}
+_KINDS = {"denoise": _denoise, "renoise": _renoise, "resample": _resample, "decoder": _decoder, "gan": _gan}
 
 
 def pseudo_fakes(x: Tensor, phi: Tensor, fakes: list[Fake]) -> Tensor:
@@ -235,8 +239,8 @@ def pseudo_fakes(x: Tensor, phi: Tensor, fakes: list[Fake]) -> Tensor:
             f[i] = make(x[i], [fakes[j].p for j in i])
     # The strength, and only the over-smooth region for those drawn so whose Phi is not (nearly) empty: one lerp.
     phi = phi[:, None].to(x.dtype)
-    only = _col([d.phi_only for d in fakes], x).bool() & (phi.mean((1, 2, 3)) > 0.05)
-    w = torch.where(only[:, None, None, None], phi, 1.0) * _col([d.alpha for d in fakes], x)[:, None, None, None]
+    only = _each([d.phi_only for d in fakes], x).bool() & (phi.mean((1, 2, 3), keepdim=True) > 0.05)
+    w = torch.where(only, phi, 1.0) * _each([d.alpha for d in fakes], x)
     return torch.lerp(x, f, w)
 
 
