@@ -109,10 +109,11 @@ class ToyTraining:
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"sgd": torch.optim.SGD(self.model.parameters(), lr=self.tcfg.lr)}
 
-    def batch(self, crops: Tensor, phis: Tensor, step: int, rank: int, world: int) -> tuple[Tensor, ...]:
+    def batch(self, crops: Tensor, phis: Tensor, step: int, rank: int, world: int, device: torch.device
+              ) -> tuple[Tensor, ...]:
         g = torch.Generator().manual_seed(self.tcfg.seed * 1_000_003 + step * world + rank)
-        x, phi = prepare(crops[torch.randint(crops.shape[0], (self.tcfg.batch,), generator=g)], phis[:1].expand(
-            self.tcfg.batch, -1, -1))
+        x, phi = prepare(crops[torch.randint(crops.shape[0], (self.tcfg.batch,), generator=g)].to(device),
+                         phis[:1].expand(self.tcfg.batch, -1, -1).to(device))
         return x, phi, F.avg_pool2d(x, 3, 1, 1)  # the pseudo-fake: the crop with its fluctuations averaged away
 
     def step(self, objectives: nn.Module, opts: dict[str, torch.optim.Optimizer], batch: tuple[Tensor, ...]
