@@ -23,7 +23,7 @@ from __future__ import annotations
 import io
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -89,8 +89,8 @@ class Fake:
 
     kind: str
     p: dict[str, Any]
-    phi_only: bool = False
-    alpha: float = 1.0
+    phi_only: bool
+    alpha: float
 
 
 def _draw_denoise(rng: np.random.Generator) -> dict[str, Any]:
@@ -297,9 +297,9 @@ class Input:
     k: int
     mirror: bool
     fake: Fake | None
-    chain: Chain = field(default_factory=Chain)
-    top: int = 0
-    left: int = 0
+    chain: Chain
+    top: int
+    left: int
 
 
 def draw_input(rng: np.random.Generator, g: torch.Generator, side: int, crop: int, fake: bool, chain: bool = True,
