@@ -344,6 +344,36 @@ def scaled(noise: dict[str, dict]) -> list[str]:
     return lines
 
 
+def aggregated(noise: dict[str, dict]) -> list[str]:
+    """The aggregation and weighting rules (`benchmarks/aggregation.py`, results/aggregation.json), over seeds."""
+    path = ROOT / "benchmarks" / "results" / "aggregation.json"
+    if not path.is_file():
+        return []
+    res = json.loads(path.read_text())
+    lines = ["", "## How crop scores become the image's score (`benchmarks/aggregation.py`)", "",
+             f"The same weights ({len(res['runs'])} seeds of the shipped recipe) under other rules; each rule's "
+             "parts standardised on each run's held-out real photos, its threshold their 95% quantile. Mean AUROC "
+             "over generators, mean (min-max) over seeds, the worst generator's seed mean; the difference to the "
+             "shipped rule is seed-averaged, paired on the dev images, with its 90% interval.", "",
+             "| rule | stored | jpeg95 | worst, stored | minus shipped, stored [90%] | jpeg95 [90%] | "
+             "FPR / TPR at thr (stored) |", "|---|---|---|---|---|---|---|"]
+    for rule in res["rules"]:
+        s = {c: res["summary"][f"{rule}/{c}"] for c in ("stored", "jpeg95")}
+        d = [s[c].get("minus_shipped", {}).get("mean") for c in ("stored", "jpeg95")]
+        lines.append(f"| {rule} | " + " | ".join(f"{s[c]['mean']:.3f} ({s[c]['min']:.3f}-{s[c]['max']:.3f})"
+                                                 for c in ("stored", "jpeg95"))
+                     + f" | {s['stored']['worst']:.3f} | "
+                     + " | ".join("" if x is None else f"{x['diff']:+.3f} [{x['lo']:+.3f}, {x['hi']:+.3f}]" for x in d)
+                     + f" | {s['stored']['fpr_at_thr']:.1%} / {s['stored']['tpr_at_thr']:.2f} |")
+    lines += [_noise_row(noise, 0, 4), "", "Leave one generator out (the rule with the best seed-mean AUROC on the "
+              "other generators, on the one left out):", "", "| left out | stored: chosen, its AUROC (shipped) | "
+              "jpeg95: chosen, its AUROC (shipped) |", "|---|---|---|"]
+    for g in res["logo"]["stored"]:
+        lines.append(f"| {g} | " + " | ".join(f"{v['chosen']}, {v['auroc']:.3f} ({v['shipped']:.3f})"
+                                              for v in (res["logo"][c][g] for c in ("stored", "jpeg95"))) + " |")
+    return lines
+
+
 def low_resolution() -> list[str]:
     """Thumbnails (`benchmarks/low_resolution.py`, results/low-resolution.json): the shipped model's
     low-resolution path beside the noise baseline on the same pixels."""
@@ -419,7 +449,7 @@ def markdown(all_reports: dict[str, dict]) -> str:
         per = {n: per_generator([r], cond) for n, r in all_reports.items()}
         lines += ["", f"## Leave-one-generator-out choice of candidate ({cond})", ""] + logo(per)
     noise = {c: all_reports[SHIPPED][c]["condition"]["rows"]["baseline"]["mean"] for c in ("stored", "jpeg95")}
-    lines += low_resolution() + scaled(noise) + seeded(noise)
+    lines += low_resolution() + scaled(noise) + aggregated(noise) + seeded(noise)
     lines += ["", "## Reproduce", ""]
     for name, (run, train) in CANDIDATES.items():
         if name in all_reports:

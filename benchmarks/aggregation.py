@@ -1,0 +1,224 @@
+"""How an image's crop scores become its score: aggregation and weighting rules, over seeds, against the shipped rule.
+
+    python benchmarks/aggregation.py [--run RUN ...] [--out benchmarks/results/aggregation.json]
+
+For each run (default: the shipped recipe's three seeds, runs/seeds1500-l3/baseline-s{0,1,2}), every held-out real
+photo (train.json) and every dev image (bottom 16 rows trimmed; as stored and re-encoded as JPEG q95) is scored once:
+the crop scores, validity and TrSOR noise level of each pyramid level of the canonical 1/2 view (the detector's box
+levels, down to 1/16) and the crop scores of each crop's 8 rotations and mirrors (adding the view as given is
+`scales.py`'s "1/2 + crops 1/1, 1/4, 1/8"). The scores are cached beside the run (`aggregation-cache.pkl`), so a
+rule costs no inference.
+
+A rule turns them into an image score. Its parts are standardised on the held-out real photos and averaged (the
+shipped rule: the mean crop score of levels 1/2, 1/4, 1/8 and the noise score, equal weights); its threshold is the
+held-out scores' 95% quantile. Reported per rule: the seed-mean AUROC over generators (min-max), the worst generator,
+TPR and dev FPR at the threshold, the paired difference to the shipped rule with a 90% interval (`seeds.paired`:
+the same resampled images for every run), and leave-one-generator-out (the rule with the best mean on the other
+generators, scored on the one left out). Generated images only evaluate here; nothing is fit on them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from seeds import paired
+
+from slsp import detector as det_io
+from slsp.evaluate import generators
+from slsp.imaging import collect, load
+from slsp.metrics import auroc, leave_one_out, threshold_at_fpr
+from slsp.progress import bar
+from slsp.scoring import noise_score
+from slsp.transforms import Transform
+from slsp.trsor import box_levels, fit
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+TRIM = 16
+LEVELS = 4  # 1/2 .. 1/16
+CONDITIONS = {"stored": "none", "jpeg95": "jpeg:95"}
+CACHE = "aggregation-cache.pkl"
+BASE = "shipped"
+
+
+def _logit(s: np.ndarray) -> np.ndarray:
+    s = np.clip(s, 1e-6, 1 - 1e-6)
+    return np.log(s / (1 - s))
+
+
+AGGREGATES: dict[str, Callable[[np.ndarray], float]] = {
+    "mean": np.mean, "median": np.median, "max": np.max, "top4": lambda s: np.sort(s)[-4:].mean(),
+    "logit-mean": lambda s: _logit(s).mean(),
+}
+RULES: dict[str, dict] = {  # name -> parts of `parts` and how they are combined
+    BASE: {},
+    "level 1/16 too": {"levels": 4},
+    "median of crops": {"aggregate": "median"},
+    "max of crops": {"aggregate": "max"},
+    "top-4 mean of crops": {"aggregate": "top4"},
+    "mean of crop logits": {"aggregate": "logit-mean"},
+    "mean over 8 rotations/mirrors": {"views": True},
+    "evidence grows with crops (sqrt n)": {"aggregate": "sqrtn"},
+    "noise at 1/4, 1/8 too": {"noise_levels": 3},
+    "no noise part": {"noise_levels": 0},
+    "weights from the real covariance": {"weights": "gls"},
+}
+
+
+@torch.inference_mode()
+def _score(det, img: np.ndarray) -> dict:
+    """Per level of the 1/2 view: crop scores (8 views, K), valid (K), sigma."""
+    model, trsor, c = det.model, det.trsor.level, det.cfg.trsor.crop
+    half = torch.from_numpy(np.ascontiguousarray(Transform("resize:0.5")(img)))
+    levels = [(half, torch.tensor(min(half.shape[:2]) >= c))] + [fit(lv, c) for lv in box_levels(half, LEVELS)]
+    out: dict = {"levels": []}
+    for pixels, fits in levels:
+        if not bool(fits) and pixels is half:
+            out["levels"].append(None)
+            continue
+        o = trsor(pixels)
+        valid = o.valid & fits
+        crops, phis = o.crops[valid], o.crop_phi[valid]  # only the crops the detector scores
+        views = np.full((8, len(valid)), np.nan, dtype=np.float32)
+        for i, (k, flip) in enumerate((k, flip) for k in range(4) for flip in (False, True)):
+            x, p = torch.rot90(crops, k, (1, 2)), torch.rot90(phis, k, (1, 2))
+            x, p = (torch.flip(x, (2,)), torch.flip(p, (2,))) if flip else (x, p)
+            if len(x):
+                views[i, valid.numpy()] = model(x.contiguous(), p.contiguous()).numpy()
+        out["levels"].append({"scores": views, "valid": valid.numpy(), "sigma": float(o.sigma)})
+    return out
+
+
+def cached(run: Path, pb) -> dict:
+    """{(set, condition): [scores of each image]}; set: 'holdout', 'real' or 'fake/<generator>'."""
+    path = run / CACHE
+    if path.is_file():
+        return pickle.loads(path.read_bytes())
+    det = det_io.load(run)
+    info = json.loads((run / "train.json").read_text())
+    held = [Path(p) if Path(p).is_absolute() else ROOT / p for p in info["holdout_images"]]
+    sets = {"holdout": held, "real": collect([DATA / "real" / "dev"])}
+    sets |= {f"fake/{g}": fs for g, fs in generators(DATA / "fake" / "dev").items()}
+    task = pb.add_task(str(run), total=len(sets["holdout"]) + 2 * sum(len(v) for k, v in sets.items()
+                                                                        if k != "holdout"), info="")
+    out = {}
+    for name, files in sets.items():
+        for cond, spec in ({"stored": "none"} if name == "holdout" else CONDITIONS).items():
+            rows = []
+            for f in files:
+                img = load(f, max_pixels=det.cfg.max_pixels)
+                img = img if name == "holdout" else img[: img.shape[0] - TRIM]
+                rows.append(_score(det, Transform(spec)(img)))
+                pb.advance(task)
+            out[(name, cond)] = rows
+    path.write_bytes(pickle.dumps(out))
+    return out
+
+
+def parts(row: dict, mu: dict[int, float], aggregate: str = "mean", levels: int = 3, views: bool = False,
+          noise_levels: int = 1, **_: object) -> list[float]:
+    """An image's parts under a rule (NaN where the image has none): crop aggregates per level, noise scores."""
+    out = []
+    for lv in range(levels):
+        r = row["levels"][lv]
+        ok = r is not None and r["valid"].any()
+        s = (r["scores"].mean(0) if views else r["scores"][0])[r["valid"]] if ok else None
+        out.append(np.nan if s is None else
+                   (s.mean() - mu[lv]) * np.sqrt(len(s)) if aggregate == "sqrtn" else AGGREGATES[aggregate](s))
+    for lv in range(noise_levels):  # level 0 always has a noise estimate (the image holds one crop)
+        r = row["levels"][lv]
+        out.append(noise_score(r["sigma"]) if lv == 0 or (r is not None and r["valid"].any()) else np.nan)
+    return out
+
+
+def rule_scores(data: dict, rule: dict) -> dict:
+    """Fit the rule on the held-out reals (standardisation, weights, threshold); score every dev image."""
+    held = data[("holdout", "stored")]
+    valid = [[r["levels"][lv]["scores"][0][r["levels"][lv]["valid"]] for r in held if r["levels"][lv] is not None]
+             for lv in range(LEVELS)]
+    mu = {lv: float(np.concatenate(v).mean()) if v else 0.0 for lv, v in enumerate(valid)}
+    h = np.array([parts(r, mu, **rule) for r in held])
+    m, s = np.nanmean(h, 0), np.nanstd(h, 0)
+    use = (~np.isnan(h)).sum(0) >= 10  # as the calibration: a part enters with at least 10 held-out images
+    zh = (h - m) / s
+    cov = np.cov(zh[~np.isnan(zh[:, use]).any(1)][:, use].T) if rule.get("weights") == "gls" else None
+
+    def combine(rows: list[dict]) -> np.ndarray:
+        z = (np.array([parts(r, mu, **rule) for r in rows]) - m) / s
+        z[:, ~use] = np.nan
+        if cov is None:
+            return np.nanmean(z, 1)
+        out = []
+        for zi in z[:, use]:  # generalised least squares: the best linear unbiased mean of correlated parts
+            have = ~np.isnan(zi)
+            w = np.linalg.solve(cov[np.ix_(have, have)] + 1e-6 * np.eye(have.sum()), np.ones(have.sum()))
+            out.append(w @ zi[have] / np.sqrt(w.sum()))
+        return np.array(out)
+
+    thr = threshold_at_fpr(combine(held), 0.05)
+    res = {}
+    for cond in CONDITIONS:
+        real = combine(data[("real", cond)])
+        fake = {k[0][5:]: combine(v) for k, v in data.items() if k[0].startswith("fake/") and k[1] == cond}
+        a = {g: auroc(real, f) for g, f in fake.items()}
+        res[cond] = {"real": real, "fake": fake, "auroc": a, "mean_auroc": float(np.mean(list(a.values()))),
+                     "worst_auroc": min(a.values()), "tpr_at_thr": float(np.mean([np.mean(f >= thr)
+                                                                                 for f in fake.values()])),
+                     "fpr_at_thr": float(np.mean(real >= thr))}
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", type=Path, action="append", help="run folder (repeatable; default: the shipped recipe's "
+                    "three seeds)")
+    ap.add_argument("--bootstrap", type=int, default=1000)
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "aggregation.json")
+    args = ap.parse_args(argv)
+    runs = args.run or [ROOT / "runs" / "seeds1500-l3" / f"baseline-s{s}" for s in range(3)]
+    with bar(False) as pb:
+        data = [cached(r, pb) for r in runs]
+    per = {name: [rule_scores(d, rule) for d in data] for name, rule in RULES.items()}
+    res: dict = {"runs": [str(r) for r in runs], "rules": {k: v or "shipped" for k, v in RULES.items()}, "summary": {},
+                 "logo": {}}
+    for cond in CONDITIONS:
+        for name, rs in per.items():
+            m = [r[cond]["mean_auroc"] for r in rs]
+            row = {"mean": float(np.mean(m)), "min": min(m), "max": max(m),
+                   "worst": float(np.mean([r[cond]["worst_auroc"] for r in rs])),
+                   "tpr_at_thr": float(np.mean([r[cond]["tpr_at_thr"] for r in rs])),
+                   "fpr_at_thr": float(np.mean([r[cond]["fpr_at_thr"] for r in rs]))}
+            if name != BASE:
+                row["minus_shipped"] = paired([r[cond] for r in per[BASE]], [r[cond] for r in rs], args.bootstrap)
+            res["summary"][f"{name}/{cond}"] = row
+        seed_mean = {name: {g: float(np.mean([r[cond]["auroc"][g] for r in rs])) for g in rs[0][cond]["auroc"]}
+                     for name, rs in per.items()}
+        res["logo"][cond] = {g: {"chosen": pick, "auroc": seed_mean[pick][g], "shipped": seed_mean[BASE][g]}
+                             for g, pick in leave_one_out(seed_mean).items()}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(res, indent=2) + "\n")
+    print(f"| rule | {' | '.join(f'{c}: mean (min-max) / worst | minus shipped [90%]' for c in CONDITIONS)} |")
+    print("|---|" + "---|---|" * len(CONDITIONS))
+    for name in RULES:
+        cells = []
+        for cond in CONDITIONS:
+            r = res["summary"][f"{name}/{cond}"]
+            d = r.get("minus_shipped", {}).get("mean")
+            cells += [f"{r['mean']:.3f} ({r['min']:.3f}-{r['max']:.3f}) / {r['worst']:.3f}",
+                      "" if d is None else f"{d['diff']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]"]
+        print(f"| {name} | {' | '.join(cells)} |")
+    for cond, lo in res["logo"].items():
+        print(f"leave-one-generator-out, {cond}: " + ", ".join(f"{g}: {v['chosen']} {v['auroc']:.3f} (shipped "
+                                                               f"{v['shipped']:.3f})" for g, v in lo.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
