@@ -71,6 +71,7 @@ class Result:
 INVALID_STATUS = ("StatusCode.INVALID_ARGUMENT", "400")
 TIMEOUT_STATUS = ("StatusCode.DEADLINE_EXCEEDED", "504")
 UNAVAILABLE_STATUS = ("StatusCode.UNAVAILABLE", "503")
+UNREGISTER_WAIT = 5.0  # seconds a shared-memory region may stay "in use" after its response (SlspClient._drop_shm)
 
 
 def _classify(e: Exception) -> ClientError:
@@ -217,10 +218,24 @@ class SlspClient:
         return name, handle, size
 
     @staticmethod
-    def _drop_shm(c, region, headers: dict | None) -> None:
+    def _drop_shm(c, region, headers: dict | None, wait: float = UNREGISTER_WAIT) -> None:
+        """Unregister the region on the server, then destroy it here.
+
+        Triton may answer an ensemble request before it releases the request's input buffer, and until then it
+        refuses to unregister the region ("currently in use"): retried with backoff for up to `wait` seconds, so a
+        scored image is not reported as a failure and the server keeps no stale registration."""
         import tritonclient.utils.shared_memory as shm
 
         try:
-            c.unregister_system_shared_memory(region[0], headers=headers)
+            deadline, pause = time.monotonic() + wait, 0.005
+            while True:
+                try:
+                    c.unregister_system_shared_memory(region[0], headers=headers)
+                    break
+                except Exception as e:  # noqa: BLE001 - tritonclient raises per-protocol exception types
+                    if "currently in use" not in str(e) or time.monotonic() + pause > deadline:
+                        raise
+                    time.sleep(pause)
+                    pause = min(2 * pause, 0.2)
         finally:
             shm.destroy_shared_memory_region(region[1])

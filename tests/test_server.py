@@ -226,6 +226,50 @@ def test_any_subset_of_outputs_can_be_requested(server: Server) -> None:
                 assert float(res.as_numpy("SCORE")[0]) == pytest.approx(float(ref.score), abs=1e-4)
 
 
+class _BusyRegions:
+    """The one tritonclient call `_drop_shm` makes, answering "in use" as Triton does for its first `busy` calls
+    (the real race cannot be forced on a live server), or failing otherwise with `other`."""
+
+    def __init__(self, busy: int, other: str = "") -> None:
+        self.busy, self.other, self.calls = busy, other, 0
+
+    def unregister_system_shared_memory(self, name: str, headers: dict | None = None) -> None:
+        from tritonclient.utils import InferenceServerException
+
+        self.calls += 1
+        if self.other:
+            raise InferenceServerException(msg=self.other)
+        if self.calls <= self.busy:
+            raise InferenceServerException(msg=f"Cannot unregister shared memory region '{name}', it is currently "
+                                               "in use.")
+
+
+@pytest.mark.parametrize("busy, other, wait, calls, fails", [
+    (2, "", 5.0, 3, False),  # released soon after the response: retried, and the image's result stands
+    (10**6, "", 0.05, None, True),  # never released: gives up after `wait`, with the server's words
+    (0, "Unable to find system shared memory region", 5.0, 1, True),  # any other error: not retried
+])
+def test_a_region_in_use_after_its_response_is_unregistered_on_retry(busy: int, other: str, wait: float,
+                                                                     calls: int | None, fails: bool) -> None:
+    """Regression (a CI run): Triton answered an ensemble request before releasing its input region, so the
+    client's unregister failed with "currently in use" and a scored image was reported as a server error. The
+    local region is destroyed whatever happens."""
+    import uuid
+
+    import tritonclient.utils.shared_memory as shm
+
+    name = f"slsp-test-{uuid.uuid4().hex[:8]}"
+    region = (name, shm.create_shared_memory_region(name, f"/{name}", 16), 16)
+    c = _BusyRegions(busy, other)
+    if fails:
+        with pytest.raises(Exception, match=other or "currently in use"):
+            SlspClient._drop_shm(c, region, None, wait=wait)
+    else:
+        SlspClient._drop_shm(c, region, None, wait=wait)
+    assert calls is None or c.calls == calls
+    assert not Path(f"/dev/shm/{name}").exists()
+
+
 def test_connection_refused_is_not_a_timeout() -> None:
     with pytest.raises(ServerUnavailable):
         SlspClient(f"grpc://127.0.0.1:{free_port()}", retries=1).detect(b"x")
