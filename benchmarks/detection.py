@@ -291,8 +291,8 @@ def seeded(noise: dict[str, dict]) -> list[str]:
              "`slsp train` did when it ran: with one pyramid level, except in `seeds-scales-*`, `seeds-medium-*`, "
              "`seeds-steps3000` and `seeds-no-resample-1500`, which score three (the shipped default; their baseline "
              "runs are the one-level runs recalibrated with `slsp calibrate --levels 3`, the same weights "
-             "`slsp train` makes today). An arm "
-             "whose arguments give `--steps` trains that long (the last `--steps` wins).", ""]
+             "`slsp train` makes today). An arm whose arguments give `--steps` trains that long (the last `--steps` "
+             "wins).", ""]
     for path in sorted((ROOT / "benchmarks" / "results").glob("seeds-*.json")):
         res = json.loads(path.read_text())
         lines += [f"### `{path.name}`: {res['steps']} steps, seeds {', '.join(map(str, res['seeds']))}", "",
