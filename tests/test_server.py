@@ -245,12 +245,12 @@ class _BusyRegions:
 
 
 @pytest.mark.parametrize("busy, other, wait, calls, fails", [
-    (2, "", 5.0, 3, False),  # released soon after the response: retried, and the image's result stands
-    (10**6, "", 0.05, None, True),  # never released: gives up after `wait`, with the server's words
-    (0, "Unable to find system shared memory region", 5.0, 1, True),  # any other error: not retried
+    (2, "", 5.0, (3, 3), False),  # released soon after the response: retried, and the image's result stands
+    (10**6, "", 0.05, (2, 10), True),  # never released: retried, then gives up after `wait`, in the server's words
+    (0, "Unable to find system shared memory region", 5.0, (1, 1), True),  # any other error: not retried
 ])
 def test_a_region_in_use_after_its_response_is_unregistered_on_retry(busy: int, other: str, wait: float,
-                                                                     calls: int | None, fails: bool) -> None:
+                                                                     calls: tuple[int, int], fails: bool) -> None:
     """Regression (a CI run): Triton answered an ensemble request before releasing its input region, so the
     client's unregister failed with "currently in use" and a scored image was reported as a server error. The
     local region is destroyed whatever happens."""
@@ -266,7 +266,7 @@ def test_a_region_in_use_after_its_response_is_unregistered_on_retry(busy: int, 
             SlspClient._drop_shm(c, region, None, wait=wait)
     else:
         SlspClient._drop_shm(c, region, None, wait=wait)
-    assert calls is None or c.calls == calls
+    assert calls[0] <= c.calls <= calls[1]
     assert not Path(f"/dev/shm/{name}").exists()
 
 
