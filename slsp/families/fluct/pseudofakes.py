@@ -133,8 +133,8 @@ def _draw_gan(rng: np.random.Generator) -> dict[str, Any]:
 
 def draw_fake(rng: np.random.Generator, g: torch.Generator, side: int, kinds: tuple[str, ...] = SHIPPED_FAKES
               ) -> Fake:
-    """One pseudo-fake's draws for a side x side crop, its kind uniform among `kinds` (names in FAKE_KINDS); noise
-    comes from `g`."""
+    """One pseudo-fake's draws for a side x side crop, its kind uniform over the entries of `kinds` (names in
+    FAKE_KINDS; a kind named twice is drawn twice as often); noise comes from `g`."""
     kind = kinds[rng.integers(len(kinds))]
     p = {"denoise": lambda: _draw_denoise(rng), "renoise": lambda: _draw_renoise(rng, g, side),
          "resample": lambda: _draw_resample(rng), "decoder": lambda: _draw_decoder(rng, g, side),
