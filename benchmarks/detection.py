@@ -345,17 +345,14 @@ def scaled(noise: dict[str, dict]) -> list[str]:
     return lines
 
 
-def aggregated(noise: dict[str, dict]) -> list[str]:
-    """The aggregation and weighting rules (`benchmarks/aggregation.py`, results/aggregation.json), over seeds."""
-    path = ROOT / "benchmarks" / "results" / "aggregation.json"
+def rules_section(noise: dict[str, dict], script: str, title: str, intro: str) -> list[str]:
+    """A seeded comparison of scoring rules on the same weights (`benchmarks/<script>.py`,
+    results/<script>.json): summary against the shipped rule, per generator where stored, leave-one-generator-out."""
+    path = ROOT / "benchmarks" / "results" / f"{script}.json"
     if not path.is_file():
         return []
     res = json.loads(path.read_text())
-    lines = ["", "## How crop scores become the image's score (`benchmarks/aggregation.py`)", "",
-             f"The same weights ({len(res['runs'])} seeds of the shipped recipe) under other rules; each rule's "
-             "parts standardised on each run's held-out real photos, its threshold their 95% quantile. Mean AUROC "
-             "over generators, mean (min-max) over seeds, the worst generator's seed mean; the difference to the "
-             "shipped rule is seed-averaged, paired on the dev images, with its 90% interval.", "",
+    lines = ["", f"## {title} (`benchmarks/{script}.py`)", "", intro.format(seeds=len(res["runs"])), "",
              "| rule | stored | jpeg95 | worst, stored | minus shipped, stored [90%] | jpeg95 [90%] | "
              "FPR / TPR at thr (stored) |", "|---|---|---|---|---|---|---|"]
     for rule in res["rules"]:
@@ -366,13 +363,42 @@ def aggregated(noise: dict[str, dict]) -> list[str]:
                      + f" | {s['stored']['worst']:.3f} | "
                      + " | ".join("" if x is None else f"{x['diff']:+.3f} [{x['lo']:+.3f}, {x['hi']:+.3f}]" for x in d)
                      + f" | {s['stored']['fpr_at_thr']:.1%} / {s['stored']['tpr_at_thr']:.2f} |")
-    lines += [_noise_row(noise, 0, 4), "", "Leave one generator out (the rule with the best seed-mean AUROC on the "
-              "other generators, on the one left out):", "", "| left out | stored: chosen, its AUROC (shipped) | "
+    lines.append(_noise_row(noise, 0, 4))
+    if "per_generator" in res:
+        per = res["per_generator"]["stored"]
+        gens = list(next(iter(per.values())))
+        lines += ["", "Per generator, seed-mean AUROC (stored):", "", "| rule | " + " | ".join(gens) + " |",
+                  "|---|" + "---|" * len(gens)]
+        lines += [f"| {rule} | " + " | ".join(f"{a[g]:.3f}" for g in gens) + " |" for rule, a in per.items()]
+    lines += ["", "Leave one generator out (the rule with the best seed-mean AUROC on the other generators, on the "
+              "one left out):", "", "| left out | stored: chosen, its AUROC (shipped) | "
               "jpeg95: chosen, its AUROC (shipped) |", "|---|---|---|"]
     for g in res["logo"]["stored"]:
         lines.append(f"| {g} | " + " | ".join(f"{v['chosen']}, {v['auroc']:.3f} ({v['shipped']:.3f})"
                                               for v in (res["logo"][c][g] for c in ("stored", "jpeg95"))) + " |")
     return lines
+
+
+def aggregated(noise: dict[str, dict]) -> list[str]:
+    """The aggregation and weighting rules (`benchmarks/aggregation.py`), over seeds."""
+    return rules_section(noise, "aggregation", "How crop scores become the image's score",
+                         "The same weights ({seeds} seeds of the shipped recipe) under other rules; each rule's parts "
+                         "standardised on each run's held-out real photos, its threshold their 95% quantile. Mean "
+                         "AUROC over generators, mean (min-max) over seeds, the worst generator's seed mean; the "
+                         "difference to the shipped rule is seed-averaged, paired on the dev images, with its 90% "
+                         "interval.")
+
+
+def novelty(noise: dict[str, dict]) -> list[str]:
+    """Real-only novelty of the encoder's features (`benchmarks/novelty.py`), over seeds."""
+    return rules_section(noise, "novelty", "Novelty of the encoder's features, fit on real crops only",
+                         "The same weights ({seeds} seeds of the shipped recipe). A crop's novelty is the Mahalanobis "
+                         "distance of its encoder features (the 64-d bottleneck or the 128-d pooled vector the "
+                         "discriminator reads) under a Gaussian per pyramid level fit on the crops of the photos the "
+                         "run trained on (covariance shrunk towards the identity by lambda); an image's is the mean "
+                         "over its crops. Parts standardised on the held-out real photos, threshold their 95% "
+                         "quantile, as in the aggregation table. It asks \"unlike any real crop\" where the "
+                         "discriminator asks \"like a pseudo-fake\".")
 
 
 def low_resolution() -> list[str]:
@@ -450,7 +476,7 @@ def markdown(all_reports: dict[str, dict]) -> str:
         per = {n: per_generator([r], cond) for n, r in all_reports.items()}
         lines += ["", f"## Leave-one-generator-out choice of candidate ({cond})", ""] + logo(per)
     noise = {c: all_reports[SHIPPED][c]["condition"]["rows"]["baseline"]["mean"] for c in ("stored", "jpeg95")}
-    lines += low_resolution() + scaled(noise) + aggregated(noise) + seeded(noise)
+    lines += low_resolution() + scaled(noise) + aggregated(noise) + novelty(noise) + seeded(noise)
     lines += ["", "## Reproduce", ""]
     for name, (run, train) in CANDIDATES.items():
         if name in all_reports:
