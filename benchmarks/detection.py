@@ -289,8 +289,8 @@ def seeded(noise: dict[str, dict]) -> list[str]:
              "shorter than the shipped 1,500, so they compare arms, not the shipped model; the 1,500-step seeds "
              "1 and 2 are the shipped recipe again (seed 0 is the shipped model). Every run is calibrated as "
              "`slsp train` did when it ran: with one pyramid level, except in `seeds-scales-*`, `seeds-medium-*`, "
-             "`seeds-steps3000`, `seeds-no-resample-1500` and `seeds-resample-*-1500`, which score three (the shipped "
-             "default; their baseline "
+             "`seeds-steps3000`, `seeds-no-resample-1500`, `seeds-resample-*-1500` and `seeds-crops32-1500`, "
+             "which score three (the shipped default; their baseline "
              "runs are the one-level runs recalibrated with `slsp calibrate --levels 3`, the same weights "
              "`slsp train` makes today). An arm whose arguments give `--steps` trains that long (the last `--steps` "
              "wins).", ""]
