@@ -162,16 +162,55 @@ def rule_scores(data: dict, rule: dict) -> dict:
             out.append(w @ zi[have] / np.sqrt(w.sum()))
         return np.array(out)
 
-    thr = threshold_at_fpr(combine(held), 0.05)
+    return evaluated(data, combine, combine(held))
+
+
+def evaluated(data: dict, combine: Callable[[list], np.ndarray], held: np.ndarray) -> dict:
+    """A fitted rule on the dev images, per condition: scores, AUROC per generator, and FPR/TPR at the held-out
+    scores' 95% quantile."""
+    thr = threshold_at_fpr(held, 0.05)
     res = {}
     for cond in CONDITIONS:
         real = combine(data[("real", cond)])
-        fake = {k[0][5:]: combine(v) for k, v in data.items() if k[0].startswith("fake/") and k[1] == cond}
+        fake = {k[0][5:]: combine(v) for k, v in data.items()
+                if isinstance(k, tuple) and k[0].startswith("fake/") and k[1] == cond}
         a = {g: auroc(real, f) for g, f in fake.items()}
         res[cond] = {"real": real, "fake": fake, "auroc": a, "mean_auroc": float(np.mean(list(a.values()))),
                      "worst_auroc": min(a.values()), "tpr_at_thr": float(np.mean([np.mean(f >= thr)
                                                                                  for f in fake.values()])),
                      "fpr_at_thr": float(np.mean(real >= thr))}
+    return res
+
+
+def summarised(per: dict[str, list[dict]], bootstrap: int) -> dict:
+    """Rules over runs -> per condition: seed-mean summary and paired difference to the shipped rule, seed-mean
+    AUROC per generator, and leave-one-generator-out; printed as a table."""
+    res: dict = {"summary": {}, "per_generator": {}, "logo": {}}
+    for cond in CONDITIONS:
+        for name, rs in per.items():
+            m = [r[cond]["mean_auroc"] for r in rs]
+            row = {"mean": float(np.mean(m)), "min": min(m), "max": max(m),
+                   "worst": float(np.mean([r[cond]["worst_auroc"] for r in rs])),
+                   "tpr_at_thr": float(np.mean([r[cond]["tpr_at_thr"] for r in rs])),
+                   "fpr_at_thr": float(np.mean([r[cond]["fpr_at_thr"] for r in rs]))}
+            if name != BASE:
+                row["minus_shipped"] = paired([r[cond] for r in per[BASE]], [r[cond] for r in rs], bootstrap)
+            res["summary"][f"{name}/{cond}"] = row
+        seed_mean = {name: {g: float(np.mean([r[cond]["auroc"][g] for r in rs])) for g in rs[0][cond]["auroc"]}
+                     for name, rs in per.items()}
+        res["per_generator"][cond] = seed_mean
+        res["logo"][cond] = {g: {"chosen": pick, "auroc": seed_mean[pick][g], "shipped": seed_mean[BASE][g]}
+                             for g, pick in leave_one_out(seed_mean).items()}
+    print(f"| rule | {' | '.join(f'{c}: mean (min-max) / worst | minus shipped [90%]' for c in CONDITIONS)} |")
+    print("|---|" + "---|---|" * len(CONDITIONS))
+    for name in per:
+        cells = []
+        for cond in CONDITIONS:
+            r = res["summary"][f"{name}/{cond}"]
+            d = r.get("minus_shipped", {}).get("mean")
+            cells += [f"{r['mean']:.3f} ({r['min']:.3f}-{r['max']:.3f}) / {r['worst']:.3f}",
+                      "" if d is None else f"{d['diff']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]"]
+        print(f"| {name} | {' | '.join(cells)} |")
     return res
 
 
@@ -186,34 +225,10 @@ def main(argv: list[str] | None = None) -> int:
     with bar(False) as pb:
         data = [cached(r, pb) for r in runs]
     per = {name: [rule_scores(d, rule) for d in data] for name, rule in RULES.items()}
-    res: dict = {"runs": [str(r) for r in runs], "rules": {k: v or "shipped" for k, v in RULES.items()}, "summary": {},
-                 "logo": {}}
-    for cond in CONDITIONS:
-        for name, rs in per.items():
-            m = [r[cond]["mean_auroc"] for r in rs]
-            row = {"mean": float(np.mean(m)), "min": min(m), "max": max(m),
-                   "worst": float(np.mean([r[cond]["worst_auroc"] for r in rs])),
-                   "tpr_at_thr": float(np.mean([r[cond]["tpr_at_thr"] for r in rs])),
-                   "fpr_at_thr": float(np.mean([r[cond]["fpr_at_thr"] for r in rs]))}
-            if name != BASE:
-                row["minus_shipped"] = paired([r[cond] for r in per[BASE]], [r[cond] for r in rs], args.bootstrap)
-            res["summary"][f"{name}/{cond}"] = row
-        seed_mean = {name: {g: float(np.mean([r[cond]["auroc"][g] for r in rs])) for g in rs[0][cond]["auroc"]}
-                     for name, rs in per.items()}
-        res["logo"][cond] = {g: {"chosen": pick, "auroc": seed_mean[pick][g], "shipped": seed_mean[BASE][g]}
-                             for g, pick in leave_one_out(seed_mean).items()}
+    res = {"runs": [str(r) for r in runs], "rules": {k: v or "shipped" for k, v in RULES.items()},
+           **summarised(per, args.bootstrap)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=2) + "\n")
-    print(f"| rule | {' | '.join(f'{c}: mean (min-max) / worst | minus shipped [90%]' for c in CONDITIONS)} |")
-    print("|---|" + "---|---|" * len(CONDITIONS))
-    for name in RULES:
-        cells = []
-        for cond in CONDITIONS:
-            r = res["summary"][f"{name}/{cond}"]
-            d = r.get("minus_shipped", {}).get("mean")
-            cells += [f"{r['mean']:.3f} ({r['min']:.3f}-{r['max']:.3f}) / {r['worst']:.3f}",
-                      "" if d is None else f"{d['diff']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]"]
-        print(f"| {name} | {' | '.join(cells)} |")
     for cond, lo in res["logo"].items():
         print(f"leave-one-generator-out, {cond}: " + ", ".join(f"{g}: {v['chosen']} {v['auroc']:.3f} (shipped "
                                                                f"{v['shipped']:.3f})" for g, v in lo.items()))

@@ -28,12 +28,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from seeds import paired
+from aggregation import BASE, CONDITIONS, TRIM, evaluated, summarised
 
 from slsp import detector as det_io
 from slsp.evaluate import generators
 from slsp.imaging import collect, load
-from slsp.metrics import auroc, leave_one_out, threshold_at_fpr
 from slsp.progress import bar
 from slsp.scoring import noise_score
 from slsp.transforms import Transform
@@ -41,11 +40,7 @@ from slsp.trsor import box_levels, fit
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
-TRIM = 16
 LEVELS = 3
-CONDITIONS = {"stored": "none", "jpeg95": "jpeg:95"}
-FEATURES = ("pooled", "latent")
-BASE = "shipped"
 # name -> (parts, feature, lambda); parts: "crops" (mean crop score per level), "noise", "novelty" (per level)
 RULES: dict[str, tuple[tuple[str, ...], str, float]] = {
     BASE: (("crops", "noise"), "latent", 0.5),
@@ -152,17 +147,7 @@ def rule_scores(data: dict, run: int, rule: tuple[tuple[str, ...], str, float]) 
         z = (np.array([parts(r) for r in rows]) - m) / s
         return np.nanmean(z[:, use], 1)
 
-    thr = threshold_at_fpr(combine(held), 0.05)
-    res = {}
-    for cond in CONDITIONS:
-        real = combine(data[("real", cond)])
-        fake = {k[0][5:]: combine(v) for k, v in data.items() if isinstance(k, tuple) and k[0].startswith("fake/")
-                and k[1] == cond}
-        a = {g: auroc(real, f) for g, f in fake.items()}
-        res[cond] = {"real": real, "fake": fake, "auroc": a, "mean_auroc": float(np.mean(list(a.values()))),
-                     "worst_auroc": min(a.values()), "fpr_at_thr": float(np.mean(real >= thr)),
-                     "tpr_at_thr": float(np.mean([np.mean(f >= thr) for f in fake.values()]))}
-    return res
+    return evaluated(data, combine, combine(held))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -173,38 +158,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "novelty.json")
     args = ap.parse_args(argv)
     runs = args.run or [ROOT / "runs" / "seeds1500-l3" / f"baseline-s{s}" for s in range(3)]
-    torch.set_num_threads(2)
     with bar(False) as pb:
         data = cached(runs, pb)
     per = {name: [rule_scores(data, i, rule) for i in range(len(runs))] for name, rule in RULES.items()}
-    res: dict = {"runs": [str(r) for r in runs], "rules": {k: {"parts": v[0], "feature": v[1], "lambda": v[2]}
-                                                          for k, v in RULES.items()},
-                 "summary": {}, "per_generator": {}, "logo": {}}
-    for cond in CONDITIONS:
-        for name, rs in per.items():
-            m = [r[cond]["mean_auroc"] for r in rs]
-            row = {"mean": float(np.mean(m)), "min": min(m), "max": max(m),
-                   "worst": float(np.mean([r[cond]["worst_auroc"] for r in rs])),
-                   "tpr_at_thr": float(np.mean([r[cond]["tpr_at_thr"] for r in rs])),
-                   "fpr_at_thr": float(np.mean([r[cond]["fpr_at_thr"] for r in rs]))}
-            if name != BASE:
-                row["minus_shipped"] = paired([r[cond] for r in per[BASE]], [r[cond] for r in rs], args.bootstrap)
-            res["summary"][f"{name}/{cond}"] = row
-        seed_mean = {name: {g: float(np.mean([r[cond]["auroc"][g] for r in rs])) for g in rs[0][cond]["auroc"]}
-                     for name, rs in per.items()}
-        res["per_generator"][cond] = seed_mean
-        res["logo"][cond] = {g: {"chosen": pick, "auroc": seed_mean[pick][g], "shipped": seed_mean[BASE][g]}
-                             for g, pick in leave_one_out(seed_mean).items()}
+    res = {"runs": [str(r) for r in runs], "rules": {k: {"parts": v[0], "feature": v[1], "lambda": v[2]}
+                                                    for k, v in RULES.items()}, **summarised(per, args.bootstrap)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=2) + "\n")
-    for name in RULES:
-        cells = []
-        for cond in CONDITIONS:
-            r = res["summary"][f"{name}/{cond}"]
-            d = r.get("minus_shipped", {}).get("mean")
-            cells += [f"{r['mean']:.3f} ({r['min']:.3f}-{r['max']:.3f}) / {r['worst']:.3f}",
-                      "" if d is None else f"{d['diff']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]"]
-        print(f"| {name} | {' | '.join(cells)} |")
     return 0
 
 
