@@ -69,6 +69,7 @@ RULES: dict[str, dict] = {  # name -> parts of `parts` and how they are combined
     "noise at 1/4, 1/8 too": {"noise_levels": 3},
     "no noise part": {"noise_levels": 0},
     "weights from the real covariance": {"weights": "gls"},
+    "noise slope 1/2 -> 1/4, two-sided": {"slope": True},
 }
 
 
@@ -123,8 +124,9 @@ def cached(run: Path, pb) -> dict:
 
 
 def parts(row: dict, mu: dict[int, float], aggregate: str = "mean", levels: int = 3, views: bool = False,
-          noise_levels: int = 1, **_: object) -> list[float]:
-    """An image's parts under a rule (NaN where the image has none): crop aggregates per level, noise scores."""
+          noise_levels: int = 1, slope: bool = False, **_: object) -> list[float]:
+    """An image's parts under a rule (NaN where the image has none): crop aggregates per level, noise scores, and
+    the noise slope (log sigma at 1/4 minus at 1/2, where 1/4 holds a crop; the last part, two-sided)."""
     out = []
     for lv in range(levels):
         r = row["levels"][lv]
@@ -135,6 +137,10 @@ def parts(row: dict, mu: dict[int, float], aggregate: str = "mean", levels: int 
     for lv in range(noise_levels):  # level 0 always has a noise estimate (the image holds one crop)
         r = row["levels"][lv]
         out.append(noise_score(r["sigma"]) if lv == 0 or (r is not None and r["valid"].any()) else np.nan)
+    if slope:  # how the noise level falls with scale: sensor noise falls one way; a deviation either way is unreal
+        r = row["levels"][1]
+        out.append(noise_score(row["levels"][0]["sigma"]) - noise_score(r["sigma"])
+                   if r is not None and r["valid"].any() else np.nan)
     return out
 
 
@@ -144,15 +150,28 @@ def rule_scores(data: dict, rule: dict) -> dict:
     valid = [[r["levels"][lv]["scores"][0][r["levels"][lv]["valid"]] for r in held if r["levels"][lv] is not None]
              for lv in range(LEVELS)]
     mu = {lv: float(np.concatenate(v).mean()) if v else 0.0 for lv, v in enumerate(valid)}
-    h = np.array([parts(r, mu, **rule) for r in held])
+    slope = np.array([parts(r, mu, **rule)[-1] for r in held]) if rule.get("slope") else None
+
+    def raw(rows: list[dict]) -> np.ndarray:
+        p = np.array([parts(r, mu, **rule) for r in rows])
+        if slope is not None:  # two-sided: the slope's distance from the real photos' (standardised again below)
+            p[:, -1] = np.abs(p[:, -1] - np.nanmean(slope)) / np.nanstd(slope)
+        return p
+
+    h = raw(held)
     m, s = np.nanmean(h, 0), np.nanstd(h, 0)
     use = (~np.isnan(h)).sum(0) >= 10  # as the calibration: a part enters with at least 10 held-out images
-    zh = (h - m) / s
+
+    def standardised(rows: list[dict]) -> np.ndarray:
+        z = (raw(rows) - m) / s
+        z[:, ~use] = np.nan
+        return z
+
+    zh = standardised(held)
     cov = np.cov(zh[~np.isnan(zh[:, use]).any(1)][:, use].T) if rule.get("weights") == "gls" else None
 
     def combine(rows: list[dict]) -> np.ndarray:
-        z = (np.array([parts(r, mu, **rule) for r in rows]) - m) / s
-        z[:, ~use] = np.nan
+        z = standardised(rows)
         if cov is None:
             return np.nanmean(z, 1)
         out = []
