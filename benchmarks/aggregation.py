@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from seeds import paired
 
 from slsp import detector as det_io
@@ -70,6 +71,7 @@ RULES: dict[str, dict] = {  # name -> parts of `parts` and how they are combined
     "no noise part": {"noise_levels": 0},
     "weights from the real covariance": {"weights": "gls"},
     "noise slope 1/2 -> 1/4, two-sided": {"slope": True},
+    "size-corrected (real photos' trend on log side removed)": {"size": True},
 }
 
 
@@ -97,16 +99,32 @@ def _score(det, img: np.ndarray) -> dict:
     return out
 
 
+def image_sets(run: Path) -> dict[str, list[Path]]:
+    """The images a run is scored on: 'holdout' (its held-out photos), 'real' and 'fake/<generator>' (dev)."""
+    info = json.loads((run / "train.json").read_text())
+    held = [Path(p) if Path(p).is_absolute() else ROOT / p for p in info["holdout_images"]]
+    sets = {"holdout": held, "real": collect([DATA / "real" / "dev"])}
+    return sets | {f"fake/{g}": fs for g, fs in generators(DATA / "fake" / "dev").items()}
+
+
+def with_sizes(data: dict, run: Path) -> dict:
+    """Each cached row gains `short`, its image's short side as scored (dev images trimmed), for size rules."""
+    for name, files in image_sets(run).items():
+        shorts = [min(Image.open(f).size) - (0 if name == "holdout" else TRIM) for f in files]
+        for (n, _), rows in data.items():
+            if n == name:
+                for row, short in zip(rows, shorts, strict=True):
+                    row["short"] = short
+    return data
+
+
 def cached(run: Path, pb) -> dict:
     """{(set, condition): [scores of each image]}; set: 'holdout', 'real' or 'fake/<generator>'."""
     path = run / CACHE
     if path.is_file():
         return pickle.loads(path.read_bytes())
     det = det_io.load(run)
-    info = json.loads((run / "train.json").read_text())
-    held = [Path(p) if Path(p).is_absolute() else ROOT / p for p in info["holdout_images"]]
-    sets = {"holdout": held, "real": collect([DATA / "real" / "dev"])}
-    sets |= {f"fake/{g}": fs for g, fs in generators(DATA / "fake" / "dev").items()}
+    sets = image_sets(run)
     task = pb.add_task(str(run), total=len(sets["holdout"]) + 2 * sum(len(v) for k, v in sets.items()
                                                                         if k != "holdout"), info="")
     out = {}
@@ -169,11 +187,13 @@ def rule_scores(data: dict, rule: dict) -> dict:
 
     zh = standardised(held)
     cov = np.cov(zh[~np.isnan(zh[:, use]).any(1)][:, use].T) if rule.get("weights") == "gls" else None
+    # Held-out real photos score higher the larger they are; `size` removes that linear trend in log side.
+    trend = np.polyfit(np.log([r["short"] for r in held]), np.nanmean(zh, 1), 1)[0] if rule.get("size") else 0.0
 
     def combine(rows: list[dict]) -> np.ndarray:
         z = standardised(rows)
         if cov is None:
-            return np.nanmean(z, 1)
+            return np.nanmean(z, 1) - (trend * np.log([r["short"] for r in rows]) if trend else 0.0)
         out = []
         for zi in z[:, use]:  # generalised least squares: the best linear unbiased mean of correlated parts
             have = ~np.isnan(zi)
@@ -242,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     runs = args.run or [ROOT / "runs" / "seeds1500-l3" / f"baseline-s{s}" for s in range(3)]
     with bar(False) as pb:
-        data = [cached(r, pb) for r in runs]
+        data = [with_sizes(cached(r, pb), r) for r in runs]
     per = {name: [rule_scores(d, rule) for d in data] for name, rule in RULES.items()}
     res = {"runs": [str(r) for r in runs], "rules": {k: v or "shipped" for k, v in RULES.items()},
            **summarised(per, args.bootstrap)}
