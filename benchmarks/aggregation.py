@@ -108,9 +108,11 @@ def image_sets(run: Path) -> dict[str, list[Path]]:
 
 
 def with_sizes(data: dict, run: Path) -> dict:
-    """Each cached row gains `short`, its image's short side as scored (dev images trimmed), for size rules."""
+    """Each cached row gains `short`, its image's short side as scored (dev images trimmed), for size rules; from
+    the file's header, so it costs no decoding."""
     for name, files in image_sets(run).items():
-        shorts = [min(Image.open(f).size) - (0 if name == "holdout" else TRIM) for f in files]
+        trim = 0 if name == "holdout" else TRIM
+        shorts = [min(w, h - trim) for w, h in (Image.open(f).size for f in files)]
         for (n, _), rows in data.items():
             if n == name:
                 for row, short in zip(rows, shorts, strict=True):
