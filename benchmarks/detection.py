@@ -286,8 +286,9 @@ def seeded(noise: dict[str, dict]) -> list[str]:
              "Each arm is `slsp train` on the two real training folders (plus the arm's arguments) at every seed; "
              "mean AUROC over generators, mean (min-max) over seeds; the difference to the baseline arm is "
              "seed-averaged, with a 90% paired bootstrap interval over the dev images. Most arms ran 500 steps, "
-             "shorter than the shipped 1,500, so they compare arms, not the shipped model; the 1,500-step seeds "
-             "1 and 2 are the shipped recipe again (seed 0 is the shipped model). Every run is calibrated as "
+             "shorter than the shipped 1,500, so they compare arms, not the shipped model; the 1,500-step baseline "
+             "seeds are the shipped recipe (seed 0 is the shipped model). With more than one arm, leave one "
+             "generator out follows each table. Every run is calibrated as "
              "`slsp train` did when it ran: with one pyramid level, except in `seeds-scales-*`, `seeds-medium-*`, "
              "`seeds-steps3000`, `seeds-no-resample-1500`, `seeds-resample-*-1500` and `seeds-crops32-1500`, "
              "which score three (the shipped default; their baseline "
@@ -311,7 +312,24 @@ def seeded(noise: dict[str, dict]) -> list[str]:
             fpr, tpr = np.mean([r["fpr_at_thr"] for r in runs]), np.mean([r["tpr_at_thr"] for r in runs])
             lines.append(f"| {arm} | `{args or '(none)'}` | " + " | ".join(cells) + f" | {fpr:.1%} / {tpr:.2f} |")
         lines += [_noise_row(noise, 1, 3), ""]
+        if len(res["arms"]) > 1:
+            lines += _seeded_logo(res)
     return lines
+
+
+def _seeded_logo(res: dict) -> list[str]:
+    """Leave one generator out over a seeds JSON's arms: the arm with the best seed-mean AUROC on the other
+    generators, on the one left out, beside the baseline arm."""
+    lines = []
+    for cond in ("stored", "jpeg95"):
+        per = {arm: {} for arm in res["arms"]}
+        for arm in res["arms"]:
+            runs = [v["auroc"] for k, v in res["runs"].items() if k.startswith(f"{arm}-s") and k.endswith(f"/{cond}")]
+            per[arm] = {g: float(np.mean([r[g] for r in runs])) for g in runs[0]}
+        picks = leave_one_out(per)
+        lines.append(f"Leave one generator out ({cond}): " + "; ".join(
+            f"{g}: {a} {per[a][g]:.3f} (baseline {per['baseline'][g]:.3f})" for g, a in picks.items()) + ".")
+    return lines + [""]
 
 
 def scaled(noise: dict[str, dict]) -> list[str]:
