@@ -408,6 +408,16 @@ def aggregated(noise: dict[str, dict]) -> list[str]:
                          "interval.")
 
 
+def ensembled(noise: dict[str, dict]) -> list[str]:
+    """Two recipes that fail on different generators, averaged (`benchmarks/ensemble.py`), over seeds."""
+    return rules_section(noise, "ensemble", "Two recipes averaged",
+                         "Per seed ({seeds} seeds), the runs of two training recipes (`runs/seeds1500-l3`) and their "
+                         "pair: the members' fused scores averaged in logit space, calibrated on the held-out photos "
+                         "the runs share (95% quantile). \"shipped\" is the shipped recipe's run of the same seed; "
+                         "differences are seed-averaged, paired on the dev images, with their 90% interval. The pair "
+                         "costs two models' training and inference.")
+
+
 def novelty(noise: dict[str, dict]) -> list[str]:
     """Real-only novelty of the encoder's features (`benchmarks/novelty.py`), over seeds."""
     return rules_section(noise, "novelty", "Novelty of the encoder's features, fit on real crops only",
@@ -495,7 +505,7 @@ def markdown(all_reports: dict[str, dict]) -> str:
         per = {n: per_generator([r], cond) for n, r in all_reports.items()}
         lines += ["", f"## Leave-one-generator-out choice of candidate ({cond})", ""] + logo(per)
     noise = {c: all_reports[SHIPPED][c]["condition"]["rows"]["baseline"]["mean"] for c in ("stored", "jpeg95")}
-    lines += low_resolution() + scaled(noise) + aggregated(noise) + novelty(noise) + seeded(noise)
+    lines += low_resolution() + scaled(noise) + aggregated(noise) + novelty(noise) + ensembled(noise) + seeded(noise)
     lines += ["", "## Reproduce", ""]
     for name, (run, train) in CANDIDATES.items():
         if name in all_reports:
