@@ -49,14 +49,14 @@ CACHE = "aggregation-cache.pkl"
 BASE = "shipped"
 
 
-def _logit(s: np.ndarray) -> np.ndarray:
+def logit(s: np.ndarray) -> np.ndarray:
     s = np.clip(s, 1e-6, 1 - 1e-6)
     return np.log(s / (1 - s))
 
 
 AGGREGATES: dict[str, Callable[[np.ndarray], float]] = {
     "mean": np.mean, "median": np.median, "max": np.max, "top4": lambda s: np.sort(s)[-4:].mean(),
-    "logit-mean": lambda s: _logit(s).mean(),
+    "logit-mean": lambda s: logit(s).mean(),
 }
 RULES: dict[str, dict] = {  # name -> parts of `parts` and how they are combined
     BASE: {},

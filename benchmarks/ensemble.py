@@ -22,13 +22,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from aggregation import BASE, summarised
+from aggregation import BASE, evaluated, logit, summarised
 from seeds import CONDITIONS, scores
 
 from slsp import detector as det_io
 from slsp.errors import ImageError
 from slsp.imaging import load
-from slsp.metrics import auroc, threshold_at_fpr
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = "ensemble-cache.json"
@@ -55,18 +54,13 @@ def cached(run: Path) -> dict:
     return out
 
 
-def _logit(s: list[float] | np.ndarray) -> np.ndarray:
-    s = np.clip(np.asarray(s, dtype=np.float64), 1e-7, 1 - 1e-7)
-    return np.log(s / (1 - s))
-
-
-def rated(holdout: np.ndarray, real: np.ndarray, fake: dict[str, np.ndarray]) -> dict:
-    """AUROC per generator, mean and worst, and FPR/TPR at the held-out scores' 95% quantile."""
-    thr = threshold_at_fpr(holdout, 0.05)  # as aggregation.evaluated, on scores already combined
-    a = {g: auroc(real, f) for g, f in fake.items()}
-    return {"real": real, "fake": fake, "auroc": a, "mean_auroc": float(np.mean(list(a.values()))),
-            "worst_auroc": min(a.values()), "fpr_at_thr": float(np.mean(real >= thr)),
-            "tpr_at_thr": float(np.mean([np.mean(f >= thr) for f in fake.values()]))}
+def logits(d: dict) -> dict[tuple[str, str], np.ndarray]:
+    """A run's cached scores in logit space, keyed as `aggregation.evaluated` reads them: (set, condition)."""
+    out = {("holdout", "stored"): logit(d["holdout"])}
+    for cond in CONDITIONS:
+        out[("real", cond)] = logit(d[cond]["real"])
+        out |= {(f"fake/{g}", cond): logit(v) for g, v in d[cond]["fake"].items()}
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,11 +79,9 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"seed {seed}: the runs hold out different photos; train them with the same seed")
         models = {name: [d] for name, d in data.items()} | {PAIR: [data[m] for m in args.member]}
         for name, members in models.items():  # a model alone, or the pair: its members' logits averaged
-            per.setdefault(name, []).append({cond: rated(
-                np.mean([_logit(d["holdout"]) for d in members], 0),
-                np.mean([_logit(d[cond]["real"]) for d in members], 0),
-                {g: np.mean([_logit(d[cond]["fake"][g]) for d in members], 0) for g in members[0][cond]["fake"]})
-                for cond in CONDITIONS})
+            ls = [logits(d) for d in members]
+            mean = {k: np.mean([m[k] for m in ls], 0) for k in ls[0]}
+            per.setdefault(name, []).append(evaluated(mean, np.asarray, mean[("holdout", "stored")]))
     res = {"runs": [str(args.runs / f"{{{','.join(arms.values())}}}-s{s}") for s in args.seeds],
            "rules": {BASE: "the shipped recipe (baseline arm)"} | {m: f"{m} alone" for m in args.member}
            | {PAIR: " + ".join(args.member) + ", logits averaged"}, **summarised(per, args.bootstrap)}
