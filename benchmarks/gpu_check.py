@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     tests = src / "tests"
     steps["tests"] = run("tests", [*py, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "--rootdir", str(src),
                                    "-m", "gpu or not server", *(str(tests / t) for t in REGRESSIONS),
-                                   str(tests / "test_bench.py")], 240, work)
+                                   str(tests / "test_bench.py")], 420, work)
     steps["export"] = run("export", [*slsp, "export", "--out", str(work / "artifacts"), "--images", str(photo),
                                      "--sizes", "1", *(["--trt"] if res["environment"]["tensorrt"] else [])],
                          150, work)

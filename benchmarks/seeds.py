@@ -2,13 +2,13 @@
 
     python benchmarks/seeds.py --steps 500 --seeds 0 1 2 --candidate decoder="--fakes denoise,renoise,resample,decoder"
 
-Trains the baseline (`slsp train` on the two real training folders, family defaults) and every candidate (the same
-command plus its arguments; `--real` among them replaces the two folders) once per seed, into
-runs/seeds/<name>-s<seed> (kept: a rerun reuses a finished run). Scores the dev split as stored and with both
-classes re-encoded as JPEG q95 (the bottom 16 rows trimmed, as in DETECTION.md), and reports per run the mean
-AUROC over generators, the worst generator and TPR/FPR at the calibrated threshold; per candidate, the
-seed-averaged difference to the baseline with a 90% interval from a paired, stratified bootstrap of the images
-(every run re-scored on the same draw), and the same per generator.
+Trains the baseline (`slsp train` on the two real training folders, family defaults, plus `--baseline`'s arguments)
+and every candidate (the same command plus its arguments; `--real` among an arm's arguments replaces the two
+folders) once per seed, into runs/seeds/<name>-s<seed> (kept: a rerun reuses a finished run, one trained elsewhere
+too). Scores the dev split as stored and with both classes re-encoded as JPEG q95 (the bottom 16 rows trimmed, as in
+DETECTION.md), and reports per run the mean AUROC over generators, the worst generator and TPR/FPR at the calibrated
+threshold; per candidate, the seed-averaged difference to the baseline with a 90% interval from a paired, stratified
+bootstrap of the images (every run re-scored on the same draw), and the same per generator.
 Generated images only evaluate here; nothing is fit on them.
 """
 
@@ -82,11 +82,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=500)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--candidate", action="append", default=[], help='NAME="slsp train arguments" (repeatable)')
+    ap.add_argument("--baseline", default="", help="the baseline arm's slsp train arguments (default: none)")
     ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "seeds")
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "seeds.json")
     args = ap.parse_args(argv)
-    arms = {"baseline": []} | {c.partition("=")[0]: shlex.split(c.partition("=")[2]) for c in args.candidate}
+    arms = {"baseline": shlex.split(args.baseline)}
+    arms |= {c.partition("=")[0]: shlex.split(c.partition("=")[2]) for c in args.candidate}
     res: dict = {"steps": args.steps, "seeds": args.seeds, "arms": {k: shlex.join(v) for k, v in arms.items()},
                  "runs": {}, "paired_vs_baseline": {}}
     per: dict[str, dict[str, list[dict]]] = {}

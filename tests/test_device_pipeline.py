@@ -11,9 +11,11 @@ import torch
 from PIL import Image
 
 from conftest import FAKES, PHOTOS, jpeg, synthetic_photo
+from slsp import contract
 from slsp import detector as det_io
 from slsp.device_pipeline import DevicePipeline, cuda_decoder, pillow_resize
 from slsp.errors import ImageError
+from slsp.export import parity
 from slsp.imaging import decode, plain_jpeg
 
 
@@ -124,22 +126,29 @@ def test_cuda_decoder_matches_the_cpu_decode(tmp_path) -> None:
         dec.upload(b"\xff\xd8\xff\xe0 truncated")
 
 
+def _assert_within_gate(got, ref) -> None:
+    for name in (contract.SCORE, contract.CROP_SCORES):
+        a, b = (getattr(r, name).cpu().numpy() for r in (got, ref))
+        st = parity.compare(b, a, parity.FP32[name])
+        assert st.failed_elements == 0 and st.nonfinite == 0, (name, st)
+
+
 def _compiled_matches_eager(device: str) -> None:
     """`compiled=True` (torch.compile; CUDA graphs on a GPU) scores as the eager pipeline does: one image size
     twice (the second call replays what the first compiled), another size, then the first again; results outlive
-    the next call (copies, not a graph's reused outputs)."""
+    the next call (copies, not a graph's reused outputs). Within the export parity gate's float32 tolerances: fused
+    kernels sum in another order (on an H200, crop scores differed by up to 1.03e-4, 1.7e-4 relative)."""
     det = det_io.load()
     eager, comp = DevicePipeline(det, device), DevicePipeline(det, device, compiled=True)
     datas = [PHOTOS[0].read_bytes(), FAKES[0].read_bytes()]
     kept = []
     for data in [datas[0], datas[0], datas[1], datas[0]]:
         got, ref = comp.detect(data), eager.detect(data)
-        assert float(got.score) == pytest.approx(float(ref.score), abs=1e-4)
-        torch.testing.assert_close(got.crop_scores, ref.crop_scores, atol=1e-4, rtol=0)
+        _assert_within_gate(got, ref)
         assert bool(got.verdict) == bool(ref.verdict)
         kept.append((got, ref))
     for got, ref in kept:
-        assert float(got.score) == pytest.approx(float(ref.score), abs=1e-4)
+        _assert_within_gate(got, ref)
 
 
 def test_compiled_device_pipeline_on_cpu() -> None:
