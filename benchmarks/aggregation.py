@@ -6,8 +6,9 @@ For each run (default: the shipped recipe's three seeds, runs/seeds1500-l3/basel
 photo (train.json) and every dev image (bottom 16 rows trimmed; as stored and re-encoded as JPEG q95) is scored once:
 the crop scores, validity and TrSOR noise level of each pyramid level of the canonical 1/2 view (the detector's box
 levels, down to 1/16) and the crop scores of each crop's 8 rotations and mirrors (adding the view as given is
-`scales.py`'s "1/2 + crops 1/1, 1/4, 1/8"). The scores are cached beside the run (`aggregation-cache.pkl`), so a
-rule costs no inference.
+`scales.py`'s "1/2 + crops 1/1, 1/4, 1/8"), and of up to 256 tiles per level in TrSOR's order, most over-smooth
+first (the detector scores the first 16: selection rules pick others). The scores are cached beside the run
+(`aggregation-cache-2.pkl`), so a rule costs no inference.
 
 A rule turns them into an image score. Its parts are standardised on the held-out real photos and averaged (the
 shipped rule: the mean crop score of levels 1/2, 1/4, 1/8 and the noise score, equal weights); its threshold is the
@@ -20,6 +21,7 @@ generators, scored on the one left out). Generated images only evaluate here; no
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import pickle
 import sys
@@ -38,14 +40,15 @@ from slsp.metrics import auroc, leave_one_out, threshold_at_fpr
 from slsp.progress import bar
 from slsp.scoring import noise_score
 from slsp.transforms import Transform
-from slsp.trsor import box_levels, fit
+from slsp.trsor import TrSOR, box_levels, fit
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 TRIM = 16
 LEVELS = 4  # 1/2 .. 1/16
 CONDITIONS = {"stored": "none", "jpeg95": "jpeg:95"}
-CACHE = "aggregation-cache.pkl"
+CACHE = "aggregation-cache-2.pkl"
+TILES = 256  # TrSOR's most over-smooth tiles kept per level for the selection rules (its config's cap)
 BASE = "shipped"
 
 
@@ -57,6 +60,20 @@ def logit(s: np.ndarray) -> np.ndarray:
 AGGREGATES: dict[str, Callable[[np.ndarray], float]] = {
     "mean": np.mean, "median": np.median, "max": np.max, "top4": lambda s: np.sort(s)[-4:].mean(),
     "logit-mean": lambda s: logit(s).mean(),
+}
+
+
+def spread(s: np.ndarray, pool: int) -> np.ndarray:
+    """16 tiles at even ranks among the `pool` most over-smooth (all of them where there are 16 or fewer)."""
+    pool = min(len(s), max(16, pool))
+    return s[:pool] if pool <= 16 else s[np.arange(16) * pool // 16]
+
+
+# (ranked tile scores, the level's tile count) -> the scores a rule averages. The spread rules make a large image's
+# pick as extreme as a small image's: a 128-px view has 4 tiles and scores all 4; a 2000-px one the top 16 of 700.
+SELECTIONS: dict[str, Callable[[np.ndarray, int], np.ndarray]] = {
+    "top8": lambda s, n: s[:8], "top32": lambda s, n: s[:32], "top64": lambda s, n: s[:64],
+    "pool64": lambda s, n: spread(s, 64), "quarter": lambda s, n: spread(s, -(-n // 4)),
 }
 RULES: dict[str, dict] = {  # name -> parts of `parts` and how they are combined
     BASE: {},
@@ -72,12 +89,18 @@ RULES: dict[str, dict] = {  # name -> parts of `parts` and how they are combined
     "weights from the real covariance": {"weights": "gls"},
     "noise slope 1/2 -> 1/4, two-sided": {"slope": True},
     "size-corrected (real photos' trend on log side removed)": {"size": True},
+    "8 most over-smooth crops": {"select": "top8"},
+    "32 most over-smooth crops": {"select": "top32"},
+    "64 most over-smooth crops": {"select": "top64"},
+    "16 spread over the 64 most over-smooth": {"select": "pool64"},
+    "16 spread over the most over-smooth quarter": {"select": "quarter"},
 }
 
 
 @torch.inference_mode()
-def _score(det, img: np.ndarray) -> dict:
-    """Per level of the 1/2 view: crop scores (8 views, K), valid (K), sigma."""
+def _score(det, tiler: TrSOR, img: np.ndarray) -> dict:
+    """Per level of the 1/2 view: crop scores (8 views, K), valid (K), sigma, and the scores of its valid tiles in
+    `tiler`'s order (TrSOR's, up to TILES of them)."""
     model, trsor, c = det.model, det.trsor.level, det.cfg.trsor.crop
     half = torch.from_numpy(np.ascontiguousarray(Transform("resize:0.5")(img)))
     levels = [(half, torch.tensor(min(half.shape[:2]) >= c))] + [fit(lv, c) for lv in box_levels(half, LEVELS)]
@@ -95,7 +118,14 @@ def _score(det, img: np.ndarray) -> dict:
             x, p = (torch.flip(x, (2,)), torch.flip(p, (2,))) if flip else (x, p)
             if len(x):
                 views[i, valid.numpy()] = model(x.contiguous(), p.contiguous()).numpy()
-        out["levels"].append({"scores": views, "valid": valid.numpy(), "sigma": float(o.sigma)})
+        t = tiler(pixels)
+        keep = t.valid & fits
+        tiles = model(t.crops[keep], t.crop_phi[keep]).numpy() if keep.any() else np.zeros(0, np.float32)
+        if not np.allclose(tiles[: int(valid.sum())], views[0][valid.numpy()], atol=1e-5):
+            raise AssertionError("the tiles' first K are not the detector's crops")
+        n = int(np.prod([-(-side // c) for side in pixels.shape[:2]])) if bool(fits) else 0  # the level's tiles
+        out["levels"].append({"scores": views, "valid": valid.numpy(), "sigma": float(o.sigma), "tiles": tiles,
+                              "n_tiles": n})
     return out
 
 
@@ -126,6 +156,7 @@ def cached(run: Path, pb) -> dict:
     if path.is_file():
         return pickle.loads(path.read_bytes())
     det = det_io.load(run)
+    tiler = TrSOR(dataclasses.replace(det.cfg.trsor, crops=TILES))
     sets = image_sets(run)
     task = pb.add_task(str(run), total=len(sets["holdout"]) + 2 * sum(len(v) for k, v in sets.items()
                                                                         if k != "holdout"), info="")
@@ -136,7 +167,7 @@ def cached(run: Path, pb) -> dict:
             for f in files:
                 img = load(f, max_pixels=det.cfg.max_pixels)
                 img = img if name == "holdout" else img[: img.shape[0] - TRIM]
-                rows.append(_score(det, Transform(spec)(img)))
+                rows.append(_score(det, tiler, Transform(spec)(img)))
                 pb.advance(task)
             out[(name, cond)] = rows
     path.write_bytes(pickle.dumps(out))
@@ -144,14 +175,16 @@ def cached(run: Path, pb) -> dict:
 
 
 def parts(row: dict, mu: dict[int, float], aggregate: str = "mean", levels: int = 3, views: bool = False,
-          noise_levels: int = 1, slope: bool = False, **_: object) -> list[float]:
-    """An image's parts under a rule (NaN where the image has none): crop aggregates per level, noise scores, and
-    the noise slope (log sigma at 1/4 minus at 1/2, where 1/4 holds a crop; the last part, two-sided)."""
+          noise_levels: int = 1, slope: bool = False, select: str | None = None, **_: object) -> list[float]:
+    """An image's parts under a rule (NaN where the image has none): crop aggregates per level (of the detector's
+    crops, or of the tiles `select` picks), noise scores, and the noise slope (log sigma at 1/4 minus at 1/2, where
+    1/4 holds a crop; the last part, two-sided)."""
     out = []
     for lv in range(levels):
         r = row["levels"][lv]
         ok = r is not None and r["valid"].any()
-        s = (r["scores"].mean(0) if views else r["scores"][0])[r["valid"]] if ok else None
+        s = None if not ok else SELECTIONS[select](r["tiles"], r["n_tiles"]) if select else \
+            (r["scores"].mean(0) if views else r["scores"][0])[r["valid"]]
         out.append(np.nan if s is None else
                    (s.mean() - mu[lv]) * np.sqrt(len(s)) if aggregate == "sqrtn" else AGGREGATES[aggregate](s))
     for lv in range(noise_levels):  # level 0 always has a noise estimate (the image holds one crop)

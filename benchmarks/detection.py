@@ -405,7 +405,8 @@ def rules_section(noise: dict[str, dict], script: str, title: str, intro: str) -
 def aggregated(noise: dict[str, dict]) -> list[str]:
     """The aggregation and weighting rules (`benchmarks/aggregation.py`), over seeds."""
     return rules_section(noise, "aggregation", "How crop scores become the image's score",
-                         "The same weights ({seeds} seeds of the shipped recipe) under other rules; each rule's parts "
+                         "The same weights ({seeds} seeds of the shipped recipe, retrained with today's code: not the "
+                         "shipped weights, see benchmarks/README.md) under other rules; each rule's parts "
                          "standardised on each run's held-out real photos, its threshold their 95% quantile. Mean "
                          "AUROC over generators, mean (min-max) over seeds, the worst generator's seed mean; the "
                          "difference to the shipped rule is seed-averaged, paired on the dev images, with its 90% "
