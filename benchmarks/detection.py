@@ -289,16 +289,20 @@ def seeded(noise: dict[str, dict]) -> list[str]:
              "seed-averaged, with a 90% paired bootstrap interval over the dev images. Most arms ran 500 steps, "
              "shorter than the shipped 1,500, so they compare arms, not the shipped model; the 1,500-step baseline "
              "seeds are the shipped recipe (seed 0 is the shipped model). With more than one arm, leave one "
-             "generator out follows each table. Every run is calibrated as "
-             "`slsp train` did when it ran: with one pyramid level, except in `seeds-scales-*`, `seeds-medium-*`, "
-             "`seeds-steps3000`, `seeds-no-resample-1500`, `seeds-resample-*-1500`, `seeds-crops32-1500` and "
-             "`seeds-gpu-subset`, which score three (the shipped default; their baseline "
-             "runs are the one-level runs recalibrated with `slsp calibrate --levels 3`, the same weights "
-             "`slsp train` makes today). An arm whose arguments give `--steps` trains that long (the last `--steps` "
-             "wins). `seeds-gpu-subset` is the exception to the training folders: every arm, its baseline too, "
-             "trains on the 191 real photos a device call carries (`benchmarks/gpu_data.py`: the camera JPEGs, "
-             "BSD100, Set14 and Set5), all but `cpu` on an H200 (`benchmarks/gpu_train.sh`), `cpu` here with the "
-             "same command, so its rows compare arms on that subset, not with the shipped model.", ""]
+             "generator out follows each table. Every run is calibrated as `slsp train` did when it ran: with one "
+             "pyramid level, except in `seeds-scales-*`, `seeds-medium-*`, `seeds-steps3000`, "
+             "`seeds-no-resample-1500`, `seeds-resample-*-1500`, `seeds-crops32-1500`, `seeds-gpu-subset` and "
+             "`seeds-before-batching-1500`, which score three (the shipped default; their baseline runs are the "
+             "one-level runs recalibrated with `slsp calibrate --levels 3`, or trained with three levels by today's "
+             "`slsp train`). An arm whose arguments give `--steps` trains that long (the last `--steps` wins). "
+             "`seeds-gpu-subset` is the exception to the training folders: every arm, its baseline too, trains on "
+             "the 191 real photos a device call carries (`benchmarks/gpu_data.py`: the camera JPEGs, BSD100, Set14 "
+             "and Set5), all but `cpu` on an H200 (`benchmarks/gpu_train.sh`), `cpu` here with the same command, so "
+             "its rows compare arms on that subset, not with the shipped model. In `seeds-before-batching`, "
+             "`before-batching` is the baseline's command run from a checkout of ec29f08 (the code that trained the "
+             "shipped model, before the batched pseudo-fakes) and `baseline` today's code; `seeds-resample-*`, "
+             "`seeds-no-resample`, `seeds-crops32` and `seeds-steps3000` paired today's arms with ec29f08's baseline"
+             " seeds 0-2.", ""]
     for path in sorted((ROOT / "benchmarks" / "results").glob("seeds-*.json")):
         res = json.loads(path.read_text())
         lines += [f"### `{path.name}`: {res['steps']} steps, seeds {', '.join(map(str, res['seeds']))}", "",
