@@ -302,7 +302,7 @@ def seeded(noise: dict[str, dict]) -> list[str]:
              "`before-batching` is the baseline's command run from a checkout of ec29f08 (the code that trained the "
              "shipped model, before the batched pseudo-fakes) and `baseline` today's code; `seeds-resample-*`, "
              "`seeds-no-resample`, `seeds-crops32` and `seeds-steps3000` paired today's arms with ec29f08's baseline"
-             " seeds 0-2.", ""]
+             " seeds 0-2 (`seeds-resample-half-today` re-pairs the 1/2 share with today's).", ""]
     for path in sorted((ROOT / "benchmarks" / "results").glob("seeds-*.json")):
         res = json.loads(path.read_text())
         lines += [f"### `{path.name}`: {res['steps']} steps, seeds {', '.join(map(str, res['seeds']))}", "",
