@@ -100,8 +100,9 @@ RULES: dict[str, dict] = {  # name -> parts of `parts` and how they are combined
 @torch.inference_mode()
 def _score(det, tiler: TrSOR, img: np.ndarray) -> dict:
     """Per level of the 1/2 view: crop scores (8 views, K), valid (K), sigma, and the scores of its valid tiles in
-    `tiler`'s order (TrSOR's, up to TILES of them)."""
-    model, trsor, c = det.model, det.trsor.level, det.cfg.trsor.crop
+    TrSOR's order (up to TILES of them). One TrSOR pass per level: `tiler` is the detector's TrSOR with more slots,
+    and its first K are the detector's crops (TrSOR's top-K is sorted, valid slots first)."""
+    model, c, k = det.model, det.cfg.trsor.crop, det.cfg.trsor.crops
     half = torch.from_numpy(np.ascontiguousarray(Transform("resize:0.5")(img)))
     levels = [(half, torch.tensor(min(half.shape[:2]) >= c))] + [fit(lv, c) for lv in box_levels(half, LEVELS)]
     out: dict = {"levels": []}
@@ -109,23 +110,21 @@ def _score(det, tiler: TrSOR, img: np.ndarray) -> dict:
         if not bool(fits) and pixels is half:
             out["levels"].append(None)
             continue
-        o = trsor(pixels)
-        valid = o.valid & fits
-        crops, phis = o.crops[valid], o.crop_phi[valid]  # only the crops the detector scores
-        views = np.full((8, len(valid)), np.nan, dtype=np.float32)
-        for i, (k, flip) in enumerate((k, flip) for k in range(4) for flip in (False, True)):
-            x, p = torch.rot90(crops, k, (1, 2)), torch.rot90(phis, k, (1, 2))
+        o = tiler(pixels)
+        keep = o.valid & fits
+        valid = keep[:k]
+        crops, phis = o.crops[:k][valid], o.crop_phi[:k][valid]  # only the crops the detector scores
+        views = np.full((8, k), np.nan, dtype=np.float32)
+        for i, (rot, flip) in enumerate((rot, flip) for rot in range(4) for flip in (False, True)):
+            x, p = torch.rot90(crops, rot, (1, 2)), torch.rot90(phis, rot, (1, 2))
             x, p = (torch.flip(x, (2,)), torch.flip(p, (2,))) if flip else (x, p)
             if len(x):
                 views[i, valid.numpy()] = model(x.contiguous(), p.contiguous()).numpy()
-        t = tiler(pixels)
-        keep = t.valid & fits
-        tiles = model(t.crops[keep], t.crop_phi[keep]).numpy() if keep.any() else np.zeros(0, np.float32)
-        if not np.allclose(tiles[: int(valid.sum())], views[0][valid.numpy()], atol=1e-5):
-            raise AssertionError("the tiles' first K are not the detector's crops")
+        more = keep[k:]
+        rest = model(o.crops[k:][more], o.crop_phi[k:][more]).numpy() if more.any() else np.zeros(0, np.float32)
         n = int(np.prod([-(-side // c) for side in pixels.shape[:2]])) if bool(fits) else 0  # the level's tiles
-        out["levels"].append({"scores": views, "valid": valid.numpy(), "sigma": float(o.sigma), "tiles": tiles,
-                              "n_tiles": n})
+        out["levels"].append({"scores": views, "valid": valid.numpy(), "sigma": float(o.sigma),
+                              "tiles": np.concatenate([views[0][valid.numpy()], rest]), "n_tiles": n})
     return out
 
 
