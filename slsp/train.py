@@ -224,6 +224,7 @@ def train(
                 det_io.save(det, run)
                 save_state(run, done, opts, {**info, "last": logs})
     if d.world > 1:
+        dist.barrier()  # every rank done with the collectives before any tears gloo down
         dist.destroy_process_group()
         if not d.main:
             return cfg
