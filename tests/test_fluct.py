@@ -23,6 +23,7 @@ from slsp.errors import ConfigError
 from slsp.families.fluct import FAKE_KINDS, FluctConfig, FluctOptions
 from slsp.families.fluct.model import FluctModel, residual
 from slsp.families.fluct.pseudofakes import (
+    _KINDS,
     Chain,
     draw_chain,
     draw_fake,
@@ -77,7 +78,8 @@ def test_config_round_trips_by_family() -> None:
         DetectorConfig.from_dict({"model": {"family": "nope"}})
 
 
-@pytest.mark.parametrize("kinds", [FAKE_KINDS[:3], ("decoder",), ("gan",)], ids=["shipped", "decoder", "gan"])
+@pytest.mark.parametrize("kinds", [FAKE_KINDS[:3], ("decoder",), ("gan",), ("sparse",)],
+                         ids=["shipped", "decoder", "gan", "sparse"])
 def test_pseudo_fakes_keep_content_and_change_fluctuations(kinds: tuple[str, ...]) -> None:
     img = synthetic_photo(128, 128, sigma=3.0)
     x = torch.from_numpy(img).permute(2, 0, 1).float()[None].repeat(40, 1, 1, 1)
@@ -93,7 +95,8 @@ def test_pseudo_fakes_keep_content_and_change_fluctuations(kinds: tuple[str, ...
     assert changed.sum() >= 30  # and the fluctuations do change, in (nearly) every draw
 
 
-@pytest.mark.parametrize("kinds", [FAKE_KINDS[:3], ("decoder",), ("gan",)], ids=["shipped", "decoder", "gan"])
+@pytest.mark.parametrize("kinds", [FAKE_KINDS[:3], ("decoder",), ("gan",), ("sparse",)],
+                         ids=["shipped", "decoder", "gan", "sparse"])
 def test_batched_pseudo_fakes_are_each_crops_own(kinds: tuple[str, ...]) -> None:
     """A batch of pseudo-fakes (each kind's crops through grouped convolutions with per-crop kernels) equals each
     crop made alone: no crop's parameters or pixels leak into another's."""
@@ -105,6 +108,17 @@ def test_batched_pseudo_fakes_are_each_crops_own(kinds: tuple[str, ...]) -> None
     together = pseudo_fakes(x, phi, draws)
     alone = torch.cat([pseudo_fakes(x[i:i + 1], phi[i:i + 1], [d]) for i, d in enumerate(draws)])
     torch.testing.assert_close(together, alone, atol=2e-3, rtol=0)
+
+
+def test_sparse_noise_is_heavy_tailed_at_the_same_power() -> None:
+    """The `sparse` kind's added noise has a camera's power but not its Gaussian tails: positive excess kurtosis."""
+    x = torch.full((10, 3, 96, 96), 128.0)  # flat: denoising leaves it as it is, so the output minus it is the noise
+    draws = [draw_fake(np.random.default_rng(s), torch.Generator().manual_seed(s), 96, ("sparse",)) for s in range(10)]
+    n = (_KINDS["sparse"](x, [d.p for d in draws]) - x).double()
+    z = (n - n.mean((1, 2, 3), keepdim=True)) / n.std((1, 2, 3), keepdim=True)
+    rms = n.square().mean((1, 2, 3)).sqrt()
+    np.testing.assert_allclose(rms.numpy(), [d.p["scale"] for d in draws], rtol=0.1)
+    assert (z.pow(4).mean((1, 2, 3)) - 3.0).min() > 1.0
 
 
 def reference_median3(x: np.ndarray) -> np.ndarray:

@@ -35,9 +35,9 @@ class FluctConfig:
             raise ConfigError(f"family 'fluct' scores with 'disc' only, got {self.score!r}")
 
 
-# Pseudo-fake kinds (pseudofakes.py): denoised, re-noised wrongly, resampled, a latent decoder's 8x upsampling, and
-# a GAN generator's checkerboard upsampling.
-FAKE_KINDS = ("denoise", "renoise", "resample", "decoder", "gan")
+# Pseudo-fake kinds (pseudofakes.py): denoised, re-noised wrongly, resampled, a latent decoder's 8x upsampling,
+# a GAN generator's checkerboard upsampling, and re-noised with a heavy-tailed (amplitude-modulated) residual.
+FAKE_KINDS = ("denoise", "renoise", "resample", "decoder", "gan", "sparse")
 SHIPPED_FAKES = FAKE_KINDS[:3]  # what the shipped model trained with
 SCALES = (1, 2, 4, 8)  # FluctOptions.scales: the views of a training photo that can be sources
 

@@ -5,9 +5,11 @@ forgeries: denoise (Gaussian, median, residual shrinkage), re-noise with the wro
 spatially correlated, luma-only), resample (down 1.5-6x, up again: latent decoders and GANs upsample), or
 `decoder`: what a latent decoder does, three x2 upsampling stages (nearest, bilinear or a transposed convolution,
 each followed by a random smooth 3 x 3 convolution) from a grid 8x coarser, optionally with structured noise of its
-own, or `gan`: two transposed-convolution stages from a grid 4x coarser whose phases differ (a checkerboard);
-on the whole crop or inside Phi only, blended in at a random strength so that some are hard. The kinds drawn from
-are a training option (`FluctOptions.fakes`), so each can be ablated.
+own, or `gan`: two transposed-convolution stages from a grid 4x coarser whose phases differ (a checkerboard), or
+`sparse`: denoised, then re-noised with an amplitude that swells and fades across the crop (white noise times a
+smooth log-normal field), so the residual is heavy-tailed where a camera's is near-Gaussian; on the whole crop or
+inside Phi only, blended in at a random strength so that some are hard. The kinds drawn from are a training option
+(`FluctOptions.fakes`), so each can be ablated.
 
 The processing chain (nothing, resize 0.5-1, JPEG q70-100 at 4:2:0 or 4:4:4) is applied alike to real crops and
 pseudo-fakes after the pseudo-fake is made, so processing history cannot be the cue the model learns.
@@ -125,6 +127,15 @@ def _draw_decoder(rng: np.random.Generator, g: torch.Generator, side: int) -> di
     return p
 
 
+def _draw_sparse(rng: np.random.Generator, g: torch.Generator, side: int) -> dict[str, Any]:
+    p = {"base": _draw_denoise(rng)}
+    p["noise"] = torch.randn((1, 1 if rng.random() < 0.3 else 3, side, side), generator=g)  # luma-only or per channel
+    p["field"] = torch.randn((1, 1, side, side), generator=g)  # the amplitude's log, blurred by `width`
+    p["width"], p["spread"] = float(rng.uniform(1.0, 4.0)), float(rng.uniform(0.5, 1.2))
+    p["scale"] = float(rng.uniform(0.5, 3.0))
+    return p
+
+
 def _draw_gan(rng: np.random.Generator) -> dict[str, Any]:
     # Each stage: taps (s, 1-s, 1-s-d, s+d), whose two phases sum to 1-d and 1+d (the checkerboard), then a 3 x 3.
     return {"stages": [tuple(float(v) for v in (rng.uniform(0.05, 0.45), rng.uniform(0.02, 0.15),
@@ -138,7 +149,7 @@ def draw_fake(rng: np.random.Generator, g: torch.Generator, side: int, kinds: tu
     kind = kinds[rng.integers(len(kinds))]
     p = {"denoise": lambda: _draw_denoise(rng), "renoise": lambda: _draw_renoise(rng, g, side),
          "resample": lambda: _draw_resample(rng), "decoder": lambda: _draw_decoder(rng, g, side),
-         "gan": lambda: _draw_gan(rng)}[kind]()
+         "gan": lambda: _draw_gan(rng), "sparse": lambda: _draw_sparse(rng, g, side)}[kind]()
     return Fake(kind, p, phi_only=bool(rng.random() < 0.5), alpha=float(rng.uniform(0.3, 1.0)))
 
 
@@ -226,7 +237,19 @@ def _gan(x: Tensor, ps: list[dict[str, Any]]) -> Tensor:
     return y[:, :, :h, :w]
 
 
-_KINDS = {"denoise": _denoise, "renoise": _renoise, "resample": _resample, "decoder": _decoder, "gan": _gan}
+def _sparse(x: Tensor, ps: list[dict[str, Any]]) -> Tensor:
+    """Noise of RMS `scale` whose amplitude is exp(spread x a unit-std smooth field): a scale mixture, so its
+    kurtosis grows as exp(4 spread^2) while its mean power stays that of `renoise`."""
+    n = torch.cat([p["noise"].expand(-1, 3, -1, -1) for p in ps]).to(x.device, x.dtype)
+    f = gaussian_blur(torch.cat([p["field"] for p in ps]).to(x.device, x.dtype), _col([p["width"] for p in ps], x))
+    f = (f - f.mean((1, 2, 3), keepdim=True)) / f.std((1, 2, 3), keepdim=True).clamp(min=1e-6)
+    a = torch.exp(f * _each([p["spread"] for p in ps], x))
+    a = a / a.square().mean((1, 2, 3), keepdim=True).sqrt()
+    return _denoise(x, [p["base"] for p in ps]) + n * a * _each([p["scale"] for p in ps], x)
+
+
+_KINDS = {"denoise": _denoise, "renoise": _renoise, "resample": _resample, "decoder": _decoder, "gan": _gan,
+          "sparse": _sparse}
 
 
 def pseudo_fakes(x: Tensor, phi: Tensor, fakes: list[Fake]) -> Tensor:
