@@ -3,12 +3,12 @@
     python benchmarks/aggregation.py [--run RUN ...] [--out benchmarks/results/aggregation.json]
 
 For each run (default: the shipped recipe's three seeds, runs/seeds1500-l3/baseline-s{0,1,2}), every held-out real
-photo (train.json) and every dev image (bottom 16 rows trimmed; as stored and re-encoded as JPEG q95) is scored once:
-the crop scores, validity and TrSOR noise level of each pyramid level of the canonical 1/2 view (the detector's box
-levels, down to 1/16) and the crop scores of each crop's 8 rotations and mirrors (adding the view as given is
-`scales.py`'s "1/2 + crops 1/1, 1/4, 1/8"), and of up to 256 tiles per level in TrSOR's order, most over-smooth
-first (the detector scores the first 16: selection rules pick others). The scores are cached beside the run
-(`aggregation-cache-2.pkl`), so a rule costs no inference.
+photo (train.json) and every dev image (bottom 16 rows trimmed; as stored, and both classes re-encoded as JPEG q95
+or q75) is scored once: the crop scores, validity and TrSOR noise level of each pyramid level of the canonical 1/2
+view (the detector's box levels, down to 1/16) and the crop scores of each crop's 8 rotations and mirrors (adding
+the view as given is `scales.py`'s "1/2 + crops 1/1, 1/4, 1/8"), and of up to 256 tiles per level in TrSOR's
+order, most over-smooth first (the detector scores the first 16: selection rules pick others). The scores are
+cached beside the run (`aggregation-cache-2.pkl`), so a rule costs no inference.
 
 A rule turns them into an image score. Its parts are standardised on the held-out real photos and averaged (the
 shipped rule: the mean crop score of levels 1/2, 1/4, 1/8 and the noise score, equal weights); its threshold is the
@@ -34,7 +34,7 @@ from PIL import Image
 from seeds import paired
 
 from slsp import detector as det_io
-from slsp.evaluate import generators
+from slsp.evaluate import generators, source
 from slsp.imaging import collect, load
 from slsp.metrics import auroc, leave_one_out, threshold_at_fpr
 from slsp.progress import bar
@@ -46,7 +46,9 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 TRIM = 16
 LEVELS = 4  # 1/2 .. 1/16
-CONDITIONS = {"stored": "none", "jpeg95": "jpeg:95"}
+# Both classes alike: as stored, re-encoded as JPEG q95 (issue 16's targets) and as JPEG q75. Not halved: the 256-px
+# generators would then fall to the detector's low-resolution path (native scale), which these rules do not model.
+CONDITIONS = {"stored": "none", "jpeg95": "jpeg:95", "jpeg75": "jpeg:75"}
 CACHE = "aggregation-cache-2.pkl"
 TILES = 256  # TrSOR's most over-smooth tiles kept per level for the selection rules (its config's cap)
 BASE = "shipped"
@@ -150,34 +152,37 @@ def with_sizes(data: dict, run: Path) -> dict:
 
 
 def cached(run: Path, pb) -> dict:
-    """{(set, condition): [scores of each image]}; set: 'holdout', 'real' or 'fake/<generator>'."""
+    """{(set, condition): [scores of each image]}; set: 'holdout', 'real' or 'fake/<generator>'. A cache lacking a
+    condition (an older one) gains it."""
     path = run / CACHE
-    if path.is_file():
-        return pickle.loads(path.read_bytes())
+    out = pickle.loads(path.read_bytes()) if path.is_file() else {}
+    sets = image_sets(run)
+    todo = [(name, cond, spec) for name in sets
+            for cond, spec in ({"stored": "none"} if name == "holdout" else CONDITIONS).items()
+            if (name, cond) not in out]
+    if not todo:
+        return out
     det = det_io.load(run)
     tiler = TrSOR(dataclasses.replace(det.cfg.trsor, crops=TILES))
-    sets = image_sets(run)
-    task = pb.add_task(str(run), total=len(sets["holdout"]) + 2 * sum(len(v) for k, v in sets.items()
-                                                                        if k != "holdout"), info="")
-    out = {}
-    for name, files in sets.items():
-        for cond, spec in ({"stored": "none"} if name == "holdout" else CONDITIONS).items():
-            rows = []
-            for f in files:
-                img = load(f, max_pixels=det.cfg.max_pixels)
-                img = img if name == "holdout" else img[: img.shape[0] - TRIM]
-                rows.append(_score(det, tiler, Transform(spec)(img)))
-                pb.advance(task)
-            out[(name, cond)] = rows
+    task = pb.add_task(str(run), total=sum(len(sets[name]) for name, _, _ in todo), info="")
+    for name, cond, spec in todo:
+        rows = []
+        for f in sets[name]:
+            img = load(f, max_pixels=det.cfg.max_pixels)
+            img = img if name == "holdout" else img[: img.shape[0] - TRIM]
+            rows.append(_score(det, tiler, Transform(spec)(img)))
+            pb.advance(task)
+        out[(name, cond)] = rows
     path.write_bytes(pickle.dumps(out))
     return out
 
 
 def parts(row: dict, mu: dict[int, float], aggregate: str = "mean", levels: int = 3, views: bool = False,
-          noise_levels: int = 1, slope: bool = False, select: str | None = None, **_: object) -> list[float]:
+          noise_levels: int = 1, slope: bool = False, select: str | None = None, stats: tuple[str, ...] = (),
+          **_: object) -> list[float]:
     """An image's parts under a rule (NaN where the image has none): crop aggregates per level (of the detector's
-    crops, or of the tiles `select` picks), noise scores, and the noise slope (log sigma at 1/4 minus at 1/2, where
-    1/4 holds a crop; the last part, two-sided)."""
+    crops, or of the tiles `select` picks), noise scores, then the two-sided parts: the noise slope (log sigma at 1/4
+    minus at 1/2, where 1/4 holds a crop) and the `stats` named (row['stats'], fluct_stats.py)."""
     out = []
     for lv in range(levels):
         r = row["levels"][lv]
@@ -193,7 +198,12 @@ def parts(row: dict, mu: dict[int, float], aggregate: str = "mean", levels: int 
         r = row["levels"][1]
         out.append(noise_score(row["levels"][0]["sigma"]) - noise_score(r["sigma"])
                    if r is not None and r["valid"].any() else np.nan)
-    return out
+    return out + [row["stats"].get(name, np.nan) for name in stats]
+
+
+def two_sided(rule: dict) -> int:
+    """How many of a rule's last parts count by their distance from the real photos' mean, either way."""
+    return int(bool(rule.get("slope"))) + len(rule.get("stats", ()))
 
 
 def rule_scores(data: dict, rule: dict) -> dict:
@@ -202,12 +212,13 @@ def rule_scores(data: dict, rule: dict) -> dict:
     valid = [[r["levels"][lv]["scores"][0][r["levels"][lv]["valid"]] for r in held if r["levels"][lv] is not None]
              for lv in range(LEVELS)]
     mu = {lv: float(np.concatenate(v).mean()) if v else 0.0 for lv, v in enumerate(valid)}
-    slope = np.array([parts(r, mu, **rule)[-1] for r in held]) if rule.get("slope") else None
+    k = two_sided(rule)
+    tails = np.array([parts(r, mu, **rule) for r in held])[:, -k:] if k else None
 
     def raw(rows: list[dict]) -> np.ndarray:
         p = np.array([parts(r, mu, **rule) for r in rows])
-        if slope is not None:  # two-sided: the slope's distance from the real photos' (standardised again below)
-            p[:, -1] = np.abs(p[:, -1] - np.nanmean(slope)) / np.nanstd(slope)
+        if tails is not None:  # two-sided: the distance from the real photos' mean (standardised again below)
+            p[:, -k:] = np.abs(p[:, -k:] - np.nanmean(tails, 0)) / np.nanstd(tails, 0)
         return p
 
     h = raw(held)
@@ -238,17 +249,27 @@ def rule_scores(data: dict, rule: dict) -> dict:
     return evaluated(data, combine, combine(held))
 
 
+def camera_reals() -> np.ndarray:
+    """Which dev real photos are camera JPEGs (sources exif-*), in the order every cache holds them; the rest are
+    image sets and film scans (BSD100, Urban100, Sun-Hays80, Kodak), most of them downscaled long ago."""
+    return np.array([source(f).startswith("exif") for f in collect([DATA / "real" / "dev"])])
+
+
 def evaluated(data: dict, combine: Callable[[list], np.ndarray], held: np.ndarray) -> dict:
-    """A fitted rule on the dev images, per condition: scores, AUROC per generator, and FPR/TPR at the held-out
-    scores' 95% quantile."""
+    """A fitted rule on the dev images, per condition: scores, AUROC per generator, mean AUROC against the camera
+    JPEGs and against the other reals apart (a rule that only tells old image sets from fakes shows there), and
+    FPR/TPR at the held-out scores' 95% quantile."""
     thr = threshold_at_fpr(held, 0.05)
+    camera = camera_reals()
     res = {}
-    for cond in CONDITIONS:
+    for cond in (c for c in CONDITIONS if ("real", c) in data):  # those the scores were cached for
         real = combine(data[("real", cond)])
         fake = {k[0][5:]: combine(v) for k, v in data.items()
                 if isinstance(k, tuple) and k[0].startswith("fake/") and k[1] == cond}
         a = {g: auroc(real, f) for g, f in fake.items()}
         res[cond] = {"real": real, "fake": fake, "auroc": a, "mean_auroc": float(np.mean(list(a.values()))),
+                     "by_real": {group: float(np.mean([auroc(real[keep], f) for f in fake.values()]))
+                                 for group, keep in (("camera", camera), ("sets", ~camera))},
                      "worst_auroc": min(a.values()), "tpr_at_thr": float(np.mean([np.mean(f >= thr)
                                                                                  for f in fake.values()])),
                      "fpr_at_thr": float(np.mean(real >= thr))}
@@ -259,13 +280,15 @@ def summarised(per: dict[str, list[dict]], bootstrap: int) -> dict:
     """Rules over runs -> per condition: seed-mean summary and paired difference to the shipped rule, seed-mean
     AUROC per generator, and leave-one-generator-out; printed as a table."""
     res: dict = {"summary": {}, "per_generator": {}, "logo": {}}
-    for cond in CONDITIONS:
+    conds = list(next(iter(per.values()))[0])
+    for cond in conds:
         for name, rs in per.items():
             m = [r[cond]["mean_auroc"] for r in rs]
             row = {"mean": float(np.mean(m)), "min": min(m), "max": max(m),
                    "worst": float(np.mean([r[cond]["worst_auroc"] for r in rs])),
                    "tpr_at_thr": float(np.mean([r[cond]["tpr_at_thr"] for r in rs])),
-                   "fpr_at_thr": float(np.mean([r[cond]["fpr_at_thr"] for r in rs]))}
+                   "fpr_at_thr": float(np.mean([r[cond]["fpr_at_thr"] for r in rs])),
+                   "by_real": {g: float(np.mean([r[cond]["by_real"][g] for r in rs])) for g in rs[0][cond]["by_real"]}}
             if name != BASE:
                 row["minus_shipped"] = paired([r[cond] for r in per[BASE]], [r[cond] for r in rs], bootstrap)
             res["summary"][f"{name}/{cond}"] = row
@@ -274,11 +297,11 @@ def summarised(per: dict[str, list[dict]], bootstrap: int) -> dict:
         res["per_generator"][cond] = seed_mean
         res["logo"][cond] = {g: {"chosen": pick, "auroc": seed_mean[pick][g], "shipped": seed_mean[BASE][g]}
                              for g, pick in leave_one_out(seed_mean).items()}
-    print(f"| rule | {' | '.join(f'{c}: mean (min-max) / worst | minus shipped [90%]' for c in CONDITIONS)} |")
-    print("|---|" + "---|---|" * len(CONDITIONS))
+    print(f"| rule | {' | '.join(f'{c}: mean (min-max) / worst | minus shipped [90%]' for c in conds)} |")
+    print("|---|" + "---|---|" * len(conds))
     for name in per:
         cells = []
-        for cond in CONDITIONS:
+        for cond in conds:
             r = res["summary"][f"{name}/{cond}"]
             d = r.get("minus_shipped", {}).get("mean")
             cells += [f"{r['mean']:.3f} ({r['min']:.3f}-{r['max']:.3f}) / {r['worst']:.3f}",
