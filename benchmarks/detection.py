@@ -110,6 +110,14 @@ CANDIDATES: dict[str, tuple[str | None, str]] = {
         "runs/seeds1500/baseline-s2",
         "the shipped recipe with seed 2, one level: as fluct-levels1-s1",
     ),
+    "fluct-sparse-s0": (
+        "runs/seeds1500-l3/sparse-s0",
+        "the shipped recipe with the sparse pseudo-fake (seed 0; today's code): python benchmarks/seeds.py --steps "
+        "1500 --seeds 0 1 2 --runs runs/seeds1500-l3 --candidate sparse='--fakes "
+        "denoise,renoise,resample,resample,sparse,sparse' --out benchmarks/results/seeds-sparse-1500.json",
+    ),
+    "fluct-sparse-s1": ("runs/seeds1500-l3/sparse-s1", "as fluct-sparse-s0, seed 1"),
+    "fluct-sparse-s2": ("runs/seeds1500-l3/sparse-s2", "as fluct-sparse-s0, seed 2"),
     "fluct-b": (
         "runs/fluct-b",
         "slsp train --family fluct --real ../shared/data/real/train --real ../shared/data/real/train-camera "
@@ -121,6 +129,7 @@ CANDIDATES: dict[str, tuple[str | None, str]] = {
 SEEDED: dict[str, list[str]] = {
     "fluct, three levels (shipped)": [SHIPPED, "fluct-levels3-s1", "fluct-levels3-s2"],
     "fluct, one level": ["fluct-a-canon-resize0.5", "fluct-levels1-s1", "fluct-levels1-s2"],
+    "fluct, three levels, sparse pseudo-fake": ["fluct-sparse-s0", "fluct-sparse-s1", "fluct-sparse-s2"],
 }
 # condition -> (--reencode, --perturb or None)
 CONDITIONS: dict[str, tuple[str, str | None]] = {
