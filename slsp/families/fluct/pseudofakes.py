@@ -130,8 +130,8 @@ def _draw_decoder(rng: np.random.Generator, g: torch.Generator, side: int) -> di
 def _draw_sparse(rng: np.random.Generator, g: torch.Generator, side: int) -> dict[str, Any]:
     p = {"base": _draw_denoise(rng)}
     p["noise"] = torch.randn((1, 1 if rng.random() < 0.3 else 3, side, side), generator=g)  # luma-only or per channel
-    p["field"] = torch.randn((1, 1, side, side), generator=g)  # the amplitude's log, blurred by `width`
-    p["width"], p["spread"] = float(rng.uniform(1.0, 4.0)), float(rng.uniform(0.5, 1.2))
+    p["field"] = torch.randn((1, 1, side, side), generator=g)  # the amplitude's log, blurred by `smooth`
+    p["smooth"], p["spread"] = float(rng.uniform(1.0, 4.0)), float(rng.uniform(0.5, 1.2))
     p["scale"] = float(rng.uniform(0.5, 3.0))
     return p
 
@@ -241,7 +241,7 @@ def _sparse(x: Tensor, ps: list[dict[str, Any]]) -> Tensor:
     """Noise of RMS `scale` whose amplitude is exp(spread x a unit-std smooth field): a scale mixture, so its
     kurtosis grows as exp(4 spread^2) while its mean power stays that of `renoise`."""
     n = torch.cat([p["noise"].expand(-1, 3, -1, -1) for p in ps]).to(x.device, x.dtype)
-    f = gaussian_blur(torch.cat([p["field"] for p in ps]).to(x.device, x.dtype), _col([p["width"] for p in ps], x))
+    f = gaussian_blur(torch.cat([p["field"] for p in ps]).to(x.device, x.dtype), _col([p["smooth"] for p in ps], x))
     f = (f - f.mean((1, 2, 3), keepdim=True)) / f.std((1, 2, 3), keepdim=True).clamp(min=1e-6)
     a = torch.exp(f * _each([p["spread"] for p in ps], x))
     a = a / a.square().mean((1, 2, 3), keepdim=True).sqrt()
