@@ -7,8 +7,8 @@ Runs: the shipped recipe's five seeds (runs/seeds1500-l3/baseline-s{0..4}, as be
 Why these: a camera leaves its fluctuations correlated across colour channels (demosaicing fills R and B in from
 G's neighbourhood; in-camera chroma denoising; 4:2:0 JPEG), near-Gaussian and short-range; a generator's decoder
 need not. Each statistic is measured on the crops the detector scores (TrSOR's 16 most over-smooth 64-px tiles of
-the canonical 1/2 view), on the high-pass residual (each pixel minus its 3 x 3 mean), and per image is the median
-over its crops:
+the canonical 1/2 view), on the high-pass residual the model reads (each pixel minus its 3 x 3 mean), and per
+image is the median over its crops:
 - `corr`: the residual's mean correlation between the colour channels;
 - `chroma`: log of the chroma residual's std (R - G and B - G, summed) over twice the luma residual's;
 - `ac1`: the luma residual's lag-1 autocorrelation (horizontal and vertical averaged);
@@ -35,10 +35,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from aggregation import BASE, CONDITIONS, TRIM, cached, image_sets, rule_scores, summarised
-from scipy.ndimage import uniform_filter
 
 from slsp import detector as det_io
 from slsp.evaluate import source
+from slsp.families.fluct.model import residual
 from slsp.imaging import load
 from slsp.progress import bar
 from slsp.transforms import Transform
@@ -63,8 +63,8 @@ def _lag_corr(a: np.ndarray, b: np.ndarray) -> float:
 
 def crop_stats(crop: np.ndarray) -> dict[str, float]:
     """The statistics of one (C, C, 3) uint8 crop (NaN where its residual is flat)."""
-    x = crop.astype(np.float64)
-    r = (x - uniform_filter(x, size=(3, 3, 1), mode="reflect"))[1:-1, 1:-1]
+    x = torch.from_numpy(crop.astype(np.float64)).permute(2, 0, 1)[None]
+    r = residual(x)[0].permute(1, 2, 0).numpy()[1:-1, 1:-1]  # the model's input, without the padded border
     luma = r @ LUMA
     s = luma.std()
     if s < 1e-6:
@@ -96,7 +96,7 @@ def with_stats(data: dict, run: Path, cache: dict, tiler: TrSOR, max_pixels: int
                 img = load(f, max_pixels=max_pixels)
                 img = img if name == "holdout" else img[: img.shape[0] - TRIM]
                 cache[key] = image_stats(tiler, Transform(CONDITIONS[cond])(img))
-            row["stats"] = cache[key] | {name: f(cache[key]) for name, f in DERIVED.items()}
+            row["stats"] = cache[key] | {d: derive(cache[key]) for d, derive in DERIVED.items()}
             pb.advance(task)
     return data
 
