@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import pickle
 import sys
@@ -249,9 +250,11 @@ def rule_scores(data: dict, rule: dict) -> dict:
     return evaluated(data, combine, combine(held))
 
 
+@functools.cache
 def camera_reals() -> np.ndarray:
     """Which dev real photos are camera JPEGs (sources exif-*), in the order every cache holds them; the rest are
-    image sets and film scans (BSD100, Urban100, Sun-Hays80, Kodak), most of them downscaled long ago."""
+    image sets and film scans (BSD100, Urban100, Sun-Hays80, Kodak), most of them downscaled long ago. Listed once
+    per process: every rule of every run reads it."""
     return np.array([source(f).startswith("exif") for f in collect([DATA / "real" / "dev"])])
 
 
