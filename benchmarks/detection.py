@@ -118,6 +118,27 @@ CANDIDATES: dict[str, tuple[str | None, str]] = {
     ),
     "fluct-sparse-s1": ("runs/seeds1500-l3/sparse-s1", "as fluct-sparse-s0, seed 1"),
     "fluct-sparse-s2": ("runs/seeds1500-l3/sparse-s2", "as fluct-sparse-s0, seed 2"),
+    "fluct-kurt": (
+        "runs/kurtosis/shipped",
+        "the shipped model with the kurtosis part: slsp calibrate --model slsp/default --out runs/kurtosis/shipped "
+        "--kurtosis (same weights; the crops' median log kurtosis, two-sided, a fifth part of the fusion)",
+    ),
+    "fluct-kurt-s1": (
+        "runs/kurtosis/baseline-s1",
+        "the shipped recipe (today's code, seed 1; the baseline arm of python benchmarks/seeds.py --steps 1500 "
+        "--seeds 0 1 2 3 4 --runs runs/seeds1500-l3 --candidate resample-half='--fakes "
+        "denoise,renoise,resample,resample' --out benchmarks/results/seeds-resample-half-1500.json) with the "
+        "kurtosis part: slsp calibrate --model runs/seeds1500-l3/baseline-s1 --out runs/kurtosis/baseline-s1 "
+        "--kurtosis",
+    ),
+    "fluct-kurt-s2": ("runs/kurtosis/baseline-s2", "as fluct-kurt-s1, seed 2"),
+    "fluct-sparse-kurt-s0": (
+        "runs/kurtosis/sparse-s0",
+        "fluct-sparse-s0 with the kurtosis part: slsp calibrate --model runs/seeds1500-l3/sparse-s0 --out "
+        "runs/kurtosis/sparse-s0 --kurtosis",
+    ),
+    "fluct-sparse-kurt-s1": ("runs/kurtosis/sparse-s1", "as fluct-sparse-kurt-s0, seed 1"),
+    "fluct-sparse-kurt-s2": ("runs/kurtosis/sparse-s2", "as fluct-sparse-kurt-s0, seed 2"),
     "fluct-b": (
         "runs/fluct-b",
         "slsp train --family fluct --real ../shared/data/real/train --real ../shared/data/real/train-camera "
@@ -130,6 +151,9 @@ SEEDED: dict[str, list[str]] = {
     "fluct, three levels (shipped)": [SHIPPED, "fluct-levels3-s1", "fluct-levels3-s2"],
     "fluct, one level": ["fluct-a-canon-resize0.5", "fluct-levels1-s1", "fluct-levels1-s2"],
     "fluct, three levels, sparse pseudo-fake": ["fluct-sparse-s0", "fluct-sparse-s1", "fluct-sparse-s2"],
+    "fluct, three levels, kurtosis part": ["fluct-kurt", "fluct-kurt-s1", "fluct-kurt-s2"],
+    "fluct, three levels, sparse pseudo-fake, kurtosis part": ["fluct-sparse-kurt-s0", "fluct-sparse-kurt-s1",
+                                                              "fluct-sparse-kurt-s2"],
 }
 # condition -> (--reencode, --perturb or None)
 CONDITIONS: dict[str, tuple[str, str | None]] = {

@@ -38,7 +38,7 @@ from aggregation import BASE, CONDITIONS, TRIM, cached, image_sets, rule_scores,
 
 from slsp import detector as det_io
 from slsp.evaluate import source
-from slsp.families.fluct.model import residual
+from slsp.fluctuation import residual
 from slsp.imaging import load
 from slsp.progress import bar
 from slsp.transforms import Transform

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 import slsp
 from slsp import contract
 from slsp.detector import Detector
+from slsp.fluctuation import log_kurtosis
 
 OPSET = 17
 
@@ -33,14 +34,25 @@ class TrsorStage(nn.Module):
         return o.crops, o.crop_phi, o.positions, o.valid, o.sigma
 
 
+class ModelStage(nn.Module):
+    """The model stage: the model's per-crop scores and the crops' log kurtosis (weight-free, always float32)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, crops: Tensor, crop_phi: Tensor) -> tuple[Tensor, Tensor]:
+        return self.model(crops, crop_phi), log_kurtosis(crops)
+
+
 class ScoreStage(nn.Module):
     def __init__(self, det: Detector) -> None:
         super().__init__()
         self.scorer = det.scorer
 
-    def forward(self, crop_scores: Tensor, valid: Tensor, sigma: Tensor, low_resolution: Tensor
-                ) -> tuple[Tensor, Tensor]:
-        return self.scorer(crop_scores, valid, sigma, low_resolution)
+    def forward(self, crop_scores: Tensor, crop_kurtosis: Tensor, valid: Tensor, sigma: Tensor,
+                low_resolution: Tensor) -> tuple[Tensor, Tensor]:
+        return self.scorer(crop_scores, crop_kurtosis, valid, sigma, low_resolution)
 
 
 class FusedStage(nn.Module):
@@ -60,7 +72,8 @@ def stage_modules(det: Detector, fp16: bool = False) -> dict[str, nn.Module]:
     if fp16:
         fused = copy.deepcopy(det)
         fused.model = model
-    return {contract.TRSOR.name: TrsorStage(det), contract.MODEL.name: model, contract.SCORING.name: ScoreStage(det),
+    return {contract.TRSOR.name: TrsorStage(det), contract.MODEL.name: ModelStage(model),
+            contract.SCORING.name: ScoreStage(det),
             contract.FUSED.name: FusedStage(fused)}
 
 
@@ -72,13 +85,14 @@ def example_inputs(det: Detector) -> dict[str, tuple[Tensor, ...]]:
     crops = torch.randint(0, 256, (3, c, c, 3), generator=g, dtype=torch.uint8)
     phi = (torch.rand(3, c, c, generator=g) > 0.5).to(torch.float32)
     scores = torch.rand(k, generator=g)
+    kurtosis = torch.rand(k, generator=g) * 3.0
     valid = torch.rand(k, generator=g) > 0.3
     sigma = torch.rand((), generator=g) * 3.0
     low = torch.tensor(True)
     return {
         contract.TRSOR.name: (image,),
         contract.MODEL.name: (crops, phi),
-        contract.SCORING.name: (scores, valid, sigma, low),
+        contract.SCORING.name: (scores, kurtosis, valid, sigma, low),
         contract.FUSED.name: (image, low),
     }
 

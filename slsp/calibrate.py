@@ -69,11 +69,12 @@ def calibrate(det: Detector, real_files: list[Path], target_fpr: float, quiet: b
 MIN_LEVEL_IMAGES = 10  # a pyramid level enters the fusion only when this many calibration images have it
 
 
-def _fit_fusion(dets: list[Detection], scorer: Scorer) -> FusionConfig:
-    """Standardise the crop aggregate of each pyramid level and the noise score on these (real) detections.
+def _fit_fusion(dets: list[Detection], scorer: Scorer, kurtosis: bool = False) -> FusionConfig:
+    """Standardise the crop aggregate of each pyramid level and the noise score on these (real) detections, and
+    (kurtosis) the distance of the crops' median log kurtosis from these photos' mean.
 
-    A level enters the fusion where at least MIN_LEVEL_IMAGES of them are large enough to have it, and only with
-    the levels below it (a level's statistics come from the images that have it)."""
+    A level or the kurtosis enters the fusion where at least MIN_LEVEL_IMAGES of them have it (a level only with
+    the levels below it); its statistics come from the images that have it."""
     parts = [scorer.level_aggregates(d.crop_scores, d.valid) for d in dets]
     agg = np.array([a.numpy() for a, _ in parts], dtype=np.float64)
     present = np.array([p.numpy() for _, p in parts])
@@ -85,23 +86,31 @@ def _fit_fusion(dets: list[Detection], scorer: Scorer) -> FusionConfig:
         a = agg[present[:, lv], lv]
         means.append(float(a.mean()))
         stds.append(float(max(a.std(), 1e-6)))
+    tails = {}
+    if kurtosis:
+        k = np.array([float(v) for v, have in (scorer.kurtosis(d.crop_kurtosis, d.valid) for d in dets) if have])
+        if len(k) >= MIN_LEVEL_IMAGES:
+            distance = np.abs(k - k.mean())
+            tails = {"kurtosis": True, "kurtosis_center": float(k.mean()), "kurtosis_mean": float(distance.mean()),
+                     "kurtosis_std": float(max(distance.std(), 1e-6))}
     return FusionConfig(enabled=True, model_mean=float(agg[:, 0].mean()), model_std=float(max(agg[:, 0].std(), 1e-6)),
                         noise_mean=float(noise.mean()), noise_std=float(max(noise.std(), 1e-6)),
-                        level_means=tuple(means), level_stds=tuple(stds))
+                        level_means=tuple(means), level_stds=tuple(stds), **tails)
 
 
 @torch.inference_mode()
 def calibrate_fused(det: Detector, real_files: list[Path], target_fpr: float, quiet: bool = False,
-                    variants: tuple[str, ...] = ("none",)) -> Calibration:
-    """Fit the noise fusion (FusionConfig) on real photos, then the threshold of the fused score on the same photos,
-    each photo as stored and under every variant.
+                    variants: tuple[str, ...] = ("none",), kurtosis: bool = False) -> Calibration:
+    """Fit the noise fusion (FusionConfig; with the kurtosis part if asked) on real photos, then the threshold of the
+    fused score on the same photos, each photo as stored and under every variant.
 
     One detection pass: the exported `Scorer` recomputes the fused score from each photo's crop scores and sigma.
     """
     plain = det.with_config(dataclasses.replace(det.cfg, fusion=FusionConfig()))
     dets = _detections(plain, real_files, quiet, [Transform(v) for v in variants])
-    fused = det.with_config(dataclasses.replace(det.cfg, fusion=_fit_fusion(dets, plain.scorer)))
-    scores = [float(fused.scorer(d.crop_scores, d.valid, d.sigma, d.low_resolution)[0]) for d in dets]
+    fused = det.with_config(dataclasses.replace(det.cfg, fusion=_fit_fusion(dets, plain.scorer, kurtosis)))
+    scores = [float(fused.scorer(d.crop_scores, d.crop_kurtosis, d.valid, d.sigma, d.low_resolution)[0])
+              for d in dets]
     return _with_threshold(fused, scores, target_fpr)
 
 
@@ -115,7 +124,8 @@ def low_resolution_sides(det: Detector, count: int = 5) -> list[int]:
 def calibrate_low_resolution(det: Detector, real_files: list[Path], target_fpr: float, quiet: bool = False
                              ) -> Calibration:
     """The low-resolution fusion (if the model fuses) and threshold (LowResolutionConfig), on the held-out real
-    photos downscaled to short sides across the low-resolution range and scored at native scale.
+    photos downscaled to short sides across the low-resolution range and scored at native scale. Its fusion has no
+    kurtosis part: that was measured on full-size images only (benchmarks/README.md).
 
     A canonical transform that does not shrink leaves no such range: the config's low-resolution part is disabled.
     """
@@ -127,9 +137,9 @@ def calibrate_low_resolution(det: Detector, real_files: list[Path], target_fpr: 
                                                 low_resolution=LowResolutionConfig()))
     dets = _detections(plain, real_files, quiet, [Transform(f"thumb:{s}") for s in sides])
     fusion = _fit_fusion(dets, plain.scorer) if det.cfg.fusion.enabled else FusionConfig()
-    parts = [plain.scorer.level_aggregates(d.crop_scores, d.valid) for d in dets]
-    scores = np.array([float(Scorer.fuse(a, p, d.sigma, fusion)) for (a, p), d in zip(parts, dets)],
-                      dtype=np.float32)
+    scores = np.array([float(Scorer.fuse(*plain.scorer.level_aggregates(d.crop_scores, d.valid),
+                                         *plain.scorer.kurtosis(d.crop_kurtosis, d.valid), d.sigma, fusion))
+                       for d in dets], dtype=np.float32)
     thr = threshold_at_fpr(scores, target_fpr)
     fpr = float(np.mean(scores >= np.float32(thr)))
     low = LowResolutionConfig(enabled=True, threshold=thr, fusion=fusion)
@@ -146,13 +156,15 @@ def recalibrate(
     quiet: bool = False,
     low_resolution: bool = True,
     levels: int | None = None,
+    kurtosis: bool | None = None,
 ) -> Calibration:
     """Calibrate a trained run again on its own held-out reals (train.json), e.g. with other variants, another
     canonical transform (DetectorConfig.canonical) or another number of pyramid levels (TrsorConfig.levels), then
     its low-resolution scoring; writes `out`.
 
-    fuse: refit the noise fusion (default: whether the run fuses already). low_resolution: False leaves it out, so
-    images too small for the canonical transform are refused.
+    fuse: refit the noise fusion (default: whether the run fuses already). kurtosis: with the kurtosis part
+    (default: whether the run's fusion has it). low_resolution: False leaves it out, so images too small for the
+    canonical transform are refused.
     """
     info_path = Path(run) / TRAIN
     if not info_path.is_file():
@@ -167,7 +179,11 @@ def recalibrate(
     det = det.with_config(dataclasses.replace(cfg, canonical=canonical or cfg.canonical,
                                               low_resolution=LowResolutionConfig()))
     fuse = det.cfg.fusion.enabled if fuse is None else fuse
-    cal = (calibrate_fused if fuse else calibrate)(det, files, target_fpr, quiet, variants)
+    kurtosis = det.cfg.fusion.kurtosis if kurtosis is None else kurtosis
+    if kurtosis and not fuse:
+        raise SlspError("the kurtosis part is a part of the fusion: it needs a model that fuses")
+    cal = (calibrate_fused(det, files, target_fpr, quiet, variants, kurtosis) if fuse
+           else calibrate(det, files, target_fpr, quiet, variants))
     low = (calibrate_low_resolution(cal.detector, files, target_fpr, quiet) if low_resolution
            else Calibration(cal.detector, cal.threshold, float("nan"), []))
     out = Path(out)
@@ -177,6 +193,7 @@ def recalibrate(
         "variants": list(variants),
         "target_fpr": target_fpr,
         "fused": fuse,
+        "kurtosis": cal.detector.cfg.fusion.kurtosis,
         "canonical": det.cfg.canonical,
         "levels": det.cfg.trsor.levels,
         "threshold": cal.threshold,

@@ -197,13 +197,18 @@ def calibrate(
                      "(--no-low-resolution: refuse them)."),
     ] = True,
     levels: LevelsOpt = None,
+    kurtosis: Annotated[
+        Optional[bool],
+        typer.Option(help="Fuse the crops' log kurtosis as a two-sided part (--no-kurtosis: leave it out; default: "
+                     "as the run does)."),
+    ] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Re-fit the threshold (and the noise fusion, if the model fuses) on the run's held-out real photos only."""
     from slsp.calibrate import recalibrate
 
     cal = recalibrate(model, out, target_fpr, ("none", *(variant or [])), canonical=canonical, quiet=quiet,
-                      low_resolution=low_resolution, levels=levels)
+                      low_resolution=low_resolution, levels=levels, kurtosis=kurtosis)
     typer.echo(f"wrote {out} (threshold {cal.threshold:.4f}, held-out FPR {cal.fpr:.1%} on {len(cal.scores)} scores)")
 
 

@@ -62,6 +62,11 @@ class FusionConfig:
     With pyramid levels (TrsorConfig.levels), the crop aggregate of level l >= 1 is a part too, standardised by
     `level_means[l - 1]`, `level_stds[l - 1]`, and the score is sigmoid(2 x the mean of the parts the image has): a
     level too small for one crop is left out, and with no levels it is sigmoid(z_model + z_noise) as above.
+
+    `kurtosis` adds a two-sided part: k = the median log kurtosis over level 0's valid crops
+    (`slsp.fluctuation.log_kurtosis`), z = (|k - kurtosis_center| - kurtosis_mean) / kurtosis_std, where the center
+    is the held-out real photos' mean of k and the mean and std are of their distances from it. An image whose crops
+    are all flat has no such part. Absent from a config, it is off, so older configs score as they did.
     """
 
     enabled: bool = False
@@ -71,11 +76,16 @@ class FusionConfig:
     noise_std: float = 1.0
     level_means: tuple[float, ...] = ()
     level_stds: tuple[float, ...] = ()
+    kurtosis: bool = False
+    kurtosis_center: float = 0.0
+    kurtosis_mean: float = 0.0
+    kurtosis_std: float = 1.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "level_means", tuple(float(v) for v in self.level_means))
         object.__setattr__(self, "level_stds", tuple(float(v) for v in self.level_stds))
-        if not (self.model_std > 0 and self.noise_std > 0 and all(v > 0 for v in self.level_stds)):
+        if not (self.model_std > 0 and self.noise_std > 0 and self.kurtosis_std > 0
+                and all(v > 0 for v in self.level_stds)):
             raise ConfigError("fusion standard deviations must be > 0")
         if len(self.level_means) != len(self.level_stds):
             raise ConfigError("fusion needs one standard deviation per level mean")

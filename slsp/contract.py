@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 # Tensor names of the stage graphs (and of the Triton members, which pass them on unchanged).
 IMAGE, CROPS, CROP_PHI, POSITIONS, VALID, SIGMA = "image", "crops", "crop_phi", "positions", "valid", "sigma"
-CROP_SCORES, SCORE, VERDICT = "crop_scores", "score", "verdict"
+CROP_SCORES, CROP_KURTOSIS, SCORE, VERDICT = "crop_scores", "crop_kurtosis", "score", "verdict"
 LOW_RESOLUTION = "low_resolution"
 DYNAMIC_DIMS = {"H": "height", "W": "width", "N": "batch"}
 
@@ -71,6 +71,8 @@ _T = {t.name: t for t in (
     TensorSpec(VALID, "bool", ("K",)),
     TensorSpec(SIGMA, "float32", ()),  # TrSOR's noise estimate, gray levels
     TensorSpec(CROP_SCORES, "float32", ("K",)),
+    # Each crop's log kurtosis of its fluctuation (slsp.fluctuation.log_kurtosis; NaN where flat), beside its score.
+    TensorSpec(CROP_KURTOSIS, "float32", ("K",)),
     TensorSpec(SCORE, "float32", ()),
     TensorSpec(VERDICT, "bool", ()),
     # Set by whoever applies the canonical transform (Detector.analyze, the decode member): the image was too small
@@ -85,8 +87,9 @@ def _batch(t: TensorSpec) -> TensorSpec:
 
 
 TRSOR = Stage("trsor", (_T[IMAGE],), tuple(_T[n] for n in (CROPS, CROP_PHI, POSITIONS, VALID, SIGMA)))
-MODEL = Stage("model", (_batch(_T[CROPS]), _batch(_T[CROP_PHI])), (_batch(_T[CROP_SCORES]),))
-SCORING = Stage("score", tuple(_T[n] for n in (CROP_SCORES, VALID, SIGMA, LOW_RESOLUTION)), (_T[SCORE], _T[VERDICT]))
+MODEL = Stage("model", (_batch(_T[CROPS]), _batch(_T[CROP_PHI])), (_batch(_T[CROP_SCORES]), _batch(_T[CROP_KURTOSIS])))
+SCORING = Stage("score", tuple(_T[n] for n in (CROP_SCORES, CROP_KURTOSIS, VALID, SIGMA, LOW_RESOLUTION)),
+                (_T[SCORE], _T[VERDICT]))
 FUSED = Stage("slsp", (_T[IMAGE], _T[LOW_RESOLUTION]),
               tuple(_T[n] for n in (SCORE, VERDICT, POSITIONS, CROP_SCORES, VALID, SIGMA)))
 # One image's answer (library, ensemble, client): the fused graph's outputs and the low-resolution flag it was given.

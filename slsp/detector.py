@@ -16,6 +16,7 @@ from slsp.config import DetectorConfig
 from slsp.contract import CONFIG
 from slsp.errors import CheckpointError
 from slsp.families import build_model
+from slsp.fluctuation import log_kurtosis
 from slsp.imaging import check_fluctuation, check_image
 from slsp.scoring import Scorer
 from slsp.transforms import Canonical
@@ -29,6 +30,7 @@ class Detection(NamedTuple):
     verdict: Tensor  # () bool, score >= threshold
     positions: Tensor  # (K, 2) int64
     crop_scores: Tensor  # (K,) float32
+    crop_kurtosis: Tensor  # (K,) float32, log kurtosis of each crop's fluctuation (NaN where flat)
     valid: Tensor  # (K,) bool
     sigma: Tensor  # () float32, TrSOR noise estimate
     low_resolution: Tensor  # () bool, scored at native scale under the low-resolution calibration
@@ -52,9 +54,10 @@ class Detector(nn.Module):
     def _run(self, image: Tensor, low_resolution: Tensor) -> tuple[Detection, Tensor]:
         """The detection and the full-resolution Phi it was computed from (Phi is not an exported output)."""
         t = self.trsor(image)
-        crop_scores = self.model(t.crops, t.crop_phi)
-        score, verdict = self.scorer(crop_scores, t.valid, t.sigma, low_resolution)
-        return Detection(score, verdict, t.positions, crop_scores, t.valid, t.sigma, low_resolution), t.phi
+        crop_scores, crop_kurtosis = self.model(t.crops, t.crop_phi), log_kurtosis(t.crops)
+        score, verdict = self.scorer(crop_scores, crop_kurtosis, t.valid, t.sigma, low_resolution)
+        d = Detection(score, verdict, t.positions, crop_scores, crop_kurtosis, t.valid, t.sigma, low_resolution)
+        return d, t.phi
 
     def with_config(self, cfg: DetectorConfig) -> "Detector":
         """The same weights under another config (threshold, score, aggregation); the model shape must match."""

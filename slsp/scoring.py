@@ -18,9 +18,9 @@ def noise_score(sigma: float) -> float:
 
 
 class Scorer(nn.Module):
-    """Aggregate per-crop scores over the valid crops of each pyramid level, fuse them with the noise level (if
-    enabled), apply the threshold; a low-resolution image (scored at native scale) gets its own fusion and threshold
-    where the model has them."""
+    """Aggregate per-crop scores over the valid crops of each pyramid level, fuse them with the noise level and the
+    crops' kurtosis (as enabled), apply the threshold; a low-resolution image (scored at native scale) gets its own
+    fusion and threshold where the model has them."""
 
     def __init__(self, aggregate: str, threshold: float, fusion: FusionConfig | None = None,
                  low_resolution: LowResolutionConfig | None = None, levels: int = 1) -> None:
@@ -48,27 +48,41 @@ class Scorer(nn.Module):
         """Level 0's aggregate: the model's part of the score at the scale the image is given."""
         return self.level_aggregates(crop_scores, valid)[0][0]
 
+    def kurtosis(self, crop_kurtosis: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+        """The median log kurtosis over level 0's valid crops that have one (np.nanmedian's: the mean of the two
+        middle values of an even count), 0 where none has; and whether any has."""
+        k = crop_kurtosis.reshape(self.levels, -1)[0]
+        have = valid.reshape(self.levels, -1)[0] & ~torch.isnan(k)
+        ordered = torch.where(have, k, torch.full_like(k, float("inf"))).sort().values  # the n values first
+        n = have.sum()
+        middle = torch.stack([(n - 1).clamp(min=0) // 2, n // 2]).clamp(max=k.shape[0] - 1)
+        median = ordered.gather(0, middle).mean()
+        return torch.where(n > 0, median, torch.zeros_like(median)), n > 0
+
     @staticmethod
-    def fuse(agg: Tensor, present: Tensor, sigma: Tensor, f: FusionConfig) -> Tensor:
+    def fuse(agg: Tensor, present: Tensor, kurtosis: Tensor, has_kurtosis: Tensor, sigma: Tensor, f: FusionConfig
+             ) -> Tensor:
         """sigmoid(2 x the mean of the standardised parts the image has), FusionConfig; level 0's aggregate alone
-        when disabled. agg, present: (levels,) from `level_aggregates`."""
+        when disabled. agg, present: (levels,) from `level_aggregates`; kurtosis, has_kurtosis from `kurtosis`."""
         if not f.enabled:
-            # sigma * 0 keeps sigma an input of every exported score stage (an unused input is dropped from the
-            # graph), so the stage has one signature whether or not a model fuses the noise level.
-            return agg[0] + sigma * 0.0
-        z_model = (agg[0] - f.model_mean) * (1.0 / f.model_std)
-        z_noise = (-torch.log(sigma + NOISE_EPS) - f.noise_mean) * (1.0 / f.noise_std)
-        if not f.level_means:
-            return torch.sigmoid(z_model + z_noise)
-        z = [z_model, z_noise] + [(agg[i] - m) * (1.0 / s)
-                                  for i, (m, s) in enumerate(zip(f.level_means, f.level_stds), 1)]
-        w = torch.cat([present.new_ones(2), present[1 : len(z) - 1]]).to(agg.dtype)
+            # `* 0.0` keeps sigma and the kurtosis inputs of every exported score stage (an unused input is dropped
+            # from the graph), so the stage has one signature whatever the model fuses; both are finite.
+            return agg[0] + (sigma + kurtosis) * 0.0
+        z = [(agg[0] - f.model_mean) * (1.0 / f.model_std),
+             (-torch.log(sigma + NOISE_EPS) - f.noise_mean) * (1.0 / f.noise_std)]
+        z += [(agg[i] - m) * (1.0 / s) for i, (m, s) in enumerate(zip(f.level_means, f.level_stds), 1)]
+        # The kurtosis part always enters the graph, with weight 0 where the config has none: 0 x a finite z.
+        z.append(((kurtosis - f.kurtosis_center).abs() - f.kurtosis_mean) * (1.0 / f.kurtosis_std))
+        use = has_kurtosis if f.kurtosis else torch.zeros_like(has_kurtosis)
+        w = torch.cat([present.new_ones(2), present[1 : len(z) - 2], use.reshape(1)])
+        w = w.to(agg.dtype)
         return torch.sigmoid((torch.stack(z) * w).sum() * 2.0 / w.sum())
 
-    def forward(self, crop_scores: Tensor, valid: Tensor, sigma: Tensor, low_resolution: Tensor
-                ) -> tuple[Tensor, Tensor]:
+    def forward(self, crop_scores: Tensor, crop_kurtosis: Tensor, valid: Tensor, sigma: Tensor,
+                low_resolution: Tensor) -> tuple[Tensor, Tensor]:
         agg, present = self.level_aggregates(crop_scores, valid)
-        score = torch.where(low_resolution, self.fuse(agg, present, sigma, self.low_fusion),
-                            self.fuse(agg, present, sigma, self.fusion))
+        k, has_k = self.kurtosis(crop_kurtosis, valid)
+        score = torch.where(low_resolution, self.fuse(agg, present, k, has_k, sigma, self.low_fusion),
+                            self.fuse(agg, present, k, has_k, sigma, self.fusion))
         threshold = torch.where(low_resolution, score.new_tensor(self.low_threshold), score.new_tensor(self.threshold))
         return score, score >= threshold

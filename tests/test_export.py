@@ -26,9 +26,11 @@ from slsp.export.runners import OrtRunner, Pipeline, TorchRunner
 
 CFG = tiny_config("slsp", crops=6, threshold=0.5)
 # Each model family is exported and gated the same way; the fluct config also exports the noise fusion over three
-# pyramid levels (the gate's sizes include images whose coarser levels hold no crop).
+# pyramid levels (the gate's sizes include images whose coarser levels hold no crop) and the kurtosis part (the
+# median over a varying number of valid crops, in the score stage's graph).
 FAMILY_CFGS = {"slsp": CFG, "fluct": tiny_config("fluct", crops=6, levels=3, threshold=0.5, fusion=FusionConfig(
-    True, 0.45, 0.05, -0.6, 1.2, level_means=(0.5, 0.4), level_stds=(0.1, 0.2)))}
+    True, 0.45, 0.05, -0.6, 1.2, level_means=(0.5, 0.4), level_stds=(0.1, 0.2), kurtosis=True,
+    kurtosis_center=1.8, kurtosis_mean=0.4, kurtosis_std=0.3))}
 
 
 @pytest.fixture(scope="module", params=list(FAMILY_CFGS))

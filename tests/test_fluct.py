@@ -19,9 +19,9 @@ from conftest import TINY_FLUCT, photo_crops, real_photo, synthetic_photo, tiny_
 from slsp import detector as det_io
 from slsp.config import DetectorConfig, FusionConfig, LowResolutionConfig, TrainConfig
 from slsp.detector import Detector
-from slsp.errors import ConfigError
+from slsp.errors import ConfigError, SlspError
 from slsp.families.fluct import FAKE_KINDS, FluctConfig, FluctOptions
-from slsp.families.fluct.model import FluctModel, residual
+from slsp.families.fluct.model import FluctModel
 from slsp.families.fluct.pseudofakes import (
     _KINDS,
     Chain,
@@ -35,6 +35,7 @@ from slsp.families.fluct.pseudofakes import (
     pseudo_fakes,
 )
 from slsp.families.fluct.training import make_batch
+from slsp.fluctuation import log_kurtosis, residual
 from slsp.imaging import load
 from slsp.scoring import Scorer
 from slsp.train import split_real, train
@@ -227,17 +228,17 @@ def test_fusion_matches_float64_reference(aggregate: str) -> None:
         agg = (v.mean() if v.size else 0.0) if aggregate == "mean" else (v.max() if v.size else -1.0)
         z = (agg - mm) / ms + (-np.log(sigma + 1e-3) - nm) / ns
         want = 1 / (1 + np.exp(-z))
-        got, verdict = scorer(torch.tensor(scores, dtype=torch.float32), torch.tensor(valid),
-                              torch.tensor(sigma, dtype=torch.float32), torch.tensor(flag))
+        got, verdict = scorer(torch.tensor(scores, dtype=torch.float32), torch.zeros(len(scores)),
+                              torch.tensor(valid), torch.tensor(sigma, dtype=torch.float32), torch.tensor(flag))
         assert abs(float(got) - want) < 1e-5 and bool(verdict) == (float(got) >= thr)
     # Lower noise, all else equal, is more synthetic; without fusion sigma changes nothing; without a low-resolution
     # calibration the flag changes nothing.
-    s = torch.full((16,), 0.4)
+    s, k = torch.full((16,), 0.4), torch.full((16,), 1.1)
     ok, no, yes = torch.ones(16, dtype=torch.bool), torch.tensor(False), torch.tensor(True)
     fused, plain = Scorer("mean", 0.5, f), Scorer("mean", 0.5)
-    assert fused(s, ok, torch.tensor(0.5), no)[0] > fused(s, ok, torch.tensor(3.0), no)[0]
-    assert plain(s, ok, torch.tensor(0.5), no)[0] == plain(s, ok, torch.tensor(3.0), no)[0]
-    assert fused(s, ok, torch.tensor(0.5), yes) == fused(s, ok, torch.tensor(0.5), no)
+    assert fused(s, k, ok, torch.tensor(0.5), no)[0] > fused(s, k, ok, torch.tensor(3.0), no)[0]
+    assert plain(s, k, ok, torch.tensor(0.5), no)[0] == plain(s, k, ok, torch.tensor(3.0), no)[0]
+    assert fused(s, k, ok, torch.tensor(0.5), yes) == fused(s, k, ok, torch.tensor(0.5), no)
 
 
 @pytest.mark.parametrize("aggregate", ["mean", "max"])
@@ -265,8 +266,8 @@ def test_level_fusion_matches_float64_reference(aggregate: str) -> None:
             parts = [(aggs[0] - 0.4) / 0.05, (noise + 0.8) / 0.4] + [
                 (a - m) / sd for a, m, sd in zip(aggs[1:], (0.5, 0.6), (0.1, 0.2)) if a is not None]
             z = 2.0 * np.mean(parts)
-        got, verdict = scorer(torch.tensor(scores, dtype=torch.float32), torch.tensor(valid),
-                              torch.tensor(sigma, dtype=torch.float32), torch.tensor(flag))
+        got, verdict = scorer(torch.tensor(scores, dtype=torch.float32), torch.zeros(len(scores)),
+                              torch.tensor(valid), torch.tensor(sigma, dtype=torch.float32), torch.tensor(flag))
         assert abs(float(got) - 1 / (1 + np.exp(-z))) < 1e-5
         assert bool(verdict) == (float(got) >= (0.7 if flag else 0.5))
     # Level statistics must fit the pyramid they standardise.
@@ -375,6 +376,37 @@ def test_recalibrate_with_levels_fits_each_level_on_held_out_reals(real_dirs: li
     np.testing.assert_allclose([f.model_mean, f.model_std], [np.mean(per_level[0]), np.std(per_level[0])], rtol=1e-5)
 
 
+def test_recalibrate_with_kurtosis_fits_it_on_held_out_reals(real_dirs: list[Path], tmp_path: Path,
+                                                             monkeypatch) -> None:
+    """--kurtosis: center = the held-out photos' mean of their crops' median log kurtosis, mean and std = of the
+    distances from it (float64 reference); the other parts and the low-resolution fusion are as without it, the
+    held-out FPR stays at the target, and --no-kurtosis gives back the calibration without it to the bit."""
+    from slsp import calibrate
+
+    monkeypatch.setattr(calibrate, "MIN_LEVEL_IMAGES", 2)
+    train(real_dirs, tmp_path / "a", CFG, tcfg(2), quiet=True)
+    plain = calibrate.recalibrate(tmp_path / "a", tmp_path / "plain", 0.05, quiet=True, canonical="resize:0.5")
+    kurt = calibrate.recalibrate(tmp_path / "plain", tmp_path / "kurt", 0.05, quiet=True, kurtosis=True)
+    back = calibrate.recalibrate(tmp_path / "kurt", tmp_path / "back", 0.05, quiet=True, kurtosis=False)
+    again = calibrate.recalibrate(tmp_path / "kurt", tmp_path / "again", 0.05, quiet=True)  # keeps the run's part
+    det, ref = det_io.load(tmp_path / "kurt"), det_io.load(tmp_path / "plain")
+    f = det.cfg.fusion
+    assert f.kurtosis and det_io.load(tmp_path / "again").cfg == det.cfg and again.threshold == kurt.threshold
+    assert det_io.load(tmp_path / "back").cfg == ref.cfg and back.threshold == plain.threshold
+    assert dataclasses.replace(f, kurtosis=False, kurtosis_center=0.0, kurtosis_mean=0.0, kurtosis_std=1.0) == \
+        ref.cfg.fusion and det.cfg.low_resolution == ref.cfg.low_resolution and kurt.fpr <= 0.05
+    medians = []
+    for file in json.loads((tmp_path / "kurt" / "train.json").read_text())["holdout_images"]:
+        d = det.detect(load(file))
+        k, v = d.crop_kurtosis.double().numpy(), d.valid.numpy()
+        medians.append(np.median(k[: CFG.trsor.crops][v[: CFG.trsor.crops]]))
+    distance = np.abs(np.array(medians) - np.mean(medians))
+    np.testing.assert_allclose([f.kurtosis_center, f.kurtosis_mean, f.kurtosis_std],
+                               [np.mean(medians), distance.mean(), distance.std()], rtol=1e-5)
+    with pytest.raises(SlspError, match="needs a model that fuses"):
+        calibrate.recalibrate(tmp_path / "a", tmp_path / "x", 0.05, quiet=True, fuse=False, kurtosis=True)
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.integers(8, 256), st.floats(0.1, 1.0))
 def test_canonical_min_side_is_the_smallest_that_keeps_a_crop(side: int, f: float) -> None:
@@ -438,9 +470,10 @@ def test_low_resolution_images_are_scored_at_native_scale_under_their_own_calibr
     with torch.inference_mode():
         t = plain.trsor(torch.from_numpy(small))  # the graph on the pixels as given: no resize
         agg, present = det.scorer.level_aggregates(plain.model(t.crops, t.crop_phi), t.valid)
+        kurtosis = det.scorer.kurtosis(log_kurtosis(t.crops), t.valid)
     assert bool(d.low_resolution) and (d.positions == t.positions).all()
     assert present.tolist() == [True] + [False] * (det.cfg.trsor.levels - 1)  # no coarser level holds a crop
-    assert float(d.score) == pytest.approx(float(Scorer.fuse(agg, present, t.sigma, low.fusion)), abs=1e-6)
+    assert float(d.score) == pytest.approx(float(Scorer.fuse(agg, present, *kurtosis, t.sigma, low.fusion)), abs=1e-6)
     assert bool(d.verdict) == (float(d.score) >= low.threshold)
     out = as_dict("thumb", d, det)
     assert out["low_resolution"] and out["threshold"] == low.threshold and out["canonical"] == "none"

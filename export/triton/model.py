@@ -16,7 +16,7 @@ import triton_python_backend_utils as pb_utils
 from slsp import contract
 from slsp.onnxrt import triton_session
 
-(OUTPUT,) = contract.MODEL.output_names
+OUTPUTS = contract.MODEL.output_names
 
 
 class TritonPythonModel:
@@ -27,11 +27,11 @@ class TritonPythonModel:
         inputs = {n: [pb_utils.get_input_tensor_by_name(r, n).as_numpy() for r in requests]
                   for n in contract.MODEL.input_names}
         try:
-            scores = self.session.run([OUTPUT], {n: np.concatenate(v) for n, v in inputs.items()})[0]
+            outs = self.session.run(OUTPUTS, {n: np.concatenate(v) for n, v in inputs.items()})
         except Exception as e:  # noqa: BLE001
             return [pb_utils.InferenceResponse(error=pb_utils.TritonError(f"internal error: {e!r}")) for _ in requests]
         bounds = np.cumsum([0] + [c.shape[0] for c in inputs[contract.CROPS]])
         return [
-            pb_utils.InferenceResponse([pb_utils.Tensor(OUTPUT, scores[a:b].reshape(-1, 1))])
+            pb_utils.InferenceResponse([pb_utils.Tensor(n, v[a:b].reshape(-1, 1)) for n, v in zip(OUTPUTS, outs)])
             for a, b in zip(bounds[:-1], bounds[1:])
         ]

@@ -2,8 +2,8 @@
 verdict (score.onnx); it also forwards the outputs computed earlier (contract.FORWARDED), so that every output of
 the ensemble comes from this last step.
 
-The model scored only the valid crops (the decode member drops the others): their scores are put back in their
-slots, and an invalid slot scores 0, which no aggregate reads."""
+The model scored only the valid crops (the decode member drops the others): their scores and kurtosis are put
+back in their slots, and an invalid slot holds 0, which nothing reads."""
 
 import os
 import sys
@@ -32,9 +32,10 @@ class TritonPythonModel:
                 given = {t.name: pb_utils.get_input_tensor_by_name(r, t.name).as_numpy()
                          for t in (*STAGE.inputs, *contract.FORWARDED)}
                 valid = given[contract.VALID].reshape(-1)
-                scores = np.zeros(valid.shape, np.float32)
-                scores[valid] = given[contract.CROP_SCORES].reshape(-1)
-                given[contract.CROP_SCORES] = scores.reshape(-1, 1)
+                for name in contract.MODEL.output_names:
+                    slots = np.zeros(valid.shape, np.float32)
+                    slots[valid] = given[name].reshape(-1)
+                    given[name] = slots.reshape(-1, 1)
                 feed = {t.name: given[t.name].reshape(t.shape()) for t in STAGE.inputs}
                 out = self.session.run(STAGE.output_names, feed)
                 tensors = [pb_utils.Tensor(n, v.reshape(1)) for n, v in zip(STAGE.output_names, out)]

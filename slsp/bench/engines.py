@@ -112,6 +112,7 @@ def measure(run: Path | None, artifacts: Path, source: Path, sizes=SIZES, min_ti
     from slsp import detector as det_io
     from slsp.export.build import compiled_pipelines, verify_artifacts
     from slsp.export.runners import OrtRunner
+    from slsp.fluctuation import log_kurtosis
     from slsp.imaging import decode, load
     from slsp.progress import bar
 
@@ -132,18 +133,18 @@ def measure(run: Path | None, artifacts: Path, source: Path, sizes=SIZES, min_ti
             encoded = _png(img)
             t = det.trsor(torch.from_numpy(img))
             crops, phi, valid, sigma = t.crops, t.crop_phi, t.valid, t.sigma
-            scores = det.model(crops, phi)
+            scores, kurtosis = det.model(crops, phi), log_kurtosis(crops)
             low = torch.tensor(False)
             feeds = {contract.IMAGE: img, contract.CROPS: crops.numpy(), contract.CROP_PHI: phi.numpy(),
-                     contract.CROP_SCORES: scores.numpy(), contract.VALID: valid.numpy(), contract.SIGMA: sigma.numpy(),
-                     contract.LOW_RESOLUTION: low.numpy()}
+                     contract.CROP_SCORES: scores.numpy(), contract.CROP_KURTOSIS: kurtosis.numpy(),
+                     contract.VALID: valid.numpy(), contract.SIGMA: sigma.numpy(), contract.LOW_RESOLUTION: low.numpy()}
             r = {"size": f"{w}x{h}", "pixels": h * w}
             r["decode_png"] = timeit(lambda: decode(encoded), min_time)
             r["floor"] = timeit(memory_floor(img), min_time)
             torch_fns = {
                 TRSOR: lambda: det.trsor(torch.from_numpy(img)),
-                MODEL: lambda: det.model(crops, phi),
-                SCORING: lambda: det.scorer(scores, valid, sigma, low),
+                MODEL: lambda: (det.model(crops, phi), log_kurtosis(crops)),
+                SCORING: lambda: det.scorer(scores, kurtosis, valid, sigma, low),
                 "pipeline": lambda: det(torch.from_numpy(img), low),
             }
             ort_fns = {**{s.name: lambda s=s: stages[s.name].infer(feeds) for s in contract.CHAIN},

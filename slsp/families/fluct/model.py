@@ -16,11 +16,7 @@ from torch import Tensor, nn
 
 from slsp.families.base import Encoding, prepare
 from slsp.families.fluct import FluctConfig
-
-
-def residual(x255: Tensor) -> Tensor:
-    """(B, 3, H, W) in gray levels -> crop minus its 3 x 3 mean (reflect-padded): the fluctuation, not the content."""
-    return x255 - F.avg_pool2d(F.pad(x255, (1, 1, 1, 1), mode="reflect"), 3, stride=1)
+from slsp.fluctuation import residual
 
 
 def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:

@@ -35,7 +35,7 @@ from PIL import Image
 from torch import Tensor
 
 from slsp.families.fluct import SHIPPED_FAKES
-from slsp.families.fluct.model import residual
+from slsp.fluctuation import residual
 
 
 def _depthwise(x: Tensor, k: Tensor, transposed: bool = False, **kw: Any) -> Tensor:
