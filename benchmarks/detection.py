@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 OUT = ROOT / "benchmarks" / "results" / "detection"
 TRIM = 16  # the DALL-E 2 watermark bar, removed from every image (real and fake alike)
-SHIPPED = "fluct-a-canon-resize0.5-levels3"  # slsp/default holds this run's config.json, model.safetensors, train.json
+SHIPPED = "fluct-kurt"  # slsp/default holds this run's config.json, model.safetensors, train.json
 REFERENCE = "fluct-a"  # no canonical transform: its baseline column is sigma of the pixels as each condition gives them
 
 # name -> (run folder or None for the shipped default, how it was trained)
@@ -58,11 +58,11 @@ CANDIDATES: dict[str, tuple[str | None, str]] = {
         "scale under their own calibration); shipped before the pyramid levels, and the same as "
         "slsp calibrate --model slsp/default --out runs/fluct-a-canon-resize0.5 --levels 1",
     ),
-    "fluct-a-canon-resize0.5-levels3": (  # scored as shipped: slsp/default holds this run
-        None,
+    "fluct-a-canon-resize0.5-levels3": (
+        "runs/fluct-a-canon-resize0.5-levels3",
         "(fluct-a-canon-resize0.5) then slsp calibrate --model runs/fluct-a-canon-resize0.5 --out "
         "runs/fluct-a-canon-resize0.5-levels3 --levels 3 (crop scores at 1/2, 1/4 and 1/8 of the image, fused); "
-        "copied to slsp/default",
+        "shipped before the kurtosis part (slsp/default at c848d46)",
     ),
     "fluct-a-canon-jpeg75": (
         "runs/fluct-a-canon-jpeg75",
@@ -118,10 +118,11 @@ CANDIDATES: dict[str, tuple[str | None, str]] = {
     ),
     "fluct-sparse-s1": ("runs/seeds1500-l3/sparse-s1", "as fluct-sparse-s0, seed 1"),
     "fluct-sparse-s2": ("runs/seeds1500-l3/sparse-s2", "as fluct-sparse-s0, seed 2"),
-    "fluct-kurt": (
-        "runs/kurtosis/shipped",
-        "the shipped model with the kurtosis part: slsp calibrate --model slsp/default --out runs/kurtosis/shipped "
-        "--kurtosis (same weights; the crops' median log kurtosis, two-sided, a fifth part of the fusion)",
+    "fluct-kurt": (  # scored as shipped: slsp/default holds this run
+        None,
+        "fluct-a-canon-resize0.5-levels3 with the kurtosis part: slsp calibrate --model "
+        "runs/fluct-a-canon-resize0.5-levels3 --out runs/kurtosis/shipped --kurtosis (the same weights; the crops' "
+        "median log kurtosis, two-sided, a fifth part of the fusion); copied to slsp/default",
     ),
     "fluct-kurt-s1": (
         "runs/kurtosis/baseline-s1",
@@ -146,12 +147,13 @@ CANDIDATES: dict[str, tuple[str | None, str]] = {
     ),
 }
 # recipe -> its candidates, one per training seed: the rows the shipped default is chosen by (every other
-# candidate above is one seed)
+# candidate above is one seed); the first is the recipe the others are paired against (shipped before this round's
+# kurtosis part)
 SEEDED: dict[str, list[str]] = {
-    "fluct, three levels (shipped)": [SHIPPED, "fluct-levels3-s1", "fluct-levels3-s2"],
+    "fluct, three levels": ["fluct-a-canon-resize0.5-levels3", "fluct-levels3-s1", "fluct-levels3-s2"],
     "fluct, one level": ["fluct-a-canon-resize0.5", "fluct-levels1-s1", "fluct-levels1-s2"],
     "fluct, three levels, sparse pseudo-fake": ["fluct-sparse-s0", "fluct-sparse-s1", "fluct-sparse-s2"],
-    "fluct, three levels, kurtosis part": ["fluct-kurt", "fluct-kurt-s1", "fluct-kurt-s2"],
+    "fluct, three levels, kurtosis part (shipped)": [SHIPPED, "fluct-kurt-s1", "fluct-kurt-s2"],
     "fluct, three levels, sparse pseudo-fake, kurtosis part": ["fluct-sparse-kurt-s0", "fluct-sparse-kurt-s1",
                                                               "fluct-sparse-kurt-s2"],
 }
@@ -251,16 +253,17 @@ def over_seeds(all_reports: dict[str, dict]) -> list[str]:
     groups = {k: v for k, v in SEEDED.items() if all(n in all_reports for n in v)}
     if not groups or REFERENCE not in all_reports:
         return []
-    shipped = next(iter(groups.values()))
+    shipped = next(iter(groups.values()))  # the first recipe: the one the others are paired against
     lines = ["", "## Over seeds: the rows the shipped default is chosen by", "",
              "Each recipe trained at every seed listed and calibrated alike; mean (min-max) over the seeds. The "
              "differences are seed-averaged AUROC differences, paired on the same dev images, with a 90% bootstrap "
              f"interval (1000 draws; `benchmarks/seeds.py`'s `paired`): to the noise baseline on the pixels as the "
-             f"condition gives them ({REFERENCE}'s baseline column), and to the shipped recipe's seeds. Every other "
+             f"condition gives them ({REFERENCE}'s baseline column), and to the first recipe's seeds (the recipe "
+             "shipped before the kurtosis part). Every other "
              "leaderboard row is one seed. jpeg75 and resize0.5 perturb both classes alike (as in the leaderboard "
              "below); issue 16's targets are on the stored and jpeg95 rows.", "",
              "| recipe | seeds (candidates) | condition | mean AUROC | worst generator | minus noise baseline [90%] | "
-             "minus shipped recipe [90%] | FPR / TPR at thr |", "|---|---|---|---|---|---|---|---|"]
+             "minus first recipe [90%] | FPR / TPR at thr |", "|---|---|---|---|---|---|---|---|"]
     for recipe, names in groups.items():
         for cond in ("stored", "jpeg95", "jpeg75", "resize0.5"):
             recs = [all_reports[n][cond] for n in names]

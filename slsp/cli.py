@@ -138,6 +138,11 @@ def train(
         ),
     ] = None,
     levels: LevelsOpt = None,
+    kurtosis: Annotated[
+        Optional[bool],
+        typer.Option(help="Fuse the crops' log kurtosis as a two-sided part, fit on the held-out photos (families "
+                     "that fuse; default: the family's)."),
+    ] = None,
     seed: int = 0,
     workers: Annotated[
         int,
@@ -159,11 +164,12 @@ def train(
     crops_per_image = d["crops_per_image"] if crops_per_image is None else crops_per_image
     canonical = d["canonical"] if canonical is None else canonical
     levels = d["levels"] if levels is None else levels
+    kurtosis = d.get("kurtosis", False) if kurtosis is None else kurtosis
     mcfg = fam.model_config(size, crop=crop, score=score, residual=residual)
     cfg = DetectorConfig(trsor=TrsorConfig(crop=mcfg.crop, levels=levels), model=mcfg, target_fpr=target_fpr,
                          canonical=canonical)
     tcfg = TrainConfig(steps=steps, batch=batch, lr=lr, seed=seed, target_fpr=target_fpr, holdout=holdout,
-                       crops_per_image=crops_per_image, calibration=("none", *(calibrate_on or [])),
+                       crops_per_image=crops_per_image, calibration=("none", *(calibrate_on or [])), kurtosis=kurtosis,
                        options=fam.train_options(fake_phi=fake_phi, fake_mix=fake_mix, chain=chain,
                                                  fakes=None if fakes is None else tuple(fakes.split(",")),
                                                  camera=camera, photos=photos,

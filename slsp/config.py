@@ -125,6 +125,7 @@ class TrainConfig:
     # Each held-out real photo is calibrated as stored and under these transforms (slsp/transforms.py), so the
     # threshold spans processing histories the photo may still go through.
     calibration: tuple[str, ...] = ("none",)
+    kurtosis: bool = False  # the fusion's kurtosis part (FusionConfig.kurtosis), for families that fuse
     options: Any = None
 
     def __post_init__(self) -> None:

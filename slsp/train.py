@@ -183,6 +183,8 @@ def train(
         raise ConfigError(f"family {fam.name!r} takes {fam.options.__name__}, got {type(options).__name__}")
     tcfg = dataclasses.replace(tcfg, options=options)
     Training = fam.load("training")
+    if tcfg.kurtosis and not Training.fuse:
+        raise ConfigError(f"family {fam.name!r} does not fuse: the kurtosis part is a part of the fusion")
     d = setup(tcfg.seed)
     train_files, hold_files = split_real(real_dirs, tcfg.holdout, tcfg.seed, Training.split_per_folder)
     det, start, resumed = open_run(run, cfg, resume)
@@ -228,8 +230,9 @@ def train(
         dist.destroy_process_group()
         if not d.main:
             return cfg
-    fit = calibrate_fused if Training.fuse else calibrate
-    cal = fit(det_io.load(run), hold_files, tcfg.target_fpr, quiet=quiet, variants=tcfg.calibration)
+    det = det_io.load(run)
+    cal = (calibrate_fused(det, hold_files, tcfg.target_fpr, quiet, tcfg.calibration, tcfg.kurtosis) if Training.fuse
+           else calibrate(det, hold_files, tcfg.target_fpr, quiet, tcfg.calibration))
     low = calibrate_low_resolution(cal.detector, hold_files, tcfg.target_fpr, quiet=quiet)
     det_io.save(low.detector, run)
     stderr.print(f"{'fusion and threshold' if Training.fuse else 'threshold'} fit on {len(hold_files)} held-out real "

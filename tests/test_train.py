@@ -49,6 +49,17 @@ def test_train_writes_run_and_calibrates(real_dir: Path, tmp_path: Path) -> None
     assert np.mean(np.array(scores, np.float32) >= np.float32(cfg.threshold)) <= 0.05  # no generated image involved
 
 
+def test_kurtosis_part_needs_a_family_that_fuses(real_dir: Path, tmp_path: Path) -> None:
+    """Refused before any training step: the recipe family calibrates a threshold only, no fusion."""
+    import dataclasses
+
+    from slsp.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="does not fuse"):
+        train([real_dir], tmp_path / "run", CFG, dataclasses.replace(tcfg(3), kurtosis=True), quiet=True)
+    assert not (tmp_path / "run").exists()
+
+
 def test_batches_made_ahead_come_in_order_and_bounded() -> None:
     """On an accelerator the training process makes its batches in a thread ahead of the step: in step order, at
     most `depth` ahead, and an error in one reaches the loop."""

@@ -71,12 +71,15 @@ class FluctOptions:
 
 FAMILY = Family(
     name="fluct",
-    summary="the shipped default: residual CNN vs content-preserving pseudo-fakes, fused with the noise level",
+    summary="the shipped default: residual CNN vs content-preserving pseudo-fakes, fused with the noise level and "
+            "the crops' kurtosis",
     # "medium": twice the width (about 4x the compute), to measure whether capacity limits the small model
     sizes={"small": FluctConfig(), "medium": FluctConfig(width=32, latent=128)},
     options=FluctOptions,
-    # Three pyramid levels: the crop scores at 1/2, 1/4 and 1/8 of the image, fused (benchmarks/DETECTION.md).
-    defaults={"steps": 1500, "holdout": 0.25, "crops_per_image": 16, "canonical": "resize:0.5", "levels": 3},
+    # Three pyramid levels: the crop scores at 1/2, 1/4 and 1/8 of the image, fused, and the crops' log kurtosis as a
+    # two-sided part of the fusion (benchmarks/DETECTION.md).
+    defaults={"steps": 1500, "holdout": 0.25, "crops_per_image": 16, "canonical": "resize:0.5", "levels": 3,
+              "kurtosis": True},
     model="slsp.families.fluct.model:FluctModel",
     training="slsp.families.fluct.training:FluctTraining",
 )
