@@ -82,6 +82,36 @@ def test_onnx_runtime_matches_pytorch_at_size(artifacts: Path, run_dir: Path, h:
             assert st.failed_elements == 0 and st.nonfinite == 0, (r.name, name, st)
 
 
+def test_score_and_model_stages_match_pytorch_on_flat_and_missing_crops(artifacts: Path, run_dir: Path) -> None:
+    """The exported stages against PyTorch where images differ most: the model stage on flat crops (NaN kurtosis)
+    beside noisy ones; the score stage with NaN kurtosis, even and odd counts of valid level-0 crops, none valid
+    (the part left out), and both scoring paths."""
+    det = det_io.load(run_dir).eval()
+    k = det.cfg.trsor.slots
+    rng = np.random.default_rng(4)
+    crops = rng.integers(0, 256, (5, det.cfg.trsor.crop, det.cfg.trsor.crop, 3), dtype=np.uint8)
+    crops[1:3] = 80  # flat
+    phi = (rng.uniform(size=crops.shape[:3]) > 0.5).astype(np.float32)
+    model = OrtRunner(artifacts / contract.MODEL.onnx).infer({contract.CROPS: crops, contract.CROP_PHI: phi})
+    ref = TorchRunner(torch2onnx.ModelStage(det.model), contract.MODEL.name).infer(
+        {contract.CROPS: crops, contract.CROP_PHI: phi})
+    np.testing.assert_allclose(model[contract.CROP_KURTOSIS], ref[contract.CROP_KURTOSIS], rtol=1e-5, equal_nan=True)
+    kurtosis = model[contract.CROP_KURTOSIS]
+    assert np.isnan(kurtosis[1:3]).all() and np.isfinite(kurtosis[[0, 3, 4]]).all()
+    score = OrtRunner(artifacts / contract.SCORING.onnx)
+    torch_score = TorchRunner(torch2onnx.ScoreStage(det), contract.SCORING.name)
+    for i in range(40):
+        kurt = rng.normal(1.8, 0.6, k).astype(np.float32)
+        kurt[rng.uniform(size=k) < 0.3] = np.nan
+        valid = rng.uniform(size=k) < (0.0 if i == 0 else 0.7)
+        feed = {contract.CROP_SCORES: rng.uniform(size=k).astype(np.float32), contract.CROP_KURTOSIS: kurt,
+                contract.VALID: valid, contract.SIGMA: np.array(rng.uniform(0.3, 4), np.float32),
+                contract.LOW_RESOLUTION: np.array(i % 3 == 0)}
+        got, want = score.infer(feed), torch_score.infer(feed)
+        assert np.isfinite(got[contract.SCORE]) and abs(float(got[contract.SCORE]) - float(want[contract.SCORE])) < 1e-5
+        assert bool(got[contract.VERDICT]) == bool(want[contract.VERDICT])
+
+
 def test_real_images_at_three_sizes_pass_the_gate(artifacts: Path, run_dir: Path, tmp_path: Path) -> None:
     det = det_io.load(run_dir)
     sources = [PHOTOS[1], PHOTOS[2], jpeg(PHOTO, tmp_path / "photo.jpg", quality=80)]

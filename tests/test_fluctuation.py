@@ -45,6 +45,23 @@ def test_log_kurtosis_matches_float64_reference() -> None:
     assert abs(got[6] - np.log(3.0)) < 0.15 and got[7] > np.log(3.0) + 2.0  # Gaussian ~ log 3; sparse far above
 
 
+def test_log_kurtosis_holds_in_half_precision() -> None:
+    """What a TensorRT FP16 engine may choose for these layers (no TensorRT here: the same ops in float16 on the CPU):
+    within 0.02 of float64 on crops whose gray-level residual would overflow float16 at its 4th power (a sparse
+    crop, a strong texture), and still NaN on a flat one."""
+    rng = np.random.default_rng(1)
+    sparse = np.full((64, 64, 3), 90, np.uint8)
+    sparse[rng.uniform(size=(64, 64)) < 0.003] = 250  # a few pixels 160 gray levels out: d^4 ~ 6e8
+    texture = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    flat = np.full((64, 64, 3), 7, np.uint8)
+    crops = np.stack([*photo_crops(4, 64, 64), sparse, texture, flat])
+    got = log_kurtosis(torch.from_numpy(crops), torch.float16).numpy()
+    want = np.array([reference_log_kurtosis(c) for c in crops])
+    assert got.dtype == np.float32 and np.isfinite(got[:-1]).all() and np.isnan(got[-1])
+    np.testing.assert_allclose(got[:-1], want[:-1], atol=0.02)
+    assert got[4] > 5.0  # the sparse crop's tails survive
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.integers(1, 3), st.integers(1, 12), st.integers(0, 2**32 - 1))
 def test_kurtosis_median_is_nanmedian_over_level_zero(levels: int, k: int, seed: int) -> None:
