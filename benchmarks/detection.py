@@ -140,6 +140,16 @@ CANDIDATES: dict[str, tuple[str | None, str]] = {
     ),
     "fluct-sparse-kurt-s1": ("runs/kurtosis/sparse-s1", "as fluct-sparse-kurt-s0, seed 1"),
     "fluct-sparse-kurt-s2": ("runs/kurtosis/sparse-s2", "as fluct-sparse-kurt-s0, seed 2"),
+    "fluct-sparse-half-kurt-s0": (
+        "runs/kurtosis/sparse-resample-half-s0",
+        "the sparse pseudo-fake with the 1/2 resample share (seed 0): python benchmarks/seeds.py --steps 1500 --seeds "
+        "0 1 2 --runs runs/seeds1500-l3 --candidate sparse-resample-half='--fakes "
+        "denoise,renoise,resample,resample,resample,resample,sparse,sparse' --out "
+        "benchmarks/results/seeds-sparse-resample-half-1500.json, then slsp calibrate --model "
+        "runs/seeds1500-l3/sparse-resample-half-s0 --out runs/kurtosis/sparse-resample-half-s0 --kurtosis",
+    ),
+    "fluct-sparse-half-kurt-s1": ("runs/kurtosis/sparse-resample-half-s1", "as fluct-sparse-half-kurt-s0, seed 1"),
+    "fluct-sparse-half-kurt-s2": ("runs/kurtosis/sparse-resample-half-s2", "as fluct-sparse-half-kurt-s0, seed 2"),
     "fluct-b": (
         "runs/fluct-b",
         "slsp train --family fluct --real ../shared/data/real/train --real ../shared/data/real/train-camera "
@@ -156,6 +166,8 @@ SEEDED: dict[str, list[str]] = {
     "fluct, three levels, kurtosis part (shipped)": [SHIPPED, "fluct-kurt-s1", "fluct-kurt-s2"],
     "fluct, three levels, sparse pseudo-fake, kurtosis part": ["fluct-sparse-kurt-s0", "fluct-sparse-kurt-s1",
                                                               "fluct-sparse-kurt-s2"],
+    "fluct, three levels, sparse pseudo-fake, 1/2 resample, kurtosis part": [
+        "fluct-sparse-half-kurt-s0", "fluct-sparse-half-kurt-s1", "fluct-sparse-half-kurt-s2"],
 }
 # condition -> (--reencode, --perturb or None)
 CONDITIONS: dict[str, tuple[str, str | None]] = {

@@ -21,6 +21,8 @@ the dev's camera JPEGs and against its other reals apart: a statistic that tells
 not cameras, shows it there, and each statistic's median per group of images (dev reals by source, held-out photos by
 folder, each generator) says where its values lie. The statistics are model-free and cached per image
 (runs/fluct-stats-cache.pkl).
+After the kurtosis part was served: the served statistic (slsp.fluctuation.log_kurtosis) per pyramid level, as
+more parts (`LEVEL_STATS`); `logm4_l0` is what the shipped detector fuses.
 Generated images only evaluate here; nothing is fit on them.
 """
 
@@ -38,11 +40,11 @@ from aggregation import BASE, CONDITIONS, TRIM, cached, image_sets, rule_scores,
 
 from slsp import detector as det_io
 from slsp.evaluate import source
-from slsp.fluctuation import residual
+from slsp.fluctuation import log_kurtosis, residual
 from slsp.imaging import load
 from slsp.progress import bar
 from slsp.transforms import Transform
-from slsp.trsor import TrSOR
+from slsp.trsor import Pyramid, TrSOR
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "runs" / "fluct-stats-cache.pkl"
@@ -51,9 +53,18 @@ STATS = ("corr", "chroma", "ac1", "kurt")
 # Added after the four were scored: log of the fourth standardised moment (kurt + 3 >= 1), where the real photos'
 # long right tail no longer sets the two-sided scale. The median commutes with it, so it costs no new pass.
 DERIVED = {"logm4": lambda st: float(np.log(st["kurt"] + 3.0))}
+# Added after logm4 was served (slsp.fluctuation.log_kurtosis, the served function): its median over the valid crops
+# of each pyramid level the detector scores (l0 is the served part; l1, l2 at 1/4 and 1/8 of the image), and over
+# levels 0 and 1 pooled.
+LEVEL_STATS = ("logm4_l0", "logm4_l1", "logm4_l2", "logm4_l01")
 RULES: dict[str, dict] = {BASE: {}} | {f"{s} alone": {"levels": 0, "noise_levels": 0, "stats": (s,)}
                                        for s in (*STATS, *DERIVED)} | {f"shipped + {s}": {"stats": (s,)}
-                                                                       for s in (*STATS, *DERIVED)}
+                                                                       for s in (*STATS, *DERIVED)} | {
+    "shipped + logm4_l0 (served)": {"stats": ("logm4_l0",)},
+    "shipped + logm4_l0, l1": {"stats": ("logm4_l0", "logm4_l1")},
+    "shipped + logm4_l0, l1, l2": {"stats": ("logm4_l0", "logm4_l1", "logm4_l2")},
+    "shipped + logm4_l01 (pooled)": {"stats": ("logm4_l01",)},
+}
 
 
 def _lag_corr(a: np.ndarray, b: np.ndarray) -> float:
@@ -85,17 +96,30 @@ def image_stats(tiler: TrSOR, img: np.ndarray) -> dict[str, float]:
             else np.nan for s in STATS}
 
 
-def with_stats(data: dict, run: Path, cache: dict, tiler: TrSOR, max_pixels: int, pb) -> dict:
+@torch.inference_mode()
+def level_stats(pyramid: Pyramid, img: np.ndarray) -> dict[str, float]:
+    """The served log kurtosis's median over each pyramid level's valid crops of the canonical 1/2 view (NaN where a
+    level has none), and over levels 0 and 1 pooled."""
+    o = pyramid(torch.from_numpy(np.ascontiguousarray(Transform("resize:0.5")(img))))
+    k = log_kurtosis(o.crops).double().numpy().reshape(pyramid.cfg.levels, -1)
+    ok = o.valid.numpy().reshape(pyramid.cfg.levels, -1) & ~np.isnan(k)
+    med = [float(np.median(k[lv][ok[lv]])) if ok[lv].any() else np.nan for lv in range(pyramid.cfg.levels)]
+    pooled = k[:2][ok[:2]]
+    return {"logm4_l0": med[0], "logm4_l1": med[1], "logm4_l2": med[2],
+            "logm4_l01": float(np.median(pooled)) if pooled.size else np.nan}
+
+
+def with_stats(data: dict, run: Path, cache: dict, tiler: TrSOR, pyramid: Pyramid, max_pixels: int, pb) -> dict:
     """Each cached row of a run gains `stats`; computed once per image and condition across runs (`cache`)."""
     sets = image_sets(run)
     task = pb.add_task(f"statistics {run.name}", total=sum(len(v) for v in data.values()), info="")
     for (name, cond), rows in data.items():
         for f, row in zip(sets[name], rows, strict=True):
             key = (str(f.resolve()), cond)
-            if key not in cache:
+            if key not in cache or not set(LEVEL_STATS) <= cache[key].keys():
                 img = load(f, max_pixels=max_pixels)
-                img = img if name == "holdout" else img[: img.shape[0] - TRIM]
-                cache[key] = image_stats(tiler, Transform(CONDITIONS[cond])(img))
+                img = Transform(CONDITIONS[cond])(img if name == "holdout" else img[: img.shape[0] - TRIM])
+                cache[key] = (cache.get(key) or image_stats(tiler, img)) | level_stats(pyramid, img)
             row["stats"] = cache[key] | {d: derive(cache[key]) for d, derive in DERIVED.items()}
             pb.advance(task)
     return data
@@ -126,9 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     runs = args.run or [ROOT / "runs" / "seeds1500-l3" / f"baseline-s{s}" for s in range(5)]
     cache = pickle.loads(CACHE.read_bytes()) if CACHE.is_file() else {}
     cfg = det_io.load(runs[0]).cfg
-    tiler = TrSOR(cfg.trsor)  # the detector's crops: the same for every run of the recipe
+    tiler, pyramid = TrSOR(cfg.trsor), Pyramid(cfg.trsor)  # the detector's crops: the same for every run of the recipe
     with bar(False) as pb:
-        data = [with_stats(cached(r, pb), r, cache, tiler, cfg.max_pixels, pb) for r in runs]
+        data = [with_stats(cached(r, pb), r, cache, tiler, pyramid, cfg.max_pixels, pb) for r in runs]
     CACHE.parent.mkdir(parents=True, exist_ok=True)
     CACHE.write_bytes(pickle.dumps(cache))
     per = {name: [rule_scores(d, rule) for d in data] for name, rule in RULES.items()}
