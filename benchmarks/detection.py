@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 OUT = ROOT / "benchmarks" / "results" / "detection"
 TRIM = 16  # the DALL-E 2 watermark bar, removed from every image (real and fake alike)
-SHIPPED = "fluct-kurt"  # slsp/default holds this run's config.json, model.safetensors, train.json
+SHIPPED = "fluct-sparse-half-kurt-s0"  # slsp/default holds this run's config.json, model.safetensors, train.json
 REFERENCE = "fluct-a"  # no canonical transform: its baseline column is sigma of the pixels as each condition gives them
 
 # name -> (run folder or None for the shipped default, how it was trained)
@@ -118,11 +118,11 @@ CANDIDATES: dict[str, tuple[str | None, str]] = {
     ),
     "fluct-sparse-s1": ("runs/seeds1500-l3/sparse-s1", "as fluct-sparse-s0, seed 1"),
     "fluct-sparse-s2": ("runs/seeds1500-l3/sparse-s2", "as fluct-sparse-s0, seed 2"),
-    "fluct-kurt": (  # scored as shipped: slsp/default holds this run
-        None,
+    "fluct-kurt": (
+        "runs/kurtosis/shipped",
         "fluct-a-canon-resize0.5-levels3 with the kurtosis part: slsp calibrate --model "
         "runs/fluct-a-canon-resize0.5-levels3 --out runs/kurtosis/shipped --kurtosis (the same weights; the crops' "
-        "median log kurtosis, two-sided, a fifth part of the fusion); copied to slsp/default",
+        "median log kurtosis, two-sided, a fifth part of the fusion); shipped as slsp/default at d5f9129",
     ),
     "fluct-kurt-s1": (
         "runs/kurtosis/baseline-s1",
@@ -140,13 +140,15 @@ CANDIDATES: dict[str, tuple[str | None, str]] = {
     ),
     "fluct-sparse-kurt-s1": ("runs/kurtosis/sparse-s1", "as fluct-sparse-kurt-s0, seed 1"),
     "fluct-sparse-kurt-s2": ("runs/kurtosis/sparse-s2", "as fluct-sparse-kurt-s0, seed 2"),
-    "fluct-sparse-half-kurt-s0": (
-        "runs/kurtosis/sparse-resample-half-s0",
+    "fluct-sparse-half-kurt-s0": (  # scored as shipped: slsp/default holds this run
+        None,
         "the sparse pseudo-fake with the 1/2 resample share (seed 0): python benchmarks/seeds.py --steps 1500 --seeds "
         "0 1 2 --runs runs/seeds1500-l3 --candidate sparse-resample-half='--fakes "
         "denoise,renoise,resample,resample,resample,resample,sparse,sparse' --out "
         "benchmarks/results/seeds-sparse-resample-half-1500.json, then slsp calibrate --model "
-        "runs/seeds1500-l3/sparse-resample-half-s0 --out runs/kurtosis/sparse-resample-half-s0 --kurtosis",
+        "runs/seeds1500-l3/sparse-resample-half-s0 --out runs/kurtosis/sparse-resample-half-s0 --kurtosis; "
+        "copied to slsp/default, and the same run as slsp train --real ../shared/data/real/train --real "
+        "../shared/data/real/train-camera --out runs/default (the family's defaults since)",
     ),
     "fluct-sparse-half-kurt-s1": ("runs/kurtosis/sparse-resample-half-s1", "as fluct-sparse-half-kurt-s0, seed 1"),
     "fluct-sparse-half-kurt-s2": ("runs/kurtosis/sparse-resample-half-s2", "as fluct-sparse-half-kurt-s0, seed 2"),
@@ -163,11 +165,11 @@ SEEDED: dict[str, list[str]] = {
     "fluct, three levels": ["fluct-a-canon-resize0.5-levels3", "fluct-levels3-s1", "fluct-levels3-s2"],
     "fluct, one level": ["fluct-a-canon-resize0.5", "fluct-levels1-s1", "fluct-levels1-s2"],
     "fluct, three levels, sparse pseudo-fake": ["fluct-sparse-s0", "fluct-sparse-s1", "fluct-sparse-s2"],
-    "fluct, three levels, kurtosis part (shipped)": [SHIPPED, "fluct-kurt-s1", "fluct-kurt-s2"],
+    "fluct, three levels, kurtosis part": ["fluct-kurt", "fluct-kurt-s1", "fluct-kurt-s2"],
     "fluct, three levels, sparse pseudo-fake, kurtosis part": ["fluct-sparse-kurt-s0", "fluct-sparse-kurt-s1",
                                                               "fluct-sparse-kurt-s2"],
-    "fluct, three levels, sparse pseudo-fake, 1/2 resample, kurtosis part": [
-        "fluct-sparse-half-kurt-s0", "fluct-sparse-half-kurt-s1", "fluct-sparse-half-kurt-s2"],
+    "fluct, three levels, sparse pseudo-fake, 1/2 resample, kurtosis part (shipped)": [
+        SHIPPED, "fluct-sparse-half-kurt-s1", "fluct-sparse-half-kurt-s2"],
 }
 # condition -> (--reencode, --perturb or None)
 CONDITIONS: dict[str, tuple[str, str | None]] = {

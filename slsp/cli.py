@@ -106,8 +106,8 @@ def train(
     fakes: Annotated[
         Optional[str],
         typer.Option(help="Family fluct: pseudo-fake kinds, comma-separated, from "
-                     f"{', '.join(fluct.FAKE_KINDS)} (default: the first three); each entry is drawn "
-                     "equally often, so a kind named twice is drawn twice as often."),
+                     f"{', '.join(fluct.FAKE_KINDS)} (default: {','.join(fluct.SHIPPED_FAKES)}); each entry is "
+                     "drawn equally often, so a kind named twice is drawn twice as often."),
     ] = None,
     camera: Annotated[
         Optional[int],

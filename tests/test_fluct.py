@@ -20,7 +20,7 @@ from slsp import detector as det_io
 from slsp.config import DetectorConfig, FusionConfig, LowResolutionConfig, TrainConfig
 from slsp.detector import Detector
 from slsp.errors import ConfigError, SlspError
-from slsp.families.fluct import FAKE_KINDS, FluctConfig, FluctOptions
+from slsp.families.fluct import FAKE_KINDS, SHIPPED_FAKES, FluctConfig, FluctOptions
 from slsp.families.fluct.model import FluctModel
 from slsp.families.fluct.pseudofakes import (
     _KINDS,
@@ -196,7 +196,8 @@ def test_batches_made_on_cuda_are_the_cpu_ones() -> None:
 
 
 def test_fake_kinds_are_an_option_and_checked() -> None:
-    assert FluctOptions().fakes == FAKE_KINDS[:3] == ("denoise", "renoise", "resample")
+    assert FluctOptions().fakes == SHIPPED_FAKES  # the shipped model's mix: resample half the draws, sparse a quarter
+    assert [SHIPPED_FAKES.count(k) for k in ("denoise", "renoise", "resample", "sparse")] == [1, 1, 4, 2]
     assert FluctOptions(fakes=["decoder", "denoise"]).fakes == ("decoder", "denoise")
     for bad in [(), ("blur",), ("denoise", "blur")]:
         with pytest.raises(ConfigError, match="fakes must be kinds"):
