@@ -31,7 +31,10 @@ class Tolerance:
 
 FP32 = {  # per fused-stage output
     SCORE: Tolerance(1e-4, 1e-3),
-    CROP_SCORES: Tolerance(1e-4, 1e-3),
+    # A crop's Phi is TrSOR's threshold on the noise estimate, so sigma's float32 rounding (SIGMA below) can flip a
+    # few mask pixels, and the crop score moves with them: on the dev gate (177 images) 7 pixels flipped by a 3e-5
+    # relative sigma difference moved one crop score of the shipped model by 8.5e-4, with the image score 4e-5 apart.
+    CROP_SCORES: Tolerance(2e-3, 1e-3),
     SIGMA: Tolerance(1e-3, 1e-3),  # gray levels: float32 sums on near-noiseless images differ by up to ~1e-3
     VERDICT: Tolerance(0, 0, exact=True),
     POSITIONS: Tolerance(0, 0, exact=True),
