@@ -152,6 +152,12 @@ CANDIDATES: dict[str, tuple[str | None, str]] = {
     ),
     "fluct-sparse-half-kurt-s1": ("runs/kurtosis/sparse-resample-half-s1", "as fluct-sparse-half-kurt-s0, seed 1"),
     "fluct-sparse-half-kurt-s2": ("runs/kurtosis/sparse-resample-half-s2", "as fluct-sparse-half-kurt-s0, seed 2"),
+    "fluct-sparse-half-kurt-s3": (
+        "runs/shipped-recipe/s3",
+        "the shipped recipe, seed 3: slsp train --real ../shared/data/real/train --real "
+        "../shared/data/real/train-camera --out runs/shipped-recipe/s3 --seed 3 (the family's defaults)",
+    ),
+    "fluct-sparse-half-kurt-s4": ("runs/shipped-recipe/s4", "as fluct-sparse-half-kurt-s3, seed 4"),
     "fluct-b": (
         "runs/fluct-b",
         "slsp train --family fluct --real ../shared/data/real/train --real ../shared/data/real/train-camera "
@@ -169,7 +175,8 @@ SEEDED: dict[str, list[str]] = {
     "fluct, three levels, sparse pseudo-fake, kurtosis part": ["fluct-sparse-kurt-s0", "fluct-sparse-kurt-s1",
                                                               "fluct-sparse-kurt-s2"],
     "fluct, three levels, sparse pseudo-fake, 1/2 resample, kurtosis part (shipped)": [
-        SHIPPED, "fluct-sparse-half-kurt-s1", "fluct-sparse-half-kurt-s2"],
+        SHIPPED, "fluct-sparse-half-kurt-s1", "fluct-sparse-half-kurt-s2", "fluct-sparse-half-kurt-s3",
+        "fluct-sparse-half-kurt-s4"],
 }
 # condition -> (--reencode, --perturb or None)
 CONDITIONS: dict[str, tuple[str, str | None]] = {
