@@ -203,9 +203,13 @@ def _replace_dir(src: Path, dst: Path) -> None:
 
 
 def verify_artifacts(det: Detector, run_dir: Path, artifacts: Path) -> None:
-    """Refuse to compare artifacts with a checkpoint they were not exported from."""
+    """Refuse to compare artifacts with a checkpoint they were not exported from, or whose graphs another slsp
+    version's contract shaped (each image would fail on a missing tensor)."""
+    from slsp.export.repository import check_contract
+
     meta = torch2onnx.read_metadata(artifacts / FUSED.onnx)
     want = det_io.checkpoint_hash(run_dir)
     if meta.get("checkpoint_sha256") != want:
         raise CheckpointError(f"{artifacts} was exported from checkpoint {meta.get('checkpoint_sha256', '?')[:12]}, "
                               f"not from {run_dir} ({want[:12]}); pass the matching --model")
+    check_contract(artifacts)

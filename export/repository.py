@@ -221,6 +221,22 @@ def check_contract(artifacts: Path) -> None:
                             "version (slsp export).")
 
 
+def check_served(repo: Path) -> None:
+    """Refuse to serve a repository whose model and score members another slsp version wrote (their tensors differ
+    from this version's contract, which the members' code reads): every request would fail."""
+    for stage, member in ((contract.MODEL, MODEL), (contract.SCORING, SCORE)):
+        path = Path(repo) / member / "config.pbtxt"
+        if not path.is_file():
+            raise SlspError(f"{repo}: no {member}/config.pbtxt; write the repository with slsp export --repo")
+        cfg = read_config(path)
+        given, taken = [t.name for t in cfg.output], {t.name for t in cfg.input}
+        if not set(stage.input_names) <= taken or (stage is contract.MODEL and given != stage.output_names):
+            raise SlspError(f"{path} takes {sorted(taken)} and gives {given}, another slsp version's contract: this "
+                            f"one's {stage.name} stage takes {stage.input_names} and gives {stage.output_names}. "
+                            "Write a new version with this one (slsp export --repo), or serve with the version "
+                            "that wrote it.")
+
+
 def write(artifacts: Path, repo: Path, s: ServingConfig = ServingConfig()) -> int:
     """Add one new version of every member to `repo` (created if missing); returns the version number."""
     artifacts, repo = Path(artifacts), Path(repo)

@@ -450,6 +450,7 @@ def serve(
     if model_control not in MODEL_CONTROL:
         raise SlspError(f"--model-control must be one of {', '.join(MODEL_CONTROL)}, got {model_control!r}")
     repository.ensure(repo)
+    repository.check_served(repo)
     server = Server(repo, host=host, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
                     log_path=log, model_control=model_control, admin_key=admin_key or secrets.token_urlsafe(24))
     server.start(log=None if log else sys.stderr)

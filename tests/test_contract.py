@@ -10,6 +10,7 @@ from pathlib import Path
 
 import onnx
 import pytest
+from google.protobuf import text_format
 from onnx import TensorProto
 from tritonclient.grpc import model_config_pb2
 
@@ -122,6 +123,20 @@ def test_artifacts_of_another_contract_are_refused(served_artifacts: Path, tmp_p
     with pytest.raises(SlspError, match="Export the artifacts again"):
         repository.write(old, tmp_path / "repo")
     assert not (tmp_path / "repo").exists()
+
+
+def test_a_repository_of_another_contract_is_not_served(served_artifacts: Path, tmp_path: Path) -> None:
+    """A repository written before the model stage gave the crops' kurtosis: `slsp serve` refuses it with the reason
+    (its members would fail every request), and accepts the one this version writes."""
+    repo = tmp_path / "repo"
+    repository.write(served_artifacts, repo)
+    repository.check_served(repo)
+    path = repo / contract.MEMBERS[contract.MODEL.name] / "config.pbtxt"
+    cfg = repository.read_config(path)
+    del cfg.output[1:]
+    path.write_text(text_format.MessageToString(cfg))
+    with pytest.raises(SlspError, match="another slsp version's contract.*slsp export --repo"):
+        repository.check_served(repo)
 
 
 def test_client_reads_the_ensemble_outputs() -> None:

@@ -195,6 +195,20 @@ def test_parity_refuses_foreign_checkpoint(artifacts: Path, tmp_path: Path) -> N
         build.verify_artifacts(det_io.load(tmp_path / "other"), tmp_path / "other", artifacts)
 
 
+def test_parity_refuses_artifacts_of_another_contract(artifacts: Path, run_dir: Path, tmp_path: Path) -> None:
+    """Artifacts exported before the model stage gave the crops' kurtosis (one output) are refused with the reason,
+    not compared image by image on a missing tensor."""
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(artifacts, old)
+    proto = onnx.load(str(old / contract.MODEL.onnx))
+    del proto.graph.output[1:]
+    onnx.save(proto, str(old / contract.MODEL.onnx))
+    with pytest.raises(SlspError, match="gives \\['crop_scores'\\]; this slsp expects .*Export the artifacts again"):
+        build.verify_artifacts(det_io.load(run_dir), run_dir, old)
+
+
 def test_torch_runner_runs_a_copy_and_leaves_the_reference_where_it_is() -> None:
     """Regression (issue 17: the torch-cuda runtime broke the gate on a GPU machine): building the runner moved the
     reference detector, which the other runtimes are compared with, to the runner's device. PyTorch's `meta`
