@@ -202,11 +202,23 @@ def _replace_dir(src: Path, dst: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def check_contract(artifacts: Path) -> None:
+    """Refuse artifacts whose graphs take or give other tensors than this slsp's contract (exported by another
+    version): the members would fail on every request."""
+    import onnx
+
+    for stage in contract.STAGES.values():
+        graph = onnx.load(str(artifacts / stage.onnx), load_external_data=False).graph
+        got = ([i.name for i in graph.input], [o.name for o in graph.output])
+        if got != (stage.input_names, stage.output_names):
+            raise SlspError(f"{artifacts / stage.onnx} takes {got[0]} and gives {got[1]}; this slsp expects "
+                            f"{stage.input_names} and {stage.output_names}. Export the artifacts again with this "
+                            "version (slsp export).")
+
+
 def verify_artifacts(det: Detector, run_dir: Path, artifacts: Path) -> None:
     """Refuse to compare artifacts with a checkpoint they were not exported from, or whose graphs another slsp
     version's contract shaped (each image would fail on a missing tensor)."""
-    from slsp.export.repository import check_contract
-
     meta = torch2onnx.read_metadata(artifacts / FUSED.onnx)
     want = det_io.checkpoint_hash(run_dir)
     if meta.get("checkpoint_sha256") != want:

@@ -207,20 +207,6 @@ def versions(repo: Path, model: str) -> list[int]:
     return sorted(int(p.name) for p in d.iterdir() if p.is_dir() and p.name.isdigit()) if d.is_dir() else []
 
 
-def check_contract(artifacts: Path) -> None:
-    """Refuse artifacts whose graphs take or give other tensors than this slsp's contract (exported by another
-    version): the members would fail on every request."""
-    import onnx
-
-    for stage in contract.STAGES.values():
-        graph = onnx.load(str(artifacts / stage.onnx), load_external_data=False).graph
-        got = ([i.name for i in graph.input], [o.name for o in graph.output])
-        if got != (stage.input_names, stage.output_names):
-            raise SlspError(f"{artifacts / stage.onnx} takes {got[0]} and gives {got[1]}; this slsp expects "
-                            f"{stage.input_names} and {stage.output_names}. Export the artifacts again with this "
-                            "version (slsp export).")
-
-
 def check_served(repo: Path) -> None:
     """Refuse to serve a repository whose model and score members another slsp version wrote (their tensors differ
     from this version's contract, which the members' code reads): every request would fail."""
@@ -239,6 +225,8 @@ def check_served(repo: Path) -> None:
 
 def write(artifacts: Path, repo: Path, s: ServingConfig = ServingConfig()) -> int:
     """Add one new version of every member to `repo` (created if missing); returns the version number."""
+    from slsp.export.build import check_contract
+
     artifacts, repo = Path(artifacts), Path(repo)
     check_contract(artifacts)
     cfg = DetectorConfig.load(artifacts / contract.CONFIG)
