@@ -97,3 +97,15 @@ def liu_noise(img: np.ndarray, mask: np.ndarray, p: int = 7, stride: int = 3) ->
     sel = mask[::stride, ::stride][: win.shape[0], : win.shape[1]]
     x = win[sel].reshape(-1, p * p)
     return float(np.sqrt(max(np.linalg.eigvalsh(np.cov(x, rowvar=False))[0], 0.0)))
+
+
+def log_kurtosis(crop: np.ndarray) -> float:
+    """float64: the luma of (pixel minus its reflect-padded 3 x 3 mean), border left out, log(m4 / m2^2)."""
+    x = crop.astype(np.float64)
+    p = np.pad(x, ((1, 1), (1, 1), (0, 0)), mode="reflect")
+    h, w = x.shape[:2]
+    mean3 = sum(p[i : i + h, j : j + w] for i in range(3) for j in range(3)) / 9.0
+    luma = ((x - mean3) @ np.array([0.299, 0.587, 0.114]))[1:-1, 1:-1]
+    d = luma - luma.mean()
+    m2 = (d**2).mean()
+    return float(np.log((d**4).mean() / m2**2)) if m2 > 1e-6 else float("nan")

@@ -1,5 +1,5 @@
 """The crops' log kurtosis (slsp.fluctuation), its median in the score stage, and the two-sided kurtosis part of the
-fusion, against independent float64 NumPy references; its calibration on real photos only."""
+fusion, against independent float64 NumPy references (tests/reference.py); its calibration is in test_fluct.py."""
 
 from __future__ import annotations
 
@@ -11,22 +11,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import reference
 from conftest import photo_crops
 from slsp.config import FusionConfig
 from slsp.fluctuation import log_kurtosis
 from slsp.scoring import Scorer
-
-
-def reference_log_kurtosis(crop: np.ndarray) -> float:
-    """float64: the luma of (pixel minus its reflect-padded 3 x 3 mean), border left out, log(m4 / m2^2)."""
-    x = crop.astype(np.float64)
-    p = np.pad(x, ((1, 1), (1, 1), (0, 0)), mode="reflect")
-    h, w = x.shape[:2]
-    mean3 = sum(p[i : i + h, j : j + w] for i in range(3) for j in range(3)) / 9.0
-    luma = ((x - mean3) @ np.array([0.299, 0.587, 0.114]))[1:-1, 1:-1]
-    d = luma - luma.mean()
-    m2 = (d**2).mean()
-    return float(np.log((d**4).mean() / m2**2)) if m2 > 1e-6 else float("nan")
 
 
 def test_log_kurtosis_matches_float64_reference() -> None:
@@ -38,7 +27,7 @@ def test_log_kurtosis_matches_float64_reference() -> None:
     sparse[rng.uniform(size=(64, 64)) < 0.01] = 160
     crops = np.stack([*photo_crops(6, 64, 64), gauss, sparse, flat])
     got = log_kurtosis(torch.from_numpy(crops)).numpy()
-    want = np.array([reference_log_kurtosis(c) for c in crops])
+    want = np.array([reference.log_kurtosis(c) for c in crops])
     assert got.dtype == np.float32
     np.testing.assert_allclose(got[:-1], want[:-1], rtol=1e-4)
     assert np.isnan(got[-1]) and np.isnan(want[-1])
@@ -56,7 +45,7 @@ def test_log_kurtosis_holds_in_half_precision() -> None:
     flat = np.full((64, 64, 3), 7, np.uint8)
     crops = np.stack([*photo_crops(4, 64, 64), sparse, texture, flat])
     got = log_kurtosis(torch.from_numpy(crops), torch.float16).numpy()
-    want = np.array([reference_log_kurtosis(c) for c in crops])
+    want = np.array([reference.log_kurtosis(c) for c in crops])
     assert got.dtype == np.float32 and np.isfinite(got[:-1]).all() and np.isnan(got[-1])
     np.testing.assert_allclose(got[:-1], want[:-1], atol=0.02)
     assert got[4] > 5.0  # the sparse crop's tails survive
