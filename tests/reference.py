@@ -1,7 +1,8 @@
 """Independent NumPy/SciPy float64 reference of TrSOR, written from METHOD.md without importing slsp.
 
 Box sums use integral images (not pooling), the derivative operator is built with Kronecker products, the
-crop ranking is a plain sort, and Liu et al.'s eigenvalue noise estimate is included for comparison.
+crop ranking is a plain sort, and Liu et al.'s eigenvalue noise estimate is included for comparison. The crops'
+log kurtosis (slsp.fluctuation) is here too, as the direct formula in float64.
 """
 
 from __future__ import annotations
