@@ -158,6 +158,14 @@ CANDIDATES: dict[str, tuple[str | None, str]] = {
         "../shared/data/real/train-camera --out runs/shipped-recipe/s3 --seed 3 (the family's defaults)",
     ),
     "fluct-sparse-half-kurt-s4": ("runs/shipped-recipe/s4", "as fluct-sparse-half-kurt-s3, seed 4"),
+    "fluct-sparse-heavy-kurt-s0": (
+        "runs/sparse-heavy/s0",
+        "sparse for half the pseudo-fakes, resample for a quarter: slsp train --real ../shared/data/real/train --real "
+        "../shared/data/real/train-camera --out runs/sparse-heavy/s0 --seed 0 --fakes "
+        "denoise,renoise,resample,resample,sparse,sparse,sparse,sparse (kurtosis part by the family's default)",
+    ),
+    "fluct-sparse-heavy-kurt-s1": ("runs/sparse-heavy/s1", "as fluct-sparse-heavy-kurt-s0, seed 1"),
+    "fluct-sparse-heavy-kurt-s2": ("runs/sparse-heavy/s2", "as fluct-sparse-heavy-kurt-s0, seed 2"),
     "fluct-b": (
         "runs/fluct-b",
         "slsp train --family fluct --real ../shared/data/real/train --real ../shared/data/real/train-camera "
@@ -177,6 +185,8 @@ SEEDED: dict[str, list[str]] = {
     "fluct, three levels, sparse pseudo-fake, 1/2 resample, kurtosis part (shipped)": [
         SHIPPED, "fluct-sparse-half-kurt-s1", "fluct-sparse-half-kurt-s2", "fluct-sparse-half-kurt-s3",
         "fluct-sparse-half-kurt-s4"],
+    "fluct, three levels, sparse 1/2 of the pseudo-fakes, resample 1/4, kurtosis part": [
+        "fluct-sparse-heavy-kurt-s0", "fluct-sparse-heavy-kurt-s1", "fluct-sparse-heavy-kurt-s2"],
 }
 # condition -> (--reencode, --perturb or None)
 CONDITIONS: dict[str, tuple[str, str | None]] = {
