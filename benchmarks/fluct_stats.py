@@ -40,7 +40,7 @@ from aggregation import BASE, CONDITIONS, TRIM, cached, image_sets, rule_scores,
 
 from slsp import detector as det_io
 from slsp.evaluate import source
-from slsp.fluctuation import log_kurtosis, residual
+from slsp.fluctuation import LUMA, log_kurtosis, residual
 from slsp.imaging import load
 from slsp.progress import bar
 from slsp.transforms import Transform
@@ -48,7 +48,6 @@ from slsp.trsor import Pyramid, TrSOR
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "runs" / "fluct-stats-cache.pkl"
-LUMA = np.array([0.299, 0.587, 0.114])
 STATS = ("corr", "chroma", "ac1", "kurt")
 # Added after the four were scored: log of the fourth standardised moment (kurt + 3 >= 1), where the real photos'
 # long right tail no longer sets the two-sided scale. The median commutes with it, so it costs no new pass.
@@ -76,7 +75,7 @@ def crop_stats(crop: np.ndarray) -> dict[str, float]:
     """The statistics of one (C, C, 3) uint8 crop (NaN where its residual is flat)."""
     x = torch.from_numpy(crop.astype(np.float64)).permute(2, 0, 1)[None]
     r = residual(x)[0].permute(1, 2, 0).numpy()[1:-1, 1:-1]  # the model's input, without the padded border
-    luma = r @ LUMA
+    luma = r @ np.array(LUMA)
     s = luma.std()
     if s < 1e-6:
         return dict.fromkeys(STATS, np.nan)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-LUMA = (0.299, 0.587, 0.114)
+LUMA = (0.299, 0.587, 0.114)  # Rec. 601 luma, as TrSOR reads the image (slsp.trsor)
 MIN_VARIANCE = 1e-6  # gray levels squared: below it the residual is flat and has no kurtosis (NaN)
 # Scales that keep every intermediate small enough for half precision, which a TensorRT FP16 engine may choose for
 # these layers (a gray-level residual's 4th power overflows float16 from 16 gray levels on): the residual in units

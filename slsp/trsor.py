@@ -22,8 +22,8 @@ from scipy import special, stats
 from torch import Tensor, nn
 
 from slsp.config import TrsorConfig
+from slsp.fluctuation import LUMA
 
-LUMA = (0.299, 0.587, 0.114)
 _LOG_EPS = 1e-3
 
 
