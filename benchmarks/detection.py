@@ -166,6 +166,8 @@ CANDIDATES: dict[str, tuple[str | None, str]] = {
     ),
     "fluct-sparse-heavy-kurt-s1": ("runs/sparse-heavy/s1", "as fluct-sparse-heavy-kurt-s0, seed 1"),
     "fluct-sparse-heavy-kurt-s2": ("runs/sparse-heavy/s2", "as fluct-sparse-heavy-kurt-s0, seed 2"),
+    "fluct-sparse-heavy-kurt-s3": ("runs/sparse-heavy/s3", "as fluct-sparse-heavy-kurt-s0, seed 3"),
+    "fluct-sparse-heavy-kurt-s4": ("runs/sparse-heavy/s4", "as fluct-sparse-heavy-kurt-s0, seed 4"),
     "fluct-b": (
         "runs/fluct-b",
         "slsp train --family fluct --real ../shared/data/real/train --real ../shared/data/real/train-camera "
@@ -186,7 +188,8 @@ SEEDED: dict[str, list[str]] = {
         SHIPPED, "fluct-sparse-half-kurt-s1", "fluct-sparse-half-kurt-s2", "fluct-sparse-half-kurt-s3",
         "fluct-sparse-half-kurt-s4"],
     "fluct, three levels, sparse 1/2 of the pseudo-fakes, resample 1/4, kurtosis part": [
-        "fluct-sparse-heavy-kurt-s0", "fluct-sparse-heavy-kurt-s1", "fluct-sparse-heavy-kurt-s2"],
+        "fluct-sparse-heavy-kurt-s0", "fluct-sparse-heavy-kurt-s1", "fluct-sparse-heavy-kurt-s2",
+        "fluct-sparse-heavy-kurt-s3", "fluct-sparse-heavy-kurt-s4"],
 }
 # condition -> (--reencode, --perturb or None)
 CONDITIONS: dict[str, tuple[str, str | None]] = {

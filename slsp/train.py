@@ -2,8 +2,8 @@
 
 The family says what a batch and an optimisation step are (slsp.families.spec.Training); this loop does the rest:
 the data split, TrSOR crops extracted once, the run folder with its checkpoints and resume, the learning-rate
-schedule, the device, DistributedDataParallel under `torchrun`, and calibration on the held-out real photos, which
-are never trained on and set the decision threshold at the target false-positive rate.
+schedule, the device, gradients averaged over the ranks under `torchrun`, and calibration on the held-out real
+photos, which are never trained on and set the decision threshold at the target false-positive rate.
 """
 
 from __future__ import annotations
@@ -101,6 +101,24 @@ class Dist:
         return self.rank == 0
 
 
+def average_gradients(module: nn.Module) -> list[torch.utils.hooks.RemovableHandle]:
+    """Data parallelism under torchrun: every rank starts from rank 0's weights, and each parameter's gradient is
+    averaged over the ranks as soon as a backward pass has accumulated it (same graph on every rank, so the same
+    order). Not DistributedDataParallel: its reducer keeps the process group alive after destroy_process_group
+    (torch 2.13, gloo and nccl alike), so the group's threads outlived the run and a rank could abort (SIGABRT) at
+    exit, failing a finished run. Returns the hooks, to remove when training ends."""
+    world = dist.get_world_size()
+    with torch.no_grad():
+        for t in module.state_dict().values():
+            dist.broadcast(t, 0)
+
+    def mean(p: Tensor) -> None:
+        dist.all_reduce(p.grad)
+        p.grad.div_(world)
+
+    return [p.register_post_accumulate_grad_hook(mean) for p in module.parameters() if p.requires_grad]
+
+
 def setup(seed: int) -> Dist:
     """Seed, pick the device (the local GPU under torchrun, else the CPU) and join the process group if any."""
     world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
@@ -113,11 +131,12 @@ def setup(seed: int) -> Dist:
     device = torch.device("cuda", local) if cuda else torch.device("cpu")
     if cuda:
         torch.cuda.set_device(device)
-    if world > 1:
-        dist.init_process_group("nccl" if cuda else "gloo")
     torch.manual_seed(seed)
     if not cuda:
+        # before the process group: set after it, the group outlives destroy_process_group (torch 2.13)
         torch.use_deterministic_algorithms(True)
+    if world > 1:
+        dist.init_process_group("nccl" if cuda else "gloo")
     return Dist(world, rank, device)
 
 
@@ -196,9 +215,8 @@ def train(
     opts = training.optimizers()
     if resumed:
         restore_state(run, opts, resumed)
-    objectives: nn.Module = training.objectives()
-    if d.world > 1:
-        objectives = nn.parallel.DistributedDataParallel(objectives, find_unused_parameters=True)
+    objectives = training.objectives()
+    hooks = average_gradients(objectives) if d.world > 1 else []
     info = {
         "family": fam.name,
         "train_config": dataclasses.asdict(tcfg),
@@ -225,6 +243,8 @@ def train(
             if d.main and (done % checkpoint_every == 0 or done == tcfg.steps):
                 det_io.save(det, run)
                 save_state(run, done, opts, {**info, "last": logs})
+    for hook in hooks:
+        hook.remove()
     if d.world > 1:
         dist.barrier()  # every rank done with the collectives before any tears gloo down
         dist.destroy_process_group()

@@ -17,7 +17,7 @@ from slsp.config import TrainConfig
 from slsp.errors import SlspError
 from slsp.families.recipe import RecipeOptions
 from slsp.imaging import load
-from slsp.train import ahead, train
+from slsp.train import ahead, average_gradients, train
 
 CFG = tiny_config("slsp")
 
@@ -122,8 +122,10 @@ def test_refuses_to_overwrite_and_needs_state_to_resume(real_dir: Path, tmp_path
         train([real_dir], tmp_path / "empty", CFG, tcfg(1), resume=True, quiet=True)
 
 
-def test_torchrun_two_processes_ddp(real_dir: Path, tmp_path: Path) -> None:
-    """The same training code under torchrun (DistributedDataParallel, gloo on CPU) completes and calibrates."""
+def test_torchrun_two_processes(real_dir: Path, tmp_path: Path) -> None:
+    """The same training code under torchrun (gradients averaged over two processes, gloo on CPU) completes,
+    calibrates, and leaves no process-group thread behind: with DistributedDataParallel the group outlived
+    destroy_process_group and a rank sometimes aborted (SIGABRT) at exit after a finished run."""
     import subprocess
     import sys
 
@@ -137,6 +139,9 @@ def test_torchrun_two_processes_ddp(real_dir: Path, tmp_path: Path) -> None:
         "cfg = tiny_config('slsp')\n"
         f"train([Path({str(real_dir)!r})], Path({str(tmp_path / 'run')!r}), cfg,\n"
         "      TrainConfig(steps=3, batch=4, warmup=2, crops_per_image=4, holdout=0.25), quiet=True)\n"
+        "import os\n"
+        "left = [open(f'/proc/self/task/{t}/comm').read().strip() for t in os.listdir('/proc/self/task')]\n"
+        "assert not [n for n in left if 'gloo' in n], left\n"
     )
     from slsp.server import free_port
 
@@ -146,6 +151,48 @@ def test_torchrun_two_processes_ddp(real_dir: Path, tmp_path: Path) -> None:
     info = json.loads((tmp_path / "run" / "train.json").read_text())
     assert info["world_size"] == 2 and info["step"] == 3
     assert det_io.load(tmp_path / "run").cfg.threshold != 0.5  # calibrated after training
+
+
+def _average_rank(rank: int, init: str, out: str) -> None:
+    """One of two gloo ranks: a Linear seeded by its rank, two backward passes on the rank's own inputs."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
+    torch.manual_seed(rank)
+    m = torch.nn.Linear(3, 2)
+    hooks = average_gradients(m)
+    x = torch.arange(12.0).reshape(4, 3) * (rank + 1)
+    (m(x) ** 2).sum().backward()
+    (m(x).sum() * 3).backward()  # accumulates: the hook fires on each pass, on that pass's own gradient
+    for h in hooks:
+        h.remove()
+    torch.save({"grads": [p.grad for p in m.parameters()], "weights": [p.detach() for p in m.parameters()]},
+               f"{out}/rank{rank}.pt")
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def test_gradients_are_the_mean_over_ranks_from_rank_0s_weights(tmp_path: Path) -> None:
+    """average_gradients against a float64 reference: both ranks start from rank 0's weights and end each backward
+    pass with the mean of the two ranks' gradients."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_average_rank, args=(f"file://{tmp_path / 'init'}", str(tmp_path)), nprocs=2)
+    got = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
+    torch.manual_seed(0)
+    w0 = torch.nn.Linear(3, 2).double()
+    for r in (0, 1):
+        assert all(torch.equal(a, b) for a, b in zip(got[r]["weights"], got[0]["weights"]))
+        assert torch.allclose(got[r]["weights"][0].double(), w0.weight)  # rank 1 was seeded differently
+    expected = [torch.zeros_like(p) for p in w0.parameters()]
+    for rank in (0, 1):
+        w0.zero_grad()
+        x = torch.arange(12.0, dtype=torch.float64).reshape(4, 3) * (rank + 1)
+        ((w0(x) ** 2).sum() + w0(x).sum() * 3).backward()
+        expected = [e + p.grad / 2 for e, p in zip(expected, w0.parameters())]
+    for r in (0, 1):
+        for g, e in zip(got[r]["grads"], expected):
+            np.testing.assert_allclose(g.double().numpy(), e.numpy(), rtol=1e-5)
 
 
 def test_calibration_leaves_out_images_the_detector_refuses(real_dir: Path, tmp_path: Path) -> None:

@@ -71,7 +71,7 @@ class Family:
 class Training(Protocol):
     """What a family's training code gives the loop: like a LightningModule's `training_step`, the family says what a
     batch and a step are; the loop (slsp/train.py) owns the run folder, resume, checkpoints, the learning-rate
-    schedule, devices and DistributedDataParallel, crop extraction and calibration."""
+    schedule, devices and data parallelism, crop extraction and calibration."""
 
     split_per_folder: ClassVar[bool]  # hold out a share of each real folder (else of all photos pooled)
     fuse: ClassVar[bool]  # calibration also fits the noise fusion (FusionConfig)
@@ -87,7 +87,7 @@ class Training(Protocol):
         and any the family derives from it (seeded by the index alone)."""
 
     def objectives(self) -> nn.Module:
-        """The module whose forward computes the losses (what DistributedDataParallel wraps)."""
+        """The module whose forward computes the losses (under torchrun, its gradients are averaged over the ranks)."""
 
     def optimizers(self) -> dict[str, optim.Optimizer]:
         """The optimisers by name (their state is checkpointed under these names)."""

@@ -14,7 +14,8 @@ from slsp.families.recipe.model import SLSPModel
 
 
 class Objectives(nn.Module):
-    """Both training losses behind one forward, so DistributedDataParallel sees every update."""
+    """Both training losses behind one forward: the module the loop steps (and averages gradients of, under
+    torchrun)."""
 
     def __init__(self, model: SLSPModel, fake_phi: str, fake_mix: str) -> None:
         super().__init__()
