@@ -104,9 +104,9 @@ class Dist:
 def average_gradients(module: nn.Module) -> list[torch.utils.hooks.RemovableHandle]:
     """Data parallelism under torchrun: every rank starts from rank 0's weights, and each parameter's gradient is
     averaged over the ranks as soon as a backward pass has accumulated it (same graph on every rank, so the same
-    order). Not DistributedDataParallel: its reducer keeps the process group alive after destroy_process_group
-    (torch 2.13, gloo and nccl alike), so the group's threads outlived the run and a rank could abort (SIGABRT) at
-    exit, failing a finished run. Returns the hooks, to remove when training ends."""
+    order). Not DistributedDataParallel: constructing one keeps the process group alive after
+    destroy_process_group (torch 2.13, measured with gloo), so the group's threads outlived the run and a rank could
+    abort (SIGABRT) at exit, failing a finished run. Returns the hooks, to remove when training ends."""
     world = dist.get_world_size()
     with torch.no_grad():
         for t in module.state_dict().values():
