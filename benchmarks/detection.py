@@ -168,6 +168,20 @@ CANDIDATES: dict[str, tuple[str | None, str]] = {
     "fluct-sparse-heavy-kurt-s2": ("runs/sparse-heavy/s2", "as fluct-sparse-heavy-kurt-s0, seed 2"),
     "fluct-sparse-heavy-kurt-s3": ("runs/sparse-heavy/s3", "as fluct-sparse-heavy-kurt-s0, seed 3"),
     "fluct-sparse-heavy-kurt-s4": ("runs/sparse-heavy/s4", "as fluct-sparse-heavy-kurt-s0, seed 4"),
+    "fluct-sparse-half-kurt-clip-s0": (
+        "runs/clip-cal/s0",
+        "the shipped model recalibrated with clipped pixels left out of TrSOR: slsp calibrate --model slsp/default "
+        "--out runs/clip-cal/s0 --skip-clipped",
+    ),
+    **{f"fluct-sparse-half-kurt-clip-s{s}": (f"runs/clip-cal/s{s}", f"as fluct-sparse-half-kurt-clip-s0, from "
+                                             f"fluct-sparse-half-kurt-s{s}'s run") for s in range(1, 5)},
+    "fluct-skip-clipped-s0": (
+        "runs/skip-clipped/s0",
+        "the shipped recipe trained with clipped pixels left out of TrSOR: slsp train --real ../shared/data/real/train "
+        "--real ../shared/data/real/train-camera --out runs/skip-clipped/s0 --seed 0 --skip-clipped",
+    ),
+    **{f"fluct-skip-clipped-s{s}": (f"runs/skip-clipped/s{s}", f"as fluct-skip-clipped-s0, seed {s}")
+       for s in range(1, 3)},
     "fluct-b": (
         "runs/fluct-b",
         "slsp train --family fluct --real ../shared/data/real/train --real ../shared/data/real/train-camera "
@@ -190,6 +204,10 @@ SEEDED: dict[str, list[str]] = {
     "fluct, three levels, sparse 1/2 of the pseudo-fakes, resample 1/4, kurtosis part": [
         "fluct-sparse-heavy-kurt-s0", "fluct-sparse-heavy-kurt-s1", "fluct-sparse-heavy-kurt-s2",
         "fluct-sparse-heavy-kurt-s3", "fluct-sparse-heavy-kurt-s4"],
+    "the shipped recipe's weights, clipped pixels left out of TrSOR (recalibrated)": [
+        f"fluct-sparse-half-kurt-clip-s{s}" for s in range(5)],
+    "the shipped recipe trained and calibrated with clipped pixels left out of TrSOR": [
+        f"fluct-skip-clipped-s{s}" for s in range(3)],
 }
 # condition -> (--reencode, --perturb or None)
 CONDITIONS: dict[str, tuple[str, str | None]] = {

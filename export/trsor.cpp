@@ -133,6 +133,36 @@ __attribute__((noinline)) double sum_log(const float* __restrict x, int64_t n, f
   return total;
 }
 
+// Sum of log(x + eps) over the x[k] whose patch holds no clipped pixel (clip[k] == 0), k < n; their count is
+// added to *kept. x is finite here (clipped patches are set to infinity after this).
+__attribute__((noinline)) double sum_log_kept(const float* __restrict x, const uint8_t* __restrict clip, int64_t n,
+                                              float eps, int64_t* kept) {
+  float logs[BLOCK];
+  double total = 0.0;
+  for (int64_t k0 = 0; k0 < n; k0 += BLOCK) {
+    const int64_t m = k0 + BLOCK < n ? BLOCK : n - k0;
+    for (int64_t k = 0; k < m; ++k) logs[k] = log_positive(x[k0 + k] + eps) * static_cast<float>(1 - clip[k0 + k]);
+    float s = 0.0f;
+    int c = 0;
+#pragma omp simd reduction(+ : s, c)
+    for (int64_t k = 0; k < m; ++k) {
+      s += logs[k];
+      c += 1 - clip[k0 + k];
+    }
+    total += s;
+    *kept += c;
+  }
+  return total;
+}
+
+// flag[x] = pixel x of an 8-bit RGB row is clipped: 0 in all three channels, or 255 in all three.
+__attribute__((noinline)) void clipped_pixels(const uint8_t* __restrict src, uint8_t* __restrict flag, int64_t w) {
+  for (int64_t x = 0; x < w; ++x) {
+    const uint8_t r = src[3 * x], g = src[3 * x + 1], b = src[3 * x + 2];
+    flag[x] = ((r | g | b) == 0) | ((r & g & b) == 255);
+  }
+}
+
 // Count and sum of the x[k] <= t, k in [k0, k1), added to *count and *sum.
 __attribute__((noinline)) void count_sum_below(const float* __restrict x, int64_t k0, int64_t k1, float t,
                                                int64_t* count, double* sum) {
@@ -154,10 +184,14 @@ __attribute__((noinline)) void count_sum_below(const float* __restrict x, int64_
 // Pass 1 for xi rows [i0, i1): luma (or the 3 channels) of rows [i0, i1 + p - 1) into a ring of 3 rows, row sums
 // a (p - 2 horizontal differences) and b (p vertical differences), and xi as slsp.trsor.gradient_energy sums
 // them: s = a + b shares one window of p - 2 rows, xi[i] = s[i] + ... + s[i + p - 3] + a[i + p - 2] + a[i + p - 1].
-// Returns the sum of log(xi + eps) over the band.
-double energy_band(const uint8_t* img, int64_t w, int p, int nch, float eps, int64_t i0, int64_t i1, float* xi) {
+// Returns the sum of log(xi + eps) over the band. With `skip` (TrsorConfig.skip_clipped), a ring of p rows holds
+// whether each pixel's p-wide row window meets a clipped pixel; the patches that do are left out of the sum (the
+// others counted in *kept) and set to infinity, so no threshold selects them.
+double energy_band(const uint8_t* img, int64_t w, int p, int nch, float eps, int64_t i0, int64_t i1, float* xi,
+                   bool skip, int64_t* kept) {
   const int64_t wp = w - p + 1;
   std::vector<float> y(3 * nch * w), dd(w), a(p * wp), b(wp), sums((p - 2) * wp);
+  std::vector<uint8_t> flag(skip ? w : 0), near(skip ? p * wp : 0), clip(skip ? wp : 0);
   double log_sum = 0.0;
   for (int64_t r = i0; r < i1 + p - 1; ++r) {
     float* __restrict yr = &y[(r % 3) * nch * w];
@@ -171,6 +205,10 @@ double energy_band(const uint8_t* img, int64_t w, int p, int nch, float eps, int
       for (int ch = 0; ch < 3; ++ch) {
         for (int64_t x = 0; x < w; ++x) yr[ch * w + x] = static_cast<float>(src[3 * x + ch]);
       }
+    }
+    if (skip) {
+      clipped_pixels(src, flag.data(), w);
+      window(flag.data(), &near[(r % p) * wp], wp, p, either);
     }
     // a: sum over p - 2 consecutive squared horizontal differences (summed over channels).
     for (int ch = 0; ch < nch; ++ch) add_square_diff(yr + ch * w + 2, yr + ch * w, dd.data(), w - 2, ch == 0);
@@ -192,7 +230,15 @@ double energy_band(const uint8_t* img, int64_t w, int p, int nch, float eps, int
     rows[p - 2] = &a[((i + p - 2) % p) * wp];
     rows[p - 1] = &a[((i + p - 1) % p) * wp];
     combine(rows, p, out, wp, plus);
-    log_sum += sum_log(out, wp, eps);
+    if (!skip) {
+      log_sum += sum_log(out, wp, eps);
+      continue;
+    }
+    const uint8_t* near_rows[64];
+    for (int k = 0; k < p; ++k) near_rows[k] = &near[((i + k) % p) * wp];
+    combine(near_rows, p, clip.data(), wp, either);
+    log_sum += sum_log_kept(out, clip.data(), wp, eps, kept);
+    for (int64_t x = 0; x < wp; ++x) out[x] = clip[x] ? INFINITY : out[x];
   }
   return log_sum;
 }
@@ -243,17 +289,18 @@ extern "C" {
 // img: (h, w, 3) uint8, h and w >= c >= 4 p. xi: ((h - p + 1) * (w - p + 1)) float32 scratch. phi: (h, w) uint8
 // out. counts: ((h / c + 1) * (w / c + 1)) int64 out. null: {tau, truncated mean, log mean} of the Gamma null per
 // unit variance (slsp.trsor.NullModel). The caller owns the large buffers so it can reuse them: freshly mapped
-// pages cost a fault each (~1,500 a call at 1 MP, more than the kernel's own time).
+// pages cost a fault each (~1,500 a call at 1 MP, more than the kernel's own time). skip_clipped (last, so a
+// caller of the older signature still links): TrsorConfig.skip_clipped; with every patch clipped, sigma^2 is 0.
 // Returns the final noise variance sigma^2 in 8-bit units squared, or -1 on bad arguments.
 double slsp_trsor(const uint8_t* img, int64_t h, int64_t w, int p, int nch, int iterations, const double* null,
-                  float eps, int c, int threads, float* xi, uint8_t* phi, int64_t* counts) {
+                  float eps, int c, int threads, float* xi, uint8_t* phi, int64_t* counts, int skip_clipped) {
   // p <= 31 (TrsorConfig's bound) also bounds the row-pointer arrays above.
   if (p < 3 || p > 31 || p % 2 == 0 || (nch != 1 && nch != 3) || c < p || h < c || w < c || iterations < 0 || threads < 1)
     return -1.0;
   const int64_t hp = h - p + 1, wp = w - p + 1, n = hp * wp, ntiles = (h / c + 1) * (w / c + 1);
   const float tau = static_cast<float>(null[0] * nch), trunc = static_cast<float>(null[1] * nch);
   std::vector<double> logs(threads, 0.0), sums(iterations * threads, 0.0);
-  std::vector<int64_t> selected(iterations * threads, 0);
+  std::vector<int64_t> selected(iterations * threads, 0), kept(threads, 0);
   std::vector<std::vector<int64_t>> partial(threads, std::vector<int64_t>(ntiles, 0));
   float result = 0.0f;
   // One team of plain threads for the whole call, in step at a barrier after each pass; each member derives the
@@ -263,12 +310,15 @@ double slsp_trsor(const uint8_t* img, int64_t h, int64_t w, int p, int nch, int 
   auto member = [&](int t) {
     int64_t lo, hi;
     band(hp, t, threads, &lo, &hi);
-    if (lo < hi) logs[t] = energy_band(img, w, p, nch, eps, lo, hi, xi);
+    if (lo < hi) logs[t] = energy_band(img, w, p, nch, eps, lo, hi, xi, skip_clipped != 0, &kept[t]);
     sync.arrive_and_wait();
     double log_sum = 0.0;
-    for (double v : logs) log_sum += v;
+    int64_t patches = 0;
+    for (int k = 0; k < threads; ++k) log_sum += logs[k], patches += kept[k];
+    patches = skip_clipped ? patches : n;
     // As PyTorch computes it in float32: start, thresholds, re-estimates.
-    float sigma2 = std::exp(static_cast<float>(log_sum / static_cast<double>(n) - null[2] - std::log(static_cast<double>(nch))));
+    const double start = log_sum / static_cast<double>(patches > 0 ? patches : 1);
+    float sigma2 = std::exp(static_cast<float>(start - null[2] - std::log(static_cast<double>(nch))));
     band(n, t, threads, &lo, &hi);
     for (int it = 0; it < iterations; ++it) {
       count_sum_below(xi, lo, hi, sigma2 * tau, &selected[it * threads + t], &sums[it * threads + t]);
@@ -280,7 +330,7 @@ double slsp_trsor(const uint8_t* img, int64_t h, int64_t w, int p, int nch, int 
     }
     band(h, t, threads, &lo, &hi);
     if (lo < hi) phi_band(xi, h, w, p, c, sigma2 * tau, lo, hi, phi, partial[t].data());
-    if (t == 0) result = sigma2;
+    if (t == 0) result = patches > 0 ? sigma2 : 0.0f;
   };
   std::vector<std::thread> team;
   for (int t = 1; t < threads; ++t) team.emplace_back(member, t);

@@ -104,6 +104,7 @@ def build(det, out_dir: Path, march: str | None = None, source: Path | None = No
         "crops": cfg.crops,
         "levels": cfg.levels,
         "channel": cfg.channel,
+        "skip_clipped": cfg.skip_clipped,
         "tau": null.tau,
         "truncated_mean": null.truncated_mean,
         "log_mean": null.log_mean,
@@ -146,7 +147,7 @@ class NativeRunner:
         ptr = lambda dtype: np.ctypeslib.ndpointer(dtype, flags="C_CONTIGUOUS")  # noqa: E731
         i64, i32 = ctypes.c_int64, ctypes.c_int
         self.fn.argtypes = [ptr(np.uint8), i64, i64, i32, i32, i32, ptr(np.float64), ctypes.c_float, i32, i32,
-                            ptr(np.float32), ptr(np.uint8), ptr(np.int64)]
+                            ptr(np.float32), ptr(np.uint8), ptr(np.int64), i32]
         self.fn.restype = ctypes.c_double
         self.null = np.array([self.meta["tau"], self.meta["truncated_mean"], self.meta["log_mean"]])
         self.threads = threads or len(os.sched_getaffinity(0))
@@ -175,7 +176,7 @@ class NativeRunner:
         xi, phi = self.buffers(h, w)
         counts = np.empty((h // c + 1) * (w // c + 1), np.int64)
         sigma2 = self.fn(image, h, w, m["patch"], 3 if m["channel"] == "rgb" else 1, m["iterations"], self.null,
-                         m["log_eps"], c, self.threads, xi, phi, counts)
+                         m["log_eps"], c, self.threads, xi, phi, counts, int(m.get("skip_clipped", False)))
         if sigma2 < 0:
             raise RuntimeError(f"native TrSOR refused its arguments ({h}x{w}, {m})")
         positions, valid = select(counts, h, w, c, m["crops"])

@@ -31,6 +31,11 @@ LevelsOpt = Annotated[
                  "2^l x 2^l pixels, each level's crop score a part of the fused score (default: the family's, or "
                  "the model's own)."),
 ]
+ClippedOpt = Annotated[
+    Optional[bool],
+    typer.Option(help="TrSOR leaves out patches holding a clipped pixel (black or white in all three channels): "
+                 "neither over-smooth nor part of the noise estimate (default: the family's, or the model's own)."),
+]
 
 
 def _emit(obj: object) -> None:
@@ -138,6 +143,7 @@ def train(
         ),
     ] = None,
     levels: LevelsOpt = None,
+    skip_clipped: ClippedOpt = None,
     kurtosis: Annotated[
         Optional[bool],
         typer.Option(help="Fuse the crops' log kurtosis as a two-sided part, fit on the held-out photos (families "
@@ -164,10 +170,11 @@ def train(
     crops_per_image = d["crops_per_image"] if crops_per_image is None else crops_per_image
     canonical = d["canonical"] if canonical is None else canonical
     levels = d["levels"] if levels is None else levels
+    skip_clipped = d.get("skip_clipped", False) if skip_clipped is None else skip_clipped
     kurtosis = d.get("kurtosis", False) if kurtosis is None else kurtosis
     mcfg = fam.model_config(size, crop=crop, score=score, residual=residual)
-    cfg = DetectorConfig(trsor=TrsorConfig(crop=mcfg.crop, levels=levels), model=mcfg, target_fpr=target_fpr,
-                         canonical=canonical)
+    cfg = DetectorConfig(trsor=TrsorConfig(crop=mcfg.crop, levels=levels, skip_clipped=skip_clipped), model=mcfg,
+                         target_fpr=target_fpr, canonical=canonical)
     tcfg = TrainConfig(steps=steps, batch=batch, lr=lr, seed=seed, target_fpr=target_fpr, holdout=holdout,
                        crops_per_image=crops_per_image, calibration=("none", *(calibrate_on or [])), kurtosis=kurtosis,
                        options=fam.train_options(fake_phi=fake_phi, fake_mix=fake_mix, chain=chain,
@@ -203,6 +210,7 @@ def calibrate(
                      "(--no-low-resolution: refuse them)."),
     ] = True,
     levels: LevelsOpt = None,
+    skip_clipped: ClippedOpt = None,
     kurtosis: Annotated[
         Optional[bool],
         typer.Option(help="Fuse the crops' log kurtosis as a two-sided part (--no-kurtosis: leave it out; default: "
@@ -214,7 +222,7 @@ def calibrate(
     from slsp.calibrate import recalibrate
 
     cal = recalibrate(model, out, target_fpr, ("none", *(variant or [])), canonical=canonical, quiet=quiet,
-                      low_resolution=low_resolution, levels=levels, kurtosis=kurtosis)
+                      low_resolution=low_resolution, levels=levels, skip_clipped=skip_clipped, kurtosis=kurtosis)
     typer.echo(f"wrote {out} (threshold {cal.threshold:.4f}, held-out FPR {cal.fpr:.1%} on {len(cal.scores)} scores)")
 
 

@@ -20,7 +20,9 @@ AGGREGATES = ("mean", "max")
 class TrsorConfig:
     """TrSOR: patch size p, Gamma-null quantile delta, fixed iteration count, crop size, crops per level and the
     number of pyramid levels it selects crops from (`trsor.Pyramid`: level l is the image box-averaged over
-    2^l x 2^l pixels; the noise estimate and Phi are level 0's)."""
+    2^l x 2^l pixels; the noise estimate and Phi are level 0's). `skip_clipped`: patches holding a clipped pixel
+    (black or white in all three channels) are neither over-smooth nor part of the noise estimate, since clipping
+    leaves no fluctuation to judge there, in a photo or a generated image alike."""
 
     patch: int = 7
     delta: float = 0.99
@@ -29,6 +31,7 @@ class TrsorConfig:
     crops: int = 16
     channel: str = "luma"  # "luma" or "rgb" (per-channel energy, summed)
     levels: int = 1
+    skip_clipped: bool = False
 
     def __post_init__(self) -> None:
         if not 3 <= self.patch <= 31 or self.patch % 2 == 0:

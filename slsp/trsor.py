@@ -121,6 +121,14 @@ def gradient_energy(y: Tensor, p: int) -> Tensor:
     return xi[0] if xi.shape[0] == 1 else xi.sum(dim=0)  # luma: skip a pass that would only copy
 
 
+def unclipped_patches(image: Tensor, p: int) -> Tensor:
+    """uint8 (H, W, 3) -> (H - p + 1, W - p + 1) float, 1 where the p x p patch holds no clipped pixel (0 or 255 in
+    all three channels). Channel by channel, as `TrSOR.channels` reads them, so no full-size copy is made."""
+    ch = [image[:, :, i] for i in range(3)]
+    clipped = ((ch[0] == 0) & (ch[1] == 0) & (ch[2] == 0)) | ((ch[0] == 255) & (ch[1] == 255) & (ch[2] == 255))
+    return 1.0 - F.max_pool2d(clipped.to(torch.float32)[None, None], p, stride=1)[0, 0]
+
+
 def dilate(mask: Tensor, p: int) -> Tensor:
     """Patch map (H - p + 1, W - p + 1) -> per-pixel union of the selected p x p patches (H, W), separably."""
     m = F.pad(mask[None, None], (p - 1, p - 1, p - 1, p - 1))
@@ -148,25 +156,34 @@ class TrSOR(nn.Module):
         ch = [image[:, :, i].to(torch.float32) for i in range(3)]
         return (ch[0] * LUMA[0] + ch[1] * LUMA[1] + ch[2] * LUMA[2]).unsqueeze(0)
 
-    def noise_and_mask(self, xi: Tensor) -> tuple[Tensor, Tensor]:
-        """Iterate: tau from sigma^2, select xi <= tau, re-estimate sigma^2 from the selection (fixed count)."""
+    def noise_and_mask(self, xi: Tensor, keep: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Iterate: tau from sigma^2, select xi <= tau, re-estimate sigma^2 from the selection (fixed count).
+        `keep` (0/1 per patch, `skip_clipped`): only those patches count; with none kept, sigma^2 is 0 (flat)."""
         n = self.null
         nch = 3.0 if self.cfg.channel == "rgb" else 1.0
         # Start: log-domain mean over all patches (a sum of nch Gammas is treated as nch x one for the start).
-        sigma2 = torch.exp(torch.log(xi + _LOG_EPS).mean() - n.log_mean - float(np.log(nch)))
+        if keep is None:
+            start = torch.log(xi + _LOG_EPS).mean()
+        else:
+            kept = keep.sum()
+            start = (torch.log(xi + _LOG_EPS) * keep).sum() / torch.clamp(kept, min=1.0)
+        sigma2 = torch.exp(start - n.log_mean - float(np.log(nch)))
         for _ in range(self.cfg.iterations):
             sel = (xi <= sigma2 * (n.tau * nch)).to(torch.float32)
+            sel = sel if keep is None else sel * keep
             count = sel.sum()
             est = (xi * sel).sum() / torch.clamp(count, min=1.0) / (n.truncated_mean * nch)
             sigma2 = torch.where(count > 0.5, est, sigma2)
         mask = (xi <= sigma2 * (n.tau * nch)).to(torch.float32)
-        return sigma2, mask
+        if keep is None:
+            return sigma2, mask
+        return torch.where(kept > 0.5, sigma2, torch.zeros_like(sigma2)), mask * keep
 
     def forward(self, image: Tensor) -> TrsorOutput:
         cfg = self.cfg
         p, c = cfg.patch, cfg.crop
         xi = gradient_energy(self.channels(image), p)
-        sigma2, mask = self.noise_and_mask(xi)
+        sigma2, mask = self.noise_and_mask(xi, unclipped_patches(image, p) if cfg.skip_clipped else None)
         # A pixel is over-smooth when a selected patch covers it: dilate the patch map back to H x W.
         phi = dilate(mask, p)
         positions, valid = self.select(phi)

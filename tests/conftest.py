@@ -24,10 +24,12 @@ TINY_SLSP = RecipeConfig(dim=32, depth=2, heads=2, latent=16, decoder_channels=1
 TINY_FLUCT = FluctConfig(width=8, latent=16)
 
 
-def tiny_config(family: str = "slsp", crops: int = 4, levels: int = 1, **fields) -> DetectorConfig:
+def tiny_config(family: str = "slsp", crops: int = 4, levels: int = 1, skip_clipped: bool = False, **fields
+                ) -> DetectorConfig:
     """A detector config over a tiny model of `family`, `crops` per pyramid level."""
     model = {"slsp": TINY_SLSP, "fluct": TINY_FLUCT}[family]
-    return DetectorConfig(trsor=TrsorConfig(crops=crops, levels=levels), model=model, **fields)
+    return DetectorConfig(trsor=TrsorConfig(crops=crops, levels=levels, skip_clipped=skip_clipped), model=model,
+                          **fields)
 
 
 def shared(*parts: str) -> Path:
@@ -79,6 +81,18 @@ def synthetic_photo(h: int, w: int, seed: int = 0, sigma: float = 2.0) -> np.nda
     img = base[..., None] + rng.normal(0, sigma, (h, w, 3)).astype(np.float32)
     img[: h // 2, : w // 2] += rng.normal(0, 30, (h // 2, w // 2, 3)).astype(np.float32)
     return np.clip(np.round(img), 0, 255).astype(np.uint8)
+
+
+def clipped_photo(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """`synthetic_photo` with clipped regions: a black band on the left, a white one at the bottom (each more flat
+    than any noisy region), a lone clipped pixel in the smooth part, and a red band saturated in one channel only
+    (not clipped: its other channels still fluctuate)."""
+    img = synthetic_photo(h, w, seed=seed)
+    img[:, : w // 5] = 0
+    img[h - h // 6 :, :] = 255
+    img[h // 2 + 3, w // 2 + 5] = 0
+    img[h // 2 : h // 2 + h // 8, :, 0] = 255
+    return img
 
 
 @pytest.fixture(scope="session")

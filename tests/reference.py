@@ -54,15 +54,24 @@ def gradient_energy_explicit(y: np.ndarray, p: int) -> np.ndarray:
     return ((win @ d.T) ** 2).sum(-1)
 
 
-def trsor(img: np.ndarray, p: int = 7, delta: float = 0.99, iterations: int = 3, crop: int = 64, k: int = 16) -> dict:
+def clipped(img: np.ndarray) -> np.ndarray:
+    """Pixels black or white in all three channels."""
+    return (img == 0).all(-1) | (img == 255).all(-1)
+
+
+def trsor(img: np.ndarray, p: int = 7, delta: float = 0.99, iterations: int = 3, crop: int = 64, k: int = 16,
+          skip_clipped: bool = False) -> dict:
     g = gamma_constants(p, delta)
     xi = gradient_energy(luma(img), p)
-    sigma2 = np.exp(np.log(xi + 1e-3).mean() - g["log_mean"])
+    # skip_clipped: a patch holding a clipped pixel is never selected and not in the estimate; none left: sigma 0
+    keep = box_sum(clipped(img).astype(np.float64), p, p) < 0.5 if skip_clipped else np.ones(xi.shape, bool)
+    sigma2 = np.exp(np.log(xi[keep] + 1e-3).mean() - g["log_mean"]) if keep.any() else 1.0
     for _ in range(iterations):
-        sel = xi <= sigma2 * g["tau"]
+        sel = keep & (xi <= sigma2 * g["tau"])
         if sel.any():
             sigma2 = xi[sel].mean() / g["trunc"]
-    mask = xi <= sigma2 * g["tau"]
+    mask = keep & (xi <= sigma2 * g["tau"])
+    sigma2 = sigma2 if keep.any() else 0.0
     h, w = img.shape[:2]
     covered = np.zeros((h + p - 1, w + p - 1))
     covered[p - 1 : p - 1 + mask.shape[0], p - 1 : p - 1 + mask.shape[1]] = mask

@@ -15,7 +15,7 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from conftest import FAKES, PHOTO, PHOTOS, jpeg, shared, synthetic_photo, tiny_config
+from conftest import FAKES, PHOTO, PHOTOS, clipped_photo, jpeg, shared, synthetic_photo, tiny_config
 from slsp import contract
 from slsp import detector as det_io
 from slsp.config import FusionConfig
@@ -27,10 +27,11 @@ from slsp.export.runners import OrtRunner, Pipeline, TorchRunner
 CFG = tiny_config("slsp", crops=6, threshold=0.5)
 # Each model family is exported and gated the same way; the fluct config also exports the noise fusion over three
 # pyramid levels (the gate's sizes include images whose coarser levels hold no crop) and the kurtosis part (the
-# median over a varying number of valid crops, in the score stage's graph).
-FAMILY_CFGS = {"slsp": CFG, "fluct": tiny_config("fluct", crops=6, levels=3, threshold=0.5, fusion=FusionConfig(
-    True, 0.45, 0.05, -0.6, 1.2, level_means=(0.5, 0.4), level_stds=(0.1, 0.2), kurtosis=True,
-    kurtosis_center=1.8, kurtosis_mean=0.4, kurtosis_std=0.3))}
+# median over a varying number of valid crops, in the score stage's graph), with clipped pixels left out of TrSOR.
+FLUCT_FUSION = FusionConfig(True, 0.45, 0.05, -0.6, 1.2, level_means=(0.5, 0.4), level_stds=(0.1, 0.2), kurtosis=True,
+                            kurtosis_center=1.8, kurtosis_mean=0.4, kurtosis_std=0.3)
+FAMILY_CFGS = {"slsp": CFG, "fluct": tiny_config("fluct", crops=6, levels=3, skip_clipped=True, threshold=0.5,
+                                                 fusion=FLUCT_FUSION)}
 
 
 @pytest.fixture(scope="module", params=list(FAMILY_CFGS))
@@ -65,10 +66,10 @@ def test_artifacts_are_checked_and_carry_metadata(artifacts: Path, run_dir: Path
 SIZES = [(64, 64), (65, 97), (129, 64), (200, 333), (512, 384)]
 
 
-@pytest.mark.parametrize("h,w", SIZES)
-def test_onnx_runtime_matches_pytorch_at_size(artifacts: Path, run_dir: Path, h: int, w: int) -> None:
+@pytest.mark.parametrize("h,w,clipped", [(h, w, False) for h, w in SIZES] + [(200, 333, True), (65, 97, True)])
+def test_onnx_runtime_matches_pytorch_at_size(artifacts: Path, run_dir: Path, h: int, w: int, clipped: bool) -> None:
     det = det_io.load(run_dir)
-    img = synthetic_photo(h, w, seed=h * w)
+    img = (clipped_photo if clipped else synthetic_photo)(h, w, seed=h * w)
     feed = {"image": img, "low_resolution": np.array(h * w % 2 == 1)}  # both scoring paths over the sizes
     ref = TorchRunner(torch2onnx.FusedStage(det), "slsp").infer(feed)
     runners = [

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from PIL import Image
 from safetensors.torch import load_file
 
+import reference
 from conftest import TINY_FLUCT, photo_crops, real_photo, synthetic_photo, tiny_config
 from slsp import detector as det_io
 from slsp.config import DetectorConfig, FusionConfig, LowResolutionConfig, TrainConfig
@@ -406,6 +407,37 @@ def test_recalibrate_with_kurtosis_fits_it_on_held_out_reals(real_dirs: list[Pat
                                [np.mean(medians), distance.mean(), distance.std()], rtol=1e-5)
     with pytest.raises(SlspError, match="needs a model that fuses"):
         calibrate.recalibrate(tmp_path / "a", tmp_path / "x", 0.05, quiet=True, fuse=False, kurtosis=True)
+
+
+def test_recalibrate_with_skip_clipped_fits_the_noise_part_without_them(tmp_path: Path) -> None:
+    """--skip-clipped: the config carries it, the noise part is standardised on the held-out photos' TrSOR noise
+    with clipped pixels left out (float64 reference), and --no-skip-clipped gives back the calibration without it
+    to the bit. Half the photos hold black and white bands, as over- and under-exposed photos do."""
+    from slsp import calibrate
+
+    real = tmp_path / "real"
+    real.mkdir()
+    for i, img in enumerate(photo_crops(10, 144, 160)):
+        if i % 2:
+            img[:, :40], img[-30:] = 0, 255
+        Image.fromarray(img).save(real / f"{i}.png")
+    train([real], tmp_path / "a", CFG, tcfg(2), quiet=True)
+    plain = calibrate.recalibrate(tmp_path / "a", tmp_path / "plain", 0.05, quiet=True)
+    skip = calibrate.recalibrate(tmp_path / "a", tmp_path / "skip", 0.05, quiet=True, skip_clipped=True)
+    back = calibrate.recalibrate(tmp_path / "skip", tmp_path / "back", 0.05, quiet=True, skip_clipped=False)
+    det = det_io.load(tmp_path / "skip")
+    info = json.loads((tmp_path / "skip" / "train.json").read_text())
+    assert det.cfg.trsor.skip_clipped and info["calibration"]["skip_clipped"] and skip.fpr <= 0.05
+    assert det_io.load(tmp_path / "back").cfg == det_io.load(tmp_path / "plain").cfg
+    assert back.threshold == plain.threshold
+    noise = {}
+    for f in info["holdout_images"]:
+        img = det.canonical(load(f))[0]
+        noise[f] = [-np.log(reference.trsor(img, skip_clipped=s)["sigma"] + 1e-3) for s in (False, True)]
+    assert any(a != b for a, b in noise.values())  # some held-out photo has clipped pixels
+    skipped = [b for _, b in noise.values()]
+    np.testing.assert_allclose([det.cfg.fusion.noise_mean, det.cfg.fusion.noise_std],
+                               [np.mean(skipped), np.std(skipped)], rtol=1e-3)
 
 
 @settings(max_examples=60, deadline=None)

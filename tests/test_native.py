@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import reference
-from conftest import PHOTO, PHOTOS, real_photo, synthetic_photo
+from conftest import PHOTO, PHOTOS, clipped_photo, real_photo, synthetic_photo
 from slsp import contract
 from slsp import detector as det_io
 from slsp.errors import ImageError, RuntimeMissing
@@ -91,6 +91,21 @@ def test_rgb_energy_matches_eager(tmp_path: Path) -> None:
     for size in ((64, 64), (150, 221)):
         image = synthetic_photo(*size, seed=3)
         assert_same(native.infer({"image": image}), eager(det, image), f"rgb {size}")
+
+
+def test_skip_clipped_matches_eager(tmp_path: Path) -> None:
+    cfg = dataclasses.replace(DET.cfg, trsor=dataclasses.replace(DET.cfg.trsor, skip_clipped=True))
+    det = DET.with_config(cfg)
+    trsor_native.build(det, tmp_path)
+    assert json.loads((tmp_path / contract.TRSOR_NATIVE_META).read_text())["skip_clipped"] is True
+    over_exposed = np.clip(load(PHOTO).astype(np.int32) * 2 - 60, 0, 255).astype(np.uint8)
+    images = {f"clipped {h}x{w}": clipped_photo(h, w, seed=h + w) for h, w in ((64, 64), (65, 99), (200, 333))}
+    images |= {"over-exposed photo": over_exposed, "black": np.zeros((90, 130, 3), np.uint8)}
+    for threads in (1, 3):  # a band's first rows must see the clipped pixels of the rows above it
+        native = trsor_native.NativeRunner(tmp_path, threads)
+        for name, image in images.items():
+            assert_same(native.infer({"image": image}), eager(det, image), f"{name}, {threads} threads")
+    assert trsor_native.NativeRunner(tmp_path).infer({"image": images["black"]})["sigma"] == 0
 
 
 @pytest.mark.parametrize("march", ["x86-64-v3", "default"])

@@ -9,12 +9,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import reference
-from conftest import PHOTO, PHOTOS, synthetic_photo
+from conftest import PHOTO, PHOTOS, clipped_photo, synthetic_photo
 from slsp import pyramid
 from slsp.config import TrsorConfig
 from slsp.imaging import load
 from slsp.transforms import Transform
-from slsp.trsor import NullModel, Pyramid, TrSOR, box_levels, gradient_energy, window_reduce
+from slsp.trsor import NullModel, Pyramid, TrSOR, box_levels, gradient_energy, unclipped_patches, window_reduce
 
 CFG = TrsorConfig()
 TRSOR = TrSOR(CFG)
@@ -81,6 +81,54 @@ def test_matches_float64_reference(name: str, img: np.ndarray) -> None:
     crops = got.crops.numpy()[valid]
     for (y, x), c in zip(pos, crops):
         np.testing.assert_array_equal(c, img[y : y + CFG.crop, x : x + CFG.crop])
+
+
+SKIP = TrSOR(TrsorConfig(skip_clipped=True))
+
+
+def _clipped_images():
+    yield "synthetic 200x333", clipped_photo(200, 333, seed=7)
+    yield "odd 65x99", clipped_photo(65, 99, seed=8)
+    # A real photo over-exposed: highlights clip to white in all channels, some to one channel only.
+    yield "kodak over-exposed", np.clip(load(PHOTO).astype(np.int32) * 2 - 60, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("name,img", list(_clipped_images()), ids=lambda v: v if isinstance(v, str) else "")
+def test_skip_clipped_matches_float64_reference(name: str, img: np.ndarray) -> None:
+    with torch.inference_mode():
+        got = SKIP(torch.from_numpy(img))
+    ref = reference.trsor(img, skip_clipped=True)
+    assert float(got.sigma) == pytest.approx(ref["sigma"], rel=2e-4)
+    assert np.mean(got.phi.numpy() != ref["phi"]) <= 1e-4, name
+    np.testing.assert_array_equal(got.positions.numpy()[: len(ref["positions"])], ref["positions"])
+
+
+def test_clipped_pixels_are_never_over_smooth() -> None:
+    img = clipped_photo(200, 333, seed=7)
+    clipped = reference.clipped(img)
+    plain, skip = run(img), SKIP(torch.from_numpy(img))
+    assert plain.phi.numpy()[clipped].mean() > 0.99  # without it, the flat clipped bands are the most over-smooth
+    assert skip.phi.numpy()[clipped].max() == 0
+    assert skip.phi.numpy()[img[..., 0] == 255].mean() > 0  # one saturated channel is not clipped
+    # The bands fill about half the image; the noise of the rest is what is estimated.
+    assert float(skip.sigma) == pytest.approx(float(run(synthetic_photo(200, 333, seed=7)).sigma), rel=0.1)
+    assert float(plain.sigma) < 0.5 * float(skip.sigma)
+
+
+def test_skip_clipped_changes_nothing_without_clipped_pixels() -> None:
+    img = synthetic_photo(200, 333, seed=3)
+    assert unclipped_patches(torch.from_numpy(img), 7).min() == 1
+    a, b = run(img), SKIP(torch.from_numpy(img))
+    assert float(b.sigma) == pytest.approx(float(a.sigma), rel=1e-5)
+    np.testing.assert_array_equal(a.phi.numpy(), b.phi.numpy())
+
+
+@pytest.mark.parametrize("value", [0, 255])
+def test_an_image_clipped_everywhere_has_no_fluctuation(value: int) -> None:
+    img = np.full((100, 120, 3), value, np.uint8)
+    out = SKIP(torch.from_numpy(img))
+    assert float(out.sigma) == 0 and out.phi.numpy().max() == 0
+    assert reference.trsor(img, skip_clipped=True)["sigma"] == 0
 
 
 def test_small_image_is_covered_whole() -> None:

@@ -1,0 +1,158 @@
+"""Clipped pixels in TrSOR: which rule for leaving them out, over seeds, against keeping them (no retraining).
+
+    python benchmarks/clipped.py [--run RUN ...] [--out benchmarks/results/clipped.json]
+
+A black or white region has no fluctuation to judge: clipping flattened it, in a photo as in a generated image,
+yet TrSOR finds it the most over-smooth part of the image and scores its crops. Each rule below leaves the patches
+holding a "clipped" pixel out of the over-smooth selection and the noise estimate (`TrsorConfig.skip_clipped`; the
+alternatives swap `slsp.trsor.unclipped_patches` for another definition of clipped):
+- "keep": nothing left out (the shipped TrSOR before it),
+- "all channels": 0 or 255 in all three channels (the library's rule),
+- "any channel": 0 or 255 in any channel (a saturated red also counts),
+- "all channels within 2": <= 2 or >= 253 in all three.
+
+For each run (default: the shipped recipe's five seeds) and rule, the fusion and threshold are refit on the run's
+held-out real photos (`calibrate_fused`, as `slsp calibrate --skip-clipped` does), then every dev image (bottom 16
+rows trimmed; as stored and both classes re-encoded as JPEG q95) is scored. Reported per rule: the seed-mean AUROC
+over generators (min-max), the worst generator, dev FPR and TPR at the threshold, the paired difference to "keep"
+(`seeds.paired`, 90% interval) and leave-one-generator-out among the rules. Generated images only evaluate here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from seeds import paired
+from torch import Tensor
+
+from slsp import detector as det_io
+from slsp import trsor
+from slsp.calibrate import calibrate_fused
+from slsp.evaluate import generators
+from slsp.imaging import collect, load
+from slsp.metrics import auroc, leave_one_out
+from slsp.progress import bar
+from slsp.transforms import Transform
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+TRIM = 16
+CONDITIONS = {"stored": "none", "jpeg95": "jpeg:95"}
+RUNS = ["slsp/default", "runs/kurtosis/sparse-resample-half-s1", "runs/kurtosis/sparse-resample-half-s2",
+        "runs/shipped-recipe/s3", "runs/shipped-recipe/s4"]
+BASE = "keep"
+
+
+def _patches(clipped: Tensor, p: int) -> Tensor:
+    return 1.0 - F.max_pool2d(clipped.to(torch.float32)[None, None], p, stride=1)[0, 0]
+
+
+def any_channel(image: Tensor, p: int) -> Tensor:
+    return _patches(((image == 0) | (image == 255)).any(dim=2), p)
+
+
+def within_2(image: Tensor, p: int) -> Tensor:
+    return _patches((image <= 2).all(dim=2) | (image >= 253).all(dim=2), p)
+
+
+RULES: dict[str, Callable[[Tensor, int], Tensor] | None] = {
+    BASE: None, "all channels": trsor.unclipped_patches, "any channel": any_channel, "all channels within 2": within_2}
+
+
+@torch.inference_mode()
+def measure(run: Path, rule: str, pb) -> dict:
+    """One run under one rule: its calibration on the held-out photos, then the dev scores per condition."""
+    base = det_io.load(run)
+    det = base.with_config(dataclasses.replace(base.cfg, trsor=dataclasses.replace(
+        base.cfg.trsor, skip_clipped=RULES[rule] is not None)))
+    library = trsor.unclipped_patches
+    trsor.unclipped_patches = RULES[rule] or library
+    try:
+        info = json.loads((run / "train.json").read_text())
+        held = [Path(p) if Path(p).is_absolute() else ROOT / p for p in info["holdout_images"]]
+        cal = calibrate_fused(det, held, base.cfg.target_fpr, quiet=True, kurtosis=base.cfg.fusion.kurtosis)
+        reals, gens = collect([DATA / "real" / "dev"]), generators(DATA / "fake" / "dev")
+        out = {"threshold": cal.threshold}
+        for cond, spec in CONDITIONS.items():
+            t = Transform(spec)
+            task = pb.add_task(f"{run} {rule} {cond}", total=len(reals) + sum(map(len, gens.values())), info="")
+
+            def scores(files: list[Path]) -> list[float]:
+                res = []
+                for f in files:
+                    img = load(f)
+                    res.append(float(cal.detector.detect(t(img[: img.shape[0] - TRIM])).score))
+                    pb.advance(task)
+                return res
+
+            out[cond] = {"real": scores(reals), "fake": {g: scores(fs) for g, fs in gens.items()}}
+        return out
+    finally:
+        trsor.unclipped_patches = library
+
+
+def summary(results: dict[str, dict[str, dict]]) -> dict:
+    """Per condition and rule: seed means, paired differences to BASE, and leave-one-generator-out."""
+    out = {}
+    for cond in CONDITIONS:
+        per_rule, rows = {}, {}
+        for rule in RULES:
+            runs = [{"real": np.array(r[rule][cond]["real"]),
+                     "fake": {g: np.array(v) for g, v in r[rule][cond]["fake"].items()},
+                     "threshold": r[rule]["threshold"]} for r in results.values()]
+            per = [{g: auroc(s["real"], v) for g, v in s["fake"].items()} for s in runs]
+            means = [float(np.mean(list(p.values()))) for p in per]
+            per_rule[rule] = {g: float(np.mean([p[g] for p in per])) for g in per[0]}
+            rows[rule] = {
+                "mean": float(np.mean(means)), "min": min(means), "max": max(means),
+                "worst": float(np.mean([min(p.values()) for p in per])),
+                "per_generator": per_rule[rule],
+                "dev_fpr": float(np.mean([np.mean(s["real"] >= s["threshold"]) for s in runs])),
+                "tpr": float(np.mean([np.mean(np.concatenate(list(s["fake"].values())) >= s["threshold"])
+                                      for s in runs])),
+                "runs": runs,
+            }
+        for rule in RULES:
+            rows[rule]["minus_keep"] = None if rule == BASE else paired(rows[BASE]["runs"], rows[rule]["runs"])["mean"]
+        for r in rows.values():
+            del r["runs"]
+        out[cond] = {"rules": rows, "logo": {g: {"chosen": pick, "minus_keep": per_rule[pick][g] - per_rule[BASE][g]}
+                                             for g, pick in leave_one_out(per_rule).items()}}
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--run", type=Path, action="append", help="run folder (repeatable; default: the shipped recipe's "
+                    "five seeds)")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "clipped.json")
+    args = ap.parse_args()
+    runs = args.run or [ROOT / r for r in RUNS]
+    with bar(False) as pb:
+        results = {str(r): {rule: measure(r, rule, pb) for rule in RULES} for r in runs}
+    res = {"runs": [str(r) for r in runs], "summary": summary(results), "scores": results}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(res, indent=1) + "\n")
+    print(f"| rule | condition | mean AUROC ({len(runs)} runs) | worst generator | minus keep [90%] | LDM | "
+          "dev FPR / TPR |")
+    print("|---|---|---|---|---|---|---|")
+    for cond, s in res["summary"].items():
+        for rule, r in s["rules"].items():
+            d = r["minus_keep"]
+            diff = "" if d is None else f"{d['diff']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]"
+            print(f"| {rule} | {cond} | {r['mean']:.3f} ({r['min']:.3f}-{r['max']:.3f}) | {r['worst']:.3f} | {diff} | "
+                  f"{r['per_generator']['ldm-txt2img']:.3f} | {r['dev_fpr']:.1%} / {r['tpr']:.2f} |")
+    for cond, s in res["summary"].items():
+        picks = ", ".join(f"{g}: {v['chosen']} {v['minus_keep']:+.3f}" for g, v in s["logo"].items())
+        print(f"leave one generator out, {cond}: {picks}")
+
+
+if __name__ == "__main__":
+    main()
