@@ -35,6 +35,7 @@ from torch import Tensor
 from slsp import detector as det_io
 from slsp import trsor
 from slsp.calibrate import calibrate_fused
+from slsp.errors import ImageError
 from slsp.evaluate import generators
 from slsp.imaging import collect, load
 from slsp.metrics import auroc, leave_one_out
@@ -88,7 +89,10 @@ def measure(run: Path, rule: str, pb) -> dict:
                 res = []
                 for f in files:
                     img = load(f)
-                    res.append(float(cal.detector.detect(t(img[: img.shape[0] - TRIM])).score))
+                    try:
+                        res.append(float(cal.detector.detect(t(img[: img.shape[0] - TRIM])).score))
+                    except ImageError:  # a rule that leaves no patch: refused as flat, as the library would
+                        res.append(float("nan"))
                     pb.advance(task)
                 return res
 
@@ -99,13 +103,18 @@ def measure(run: Path, rule: str, pb) -> dict:
 
 
 def summary(results: dict[str, dict[str, dict]]) -> dict:
-    """Per condition and rule: seed means, paired differences to BASE, and leave-one-generator-out."""
+    """Per condition and rule: seed means, paired differences to BASE, and leave-one-generator-out, on the images
+    every rule scored (an image some rule refused as flat is left out of all, and counted)."""
     out = {}
     for cond in CONDITIONS:
         per_rule, rows = {}, {}
+        every = [res[rule][cond] for res in results.values() for rule in RULES]
+        keep = {"real": ~np.any([np.isnan(e["real"]) for e in every], axis=0),
+                "fake": {g: ~np.any([np.isnan(e["fake"][g]) for e in every], axis=0) for g in every[0]["fake"]}}
+        refused = int((~keep["real"]).sum() + sum((~k).sum() for k in keep["fake"].values()))
         for rule in RULES:
-            runs = [{"real": np.array(r[rule][cond]["real"]),
-                     "fake": {g: np.array(v) for g, v in r[rule][cond]["fake"].items()},
+            runs = [{"real": np.array(r[rule][cond]["real"])[keep["real"]],
+                     "fake": {g: np.array(v)[keep["fake"][g]] for g, v in r[rule][cond]["fake"].items()},
                      "threshold": r[rule]["threshold"]} for r in results.values()]
             per = [{g: auroc(s["real"], v) for g, v in s["fake"].items()} for s in runs]
             means = [float(np.mean(list(p.values()))) for p in per]
@@ -123,8 +132,9 @@ def summary(results: dict[str, dict[str, dict]]) -> dict:
             rows[rule]["minus_keep"] = None if rule == BASE else paired(rows[BASE]["runs"], rows[rule]["runs"])["mean"]
         for r in rows.values():
             del r["runs"]
-        out[cond] = {"rules": rows, "logo": {g: {"chosen": pick, "minus_keep": per_rule[pick][g] - per_rule[BASE][g]}
-                                             for g, pick in leave_one_out(per_rule).items()}}
+        logo = {g: {"chosen": pick, "minus_keep": per_rule[pick][g] - per_rule[BASE][g]}
+                for g, pick in leave_one_out(per_rule).items()}
+        out[cond] = {"refused_by_some_rule": refused, "rules": rows, "logo": logo}
     return out
 
 
@@ -149,6 +159,8 @@ def main() -> None:
             diff = "" if d is None else f"{d['diff']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]"
             print(f"| {rule} | {cond} | {r['mean']:.3f} ({r['min']:.3f}-{r['max']:.3f}) | {r['worst']:.3f} | {diff} | "
                   f"{r['per_generator']['ldm-txt2img']:.3f} | {r['dev_fpr']:.1%} / {r['tpr']:.2f} |")
+    for cond, s in res["summary"].items():
+        print(f"{cond}: {s['refused_by_some_rule']} images refused as flat by some rule, left out of every rule")
     for cond, s in res["summary"].items():
         picks = ", ".join(f"{g}: {v['chosen']} {v['minus_keep']:+.3f}" for g, v in s["logo"].items())
         print(f"leave one generator out, {cond}: {picks}")
