@@ -5,7 +5,7 @@
 A black or white region has no fluctuation to judge: clipping flattened it, in a photo as in a generated image,
 yet TrSOR finds it the most over-smooth part of the image and scores its crops. Each rule below leaves the patches
 holding a "clipped" pixel out of the over-smooth selection and the noise estimate (`TrsorConfig.skip_clipped`; the
-alternatives swap `slsp.trsor.unclipped_patches` for another definition of clipped):
+alternatives swap `slsp.trsor.unclipped_patches` for another definition of clipped, read off the image itself):
 - "keep": nothing left out (the shipped TrSOR before it),
 - "all channels": 0 or 255 in all three channels (the library's rule),
 - "any channel": 0 or 255 in any channel (a saturated red also counts),
@@ -21,9 +21,10 @@ over generators (min-max), the worst generator, dev FPR and TPR at the threshold
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +53,7 @@ BASE = "keep"
 
 
 def _patches(clipped: Tensor, p: int) -> Tensor:
-    return 1.0 - F.max_pool2d(clipped.to(torch.float32)[None, None], p, stride=1)[0, 0]
+    return F.max_pool2d(clipped.to(torch.float32)[None, None], p, stride=1)[0, 0] < 0.5
 
 
 def any_channel(image: Tensor, p: int) -> Tensor:
@@ -63,8 +64,31 @@ def within_2(image: Tensor, p: int) -> Tensor:
     return _patches((image <= 2).all(dim=2) | (image >= 253).all(dim=2), p)
 
 
+# rule -> the patches it keeps, from the uint8 image (None: keep all, as without skip_clipped; "all channels" is the
+# library's own rule, which reads the same off TrSOR's channels)
 RULES: dict[str, Callable[[Tensor, int], Tensor] | None] = {
-    BASE: None, "all channels": trsor.unclipped_patches, "any channel": any_channel, "all channels within 2": within_2}
+    BASE: None, "all channels": None, "any channel": any_channel, "all channels within 2": within_2}
+
+
+@contextlib.contextmanager
+def rule_in_trsor(rule: str) -> Iterator[None]:
+    """TrSOR with `rule`'s patches kept: the image each TrSOR call gets is handed to the rule in place of the
+    library's `unclipped_patches` (which sees only TrSOR's channels)."""
+    fn = RULES[rule]
+    if fn is None:
+        yield
+        return
+    library, forward, image = trsor.unclipped_patches, trsor.TrSOR.forward, {}
+
+    def seen(self: trsor.TrSOR, img: Tensor) -> trsor.TrsorOutput:
+        image["now"] = img
+        return forward(self, img)
+
+    trsor.TrSOR.forward, trsor.unclipped_patches = seen, lambda y, p: fn(image["now"], p)
+    try:
+        yield
+    finally:
+        trsor.TrSOR.forward, trsor.unclipped_patches = forward, library
 
 
 @torch.inference_mode()
@@ -72,10 +96,8 @@ def measure(run: Path, rule: str, pb) -> dict:
     """One run under one rule: its calibration on the held-out photos, then the dev scores per condition."""
     base = det_io.load(run)
     det = base.with_config(dataclasses.replace(base.cfg, trsor=dataclasses.replace(
-        base.cfg.trsor, skip_clipped=RULES[rule] is not None)))
-    library = trsor.unclipped_patches
-    trsor.unclipped_patches = RULES[rule] or library
-    try:
+        base.cfg.trsor, skip_clipped=rule != BASE)))
+    with rule_in_trsor(rule):
         info = json.loads((run / "train.json").read_text())
         held = [Path(p) if Path(p).is_absolute() else ROOT / p for p in info["holdout_images"]]
         cal = calibrate_fused(det, held, base.cfg.target_fpr, quiet=True, kurtosis=base.cfg.fusion.kurtosis)
@@ -98,8 +120,6 @@ def measure(run: Path, rule: str, pb) -> dict:
 
             out[cond] = {"real": scores(reals), "fake": {g: scores(fs) for g, fs in gens.items()}}
         return out
-    finally:
-        trsor.unclipped_patches = library
 
 
 def summary(results: dict[str, dict[str, dict]]) -> dict:

@@ -200,9 +200,7 @@ SEEDED: dict[str, list[str]] = {
     "fluct, three levels, kurtosis part": ["fluct-kurt", "fluct-kurt-s1", "fluct-kurt-s2"],
     "fluct, three levels, sparse pseudo-fake, kurtosis part": ["fluct-sparse-kurt-s0", "fluct-sparse-kurt-s1",
                                                               "fluct-sparse-kurt-s2"],
-    CURRENT_RECIPE: [
-        "fluct-sparse-half-kurt-s0", "fluct-sparse-half-kurt-s1", "fluct-sparse-half-kurt-s2", "fluct-sparse-half-kurt-s3",
-        "fluct-sparse-half-kurt-s4"],
+    CURRENT_RECIPE: [f"fluct-sparse-half-kurt-s{s}" for s in range(5)],
     "fluct, three levels, sparse 1/2 of the pseudo-fakes, resample 1/4, kurtosis part": [
         "fluct-sparse-heavy-kurt-s0", "fluct-sparse-heavy-kurt-s1", "fluct-sparse-heavy-kurt-s2",
         "fluct-sparse-heavy-kurt-s3", "fluct-sparse-heavy-kurt-s4"],

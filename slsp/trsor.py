@@ -25,6 +25,7 @@ from slsp.config import TrsorConfig
 from slsp.fluctuation import LUMA
 
 _LOG_EPS = 1e-3
+_LEFT_OUT = 3.0e38  # the energy of a patch left out of TrSOR (skip_clipped): above every threshold, below float32's max
 
 
 def derivative_operator(p: int) -> np.ndarray:
@@ -121,12 +122,15 @@ def gradient_energy(y: Tensor, p: int) -> Tensor:
     return xi[0] if xi.shape[0] == 1 else xi.sum(dim=0)  # luma: skip a pass that would only copy
 
 
-def unclipped_patches(image: Tensor, p: int) -> Tensor:
-    """uint8 (H, W, 3) -> (H - p + 1, W - p + 1) float, 1 where the p x p patch holds no clipped pixel (0 or 255 in
-    all three channels). Channel by channel, as `TrSOR.channels` reads them, so no full-size copy is made."""
-    ch = [image[:, :, i] for i in range(3)]
-    clipped = ((ch[0] == 0) & (ch[1] == 0) & (ch[2] == 0)) | ((ch[0] == 255) & (ch[1] == 255) & (ch[2] == 255))
-    return 1.0 - F.max_pool2d(clipped.to(torch.float32)[None, None], p, stride=1)[0, 0]
+def unclipped_patches(y: Tensor, p: int) -> Tensor:
+    """`TrSOR.channels`' output (C, H, W) -> (H - p + 1, W - p + 1) bool, True where the p x p patch holds no
+    clipped pixel (0 or 255 in all three channels). Read off the channels TrSOR computes anyway: their mean (luma,
+    or the RGB mean) is below 0.05 only where every channel is 0 and above 254.95 only where every channel is 255
+    (one level off moves it by at least 0.114). The patch maximum is taken separably, as `dilate` does."""
+    m = y[0] if y.shape[0] == 1 else y.mean(dim=0)
+    clipped = ((m < 0.05) | (m > 254.95)).to(torch.float32)
+    rows = window_reduce(clipped[None, None], p, -2, torch.maximum)
+    return F.max_pool2d(rows, (1, p), stride=1)[0, 0] < 0.5
 
 
 def dilate(mask: Tensor, p: int) -> Tensor:
@@ -158,32 +162,34 @@ class TrSOR(nn.Module):
 
     def noise_and_mask(self, xi: Tensor, keep: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Iterate: tau from sigma^2, select xi <= tau, re-estimate sigma^2 from the selection (fixed count).
-        `keep` (0/1 per patch, `skip_clipped`): only those patches count; with none kept, sigma^2 is 0 (flat)."""
+        `keep` (per patch, `skip_clipped`): only those patches count; with none kept, sigma^2 is 0 (flat)."""
         n = self.null
         nch = 3.0 if self.cfg.channel == "rgb" else 1.0
         # Start: log-domain mean over all patches (a sum of nch Gammas is treated as nch x one for the start).
         if keep is None:
             start = torch.log(xi + _LOG_EPS).mean()
         else:
-            kept = keep.sum()
-            start = (torch.log(xi + _LOG_EPS) * keep).sum() / torch.clamp(kept, min=1.0)
+            kept = keep.sum().to(torch.float32)
+            start = torch.where(keep, torch.log(xi + _LOG_EPS), 0.0).sum() / torch.clamp(kept, min=1.0)
+            # A left-out patch gets an energy no threshold reaches (finite, so xi * 0 stays 0 in the sums below).
+            xi = torch.where(keep, xi, _LEFT_OUT)
         sigma2 = torch.exp(start - n.log_mean - float(np.log(nch)))
         for _ in range(self.cfg.iterations):
             sel = (xi <= sigma2 * (n.tau * nch)).to(torch.float32)
-            sel = sel if keep is None else sel * keep
             count = sel.sum()
             est = (xi * sel).sum() / torch.clamp(count, min=1.0) / (n.truncated_mean * nch)
             sigma2 = torch.where(count > 0.5, est, sigma2)
         mask = (xi <= sigma2 * (n.tau * nch)).to(torch.float32)
         if keep is None:
             return sigma2, mask
-        return torch.where(kept > 0.5, sigma2, torch.zeros_like(sigma2)), mask * keep
+        return torch.where(kept > 0.5, sigma2, torch.zeros_like(sigma2)), mask
 
     def forward(self, image: Tensor) -> TrsorOutput:
         cfg = self.cfg
         p, c = cfg.patch, cfg.crop
-        xi = gradient_energy(self.channels(image), p)
-        sigma2, mask = self.noise_and_mask(xi, unclipped_patches(image, p) if cfg.skip_clipped else None)
+        y = self.channels(image)
+        xi = gradient_energy(y, p)
+        sigma2, mask = self.noise_and_mask(xi, unclipped_patches(y, p) if cfg.skip_clipped else None)
         # A pixel is over-smooth when a selected patch covers it: dilate the patch map back to H x W.
         phi = dilate(mask, p)
         positions, valid = self.select(phi)
