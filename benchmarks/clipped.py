@@ -1,6 +1,7 @@
 """Clipped pixels in TrSOR: which rule for leaving them out, over seeds, against keeping them (no retraining).
 
     python benchmarks/clipped.py [--run RUN ...] [--out benchmarks/results/clipped.json]
+    python benchmarks/clipped.py --coverage [--out benchmarks/results/clipped-coverage.json]
 
 A black or white region has no fluctuation to judge: clipping flattened it, in a photo as in a generated image,
 yet TrSOR finds it the most over-smooth part of the image and scores its crops. Each rule below leaves the patches
@@ -16,6 +17,10 @@ held-out real photos (`calibrate_fused`, as `slsp calibrate --skip-clipped` does
 rows trimmed; as stored and both classes re-encoded as JPEG q95) is scored. Reported per rule: the seed-mean AUROC
 over generators (min-max), the worst generator, dev FPR and TPR at the threshold, the paired difference to "keep"
 (`seeds.paired`, 90% interval) and leave-one-generator-out among the rules. Generated images only evaluate here.
+
+--coverage measures the problem instead: with clipped pixels kept (the shipped model's weights and TrSOR before
+`skip_clipped`), the share of each dev image's Phi that is clipped, the share of its scored level-0 crops' pixels,
+and the share of images with a crop more than half clipped; for the reals and each generator, as stored.
 """
 
 from __future__ import annotations
@@ -122,6 +127,31 @@ def measure(run: Path, rule: str, pb) -> dict:
         return out
 
 
+@torch.inference_mode()
+def coverage() -> dict:
+    """How much of Phi and of the scored crops is clipped ("all channels"), per dev class, as stored."""
+    base = det_io.load()
+    det = base.with_config(dataclasses.replace(base.cfg, trsor=dataclasses.replace(base.cfg.trsor, skip_clipped=False)))
+    k, c = det.cfg.trsor.crops, det.cfg.trsor.crop
+
+    def one(f: Path) -> tuple[float, float, bool]:
+        img = load(f)
+        d, phi = det.analyze(img[: img.shape[0] - TRIM])
+        pixels = det.canonical(img[: img.shape[0] - TRIM])[0]
+        clipped = (pixels == 0).all(axis=2) | (pixels == 255).all(axis=2)
+        crops = [clipped[y : y + c, x : x + c].mean() for (y, x), v in zip(d.positions[:k].numpy(), d.valid[:k]) if v]
+        return float(clipped[phi > 0.5].mean()) if (phi > 0.5).any() else 0.0, float(np.mean(crops)), max(crops) > 0.5
+
+    groups = {"real": collect([DATA / "real" / "dev"]), **generators(DATA / "fake" / "dev")}
+    out = {}
+    for name, files in groups.items():
+        rows = np.array([one(f) for f in files], dtype=np.float64)
+        out[name] = {"images": len(files), "phi_clipped": float(rows[:, 0].mean()),
+                     "crop_pixels_clipped": float(rows[:, 1].mean()), "images_with_a_half_clipped_crop":
+                     float(rows[:, 2].mean())}
+    return out
+
+
 def summary(results: dict[str, dict[str, dict]]) -> dict:
     """Per condition and rule: seed means, paired differences to BASE, and leave-one-generator-out, on the images
     every rule scored (an image some rule refused as flat is left out of all, and counted)."""
@@ -162,8 +192,21 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--run", type=Path, action="append", help="run folder (repeatable; default: the shipped recipe's "
                     "five seeds)")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "clipped.json")
+    ap.add_argument("--out", type=Path, default=None, help="default: results/clipped.json (or clipped-coverage.json)")
+    ap.add_argument("--coverage", action="store_true", help="measure how much of Phi and the crops is clipped")
     args = ap.parse_args()
+    results_dir = ROOT / "benchmarks" / "results"
+    if args.coverage:
+        cov = coverage()
+        out = args.out or results_dir / "clipped-coverage.json"
+        out.write_text(json.dumps(cov, indent=1) + "\n")
+        print("| dev class | images | Phi clipped | scored crop pixels clipped | images with a crop > 1/2 clipped |")
+        print("|---|---|---|---|---|")
+        for name, r in cov.items():
+            print(f"| {name} | {r['images']} | {r['phi_clipped']:.1%} | {r['crop_pixels_clipped']:.1%} | "
+                  f"{r['images_with_a_half_clipped_crop']:.0%} |")
+        return
+    args.out = args.out or results_dir / "clipped.json"
     runs = args.run or [ROOT / r for r in RUNS]
     with bar(False) as pb:
         results = {str(r): {rule: measure(r, rule, pb) for rule in RULES} for r in runs}
