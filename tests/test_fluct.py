@@ -80,8 +80,8 @@ def test_config_round_trips_by_family() -> None:
         DetectorConfig.from_dict({"model": {"family": "nope"}})
 
 
-@pytest.mark.parametrize("kinds", [FAKE_KINDS[:3], ("decoder",), ("gan",), ("sparse",)],
-                         ids=["shipped", "decoder", "gan", "sparse"])
+@pytest.mark.parametrize("kinds", [FAKE_KINDS[:3], ("decoder",), ("gan",), ("sparse",), ("latent",)],
+                         ids=["shipped", "decoder", "gan", "sparse", "latent"])
 def test_pseudo_fakes_keep_content_and_change_fluctuations(kinds: tuple[str, ...]) -> None:
     img = synthetic_photo(128, 128, sigma=3.0)
     x = torch.from_numpy(img).permute(2, 0, 1).float()[None].repeat(40, 1, 1, 1)
@@ -97,8 +97,8 @@ def test_pseudo_fakes_keep_content_and_change_fluctuations(kinds: tuple[str, ...
     assert changed.sum() >= 30  # and the fluctuations do change, in (nearly) every draw
 
 
-@pytest.mark.parametrize("kinds", [FAKE_KINDS[:3], ("decoder",), ("gan",), ("sparse",)],
-                         ids=["shipped", "decoder", "gan", "sparse"])
+@pytest.mark.parametrize("kinds", [FAKE_KINDS[:3], ("decoder",), ("gan",), ("sparse",), ("latent",)],
+                         ids=["shipped", "decoder", "gan", "sparse", "latent"])
 def test_batched_pseudo_fakes_are_each_crops_own(kinds: tuple[str, ...]) -> None:
     """A batch of pseudo-fakes (each kind's crops through grouped convolutions with per-crop kernels) equals each
     crop made alone: no crop's parameters or pixels leak into another's."""
@@ -121,6 +121,19 @@ def test_sparse_noise_is_heavy_tailed_at_the_same_power() -> None:
     rms = n.square().mean((1, 2, 3)).sqrt()
     np.testing.assert_allclose(rms.numpy(), [d.p["scale"] for d in draws], rtol=0.1)
     assert (z.pow(4).mean((1, 2, 3)) - 3.0).min() > 1.0
+
+
+def test_latent_noise_has_the_drawn_power_and_the_grid_s_smoothness() -> None:
+    """The `latent` kind's added noise has RMS `scale` and, drawn on a coarser grid and upsampled, is correlated
+    between neighbouring pixels (lag-1 autocorrelation > 0.5) where white noise is not."""
+    x = torch.full((12, 3, 96, 96), 128.0)
+    draws = [draw_fake(np.random.default_rng(s), torch.Generator().manual_seed(s), 96, ("latent",)) for s in range(12)]
+    assert {len(d.p["stages"]) for d in draws} == {1, 2}  # both grids (2 and 4x coarser) drawn
+    n = (_KINDS["latent"](x, [d.p for d in draws]) - x).double()
+    np.testing.assert_allclose(n.square().mean((1, 2, 3)).sqrt().numpy(), [d.p["scale"] for d in draws], rtol=1e-3)
+    c = n - n.mean((2, 3), keepdim=True)
+    lag1 = (c[..., 1:] * c[..., :-1]).mean((1, 2, 3)) / c.square().mean((1, 2, 3))
+    assert lag1.min() > 0.5
 
 
 def reference_median3(x: np.ndarray) -> np.ndarray:

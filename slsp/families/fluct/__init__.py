@@ -36,8 +36,9 @@ class FluctConfig:
 
 
 # Pseudo-fake kinds (pseudofakes.py): denoised, re-noised wrongly, resampled, a latent decoder's 8x upsampling,
-# a GAN generator's checkerboard upsampling, and re-noised with a heavy-tailed (amplitude-modulated) residual.
-FAKE_KINDS = ("denoise", "renoise", "resample", "decoder", "gan", "sparse")
+# a GAN generator's checkerboard upsampling, re-noised with a heavy-tailed (amplitude-modulated) residual, and
+# re-noised with noise upsampled from a coarse grid by a decoder's stages.
+FAKE_KINDS = ("denoise", "renoise", "resample", "decoder", "gan", "sparse", "latent")
 # What the shipped model trained with: `resample` half the draws, the rest denoise, re-noise and sparse (benchmarks/
 # DETECTION.md's seeded rows; the model before it drew the first three kinds equally).
 SHIPPED_FAKES = ("denoise", "renoise", "resample", "resample", "resample", "resample", "sparse", "sparse")

@@ -7,7 +7,9 @@ spatially correlated, luma-only), resample (down 1.5-6x, up again: latent decode
 each followed by a random smooth 3 x 3 convolution) from a grid 8x coarser, optionally with structured noise of its
 own, or `gan`: two transposed-convolution stages from a grid 4x coarser whose phases differ (a checkerboard), or
 `sparse`: denoised, then re-noised with an amplitude that swells and fades across the crop (white noise times a
-smooth log-normal field), so the residual is heavy-tailed where a camera's is near-Gaussian; on the whole crop or
+smooth log-normal field), so the residual is heavy-tailed where a camera's is near-Gaussian, or `latent`: denoised,
+then re-noised with noise drawn on a grid 2-4x coarser and brought up by a decoder's stages (a latent decoder
+synthesises texture from its latent grid, so its fluctuation carries that grid); on the whole crop or
 inside Phi only, blended in at a random strength so that some are hard. The kinds drawn from are a training option
 (`FluctOptions.fakes`), so each can be ablated.
 
@@ -114,16 +116,32 @@ def _draw_resample(rng: np.random.Generator) -> dict[str, Any]:
             "up": ("bilinear", "bicubic")[rng.integers(2)]}
 
 
-def _draw_decoder(rng: np.random.Generator, g: torch.Generator, side: int) -> dict[str, Any]:
+def _draw_stages(rng: np.random.Generator, n: int) -> list[tuple[int, float, float]]:
+    """n x2 upsampling stages: nearest, bilinear, or a transposed convolution of taps (s, 1-s, 1-s, s); then a 3 x 3
+    of ring weight in [-0.08, 0.2]."""
     stages = []
-    for _ in range(3):  # nearest, bilinear, or a transposed convolution of taps (s, 1-s, 1-s, s); then a 3 x 3
+    for _ in range(n):
         mode = int(rng.integers(3))
         s = float(rng.uniform(0.05, 0.45)) if mode == 2 else 0.0
         stages.append((mode, s, float(rng.uniform(-0.08, 0.2))))
-    p: dict[str, Any] = {"stages": stages, "noise": None}
+    return stages
+
+
+def _draw_decoder(rng: np.random.Generator, g: torch.Generator, side: int) -> dict[str, Any]:
+    p: dict[str, Any] = {"stages": _draw_stages(rng, 3), "noise": None}
     if rng.random() < 0.5:  # the decoder's own fluctuation: small, spatially structured, the same in every channel
         p["noise"] = torch.randn((1, 1, side, side), generator=g)
         p["ring"], p["scale"] = float(rng.uniform(-0.08, 0.2)), float(rng.uniform(0.3, 1.5))
+    return p
+
+
+def _draw_latent(rng: np.random.Generator, g: torch.Generator, side: int) -> dict[str, Any]:
+    p = {"base": _draw_denoise(rng)}
+    stages = int(rng.integers(1, 3))  # a grid 2 or 4 times coarser (a latent decoder's 8 at the canonical 1/2)
+    n = -(-side // 2 ** stages)
+    p["noise"] = torch.randn((1, 1 if rng.random() < 0.3 else 3, n, n), generator=g)  # luma-only or per channel
+    # RMS up to 2 gray levels, not re-noise's 3: correlated noise moves the 8 x 8 means, the content, more per unit
+    p["stages"], p["scale"] = _draw_stages(rng, stages), float(rng.uniform(0.5, 2.0))
     return p
 
 
@@ -149,7 +167,8 @@ def draw_fake(rng: np.random.Generator, g: torch.Generator, side: int, kinds: tu
     kind = kinds[rng.integers(len(kinds))]
     p = {"denoise": lambda: _draw_denoise(rng), "renoise": lambda: _draw_renoise(rng, g, side),
          "resample": lambda: _draw_resample(rng), "decoder": lambda: _draw_decoder(rng, g, side),
-         "gan": lambda: _draw_gan(rng), "sparse": lambda: _draw_sparse(rng, g, side)}[kind]()
+         "gan": lambda: _draw_gan(rng), "sparse": lambda: _draw_sparse(rng, g, side),
+         "latent": lambda: _draw_latent(rng, g, side)}[kind]()
     return Fake(kind, p, phi_only=bool(rng.random() < 0.5), alpha=float(rng.uniform(0.3, 1.0)))
 
 
@@ -203,23 +222,28 @@ def _resample(x: Tensor, ps: list[dict[str, Any]]) -> Tensor:
     return torch.cat(out)
 
 
-def _decoder(x: Tensor, ps: list[dict[str, Any]]) -> Tensor:
-    h, w = x.shape[2:]
-    y = F.adaptive_avg_pool2d(x, (-(-h // 8), -(-w // 8)))
-    for k in range(3):
-        st = [p["stages"][k] for p in ps]
+def _upsample(y: Tensor, stages: list[list[tuple[int, float, float]]]) -> Tensor:
+    """Each crop's `_draw_stages` (the same number for all), applied in turn: the output 2^stages times the input."""
+    for k in range(len(stages[0])):
+        st = [s[k] for s in stages]
         up = torch.empty((*y.shape[:2], 2 * y.shape[2], 2 * y.shape[3]), dtype=y.dtype, device=y.device)
         for mode in range(3):
             i = [j for j, s in enumerate(st) if s[0] == mode]
             if not i:
                 continue
             if mode == 2:  # taps (s, 1-s, 1-s, s): the two phases each sum to 1
-                s = _col([st[j][1] for j in i], x)[:, None]
+                s = _col([st[j][1] for j in i], y)[:, None]
                 up[i] = _up2(y[i], torch.cat([s, 1 - s, 1 - s, s], 1))
             else:
                 up[i] = F.interpolate(y[i], scale_factor=2, mode=("nearest", "bilinear")[mode],
                                       **({"align_corners": False} if mode == 1 else {}))
-        y = _smooth3(up, _col([s[2] for s in st], x))
+        y = _smooth3(up, _col([s[2] for s in st], y))
+    return y
+
+
+def _decoder(x: Tensor, ps: list[dict[str, Any]]) -> Tensor:
+    h, w = x.shape[2:]
+    y = _upsample(F.adaptive_avg_pool2d(x, (-(-h // 8), -(-w // 8))), [p["stages"] for p in ps])
     y = y[:, :, :h, :w].clone()
     i = [j for j, p in enumerate(ps) if p["noise"] is not None]
     if i:
@@ -237,6 +261,22 @@ def _gan(x: Tensor, ps: list[dict[str, Any]]) -> Tensor:
     return y[:, :, :h, :w]
 
 
+def _latent(x: Tensor, ps: list[dict[str, Any]]) -> Tensor:
+    """Denoised, then re-noised with noise of RMS `scale` drawn on a grid 2-4x coarser and brought up by a
+    decoder's stages: content kept, the fluctuation synthesised as a latent decoder's is, with its grid."""
+    h, w = x.shape[2:]
+    n = torch.empty_like(x)
+    for depth in (1, 2):
+        i = [j for j, p in enumerate(ps) if len(p["stages"]) == depth]
+        if not i:
+            continue
+        y = torch.cat([ps[j]["noise"].expand(-1, 3, -1, -1) for j in i]).to(x.device, x.dtype)
+        y = _upsample(y, [ps[j]["stages"] for j in i])[:, :, :h, :w]
+        y = y - y.mean((1, 2, 3), keepdim=True)
+        n[i] = y / y.square().mean((1, 2, 3), keepdim=True).sqrt().clamp(min=1e-6)
+    return _denoise(x, [p["base"] for p in ps]) + n * _each([p["scale"] for p in ps], x)
+
+
 def _sparse(x: Tensor, ps: list[dict[str, Any]]) -> Tensor:
     """Noise of RMS `scale` whose amplitude is exp(spread x a unit-std smooth field): a scale mixture, so its
     kurtosis grows as exp(4 spread^2) while its mean power stays that of `renoise`."""
@@ -249,7 +289,7 @@ def _sparse(x: Tensor, ps: list[dict[str, Any]]) -> Tensor:
 
 
 _KINDS = {"denoise": _denoise, "renoise": _renoise, "resample": _resample, "decoder": _decoder, "gan": _gan,
-          "sparse": _sparse}
+          "sparse": _sparse, "latent": _latent}
 
 
 def pseudo_fakes(x: Tensor, phi: Tensor, fakes: list[Fake]) -> Tensor:
