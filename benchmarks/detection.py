@@ -184,6 +184,19 @@ CANDIDATES: dict[str, tuple[str | None, str]] = {
     ),
     **{f"fluct-skip-clipped-s{s}": (f"runs/skip-clipped/s{s}", f"as fluct-skip-clipped-s0, seed {s}")
        for s in range(1, 3)},
+    "fluct-latent-s0": (
+        "runs/latent/s0",
+        "fluct-skip-clipped-s0's recipe with the latent pseudo-fake for 2 of 10 draws: slsp train --real "
+        "../shared/data/real/train --real ../shared/data/real/train-camera --out runs/latent/s0 --seed 0 "
+        "--skip-clipped --fakes denoise,renoise,resample,resample,resample,resample,sparse,sparse,latent,latent",
+    ),
+    **{f"fluct-latent-s{s}": (f"runs/latent/s{s}", f"as fluct-latent-s0, seed {s}") for s in range(1, 3)},
+    "fluct-latent4-s0": (
+        "runs/latent4/s0",
+        "as fluct-latent-s0 with the latent pseudo-fake for 4 of 12 draws: --out runs/latent4/s0 --fakes "
+        "denoise,renoise,resample,resample,resample,resample,sparse,sparse,latent,latent,latent,latent",
+    ),
+    **{f"fluct-latent4-s{s}": (f"runs/latent4/s{s}", f"as fluct-latent4-s0, seed {s}") for s in range(1, 3)},
     "fluct-b": (
         "runs/fluct-b",
         "slsp train --family fluct --real ../shared/data/real/train --real ../shared/data/real/train-camera "
@@ -209,6 +222,16 @@ SEEDED: dict[str, list[str]] = {
         f"fluct-sparse-half-kurt-clip-s{s}" for s in range(5)],
     "the sparse, 1/2 resample, kurtosis recipe trained and calibrated with clipped pixels left out of TrSOR": [
         f"fluct-skip-clipped-s{s}" for s in range(3)],
+    "the same, with the latent pseudo-fake (noise upsampled from a coarse grid) for 2 of 10 draws": [
+        f"fluct-latent-s{s}" for s in range(3)],
+    "the same, with the latent pseudo-fake for 4 of 12 draws": [f"fluct-latent4-s{s}" for s in range(3)],
+}
+# One change at a time: recipe -> the seeded recipe it changes one thing in, paired seed for seed (same seeds).
+ABLATIONS: dict[str, str] = {
+    "the same, with the latent pseudo-fake (noise upsampled from a coarse grid) for 2 of 10 draws":
+        "the sparse, 1/2 resample, kurtosis recipe trained and calibrated with clipped pixels left out of TrSOR",
+    "the same, with the latent pseudo-fake for 4 of 12 draws":
+        "the sparse, 1/2 resample, kurtosis recipe trained and calibrated with clipped pixels left out of TrSOR",
 }
 # condition -> (--reencode, --perturb or None)
 CONDITIONS: dict[str, tuple[str, str | None]] = {
@@ -342,6 +365,7 @@ def over_seeds(all_reports: dict[str, dict]) -> list[str]:
     for cond in ("stored", "jpeg95"):
         per = {k: per_generator([all_reports[n] for n in v], cond) for k, v in groups.items()}
         lines += ["", f"Leave one generator out, recipes by their seed-mean AUROC ({cond}):", ""] + logo(per)
+    lines += ablations(all_reports)
     lines += ["", "Would averaging the seeds help? Each recipe as an ensemble of its seeds (their fused scores "
               "averaged per image in logit space; AUROC needs no new threshold):", "",
               "| recipe | condition | each seed: mean / worst AUROC | ensemble: mean / worst |", "|---|---|---|---|"]
@@ -354,6 +378,26 @@ def over_seeds(all_reports: dict[str, dict]) -> list[str]:
                                         for g in seeds[0]["fake"]}})
             lines.append(f"| {recipe} | {cond} | " + ", ".join(f"{m:.3f} / {w:.3f}" for m, w in each)
                          + f" | {ens[0]:.3f} / {ens[1]:.3f} |")
+    return lines
+
+
+def ablations(all_reports: dict[str, dict]) -> list[str]:
+    """Each ABLATIONS recipe minus the recipe it changes one thing in, seed-averaged and paired on the dev images,
+    over generators and for each (90% bootstrap intervals)."""
+    pairs = {k: v for k, v in ABLATIONS.items() if all(n in all_reports for n in SEEDED[k] + SEEDED[v])}
+    if not pairs:
+        return []
+    gens = list(all_reports[SEEDED[next(iter(pairs))][0]]["stored"]["scores"]["fake"])
+    lines = ["", "One change at a time: each recipe minus the one it changes one thing in (the same seeds; "
+             "seed-averaged, paired on the dev images, 90% bootstrap interval):", "",
+             "| recipe | minus | condition | mean [90%] | " + " | ".join(gens) + " |",
+             "|---|---|---|---|" + "---|" * len(gens)]
+    for recipe, base in pairs.items():
+        for cond in ("stored", "jpeg95"):
+            d = paired([_scores(all_reports[n][cond], "model") for n in SEEDED[base]],
+                       [_scores(all_reports[n][cond], "model") for n in SEEDED[recipe]])
+            lines.append(f"| {recipe} | {base} | {cond} | {d['mean']['diff']:+.3f} [{d['mean']['lo']:+.3f}, "
+                         f"{d['mean']['hi']:+.3f}] | " + " | ".join(f"{d[g]['diff']:+.3f}" for g in gens) + " |")
     return lines
 
 

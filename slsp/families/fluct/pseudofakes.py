@@ -266,10 +266,8 @@ def _latent(x: Tensor, ps: list[dict[str, Any]]) -> Tensor:
     decoder's stages: content kept, the fluctuation synthesised as a latent decoder's is, with its grid."""
     h, w = x.shape[2:]
     n = torch.empty_like(x)
-    for depth in (1, 2):
+    for depth in sorted({len(p["stages"]) for p in ps}):
         i = [j for j, p in enumerate(ps) if len(p["stages"]) == depth]
-        if not i:
-            continue
         y = torch.cat([ps[j]["noise"].expand(-1, 3, -1, -1) for j in i]).to(x.device, x.dtype)
         y = _upsample(y, [ps[j]["stages"] for j in i])[:, :, :h, :w]
         y = y - y.mean((1, 2, 3), keepdim=True)
