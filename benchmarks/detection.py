@@ -197,6 +197,14 @@ CANDIDATES: dict[str, tuple[str | None, str]] = {
         "denoise,renoise,resample,resample,resample,resample,sparse,sparse,latent,latent,latent,latent",
     ),
     **{f"fluct-latent4-s{s}": (f"runs/latent4/s{s}", f"as fluct-latent4-s0, seed {s}") for s in range(1, 3)},
+    "fluct-rgb-s0": (
+        "runs/rgb-cal/s0",
+        "fluct-sparse-half-kurt-clip-s0 (the shipped model) recalibrated with TrSOR reading each colour channel's "
+        "gradient energy (summed) instead of luma: slsp calibrate --model runs/clip-cal/s0 --out runs/rgb-cal/s0 "
+        "--channel rgb",
+    ),
+    **{f"fluct-rgb-s{s}": (f"runs/rgb-cal/s{s}", f"as fluct-rgb-s0, from fluct-sparse-half-kurt-clip-s{s}'s run")
+       for s in range(1, 5)},
     "fluct-b": (
         "runs/fluct-b",
         "slsp train --family fluct --real ../shared/data/real/train --real ../shared/data/real/train-camera "
@@ -225,6 +233,8 @@ SEEDED: dict[str, list[str]] = {
     "the same, with the latent pseudo-fake (noise upsampled from a coarse grid) for 2 of 10 draws": [
         f"fluct-latent-s{s}" for s in range(3)],
     "the same, with the latent pseudo-fake for 4 of 12 draws": [f"fluct-latent4-s{s}" for s in range(3)],
+    "the shipped recipe's weights recalibrated with TrSOR on the three colour channels (rgb), clipped pixels left "
+    "out": [f"fluct-rgb-s{s}" for s in range(5)],
 }
 # One change at a time: recipe -> the seeded recipe it changes one thing in, paired seed for seed (same seeds).
 ABLATIONS: dict[str, str] = {
@@ -232,6 +242,8 @@ ABLATIONS: dict[str, str] = {
         "the sparse, 1/2 resample, kurtosis recipe trained and calibrated with clipped pixels left out of TrSOR",
     "the same, with the latent pseudo-fake for 4 of 12 draws":
         "the sparse, 1/2 resample, kurtosis recipe trained and calibrated with clipped pixels left out of TrSOR",
+    "the shipped recipe's weights recalibrated with TrSOR on the three colour channels (rgb), clipped pixels left out":
+        "the sparse, 1/2 resample, kurtosis recipe's weights, clipped pixels left out of TrSOR (recalibrated; shipped)",
 }
 # condition -> (--reencode, --perturb or None)
 CONDITIONS: dict[str, tuple[str, str | None]] = {

@@ -157,11 +157,13 @@ def recalibrate(
     low_resolution: bool = True,
     levels: int | None = None,
     skip_clipped: bool | None = None,
+    channel: str | None = None,
     kurtosis: bool | None = None,
 ) -> Calibration:
     """Calibrate a trained run again on its own held-out reals (train.json), e.g. with other variants, another
-    canonical transform (DetectorConfig.canonical), another number of pyramid levels (TrsorConfig.levels) or
-    clipped pixels left out of TrSOR (TrsorConfig.skip_clipped), then its low-resolution scoring; writes `out`.
+    canonical transform (DetectorConfig.canonical), another number of pyramid levels (TrsorConfig.levels), clipped
+    pixels left out of TrSOR (TrsorConfig.skip_clipped) or another TrSOR channel (TrsorConfig.channel), then its
+    low-resolution scoring; writes `out`.
 
     fuse: refit the noise fusion (default: whether the run fuses already). kurtosis: with the kurtosis part
     (default: whether the run's fusion has it). low_resolution: False leaves it out, so images too small for the
@@ -179,6 +181,8 @@ def recalibrate(
                                   fusion=dataclasses.replace(cfg.fusion, level_means=(), level_stds=()))
     if skip_clipped is not None:
         cfg = dataclasses.replace(cfg, trsor=dataclasses.replace(cfg.trsor, skip_clipped=skip_clipped))
+    if channel is not None:
+        cfg = dataclasses.replace(cfg, trsor=dataclasses.replace(cfg.trsor, channel=channel))
     det = det.with_config(dataclasses.replace(cfg, canonical=canonical or cfg.canonical,
                                               low_resolution=LowResolutionConfig()))
     fuse = det.cfg.fusion.enabled if fuse is None else fuse
@@ -200,6 +204,7 @@ def recalibrate(
         "canonical": det.cfg.canonical,
         "levels": det.cfg.trsor.levels,
         "skip_clipped": det.cfg.trsor.skip_clipped,
+        "channel": det.cfg.trsor.channel,
         "threshold": cal.threshold,
         "holdout_fpr": cal.fpr,
         "low_resolution": {"sides": low_resolution_sides(cal.detector), "threshold": low.threshold,

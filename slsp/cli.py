@@ -211,6 +211,11 @@ def calibrate(
     ] = True,
     levels: LevelsOpt = None,
     skip_clipped: ClippedOpt = None,
+    channel: Annotated[
+        Optional[str],
+        typer.Option(help="What TrSOR's gradient energy reads: luma, or rgb (each channel's energy, summed) "
+                     "(default: as the run does)."),
+    ] = None,
     kurtosis: Annotated[
         Optional[bool],
         typer.Option(help="Fuse the crops' log kurtosis as a two-sided part (--no-kurtosis: leave it out; default: "
@@ -222,7 +227,8 @@ def calibrate(
     from slsp.calibrate import recalibrate
 
     cal = recalibrate(model, out, target_fpr, ("none", *(variant or [])), canonical=canonical, quiet=quiet,
-                      low_resolution=low_resolution, levels=levels, skip_clipped=skip_clipped, kurtosis=kurtosis)
+                      low_resolution=low_resolution, levels=levels, skip_clipped=skip_clipped, channel=channel,
+                      kurtosis=kurtosis)
     typer.echo(f"wrote {out} (threshold {cal.threshold:.4f}, held-out FPR {cal.fpr:.1%} on {len(cal.scores)} scores)")
 
 

@@ -453,6 +453,27 @@ def test_recalibrate_with_skip_clipped_fits_the_noise_part_without_them(tmp_path
                                [np.mean(skipped), np.std(skipped)], rtol=1e-3)
 
 
+def test_recalibrate_with_channel_refits_on_that_trsor(real_dirs: list[Path], tmp_path: Path) -> None:
+    """--channel rgb: the config and train.json carry it, the noise part is standardised on the held-out photos'
+    sigma from that TrSOR, and --channel luma gives back the calibration to the bit."""
+    from slsp import calibrate
+    from slsp.scoring import noise_score
+
+    train(real_dirs, tmp_path / "a", CFG, tcfg(2), quiet=True)
+    plain = calibrate.recalibrate(tmp_path / "a", tmp_path / "plain", 0.05, quiet=True)
+    rgb = calibrate.recalibrate(tmp_path / "a", tmp_path / "rgb", 0.05, quiet=True, channel="rgb")
+    back = calibrate.recalibrate(tmp_path / "rgb", tmp_path / "back", 0.05, quiet=True, channel="luma")
+    det = det_io.load(tmp_path / "rgb")
+    info = json.loads((tmp_path / "rgb" / "train.json").read_text())
+    assert det.cfg.trsor.channel == info["calibration"]["channel"] == "rgb" and rgb.fpr <= 0.05
+    assert det_io.load(tmp_path / "back").cfg == det_io.load(tmp_path / "plain").cfg
+    assert back.threshold == plain.threshold
+    noise = [noise_score(det.detect(load(f)).sigma) for f in info["holdout_images"]]
+    np.testing.assert_allclose([det.cfg.fusion.noise_mean, det.cfg.fusion.noise_std], [np.mean(noise), np.std(noise)],
+                               rtol=1e-4)
+    assert det.cfg.fusion.noise_mean != det_io.load(tmp_path / "plain").cfg.fusion.noise_mean
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.integers(8, 256), st.floats(0.1, 1.0))
 def test_canonical_min_side_is_the_smallest_that_keeps_a_crop(side: int, f: float) -> None:
