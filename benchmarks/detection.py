@@ -197,6 +197,18 @@ CANDIDATES: dict[str, tuple[str | None, str]] = {
         "denoise,renoise,resample,resample,resample,resample,sparse,sparse,latent,latent,latent,latent",
     ),
     **{f"fluct-latent4-s{s}": (f"runs/latent4/s{s}", f"as fluct-latent4-s0, seed {s}") for s in range(1, 3)},
+    "fluct-decoder-s0": (
+        "runs/decoder-clip/s0",
+        "as fluct-latent-s0 with the decoder pseudo-fake in its place: --out runs/decoder-clip/s0 --fakes "
+        "denoise,renoise,resample,resample,resample,resample,sparse,sparse,decoder,decoder",
+    ),
+    **{f"fluct-decoder-s{s}": (f"runs/decoder-clip/s{s}", f"as fluct-decoder-s0, seed {s}") for s in range(1, 3)},
+    "fluct-camera-s0": (
+        "runs/camera-clip/s0",
+        "fluct-skip-clipped-s0's recipe with two simulated-camera versions of each training photo's content added to "
+        "the real sources: --out runs/camera-clip/s0 --camera 2",
+    ),
+    **{f"fluct-camera-s{s}": (f"runs/camera-clip/s{s}", f"as fluct-camera-s0, seed {s}") for s in range(1, 3)},
     "fluct-rgb-s0": (
         "runs/rgb-cal/s0",
         "fluct-sparse-half-kurt-clip-s0 (the shipped model) recalibrated with TrSOR reading each colour channel's "
@@ -233,6 +245,9 @@ SEEDED: dict[str, list[str]] = {
     "the same, with the latent pseudo-fake (noise upsampled from a coarse grid) for 2 of 10 draws": [
         f"fluct-latent-s{s}" for s in range(3)],
     "the same, with the latent pseudo-fake for 4 of 12 draws": [f"fluct-latent4-s{s}" for s in range(3)],
+    "the same, with the decoder pseudo-fake for 2 of 10 draws": [f"fluct-decoder-s{s}" for s in range(3)],
+    "the same, with two simulated-camera versions of each photo as extra real sources": [
+        f"fluct-camera-s{s}" for s in range(3)],
     "the shipped recipe's weights recalibrated with TrSOR on the three colour channels (rgb), clipped pixels left "
     "out": [f"fluct-rgb-s{s}" for s in range(5)],
 }
@@ -241,6 +256,10 @@ ABLATIONS: dict[str, str] = {
     "the same, with the latent pseudo-fake (noise upsampled from a coarse grid) for 2 of 10 draws":
         "the sparse, 1/2 resample, kurtosis recipe trained and calibrated with clipped pixels left out of TrSOR",
     "the same, with the latent pseudo-fake for 4 of 12 draws":
+        "the sparse, 1/2 resample, kurtosis recipe trained and calibrated with clipped pixels left out of TrSOR",
+    "the same, with the decoder pseudo-fake for 2 of 10 draws":
+        "the sparse, 1/2 resample, kurtosis recipe trained and calibrated with clipped pixels left out of TrSOR",
+    "the same, with two simulated-camera versions of each photo as extra real sources":
         "the sparse, 1/2 resample, kurtosis recipe trained and calibrated with clipped pixels left out of TrSOR",
     "the shipped recipe's weights recalibrated with TrSOR on the three colour channels (rgb), clipped pixels left out":
         "the sparse, 1/2 resample, kurtosis recipe's weights, clipped pixels left out of TrSOR (recalibrated; shipped)",
