@@ -224,6 +224,11 @@ CANDIDATES: dict[str, tuple[str | None, str]] = {
     ),
 }
 CURRENT_RECIPE = "fluct, three levels, sparse pseudo-fake, 1/2 resample, kurtosis part"
+# The shipped weights recalibrated with skip_clipped, and the recipe trained with it (what the training changes in
+# ABLATIONS are paired against).
+SHIPPED_CLIP = ("the sparse, 1/2 resample, kurtosis recipe's weights, clipped pixels left out of TrSOR (recalibrated; "
+                "shipped)")
+TRAINED_CLIP = "the sparse, 1/2 resample, kurtosis recipe trained and calibrated with clipped pixels left out of TrSOR"
 # recipe -> its candidates, one per training seed: the rows the shipped default is chosen by (every other
 # candidate above is one seed); the first is the recipe the others are paired against (shipped before this round's
 # kurtosis part)
@@ -238,10 +243,8 @@ SEEDED: dict[str, list[str]] = {
     "fluct, three levels, sparse 1/2 of the pseudo-fakes, resample 1/4, kurtosis part": [
         "fluct-sparse-heavy-kurt-s0", "fluct-sparse-heavy-kurt-s1", "fluct-sparse-heavy-kurt-s2",
         "fluct-sparse-heavy-kurt-s3", "fluct-sparse-heavy-kurt-s4"],
-    "the sparse, 1/2 resample, kurtosis recipe's weights, clipped pixels left out of TrSOR (recalibrated; shipped)": [
-        f"fluct-sparse-half-kurt-clip-s{s}" for s in range(5)],
-    "the sparse, 1/2 resample, kurtosis recipe trained and calibrated with clipped pixels left out of TrSOR": [
-        f"fluct-skip-clipped-s{s}" for s in range(3)],
+    SHIPPED_CLIP: [f"fluct-sparse-half-kurt-clip-s{s}" for s in range(5)],
+    TRAINED_CLIP: [f"fluct-skip-clipped-s{s}" for s in range(3)],
     "the same, with the latent pseudo-fake (noise upsampled from a coarse grid) for 2 of 10 draws": [
         f"fluct-latent-s{s}" for s in range(3)],
     "the same, with the latent pseudo-fake for 4 of 12 draws": [f"fluct-latent4-s{s}" for s in range(3)],
@@ -253,16 +256,12 @@ SEEDED: dict[str, list[str]] = {
 }
 # One change at a time: recipe -> the seeded recipe it changes one thing in, paired seed for seed (same seeds).
 ABLATIONS: dict[str, str] = {
-    "the same, with the latent pseudo-fake (noise upsampled from a coarse grid) for 2 of 10 draws":
-        "the sparse, 1/2 resample, kurtosis recipe trained and calibrated with clipped pixels left out of TrSOR",
-    "the same, with the latent pseudo-fake for 4 of 12 draws":
-        "the sparse, 1/2 resample, kurtosis recipe trained and calibrated with clipped pixels left out of TrSOR",
-    "the same, with the decoder pseudo-fake for 2 of 10 draws":
-        "the sparse, 1/2 resample, kurtosis recipe trained and calibrated with clipped pixels left out of TrSOR",
-    "the same, with two simulated-camera versions of each photo as extra real sources":
-        "the sparse, 1/2 resample, kurtosis recipe trained and calibrated with clipped pixels left out of TrSOR",
+    "the same, with the latent pseudo-fake (noise upsampled from a coarse grid) for 2 of 10 draws": TRAINED_CLIP,
+    "the same, with the latent pseudo-fake for 4 of 12 draws": TRAINED_CLIP,
+    "the same, with the decoder pseudo-fake for 2 of 10 draws": TRAINED_CLIP,
+    "the same, with two simulated-camera versions of each photo as extra real sources": TRAINED_CLIP,
     "the shipped recipe's weights recalibrated with TrSOR on the three colour channels (rgb), clipped pixels left out":
-        "the sparse, 1/2 resample, kurtosis recipe's weights, clipped pixels left out of TrSOR (recalibrated; shipped)",
+        SHIPPED_CLIP,
 }
 # condition -> (--reencode, --perturb or None)
 CONDITIONS: dict[str, tuple[str, str | None]] = {
