@@ -19,14 +19,11 @@ import re
 from pathlib import Path
 
 import numpy as np
+from seeds import CONDITIONS, DATA, ROOT, TRIM
 
 from slsp.evaluate import evaluate
 from slsp.metrics import auroc
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
-TRIM = 16
-CONDITIONS = {"stored": "none", "jpeg95": "jpeg:95"}
 PAINTED = re.compile(r"painting|oil", re.IGNORECASE)
 METHODS = ("model", "baseline")
 
