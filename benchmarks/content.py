@@ -1,6 +1,7 @@
 """What limits the weakest generator: painted content or the generator? The dev fakes split by their prompt.
 
     python benchmarks/content.py [--model RUN ...] [--out benchmarks/results/content.json]
+    python benchmarks/content.py --recipes   # every seeded recipe of DETECTION.md whose runs are here
 
 Each model (default: the shipped one) scores the dev split as `slsp eval` does (bottom 16 rows trimmed; as stored and
 with both classes re-encoded as JPEG q95). Each generator's fakes are split by the prompt their file name carries:
@@ -19,6 +20,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+from detection import CANDIDATES, SEEDED
 from seeds import CONDITIONS, DATA, ROOT, TRIM
 
 from slsp.evaluate import evaluate
@@ -65,24 +67,56 @@ def summarise(per: list[dict], n: int = 1000, seed: int = 0) -> dict:
     return rows
 
 
+def report(models: list[Path | None]) -> dict:
+    """Per condition, the split's rows over `models` (None: the shipped model)."""
+    return {cond: summarise([split(m, reencode) for m in models]) for cond, reencode in CONDITIONS.items()}
+
+
+def recipes() -> dict[str, list[Path | None]]:
+    """The seeded recipes of DETECTION.md ("Over seeds") whose runs are here, each as its runs (None: shipped)."""
+    out = {}
+    for name, members in SEEDED.items():
+        runs = [CANDIDATES[m][0] for m in members]
+        missing = [r for r in runs if r is not None and not (ROOT / r).is_dir()]
+        if missing:
+            print(f"skipped {name!r}: {', '.join(missing)} missing (DETECTION.md's commands rebuild them)")
+        else:
+            out[name] = [ROOT / r if r else None for r in runs]
+    return out
+
+
+def _line(r: dict) -> str:
+    m = r["model"]
+    return f"{m['auroc']:.3f} [{m['lo']:.3f}, {m['hi']:.3f}]"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, action="append", help="a run or model directory (repeatable; default: "
                     "the shipped model)")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "content.json")
+    ap.add_argument("--recipes", action="store_true", help="instead, every seeded recipe of DETECTION.md whose runs "
+                    "are here, each over its seeds")
+    ap.add_argument("--out", type=Path, help="default: benchmarks/results/content.json, or content-recipes.json")
     args = ap.parse_args(argv)
-    models = args.model or [None]
-    res: dict = {"models": [str(m) if m else "default" for m in models], "conditions": {}}
-    for cond, reencode in CONDITIONS.items():
-        rows = summarise([split(m, reencode) for m in models])
-        res["conditions"][cond] = rows
-        print(f"\n{cond}: seed-mean AUROC [90%] against {len(models)} model(s)")
-        for key, r in rows.items():
-            print(f"  {key:32s} n={r['n']:2d}  model {r['model']['auroc']:.3f} [{r['model']['lo']:.3f}, "
-                  f"{r['model']['hi']:.3f}]  noise {r['baseline']['auroc']:.3f} [{r['baseline']['lo']:.3f}, "
-                  f"{r['baseline']['hi']:.3f}]  caught {r['caught at thr']:.2f}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(res, indent=1) + "\n")
+    out = args.out or ROOT / "benchmarks" / "results" / ("content-recipes.json" if args.recipes else "content.json")
+    if args.recipes:
+        res: dict = {"recipes": {}}
+        for name, models in recipes().items():
+            rows = report(models)
+            res["recipes"][name] = {"models": [str(m) if m else "default" for m in models], "conditions": rows}
+            ldm = {c: (_line(r["ldm-txt2img/painted"]), _line(r["ldm-txt2img/other"])) for c, r in rows.items()}
+            print(f"{name}\n  LDM painted {ldm['stored'][0]} / q95 {ldm['jpeg95'][0]};  "
+                  f"other {ldm['stored'][1]} / q95 {ldm['jpeg95'][1]}", flush=True)
+    else:
+        models = args.model or [None]
+        res = {"models": [str(m) if m else "default" for m in models], "conditions": report(models)}
+        for cond, rows in res["conditions"].items():
+            print(f"\n{cond}: seed-mean AUROC [90%] against {len(models)} model(s)")
+            for key, r in rows.items():
+                print(f"  {key:32s} n={r['n']:2d}  model {_line(r)}  noise {r['baseline']['auroc']:.3f} "
+                      f"[{r['baseline']['lo']:.3f}, {r['baseline']['hi']:.3f}]  caught {r['caught at thr']:.2f}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=1) + "\n")
     return 0
 
 
