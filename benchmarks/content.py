@@ -103,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         res: dict = {"recipes": {}}
         for name, models in recipes().items():
             rows = report(models)
-            res["recipes"][name] = {"models": [str(m) if m else "default" for m in models], "conditions": rows}
+            res["recipes"][name] = {"models": [str(m.relative_to(ROOT)) if m else "default" for m in models],
+                                    "conditions": rows}
             ldm = {c: (_line(r["ldm-txt2img/painted"]), _line(r["ldm-txt2img/other"])) for c, r in rows.items()}
             print(f"{name}\n  LDM painted {ldm['stored'][0]} / q95 {ldm['jpeg95'][0]};  "
                   f"other {ldm['stored'][1]} / q95 {ldm['jpeg95'][1]}", flush=True)
