@@ -149,6 +149,11 @@ class NativeRunner:
         self.fn.argtypes = [ptr(np.uint8), i64, i64, i32, i32, i32, ptr(np.float64), ctypes.c_float, i32, i32,
                             ptr(np.float32), ptr(np.uint8), ptr(np.int64), i32]
         self.fn.restype = ctypes.c_double
+        # Libraries built before the kernel had its own box levels fall back to NumPy's (same result, slower).
+        self.box_fn = getattr(ctypes.CDLL(str(lib)), "slsp_box_level", None)
+        if self.box_fn is not None:
+            self.box_fn.argtypes = [ptr(np.uint8), i64, i64, i32, i32, ptr(np.uint8)]
+            self.box_fn.restype = i32
         self.null = np.array([self.meta["tau"], self.meta["truncated_mean"], self.meta["log_mean"]])
         self.threads = threads or len(os.sched_getaffinity(0))
         self.name = "native-cpu"
@@ -167,7 +172,17 @@ class NativeRunner:
         """The TrSOR stage: the kernel on each pyramid level (slsp.pyramid)."""
         check_image(feed[IMAGE], self.meta["crop"], IMAGE)  # the kernel assumes uint8 (H, W, 3) of >= one crop
         return pyramid.run(self.level, np.ascontiguousarray(feed[IMAGE]), self.meta.get("levels", 1),
-                           self.meta["crop"])
+                           self.meta["crop"], self.box)
+
+    def box(self, image: np.ndarray, f: int) -> np.ndarray:
+        """A pyramid level in one threaded pass over the image (`pyramid.box_level`'s rule, to the bit)."""
+        if self.box_fn is None:
+            return pyramid.box_level(image, f)
+        h, w = image.shape[:2]
+        out = np.empty((h // f, w // f, 3), np.uint8)
+        if self.box_fn(image, h, w, f, self.threads, out):
+            raise RuntimeError(f"native box level refused its arguments ({h}x{w}, f={f})")
+        return out
 
     def level(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         m = self.meta

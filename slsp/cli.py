@@ -617,10 +617,15 @@ def bench_engines(
     artifacts: Annotated[Path, typer.Option(help="Folder written by `slsp export`.")] = Path("artifacts"),
     model: RunOpt = None,
     source: Annotated[Path, typer.Option(help="Real photo, mirror-tiled to each size.")] = Path(
-        "../shared/data/real/train/sun-hays80_img_011.png"
+        "examples/real_kodak24_kodim03.png"
     ),
     size: Annotated[
         Optional[list[str]], typer.Option(help="WxH (repeatable); default 256..2048 squares and 4000x3000.")
+    ] = None,
+    compare: Annotated[
+        Optional[Path],
+        typer.Option(help="An earlier result (e.g. benchmarks/results/engines-baseline.json): print each stage's "
+                     "ratio to it, relative to PyTorch eager in each run; exit 1 if a stage is over 1.5x slower."),
     ] = None,
     min_time: Annotated[float, typer.Option(help="Seconds of timing per measurement.")] = 1.0,
     threads: Annotated[
@@ -637,10 +642,27 @@ def bench_engines(
     """Per-stage latency for PyTorch eager and ONNX Runtime, and TrSOR against its memory floor."""
     from slsp.bench import engines, timing
 
+    baseline = None
+    if compare is not None:
+        try:
+            baseline = json.loads(compare.read_text())
+        except (OSError, ValueError) as e:
+            raise SlspError(f"--compare {compare}: not a readable `slsp bench engines` result ({e})") from None
+        if baseline.get("kind") != "engines":
+            raise SlspError(f"--compare {compare}: not a `slsp bench engines` result (kind {baseline.get('kind')!r})")
     sizes = engines.SIZES if not size else [timing.parse_size(s) for s in size]
     result = engines.measure(model, artifacts, source, sizes, min_time, quiet, threads)
+    if baseline is not None:
+        result["compare"] = {"baseline": str(compare), **engines.compare(result, baseline)}
     path = timing.save(result, out)
-    _emit(result) if json_out else typer.echo(engines.table(result) + f"\nwrote {path}")
+    if json_out:
+        _emit(result)
+    else:
+        typer.echo(engines.table(result) + f"\nwrote {path}")
+        if baseline is not None:
+            typer.echo(f"\nagainst {compare}:\n" + engines.compare_table(result["compare"]))
+    if baseline is not None and result["compare"]["flagged"]:
+        raise typer.Exit(1)
 
 
 @bench_app.command("train")

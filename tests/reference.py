@@ -119,3 +119,11 @@ def log_kurtosis(crop: np.ndarray) -> float:
     d = luma - luma.mean()
     m2 = (d**2).mean()
     return float(np.log((d**4).mean() / m2**2)) if m2 > 1e-6 else float("nan")
+
+
+def box_level(img: np.ndarray, f: int) -> np.ndarray:
+    """float64: the mean of each whole f x f block, rounded half up."""
+    h, w = img.shape[0] // f, img.shape[1] // f
+    m = np.array([[img[i * f : (i + 1) * f, j * f : (j + 1) * f].reshape(-1, 3).astype(np.float64).mean(0)
+                   for j in range(w)] for i in range(h)]).reshape(h, w, 3)
+    return np.floor(m + 0.5).astype(np.uint8)

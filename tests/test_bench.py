@@ -70,6 +70,48 @@ def test_bench_engines_cli(served_artifacts: Path, tmp_path: Path) -> None:
     assert res["machine"]["cpus"] >= 1 and res["matmul_gflops"] > 0
 
 
+def engines_result(ms: dict[str, dict[str, float]], size: str = "1024x1024") -> dict:
+    """A minimal `bench engines` result: median times per engine and stage."""
+    row = {"size": size, "decode_png": {"median_ms": ms["decode"]}}
+    row |= {e: {s: {"median_ms": t} for s, t in stages.items()} for e, stages in ms.items() if e != "decode"}
+    return {"kind": "engines", "rows": [row]}
+
+
+def test_compare_flags_an_engine_slower_relative_to_eager() -> None:
+    torch_ms = {"trsor": 40.0, "model": 20.0, "score": 0.1, "pipeline": 60.0}
+    base = engines_result({"torch": torch_ms, "ort": {"trsor": 20.0, "model": 10.0, "score": 0.03, "pipeline": 30.0},
+                           "native": {"trsor": 3.0, "pipeline": 17.0}, "decode": 19.0})
+    # A machine twice as slow: every stage doubles, eager too, and nothing is flagged.
+    slow = engines_result({"torch": {k: 2 * v for k, v in torch_ms.items()},
+                           "ort": {"trsor": 40.0, "model": 20.0, "score": 0.06, "pipeline": 60.0},
+                           "native": {"trsor": 6.0, "pipeline": 34.0}, "decode": 38.0})
+    cmp = engines.compare(slow, base)
+    assert cmp["flagged"] == [] and cmp["missing"] == []
+    assert all(r["ratio"] == pytest.approx(1.0) for r in cmp["rows"] if "raw" not in r["stage"])
+    # The native TrSOR 20x slower (the pyramid regression of issue 41) on the same machine: flagged, nothing else.
+    worse = engines_result({"torch": torch_ms, "ort": {"trsor": 20.0, "model": 10.0, "score": 0.03, "pipeline": 30.0},
+                            "native": {"trsor": 60.0, "pipeline": 74.0}, "decode": 19.0})
+    cmp = engines.compare(worse, base)
+    assert cmp["flagged"] == ["1024x1024 native pipeline", "1024x1024 native trsor"]
+    assert "SLOWER" in engines.compare_table(cmp)
+    # Stages and sizes only one side has are listed, not compared.
+    other = engines_result({"torch": torch_ms, "ort": {"trsor": 20.0, "model": 10.0, "score": 0.03, "pipeline": 30.0},
+                            "decode": 19.0}, size="512x512")
+    assert engines.compare(other, base)["missing"] == ["512x512: not in the baseline"]
+    no_native = engines_result({"torch": torch_ms, "ort": {"trsor": 20.0, "model": 10.0, "score": 0.03,
+                                "pipeline": 30.0}, "decode": 19.0})
+    assert sorted(engines.compare(no_native, base)["missing"]) == [
+        "1024x1024 native pipeline: only in the baseline", "1024x1024 native trsor: only in the baseline"]
+
+
+def test_compare_refuses_what_is_not_an_engines_result(tmp_path: Path) -> None:
+    bad = tmp_path / "server.json"
+    bad.write_text(json.dumps({"kind": "server"}))
+    r = subprocess.run([sys.executable, "-c", "from slsp.cli import main; main()", "bench", "engines", "--compare",
+                        str(bad), "--source", str(PHOTO)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and "not a `slsp bench engines` result" in r.stderr
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none on this machine)")
 def test_cuda_engines_shape() -> None:

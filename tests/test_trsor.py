@@ -204,19 +204,11 @@ def test_runs_on_the_device_of_its_input() -> None:
         assert all(t.device.type == "meta" for t in FusedStage(det)(image, low))
 
 
-def box_reference(img: np.ndarray, f: int) -> np.ndarray:
-    """float64: the mean of each whole f x f block, rounded half up."""
-    h, w = img.shape[0] // f, img.shape[1] // f
-    m = np.array([[img[i * f : (i + 1) * f, j * f : (j + 1) * f].reshape(-1, 3).astype(np.float64).mean(0)
-                   for j in range(w)] for i in range(h)]).reshape(h, w, 3)
-    return np.floor(m + 0.5).astype(np.uint8)
-
-
 @settings(max_examples=30, deadline=None)
 @given(h=st.integers(8, 70), w=st.integers(8, 70), f=st.sampled_from([2, 4, 8]), seed=st.integers(0, 2**16))
 def test_box_level_matches_float64_reference(h: int, w: int, f: int, seed: int) -> None:
     img = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
-    want = box_reference(img, f)
+    want = reference.box_level(img, f)
     np.testing.assert_array_equal(box_levels(torch.from_numpy(img), 4)[f.bit_length() - 2].numpy(), want)
     np.testing.assert_array_equal(pyramid.box_level(img, f), want)
 

@@ -194,6 +194,68 @@ def measure(run: Path | None, artifacts: Path, source: Path, sizes=SIZES, min_ti
     return result
 
 
+SLOWER = 1.5  # a stage this much slower than its baseline, relative to PyTorch eager in the same run, is flagged
+
+
+def compare(result: dict, baseline: dict, limit: float = SLOWER) -> dict:
+    """Each stage of `result` against the same stage and size of `baseline` (an earlier `slsp bench engines`
+    result), as the ratio of its time over PyTorch eager's time for the same stage in the same run: machine speed
+    and load cancel, a regression of the engine does not. PyTorch eager's own times are compared as they are
+    (`raw`, not flagged: they depend on the machine). A stage is flagged when its relative time grew more than
+    `limit` times; stages or sizes only one side has are listed apart."""
+    def relative(row: dict) -> dict[str, float]:
+        torch_ms = {s: t["median_ms"] for s, t in row["torch"].items()}
+        out = {}
+        for engine in ("ort", *(k for k in ("native", "aoti") if k in row)):
+            for stage, t in row[engine].items():
+                out[f"{engine} {stage}"] = t["median_ms"] / torch_ms[stage]
+        out["decode_png"] = row["decode_png"]["median_ms"] / torch_ms["pipeline"]
+        return out
+
+    base_rows = {r["size"]: r for r in baseline["rows"]}
+    rows, missing = [], []
+    for r in result["rows"]:
+        b = base_rows.get(r["size"])
+        if b is None:
+            missing.append(f"{r['size']}: not in the baseline")
+            continue
+        now, then = relative(r), relative(b)
+        for stage in now.keys() | then.keys():
+            if stage not in now or stage not in then:
+                missing.append(f"{r['size']} {stage}: only in the {'result' if stage in now else 'baseline'}")
+        for stage in sorted(now.keys() & then.keys()):
+            ratio = now[stage] / then[stage]
+            rows.append({"size": r["size"], "stage": stage, "now_ms": _ms(r, stage), "baseline_ms": _ms(b, stage),
+                         "relative_now": now[stage], "relative_baseline": then[stage], "ratio": ratio,
+                         "flagged": ratio > limit})
+        for stage in sorted(r["torch"]):
+            rows.append({"size": r["size"], "stage": f"torch {stage} (raw)", "now_ms": r["torch"][stage]["median_ms"],
+                         "baseline_ms": b["torch"][stage]["median_ms"],
+                         "ratio": r["torch"][stage]["median_ms"] / b["torch"][stage]["median_ms"], "flagged": False})
+    return {"limit": limit, "rows": rows, "missing": missing, "flagged": [f"{r['size']} {r['stage']}" for r in rows
+                                                                          if r["flagged"]]}
+
+
+def _ms(row: dict, stage: str) -> float:
+    if stage == "decode_png":
+        return row["decode_png"]["median_ms"]
+    engine, name = stage.split(" ", 1)
+    return row[engine][name]["median_ms"]
+
+
+def compare_table(cmp: dict) -> str:
+    """`compare`'s result as `slsp bench engines --compare` prints it."""
+    lines = [f"{'size':<11}{'stage':<24}{'now ms':>10}{'base ms':>10}{'ratio':>8}",
+             *(f"{r['size']:<11}{r['stage']:<24}{r['now_ms']:>10.2f}{r['baseline_ms']:>10.2f}{r['ratio']:>8.2f}"
+               + ("  SLOWER" if r["flagged"] else "") for r in cmp["rows"]),
+             f"ratio: the stage's time over PyTorch eager's for the same stage, now over the baseline's "
+             f"(raw rows: PyTorch eager itself, not flagged); SLOWER: above {cmp['limit']}x",
+             *(f"not compared: {m}" for m in cmp["missing"])]
+    lines.append(f"{len(cmp['flagged'])} stage(s) slower than {cmp['limit']}x: " + ", ".join(cmp["flagged"])
+                 if cmp["flagged"] else "no stage slower than its baseline by more than the limit")
+    return "\n".join(lines)
+
+
 def _png(img: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(img).save(buf, format="PNG")
