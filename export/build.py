@@ -18,7 +18,7 @@ from slsp import contract
 from slsp import detector as det_io
 from slsp.detector import Detector
 from slsp.errors import CheckpointError, ParityError, RuntimeMissing, SlspError
-from slsp.export import onnx2trt, parity, torch2aoti, torch2onnx, trsor_backends, trsor_native
+from slsp.export import onnx2trt, parity, stages, torch2aoti, torch2onnx, trsor_backends, trsor_native
 from slsp.export.runners import OrtRunner, Pipeline, TorchRunner, TrtRunner
 from slsp.progress import stderr
 
@@ -73,7 +73,7 @@ def make_runtimes(det: Detector, artifacts: Path, names: list[str] | None) -> tu
                     )
                 )
             elif name == "torch-cuda":
-                out.append(TorchRunner(torch2onnx.FusedStage(det), FUSED.name, "cuda"))
+                out.append(TorchRunner(stages.FusedStage(det), FUSED.name, "cuda"))
             elif name == "tensorrt":
                 if not (artifacts / contract.plan(MODEL)).is_file():
                     raise RuntimeMissing(
@@ -136,7 +136,7 @@ def check(
     runners, skipped = make_runtimes(det, artifacts, runtimes)
     runners += extra or []
     tol = parity.FP16 if fp16 else parity.FP32
-    reference = TorchRunner(torch2onnx.FusedStage(det), FUSED.name)
+    reference = TorchRunner(stages.FusedStage(det), FUSED.name)
     cmd = f"slsp parity --artifacts {artifacts}"
     results = parity.run_parity(imgs, reference, runners, tol, failure_dir, cmd, canonical=det.canonical, quiet=quiet)
     report = parity.as_json(results, tol)
@@ -168,6 +168,8 @@ def build(
     try:
         torch2onnx.export(det, tmp, det_io.checkpoint_hash(run_dir), fp16=fp16)
         shutil.copy2(run_dir / contract.CONFIG, tmp / contract.CONFIG)
+        # The weights too: the gpu-python repository's members run them in PyTorch (1.5 MB for the shipped model).
+        shutil.copy2(run_dir / det_io.WEIGHTS, tmp / det_io.WEIGHTS)
         if aoti:
             say("compiling TrSOR with AOTInductor (the slowest step of the export)")
             torch2aoti.compile_trsor(det, tmp)

@@ -1,8 +1,11 @@
 """Triton model repository: the `slsp` ensemble over decode+TrSOR, the batched model and scoring.
 
 Configs are built as dicts, validated by parsing them into Triton's own `ModelConfig` protobuf, and written
-with `text_format`. Two targets from the same ONNX artifacts:
+with `text_format`. Three targets from the same artifacts:
 - `cpu`: every member on the Python backend running ONNX Runtime (the server bundled with nvidia-pytriton);
+- `gpu-python`: the bundled server on a GPU machine with PyTorch (no container): decode+TrSOR and the batched model
+  on the Python backend in PyTorch CUDA from the exported weights (nvJPEG and the canonical resize on the GPU, the
+  decoded image handed to TrSOR without leaving the device), scoring as in `cpu`;
 - `gpu`: decode+TrSOR on the Python backend (nvJPEG decode and the canonical resize on the GPU where PyTorch and
   torchvision are installed in the server's Python; TrSOR on ONNX Runtime CUDA), the model on `tensorrt_plan` (when
   model.plan exists) or `onnxruntime_onnx` with KIND_GPU, scoring on the Python backend (CPU), for the NGC container.
@@ -36,6 +39,8 @@ ENSEMBLE = contract.ENSEMBLE
 DECODE, MODEL, SCORE = (contract.MEMBERS[s.name] for s in contract.CHAIN)
 MEMBERS = (DECODE, MODEL, SCORE)
 SOURCES = {DECODE: "decode_trsor.py", MODEL: "model.py", SCORE: "score.py"}  # in slsp.export.triton
+TORCH_SOURCES = {**SOURCES, MODEL: "model_torch.py"}  # the gpu-python target's
+TARGETS = ("cpu", "gpu", "gpu-python")
 TRITON_TYPES = {"uint8": "TYPE_UINT8", "float32": "TYPE_FP32", "int64": "TYPE_INT64", "bool": "TYPE_BOOL",
                 "bytes": "TYPE_STRING"}
 
@@ -57,10 +62,11 @@ class ServingConfig:
     # (UNAVAILABLE: "Exceeds maximum queue size" / timeout), so a flood queues neither memory nor latency without end.
     max_inflight: int = 64
     queue_timeout_s: float = 30.0
+    torch_device: str = "cuda"  # where the gpu-python target's PyTorch members run ("cpu" tests them without a GPU)
 
     def __post_init__(self) -> None:
-        if self.target not in ("cpu", "gpu"):
-            raise SlspError(f"--target must be 'cpu' or 'gpu', got {self.target!r}")
+        if self.target not in TARGETS:
+            raise SlspError(f"--target must be one of {', '.join(TARGETS)}, got {self.target!r}")
         if self.max_inflight < 1 or not self.queue_timeout_s > 0:
             raise SlspError("--max-inflight must be >= 1 and the queue timeout > 0")
 
@@ -86,7 +92,7 @@ def configs(cfg: DetectorConfig, s: ServingConfig, trt: bool, trsor_file: str = 
     c, k = cfg.trsor.crop, cfg.trsor.slots
     if s.max_batch < k:
         raise SlspError(f"max_batch {s.max_batch} must be >= the {k} crops of one image")
-    device = "cuda" if s.target == "gpu" else "cpu"
+    device = {"gpu": "cuda", "gpu-python": s.torch_device}.get(s.target, "cpu")
     common = {"device": device, "intra_op_threads": s.intra_op_threads}
     trsor, model_stage, scoring = contract.TRSOR, contract.MODEL, contract.SCORING
     image = contract.ENSEMBLE_INPUT
@@ -132,7 +138,7 @@ def configs(cfg: DetectorConfig, s: ServingConfig, trt: bool, trsor_file: str = 
                      **({"random_data": True} if t.dtype == "uint8" else {"zero_data": True})}
             for t in model_stage.inputs}}],
     }
-    if not gpu_native:
+    if not gpu_native:  # the Python backend (ONNX Runtime, or PyTorch for gpu-python) places its own work
         model.update(backend="python", instance_group=[{"kind": "KIND_CPU", "count": s.model_instances}],
                      parameters=_params({**common, "intra_op_threads": s.model_threads}))
     elif trt:
@@ -236,8 +242,10 @@ def write(artifacts: Path, repo: Path, s: ServingConfig = ServingConfig()) -> in
     protos = {name: to_proto(d) for name, d in configs(cfg, s, trt, trsor[0]).items()}
     repo.mkdir(parents=True, exist_ok=True)
     version = 1 + max([0] + [v for m in MEMBERS for v in versions(repo, m)])
-    files = {DECODE: trsor, MODEL: [model_plan if trt and s.target == "gpu" else contract.MODEL.onnx],
-             SCORE: [contract.SCORING.onnx]}
+    model_files = {"gpu": [model_plan if trt else contract.MODEL.onnx],
+                   "gpu-python": [contract.WEIGHTS, contract.CONFIG]}.get(s.target, [contract.MODEL.onnx])
+    files = {DECODE: trsor, MODEL: model_files, SCORE: [contract.SCORING.onnx]}
+    sources = TORCH_SOURCES if s.target == "gpu-python" else SOURCES
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=repo))
     try:
         for name, proto in protos.items():
@@ -246,9 +254,11 @@ def write(artifacts: Path, repo: Path, s: ServingConfig = ServingConfig()) -> in
             vdir.mkdir(parents=True)
             (mdir / "config.pbtxt").write_text(text_format.MessageToString(proto))
             for f in files.get(name, []):
+                if not (artifacts / f).is_file():
+                    raise SlspError(f"{artifacts} has no {f}, which --target {s.target} serves; export again")
                 shutil.copy2(artifacts / f, vdir / f)
             if proto.backend == "python":
-                src = resources.files("slsp.export.triton") / SOURCES[name]
+                src = resources.files("slsp.export.triton") / sources[name]
                 (vdir / "model.py").write_text(src.read_text())
                 # Compiled here so the stub finds a valid cache: a __pycache__ written at load time would change
                 # the version folder's mtime and make a polling server load the new version a second time.

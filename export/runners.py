@@ -46,10 +46,11 @@ class TorchRunner:
         import torch
 
         spec = contract.STAGES[self.stage]
+        # A tensor already on the device (the gpu-python decode member's nvJPEG output) is taken as it is.
+        tensors = (feed[n] if isinstance(feed[n], torch.Tensor) else torch.from_numpy(np.asarray(feed[n], order="C"))
+                   for n in spec.input_names)
         with torch.inference_mode():
-            out = self.module(
-                *(torch.from_numpy(np.asarray(feed[n], order="C")).to(self.device) for n in spec.input_names)
-            )
+            out = self.module(*(t.to(self.device) for t in tensors))
         out = (out,) if isinstance(out, torch.Tensor) else tuple(out)
         return {n: t.cpu().numpy() for n, t in zip(spec.output_names, out)}
 

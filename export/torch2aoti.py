@@ -20,7 +20,8 @@ import torch.fx.experimental._config as fx_config
 from slsp import contract, pyramid
 from slsp.detector import Detector
 from slsp.errors import RuntimeMissing
-from slsp.export.torch2onnx import TrsorStage, example_inputs
+from slsp.export.stages import TrsorStage
+from slsp.export.torch2onnx import example_inputs
 from slsp.imaging import check_image
 
 

@@ -1,8 +1,9 @@
 """Which TrSOR runs where: one table for the export's parity gate, the repository writer and the decode member.
 
 Fastest first. The compiled backends hold code for the CPU that exported them, so only the CPU target serves them;
-ONNX serves everywhere. Opening a backend imports its runtime only then (the AOTI package needs torch; the native
-kernel and ONNX Runtime do not).
+ONNX serves the CPU target and the NGC container's GPU target; PyTorch (the family's module over the exported
+weights) serves the gpu-python target. Opening a backend imports its runtime only then (the AOTI package and
+PyTorch need torch; the native kernel and ONNX Runtime do not).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from slsp import contract
+from slsp.errors import SlspError
 from slsp.export.runners import OrtRunner, Runner
 
 
@@ -25,6 +27,18 @@ def _aoti(folder: Path, device: str, threads: int) -> Runner:
     from slsp.export.torch2aoti import AotiRunner
 
     return AotiRunner(folder / contract.TRSOR_AOTI, threads)
+
+
+def _torch(folder: Path, device: str, threads: int) -> Runner:
+    import torch
+
+    from slsp import detector
+    from slsp.export.runners import TorchRunner
+    from slsp.export.stages import TrsorStage
+
+    if device == "cpu" and threads:
+        torch.set_num_threads(threads)
+    return TorchRunner(TrsorStage(detector.load(folder)), contract.TRSOR.name, device)
 
 
 def _onnx(folder: Path, device: str, threads: int) -> Runner:
@@ -50,13 +64,20 @@ BACKENDS = (
     TrsorBackend("native-cpu", (contract.TRSOR_NATIVE, contract.TRSOR_NATIVE_META), ("cpu",), _native),  # --native
     TrsorBackend("aoti-cpu", (contract.TRSOR_AOTI,), ("cpu",), _aoti),  # --aoti
     TrsorBackend("ort", (contract.TRSOR.onnx,), ("cpu", "gpu"), _onnx),
+    # PyTorch from the weights and config (issue 40): the gpu-python target, the bundled server on a GPU.
+    TrsorBackend("torch", (contract.WEIGHTS, contract.CONFIG), ("gpu-python",), _torch),
 )
 COMPILED = {b.name: b for b in BACKENDS if b.compiled}
 
 
 def served(artifacts: Path, target: str) -> TrsorBackend:
     """The backend a repository of `target` serves from these artifacts: the fastest one present."""
-    return next(b for b in BACKENDS if target in b.targets and b.present(artifacts))
+    for b in BACKENDS:
+        if target in b.targets and b.present(artifacts):
+            return b
+    need = " or ".join("+".join(b.files) for b in BACKENDS if target in b.targets)
+    raise SlspError(f"{artifacts} has nothing --target {target} serves TrSOR from (it needs {need}); export again "
+                    "with this slsp version")
 
 
 def by_file(name: str) -> TrsorBackend:

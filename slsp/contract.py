@@ -99,6 +99,7 @@ CHAIN = (TRSOR, MODEL, SCORING)  # what the Triton ensemble and `Pipeline` run, 
 
 # Artifact files `slsp export` writes beside the stage graphs (`Stage.onnx`).
 CONFIG = "config.json"  # the resolved DetectorConfig, also in every run folder
+WEIGHTS = "model.safetensors"  # the model's state dict, in every run folder and the artifacts
 PARITY_REPORT = "parity.json"
 TRSOR_AOTI = "trsor.pt2"  # AOTInductor package (--aoti)
 TRSOR_NATIVE, TRSOR_NATIVE_META = "trsor_native.so", "trsor_native.json"  # C++ kernel and its constants (--native)

@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from slsp.config import DetectorConfig
-from slsp.contract import CONFIG
+from slsp.contract import CONFIG, WEIGHTS
 from slsp.errors import CheckpointError
 from slsp.families import build_model
 from slsp.fluctuation import log_kurtosis
@@ -21,8 +21,6 @@ from slsp.imaging import check_fluctuation, check_image
 from slsp.scoring import Scorer
 from slsp.transforms import Canonical
 from slsp.trsor import Pyramid
-
-WEIGHTS = "model.safetensors"
 
 
 class Detection(NamedTuple):

@@ -41,11 +41,16 @@ def free_port() -> int:
 
 
 def pytriton_root() -> Path:
-    try:
-        import pytriton
-    except ImportError as e:
-        raise RuntimeMissing("the bundled Triton server needs nvidia-pytriton: pip install 'slsp[serve]'") from e
-    root = Path(pytriton.__file__).parent / "tritonserver"
+    """The tritonserver tree: SLSP_TRITON_ROOT where set (the device kit, benchmarks/gpu_kit.py, in the wheel's
+    layout), else the one inside the installed nvidia-pytriton wheel."""
+    if os.environ.get("SLSP_TRITON_ROOT"):
+        root = Path(os.environ["SLSP_TRITON_ROOT"])
+    else:
+        try:
+            import pytriton
+        except ImportError as e:
+            raise RuntimeMissing("the bundled Triton server needs nvidia-pytriton: pip install 'slsp[serve]'") from e
+        root = Path(pytriton.__file__).parent / "tritonserver"
     if not (root / "bin" / "tritonserver").is_file():
         raise RuntimeMissing(f"no tritonserver binary in {root} (nvidia-pytriton install incomplete?)")
     return root

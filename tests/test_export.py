@@ -21,7 +21,7 @@ from slsp import detector as det_io
 from slsp.config import FusionConfig
 from slsp.detector import Detector
 from slsp.errors import ParityError, RuntimeMissing, SlspError
-from slsp.export import build, onnx2trt, parity, torch2onnx
+from slsp.export import build, onnx2trt, parity, stages, torch2onnx
 from slsp.export.runners import OrtRunner, Pipeline, TorchRunner
 
 CFG = tiny_config("slsp", crops=6, threshold=0.5)
@@ -71,7 +71,7 @@ def test_onnx_runtime_matches_pytorch_at_size(artifacts: Path, run_dir: Path, h:
     det = det_io.load(run_dir)
     img = (clipped_photo if clipped else synthetic_photo)(h, w, seed=h * w)
     feed = {"image": img, "low_resolution": np.array(h * w % 2 == 1)}  # both scoring paths over the sizes
-    ref = TorchRunner(torch2onnx.FusedStage(det), "slsp").infer(feed)
+    ref = TorchRunner(stages.FusedStage(det), "slsp").infer(feed)
     runners = [
         OrtRunner(artifacts / "slsp.onnx"),
         Pipeline("ort", *(OrtRunner(artifacts / f"{s}.onnx") for s in ("trsor", "model", "score"))),
@@ -106,13 +106,13 @@ def test_score_and_model_stages_match_pytorch_on_flat_and_missing_crops(artifact
     crops[1:3] = 80  # flat
     phi = (rng.uniform(size=crops.shape[:3]) > 0.5).astype(np.float32)
     model = OrtRunner(artifacts / contract.MODEL.onnx).infer({contract.CROPS: crops, contract.CROP_PHI: phi})
-    ref = TorchRunner(torch2onnx.ModelStage(det.model), contract.MODEL.name).infer(
+    ref = TorchRunner(stages.ModelStage(det.model), contract.MODEL.name).infer(
         {contract.CROPS: crops, contract.CROP_PHI: phi})
     np.testing.assert_allclose(model[contract.CROP_KURTOSIS], ref[contract.CROP_KURTOSIS], rtol=1e-5, equal_nan=True)
     kurtosis = model[contract.CROP_KURTOSIS]
     assert np.isnan(kurtosis[1:3]).all() and np.isfinite(kurtosis[[0, 3, 4]]).all()
     score = OrtRunner(artifacts / contract.SCORING.onnx)
-    torch_score = TorchRunner(torch2onnx.ScoreStage(det), contract.SCORING.name)
+    torch_score = TorchRunner(stages.ScoreStage(det), contract.SCORING.name)
     for i in range(40):
         kurt = rng.normal(1.8, 0.6, k).astype(np.float32)
         kurt[rng.uniform(size=k) < 0.3] = np.nan
@@ -215,7 +215,7 @@ def test_torch_runner_runs_a_copy_and_leaves_the_reference_where_it_is() -> None
     reference detector, which the other runtimes are compared with, to the runner's device. PyTorch's `meta`
     device stands in for CUDA here."""
     det = Detector(tiny_config("fluct")).eval()
-    runner = TorchRunner(torch2onnx.FusedStage(det), contract.FUSED.name, "meta")
+    runner = TorchRunner(stages.FusedStage(det), contract.FUSED.name, "meta")
     assert {p.device.type for p in det.parameters()} == {"cpu"}
     assert {p.device.type for p in runner.module.parameters()} == {"meta"}
 

@@ -191,7 +191,7 @@ def test_runs_on_the_device_of_its_input() -> None:
     """Every tensor TrSOR and the detector make lives on the input's device: on PyTorch's data-free `meta` device,
     which refuses to mix devices like CUDA does, a stray CPU index tensor fails here without a GPU."""
     from slsp import detector as det_io
-    from slsp.export.torch2onnx import FusedStage
+    from slsp.export.stages import FusedStage
 
     image = torch.empty((200, 333, 3), dtype=torch.uint8, device="meta")
     det = det_io.load().to("meta")

@@ -3,9 +3,10 @@
 Each request is decoded under slsp's decoding policy and goes through the model's canonical transform (as in
 `Detector.analyze`; an image too small for it is passed on at native scale and flagged low-resolution). It is run
 through the TrSOR backend the repository writer chose (`trsor_backends`: the C++ kernel, the AOTInductor package or
-ONNX Runtime). Only its valid crops are passed on to the model. In the GPU repository (`device` cuda) plain JPEGs are
-decoded by nvJPEG and resized on the GPU (`slsp.device_pipeline.DeviceDecoder`) where PyTorch and torchvision are
-importable in the server's Python; otherwise, and for every other format, on the CPU (the reason is logged once).
+ONNX Runtime, or PyTorch in the gpu-python repository). Only its valid crops are passed on to the model. In the GPU
+repositories (`device` cuda) plain JPEGs are decoded by nvJPEG and resized on the GPU
+(`slsp.device_pipeline.DeviceDecoder`) where PyTorch and torchvision are importable in the server's Python;
+otherwise, and for every other format, on the CPU (the reason is logged once).
 A bad image gets its own error response; the other requests of the same execution are unaffected.
 Each request adds one to `slsp_images_total{outcome=...}` (contract.OUTCOMES), and an accepted low-resolution
 one also to `slsp_low_resolution_images_total`.
@@ -35,6 +36,7 @@ class TritonPythonModel:
         # Only the AOTInductor package brings torch into this process.
         backend = trsor_backends.by_file(params["trsor_file"])
         self.trsor = backend.open(here, params["device"], int(params["intra_op_threads"])).infer
+        self.on_device = backend.name == "torch"  # PyTorch's TrSOR takes the GPU-decoded image where it lies
         self.max_pixels = int(params["max_pixels"])
         self.max_bytes = int(params["max_bytes"])
         cfg = DetectorConfig.load(here / contract.SERVED_CONFIG)  # this version's own, like its TrSOR files
@@ -71,7 +73,7 @@ class TritonPythonModel:
                     raise ImageError(f"request of {len(data)} bytes exceeds the limit of {self.max_bytes} bytes")
                 if self.gpu is not None:
                     on_gpu, low = self.gpu.canonical(self.gpu.upload(data, contract.IMAGE)[0])
-                    pixels = on_gpu.cpu().numpy()
+                    pixels = on_gpu if self.on_device else on_gpu.cpu().numpy()
                 else:
                     image = decode(data, max_pixels=self.max_pixels, min_side=self.min_side, name=contract.IMAGE)
                     pixels, low = self.canonical(image)

@@ -1,0 +1,84 @@
+"""The gpu-python repository (issue 40: the bundled server on a GPU, members in PyTorch) served for real. Without a
+GPU its PyTorch members run with device=cpu: the same code, configs and files as on a GPU, so CI checks all of it
+but nvJPEG and CUDA; with a GPU, the CUDA repository too, within the parity gate's tolerance."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import FAKES, PHOTO, PHOTOS, jpeg
+from slsp import contract
+from slsp import detector as det_io
+from slsp.clients.client import InvalidInput, SlspClient
+from slsp.errors import SlspError
+from slsp.export import repository, trsor_backends
+from slsp.imaging import decode
+from slsp.server import Server
+
+pytestmark = pytest.mark.server
+
+
+def serve(artifacts: Path, root: Path, device: str) -> Server:
+    repo = root / f"repo-{device}"
+    repository.write(artifacts, repo, repository.ServingConfig(target="gpu-python", torch_device=device))
+    srv = Server(repo, log_path=root / f"tritonserver-{device}.log")
+    try:
+        srv.start(timeout=240)
+    except Exception:
+        print((root / f"tritonserver-{device}.log").read_text(errors="replace")[-5000:], file=sys.stderr)
+        raise
+    return srv
+
+
+def test_repository_configs(served_artifacts: Path, tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    repository.write(served_artifacts, repo, repository.ServingConfig(target="gpu-python"))
+    decode_cfg = repository.read_config(repo / repository.DECODE / "config.pbtxt")
+    model_cfg = repository.read_config(repo / repository.MODEL / "config.pbtxt")
+    assert decode_cfg.parameters["trsor_file"].string_value == contract.WEIGHTS
+    assert decode_cfg.parameters["device"].string_value == "cuda" == model_cfg.parameters["device"].string_value
+    assert model_cfg.backend == "python" and model_cfg.max_batch_size == 192
+    assert trsor_backends.by_file(contract.WEIGHTS).name == "torch"
+    version = repo / repository.MODEL / "1"
+    assert {p.name for p in version.iterdir()} >= {"model.py", contract.WEIGHTS, contract.CONFIG}
+    assert "torch" in (version / "model.py").read_text()  # the PyTorch member, not ONNX Runtime's
+    with pytest.raises(SlspError, match="must be one of"):
+        repository.ServingConfig(target="tpu")
+
+
+def test_artifacts_without_weights_are_refused(served_artifacts: Path, tmp_path: Path) -> None:
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(served_artifacts, old)
+    (old / contract.WEIGHTS).unlink()  # artifacts of an export before the weights travelled with them
+    with pytest.raises(SlspError, match="export again"):
+        repository.write(old, tmp_path / "repo", repository.ServingConfig(target="gpu-python"))
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU (none on this machine)")])])
+def test_served_matches_the_library(served_artifacts: Path, tmp_path: Path, device: str) -> None:
+    srv = serve(served_artifacts, tmp_path, device)
+    try:
+        client = SlspClient(srv.grpc_url)
+        datas = [PHOTOS[1].read_bytes(), jpeg(PHOTO, tmp_path / "photo.jpg").read_bytes(), FAKES[0].read_bytes()]
+        det = det_io.load()
+        for data, res in zip(datas, client.detect_many(datas, concurrency=3)):
+            ref = det.detect(decode(data))
+            # CPU: the same PyTorch ops as the library; CUDA: the parity gate's tolerance (nvJPEG decodes JPEGs).
+            tol = 1e-5 if device == "cpu" else 1e-2
+            assert res.score == pytest.approx(float(ref.score), abs=tol)
+            if device == "cpu":
+                assert res.verdict == bool(ref.verdict)
+                np.testing.assert_array_equal(res.positions[res.valid], ref.positions.numpy()[ref.valid.numpy()])
+        with pytest.raises(InvalidInput):  # a bad image is the client's error, and the server goes on
+            client.detect(b"not an image")
+        assert client.detect(datas[0]).score == pytest.approx(float(det.detect(decode(datas[0])).score), abs=tol)
+    finally:
+        srv.stop()
