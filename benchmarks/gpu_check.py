@@ -4,10 +4,14 @@
 2. tests: the GPU tests and the CPU regression tests of the GPU bugs (pytest -m gpu, and the named ones);
 3. export: `slsp export` with its parity gate on this machine (torch-cuda among the runtimes; ORT-CUDA and
    TensorRT where installed), its parity report;
+   serve: the gpu-python repository on the bundled Triton server (the device kit's) on the GPU, parity against the
+   live server, nvJPEG against the CPU library, `slsp bench server` at concurrency 1/8/32 over 1 and 4 MP JPEGs, the
+   GPU memory it holds (benchmarks/gpu_serve.py);
 4. engines: `slsp bench engines` at 1 and 4 MP with the CUDA rows (TrSOR, the batched model, JPEG bytes to score on
    the GPU, eager and compiled with CUDA graphs, next to the CPU library);
 5. training: `slsp bench train`, steps/s on the CPU cores next to the GPU, with and without batch-making workers.
-Exit 1 if any step failed.
+Exit 1 if any step failed. `--steps` picks steps (in this order) and `--budget` bounds the whole check: each step's
+time limit is cut to what is left, so the check ends within a device call's limit.
 """
 
 from __future__ import annotations
@@ -23,7 +27,9 @@ from pathlib import Path
 REGRESSIONS = ["test_export.py", "test_trsor.py::test_runs_on_the_device_of_its_input",
                "test_train.py::test_more_processes_than_gpus_is_a_clear_error",
                "test_train.py::test_batch_making_workers_change_nothing",
-               "test_fluct.py::test_batches_made_on_cuda_are_the_cpu_ones", "test_device_pipeline.py", "test_aoti.py"]
+               "test_fluct.py::test_batches_made_on_cuda_are_the_cpu_ones", "test_device_pipeline.py", "test_aoti.py",
+               "test_gpu_python.py"]
+STEPS = ("export", "serve", "tests", "engines", "training")
 
 
 def run(name: str, cmd: list[str], timeout: int, cwd: Path) -> dict:
@@ -59,6 +65,7 @@ def environment() -> dict:
     import slsp
 
     env["slsp_from"] = str(Path(slsp.__file__).parent)
+    env["tritonserver"] = os.environ.get("SLSP_TRITON_ROOT")  # the device kit's, where it was unpacked
     return env
 
 
@@ -66,7 +73,17 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkout", type=Path, required=True, help="the source tree (tests and images)")
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--steps", default=",".join(STEPS), help=f"comma-separated, of {', '.join(STEPS)}")
+    ap.add_argument("--budget", type=float, default=900, help="seconds for the whole check")
     args = ap.parse_args(argv)
+    chosen = [s for s in args.steps.split(",") if s]
+    if set(chosen) - set(STEPS):
+        ap.error(f"unknown steps {sorted(set(chosen) - set(STEPS))}; known: {', '.join(STEPS)}")
+    deadline = time.monotonic() + args.budget
+
+    def limit(seconds: int) -> int:
+        return max(1, min(seconds, int(deadline - time.monotonic())))
+
     src = args.checkout.resolve()
     work = Path.cwd()
     py = [sys.executable, "-P"]
@@ -76,29 +93,42 @@ def main(argv: list[str] | None = None) -> int:
     res: dict = {"kind": "gpu-check", "started": time.strftime("%Y-%m-%d %H:%M:%S"), "environment": environment()}
     steps = res["steps"] = {}
     tests = src / "tests"
-    steps["tests"] = run("tests", [*py, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "--rootdir", str(src),
-                                   "-m", "gpu or not server", *(str(tests / t) for t in REGRESSIONS),
-                                   str(tests / "test_bench.py")], 420, work)
-    steps["export"] = run("export", [*slsp, "export", "--out", str(work / "artifacts"), "--images", str(photo),
-                                     "--sizes", "1", *(["--trt"] if res["environment"]["tensorrt"] else [])],
-                         150, work)
-    report = work / "artifacts" / "parity.json"
-    if report.is_file():
-        steps["export"]["parity"] = json.loads(report.read_text())
+    artifacts = work / "artifacts"
+    if "export" in chosen:
+        steps["export"] = run("export", [*slsp, "export", "--out", str(artifacts), "--images", str(photo),
+                                         "--sizes", "1", *(["--trt"] if res["environment"]["tensorrt"] else [])],
+                              limit(150), work)
+        report = artifacts / "parity.json"
+        if report.is_file():
+            steps["export"]["parity"] = json.loads(report.read_text())
+    if "serve" in chosen and artifacts.is_dir():
+        serve = work / "serve.json"
+        steps["serve"] = run("serve", [*py, str(src / "benchmarks" / "gpu_serve.py"), "--artifacts", str(artifacts),
+                                       "--checkout", str(src), "--out", str(serve), "--work", str(work / "serve"),
+                                       *([] if res["environment"]["cuda"] else ["--device", "cpu"])],
+                             limit(240), work)
+        if serve.is_file():
+            steps["serve"]["result"] = json.loads(serve.read_text())
+    if "tests" in chosen:
+        tests = src / "tests"
+        steps["tests"] = run("tests", [*py, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "--rootdir",
+                                       str(src), "-m", "gpu or not server", *(str(tests / t) for t in REGRESSIONS),
+                                       str(tests / "test_bench.py")], limit(420), work)
     engines = work / "engines"
-    if steps["export"]["ok"]:
-        steps["engines"] = run("engines", [*slsp, "bench", "engines", "--artifacts", str(work / "artifacts"),
+    if "engines" in chosen and artifacts.is_dir():
+        steps["engines"] = run("engines", [*slsp, "bench", "engines", "--artifacts", str(artifacts),
                                            "--source", str(photo), "--size", "1024x1024", "--size", "2048x2048",
-                                           "--min-time", "0.5", "--out", str(engines), "-q"], 240, work)
+                                           "--min-time", "0.5", "--out", str(engines), "-q"], limit(240), work)
         for f in engines.glob("*.json"):
             steps["engines"]["result"] = json.loads(f.read_text())
-    training = work / "train"
-    runs = ["cpu:0", "cuda:0", "cuda:8"] if res["environment"]["cuda"] else ["cpu:0", "cpu:1"]
-    steps["training"] = run("training", [*slsp, "bench", "train", *sum((["--images", i] for i in images), []),
-                                         *sum((["--run", r] for r in runs), []), "--steps", "20", "--out",
-                                         str(training), "-q"], 150, work)
-    for f in training.glob("*.json"):
-        steps["training"]["result"] = json.loads(f.read_text())
+    if "training" in chosen:
+        training = work / "train"
+        runs = ["cpu:0", "cuda:0", "cuda:8"] if res["environment"]["cuda"] else ["cpu:0", "cpu:1"]
+        steps["training"] = run("training", [*slsp, "bench", "train", *sum((["--images", i] for i in images), []),
+                                             *sum((["--run", r] for r in runs), []), "--steps", "20", "--out",
+                                             str(training), "-q"], limit(150), work)
+        for f in training.glob("*.json"):
+            steps["training"]["result"] = json.loads(f.read_text())
     res["ok"] = all(s["ok"] for s in steps.values())
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=2) + "\n")
