@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             steps["serve"]["result"] = json.loads(serve.read_text())
     if "tests" in chosen:
         tests = src / "tests"
-        steps["tests"] = run("tests", [*py, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "--rootdir",
+        steps["tests"] = run("tests", [*py, "-m", "pytest", "-q", "-rfEs", "-p", "no:cacheprovider", "--rootdir",
                                        str(src), "-m", "gpu or not server", *(str(tests / t) for t in REGRESSIONS),
                                        str(tests / "test_bench.py")], limit(420), work)
     engines = work / "engines"

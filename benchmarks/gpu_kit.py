@@ -3,12 +3,13 @@ and unpacked there by benchmarks/gpu_check.sh.
 
 A GPU machine with PyTorch, torchvision, grpcio and protobuf but no registry lacks the `tritonserver` binary, its
 Python backend and their libraries (inside the nvidia-pytriton wheel, 55 MB, and `import pytriton` pulls in numpy < 2
-and more), and the `tritonclient` package. `pack` copies from this machine's nvidia-pytriton install only the server
-tree, the backend stub of the target Python and the libraries they link (`ldd`), as one xz tarball (26 MB), plus the
-tritonclient wheel for that Python, into a folder that git ignores (`.kit/`, carried to the device), so the tree and
-the kit fit the 64 MiB a device call accepts. `unpack` (on the GPU machine) extracts the server in the wheel's own
-layout (the binaries find their libraries by their run path) and installs the client into a site folder;
-`slsp serve` and `slsp.server.Server` find the server through SLSP_TRITON_ROOT.
+and more), and the `tritonclient` package with the gRPC client's own needs. `pack` copies from this machine's
+nvidia-pytriton install only the server tree, the backend stub of the target Python and the libraries they link
+(`ldd`), as one xz tarball (26 MB), plus the client's wheels for that Python (9 MB), into a folder that git ignores
+(`.kit/`, carried to the device), so the tree and the kit fit the 64 MiB a device call accepts. `unpack` (on the GPU
+machine) extracts the server in the wheel's own layout (the binaries find their libraries by their run path) and
+installs the client into a site folder; `slsp serve` and `slsp.server.Server` find the server through
+SLSP_TRITON_ROOT.
 
     python benchmarks/gpu_kit.py pack [--python 3.12] [--out .kit]          # here, with the serve extra installed
     python benchmarks/gpu_kit.py unpack --kit .kit --to /tmp/kit --site /tmp/site   # there
@@ -25,6 +26,7 @@ import tarfile
 from pathlib import Path
 
 TARBALL = "tritonserver.tar.xz"
+CLIENT = ("tritonclient", "python-rapidjson", "grpcio", "protobuf")
 
 
 def linked(files: list[Path], libs: Path) -> set[str]:
@@ -61,12 +63,15 @@ def pack(python: str, out: Path) -> dict:
     wheels.mkdir(exist_ok=True)
     from importlib.metadata import version
 
-    import tritonclient  # noqa: F401  (its version is the one the client code here was tested with)
-
+    # The gRPC client and what it needs at the versions tested here (a GPU machine's own grpcio / protobuf may be
+    # older than tritonclient's generated code accepts; python-rapidjson is on few machines).
+    pins = [f"{name}=={version(name)}" for name in CLIENT]
+    platforms = [f"--platform={p}" for p in ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64",
+                                              "manylinux2014_x86_64", "manylinux_2_27_x86_64")]
     subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
-                    "--python-version", python, "-d", str(wheels), f"tritonclient=={version('tritonclient')}"],
+                    "--python-version", python, "--implementation", "cp", *platforms, "-d", str(wheels), *pins],
                    check=True)
-    info = {"python": python, "pytriton": version("nvidia-pytriton"), "tritonclient": version("tritonclient"),
+    info = {"python": python, "pytriton": version("nvidia-pytriton"), "client": pins,
             "files": len(tree), "libraries": needed, "tarball_bytes": (out / TARBALL).stat().st_size,
             "wheels": sorted(p.name for p in wheels.iterdir())}
     (out / "kit.json").write_text(json.dumps(info, indent=2) + "\n")
