@@ -171,10 +171,12 @@ def main(argv: list[str] | None = None) -> int:
                           "p99_over_p50_c8": c8["p99_over_p50"]}
         res["ok"] = bool(res["parity"]["ok"]) and all(r["errors"] == 0 for b in res["bench"].values()
                                                        for r in b["rows"])
+    except Exception as e:  # noqa: BLE001 - what ran so far and the server's log are the diagnosis: keep them
+        res |= {"ok": False, "error": f"{type(e).__name__}: {e}"}
     finally:
         srv.stop()
-        res["log_tail"] = log.read_text(errors="replace")[-2000:]
-    args.out.write_text(json.dumps(res, indent=2) + "\n")
+        res["log_tail"] = log.read_text(errors="replace")[-6000:]
+        args.out.write_text(json.dumps(res, indent=2) + "\n")
     print(json.dumps({k: res.get(k) for k in ("ok", "parity", "nvjpeg_vs_cpu_library", "targets")}, indent=1),
           file=sys.stderr)
     return 0 if res["ok"] else 1
