@@ -16,9 +16,10 @@ from slsp.config import AGGREGATES
 from slsp.errors import SlspError
 from slsp.families import FAMILIES, fluct, recipe
 
-app = typer.Typer(
-    no_args_is_help=True, add_completion=False, help="Detect AI-generated images from smooth-patch fluctuations."
-)
+# Click's plain help (rich_markup_mode=None): Typer's rich panels label every flag `<bool>` and wrap each option's
+# help to a third of the terminal.
+app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode=None,
+                  help="Detect AI-generated images from smooth-patch fluctuations.")
 
 RunOpt = Annotated[
     Optional[Path], typer.Option("--model", "-m", help="Run folder from `slsp train`; default: the shipped model.")
@@ -36,6 +37,23 @@ ClippedOpt = Annotated[
     typer.Option(help="TrSOR leaves out patches holding a clipped pixel (black or white in all three channels): "
                  "neither over-smooth nor part of the noise estimate (default: the family's, or the model's own)."),
 ]
+
+
+def _version(value: bool) -> None:
+    if value:
+        import slsp
+
+        typer.echo(f"slsp {slsp.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Detect AI-generated images from smooth-patch fluctuations."""
 
 
 def _emit(obj: object) -> None:
@@ -552,7 +570,8 @@ def rollback(repo: Annotated[Path, typer.Option(help="Model repository.")] = Pat
     typer.echo(f"{repo}: now serving version {repository.rollback(repo)}")
 
 
-deploy_app = typer.Typer(no_args_is_help=True, help="Write what runs an exported repository beyond one machine.")
+deploy_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                         help="Write what runs an exported repository beyond one machine.")
 app.add_typer(deploy_app, name="deploy")
 
 
@@ -607,7 +626,8 @@ def deploy_kubernetes(
                f"then: kubectl apply -f {out}")
 
 
-bench_app = typer.Typer(no_args_is_help=True, help="Measure engines in-process and the live server.")
+bench_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                        help="Measure engines in-process and the live server.")
 app.add_typer(bench_app, name="bench")
 BenchOut = Annotated[Path, typer.Option(help="Folder for the results file.")]
 
