@@ -280,7 +280,10 @@ def write(artifacts: Path, repo: Path, s: ServingConfig = ServingConfig()) -> in
 
 def ensure(repo: Path) -> bool:
     """Export the shipped model and write it as `repo`'s first version when `repo` does not exist (what `slsp serve`
-    starts from); returns whether it did. The artifacts stay beside it in `<repo>.artifacts`."""
+    starts from): for the GPU (gpu-python) where PyTorch sees one, else for the CPU; returns whether it did. The
+    artifacts stay beside it in `<repo>.artifacts`."""
+    import torch
+
     from slsp.export.build import build, default_images
     from slsp.imaging import collect
     from slsp.progress import stderr
@@ -299,7 +302,9 @@ def ensure(repo: Path) -> bool:
         soft_wrap=True,
     )
     build(None, artifacts, images=quick, sizes=0, quiet=False)
-    write(artifacts, repo)
+    target = "gpu-python" if torch.cuda.is_available() else "cpu"
+    stderr.print(f"writing {repo} for --target {target}")
+    write(artifacts, repo, ServingConfig(target=target))
     return True
 
 

@@ -361,7 +361,8 @@ def export_cmd(
         Optional[Path], typer.Option(help="Also add a new version to this Triton model repository.")
     ] = None,
     target: Annotated[
-        str, typer.Option(help="Repository target: cpu (bundled server) or gpu (NGC container).")
+        str, typer.Option(help="Repository target: cpu (the bundled server), gpu-python (the bundled server on a CUDA "
+                          "GPU, its members in PyTorch) or gpu (the NGC container).")
     ] = "cpu",
     max_pixels: Annotated[int, typer.Option(help="Server-side limit on decoded pixels per image.")] = 50_000_000,
     max_bytes: Annotated[int, typer.Option(help="Server-side limit on encoded bytes per request.")] = 64 << 20,

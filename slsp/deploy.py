@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 import slsp
+from slsp import contract
 from slsp.canary import CANARY_FAILURES
 from slsp.errors import SlspError
 from slsp.server import TRITON_IMAGE, triton_args
@@ -276,6 +277,9 @@ def check_repository(repo: Path, target: str | None = None) -> str:
     if target not in (None, served):
         raise SlspError(f"{repo} was exported for --target {served}, not {target}")
     trsor = repository.read_config(decode).parameters["trsor_file"].string_value
+    if trsor == contract.WEIGHTS:
+        raise SlspError(f"{repo} is a gpu-python repository (its members run PyTorch, for the bundled server on a GPU "
+                        "machine); the cluster image serves --target cpu or gpu: export one of those")
     if trsor.endswith(".pt2"):
         raise SlspError(f"{repo} serves the AOTInductor TrSOR ({trsor}), which needs torch in the image; export the "
                         "repository without --aoti (or with --native on the cluster's CPU type)")

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import FAKES, PHOTO, PHOTOS, jpeg
-from slsp import contract
+from slsp import contract, deploy
 from slsp import detector as det_io
 from slsp.clients.client import InvalidInput, SlspClient
 from slsp.errors import SlspError
@@ -49,6 +49,8 @@ def test_repository_configs(served_artifacts: Path, tmp_path: Path) -> None:
     assert "torch" in (version / "model.py").read_text()  # the PyTorch member, not ONNX Runtime's
     with pytest.raises(SlspError, match="must be one of"):
         repository.ServingConfig(target="tpu")
+    with pytest.raises(SlspError, match="gpu-python repository"):  # the cluster image has no PyTorch
+        deploy.check_repository(repo)
 
 
 def test_artifacts_without_weights_are_refused(served_artifacts: Path, tmp_path: Path) -> None:
