@@ -14,7 +14,7 @@ import typer
 
 from slsp.config import AGGREGATES
 from slsp.errors import SlspError
-from slsp.families import FAMILIES, fluct, recipe
+from slsp.families import recipe
 
 # Click's plain help (rich_markup_mode=None): Typer's rich panels label every flag `<bool>` and wrap each option's
 # help to a third of the terminal.
@@ -60,14 +60,6 @@ def _emit(obj: object) -> None:
     sys.stdout.write(json.dumps(obj, indent=2) + "\n")
 
 
-def _ints(text: str, option: str) -> tuple[int, ...]:
-    """A comma-separated list of integers, or a usage error naming `option`."""
-    try:
-        return tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise typer.BadParameter(f"{option} takes comma-separated integers, got {text!r}") from None
-
-
 def _print_report(report: dict, json_out: bool) -> None:
     """A parity report: JSON on stdout, or the table plus the runtimes skipped and why."""
     if json_out:
@@ -78,128 +70,107 @@ def _print_report(report: dict, json_out: bool) -> None:
         typer.echo(f"skipped {name}: {why}")
 
 
+def _legacy(help: str) -> typer.models.OptionInfo:
+    """A research flag from before recipes: still accepted (documented reproduce-commands use them), not listed;
+    each is the `--set` of one recipe key (`LEGACY`)."""
+    return typer.Option(hidden=True, help=help)
+
+
+# The flags `slsp train` took before recipes, as recipe keys: `--fakes X` is `--set options.fakes=X`.
+LEGACY = {"family": "family", "size": "size", "batch": "train.batch", "lr": "train.lr", "crop": "model.crop",
+          "score": "model.score", "fake_phi": "options.fake_phi", "fake_mix": "options.fake_mix",
+          "target_fpr": "train.target_fpr", "holdout": "train.holdout", "crops_per_image": "train.crops_per_image",
+          "calibrate_on": "train.calibration", "chain": "options.chain", "fakes": "options.fakes",
+          "camera": "options.camera", "photos": "options.photos", "scales": "options.scales",
+          "residual": "model.residual", "canonical": "detector.canonical", "levels": "trsor.levels",
+          "skip_clipped": "trsor.skip_clipped", "kurtosis": "train.kurtosis"}
+
+
+def legacy_sets(flags: dict[str, object]) -> list[str]:
+    """`--set` overrides equal to the legacy flags given (None: not given)."""
+    out = []
+    for name, value in flags.items():
+        if value is None:
+            continue
+        if name == "calibrate_on":
+            value = ",".join(["none", *value])
+        elif isinstance(value, bool):
+            value = str(value).lower()
+        out.append(f"{LEGACY[name]}={value}")
+    return out
+
+
 @app.command()
 def train(
     real: Annotated[list[Path], typer.Option("--real", help="Folder(s) of real photos (the only training data).")],
-    out: Annotated[Path, typer.Option("--out", help="Run folder: weights, config, optimiser state.")],
-    steps: Annotated[Optional[int], typer.Option(help="Optimiser steps (default: the family's, see below).")] = None,
-    batch: int = 64,
-    lr: float = 2e-3,
-    crop: Annotated[
-        Optional[int], typer.Option(help="Crop size (model input and TrSOR crop; default: the size's).")
+    out: Annotated[Path, typer.Option("--out", help="Run folder: weights, config, optimiser state, the recipe.")],
+    recipe: Annotated[
+        Optional[Path],
+        typer.Option(help="Recipe file (TOML, or a run's train.json): family, model, TrSOR, pseudo-fakes, "
+                     "calibration, steps, seed (slsp/recipes.py). Default: the first family's defaults, which is "
+                     "slsp/default/recipe.toml, the shipped model's."),
     ] = None,
-    family: Annotated[
-        str,
-        typer.Option(
-            help="Model family: "
-            + "; ".join(f"'{f.name}' ({f.summary})" for f in FAMILIES.values())
-            + ". Unset options take the family's defaults: "
-            + "; ".join(f"{f.name}: {', '.join(f'{o} {v}' for o, v in f.defaults.items())}" for f in FAMILIES.values())
-        ),
-    ] = next(iter(FAMILIES)),
-    size: Annotated[
-        str,
-        typer.Option(
-            help="Model size: " + "; ".join(f"family {f.name}: {', '.join(f.sizes)}" for f in FAMILIES.values()) + "."
-        ),
-    ] = "small",
-    score: Annotated[
-        Optional[str], typer.Option(help=f"Family slsp: per-crop score, one of {', '.join(recipe.SCORES)}.")
-    ] = None,
-    fake_phi: Annotated[
-        Optional[str], typer.Option(help=f"Family slsp: Phi for pseudo-fakes, {' or '.join(recipe.FAKE_PHI)}.")
-    ] = None,
-    fake_mix: Annotated[
-        Optional[str],
-        typer.Option(help=f"Family slsp: pseudo-fake, {', '.join(recipe.FAKE_MIX)} (slsp/families/recipe)."),
-    ] = None,
-    target_fpr: Annotated[float, typer.Option(help="Calibration target false-positive rate.")] = 0.05,
-    holdout: Annotated[
-        Optional[float], typer.Option(help="Share of the --real photos held out for calibration.")
-    ] = None,
-    crops_per_image: Annotated[Optional[int], typer.Option(help="TrSOR crops taken from each training photo.")] = None,
-    calibrate_on: Annotated[
+    set_: Annotated[
         Optional[list[str]],
-        typer.Option(help="Also calibrate on each held-out photo under this transform (jpeg:Q, resize:F; repeatable)."),
+        typer.Option("--set", help="key=value over the recipe (repeatable): family, size or SECTION.FIELD, e.g. "
+                     "train.steps=3000, options.fakes=denoise,sparse, trsor.levels=1."),
     ] = None,
-    chain: Annotated[
-        Optional[bool],
-        typer.Option(help="Family fluct: the processing chain on every training crop (--no-chain only to measure it)."),
+    steps: Annotated[Optional[int], typer.Option(help="Optimiser steps (train.steps).")] = None,
+    seed: Annotated[
+        Optional[int], typer.Option(help="Seed of the data split, the weights and the batches (train.seed).")
     ] = None,
-    fakes: Annotated[
-        Optional[str],
-        typer.Option(help="Family fluct: pseudo-fake kinds, comma-separated, from "
-                     f"{', '.join(fluct.FAKE_KINDS)} (default: {','.join(fluct.SHIPPED_FAKES)}); each entry is "
-                     "drawn equally often, so a kind named twice is drawn twice as often."),
-    ] = None,
-    camera: Annotated[
-        Optional[int],
-        typer.Option(help="Family fluct: simulated-camera versions of each training photo added to the real sources "
-                     "(its content downscaled 3-4x through a random camera: Bayer mosaic, shot and read noise, "
-                     "demosaicking, tone curve, sharpening, JPEG; default 0)."),
-    ] = None,
-    photos: Annotated[
-        Optional[bool],
-        typer.Option(help="Family fluct: the training photos themselves among the real sources (--no-photos with "
-                     "--camera N trains on simulated cameras alone, to measure them)."),
-    ] = None,
-    scales: Annotated[
-        Optional[str],
-        typer.Option(help="Family fluct: the views of each training photo taken as real sources, comma-separated: 1 "
-                     "as given, 2 halved as the canonical resize:0.5 does, 4 and 8 the box averages of that (the "
-                     "pyramid levels the detector scores); default 1."),
-    ] = None,
-    residual: Annotated[
-        Optional[bool],
-        typer.Option(help="Family fluct: the high-pass residual input (--no-residual only to measure it)."),
-    ] = None,
-    canonical: Annotated[
-        Optional[str],
-        typer.Option(
-            help="Transform every image goes through before scoring (none, "
-            "jpeg:Q, resize:F); applied in calibration and serving alike."
-        ),
-    ] = None,
-    levels: LevelsOpt = None,
-    skip_clipped: ClippedOpt = None,
-    kurtosis: Annotated[
-        Optional[bool],
-        typer.Option(help="Fuse the crops' log kurtosis as a two-sided part, fit on the held-out photos (families "
-                     "that fuse; default: the family's)."),
-    ] = None,
-    seed: int = 0,
     workers: Annotated[
         int,
         typer.Option(help="CPU processes making batches ahead of the step (0: the training process makes them, the "
                      "pseudo-fakes on the training device); the weights do not depend on it."),
     ] = 0,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out.")] = False,
+    print_recipe: Annotated[
+        bool, typer.Option("--print-recipe", help="Print the resolved recipe (TOML) and exit without training.")
+    ] = False,
     quiet: QuietOpt = False,
+    family: Annotated[Optional[str], _legacy("family")] = None,
+    size: Annotated[Optional[str], _legacy("size")] = None,
+    batch: Annotated[Optional[int], _legacy("train.batch")] = None,
+    lr: Annotated[Optional[float], _legacy("train.lr")] = None,
+    crop: Annotated[Optional[int], _legacy("model.crop")] = None,
+    score: Annotated[Optional[str], _legacy("model.score")] = None,
+    fake_phi: Annotated[Optional[str], _legacy("options.fake_phi")] = None,
+    fake_mix: Annotated[Optional[str], _legacy("options.fake_mix")] = None,
+    target_fpr: Annotated[Optional[float], _legacy("train.target_fpr")] = None,
+    holdout: Annotated[Optional[float], _legacy("train.holdout")] = None,
+    crops_per_image: Annotated[Optional[int], _legacy("train.crops_per_image")] = None,
+    calibrate_on: Annotated[Optional[list[str]], _legacy("train.calibration, after none")] = None,
+    chain: Annotated[Optional[bool], _legacy("options.chain")] = None,
+    fakes: Annotated[Optional[str], _legacy("options.fakes")] = None,
+    camera: Annotated[Optional[int], _legacy("options.camera")] = None,
+    photos: Annotated[Optional[bool], _legacy("options.photos")] = None,
+    scales: Annotated[Optional[str], _legacy("options.scales")] = None,
+    residual: Annotated[Optional[bool], _legacy("model.residual")] = None,
+    canonical: Annotated[Optional[str], _legacy("detector.canonical")] = None,
+    levels: Annotated[Optional[int], _legacy("trsor.levels")] = None,
+    skip_clipped: Annotated[Optional[bool], _legacy("trsor.skip_clipped")] = None,
+    kurtosis: Annotated[Optional[bool], _legacy("train.kurtosis")] = None,
 ) -> None:
-    """Train on real images only, then calibrate the threshold on a held-out real split."""
-    from slsp.config import DetectorConfig, TrainConfig, TrsorConfig
-    from slsp.families import family as family_of
+    """Train on real images only, then calibrate the threshold on a held-out real split. A run is its recipe:
+    --recipe FILE, then --set key=value, then --steps and --seed."""
+    from slsp import recipes
     from slsp.train import train as run_train
 
-    fam = family_of(family)
-    d = fam.defaults
-    steps = d["steps"] if steps is None else steps
-    holdout = d["holdout"] if holdout is None else holdout
-    crops_per_image = d["crops_per_image"] if crops_per_image is None else crops_per_image
-    canonical = d["canonical"] if canonical is None else canonical
-    levels = d["levels"] if levels is None else levels
-    skip_clipped = d.get("skip_clipped", False) if skip_clipped is None else skip_clipped
-    kurtosis = d.get("kurtosis", False) if kurtosis is None else kurtosis
-    mcfg = fam.model_config(size, crop=crop, score=score, residual=residual)
-    cfg = DetectorConfig(trsor=TrsorConfig(crop=mcfg.crop, levels=levels, skip_clipped=skip_clipped), model=mcfg,
-                         target_fpr=target_fpr, canonical=canonical)
-    tcfg = TrainConfig(steps=steps, batch=batch, lr=lr, seed=seed, target_fpr=target_fpr, holdout=holdout,
-                       crops_per_image=crops_per_image, calibration=("none", *(calibrate_on or [])), kurtosis=kurtosis,
-                       options=fam.train_options(fake_phi=fake_phi, fake_mix=fake_mix, chain=chain,
-                                                 fakes=None if fakes is None else tuple(fakes.split(",")),
-                                                 camera=camera, photos=photos,
-                                                 scales=None if scales is None else _ints(scales, "--scales")))
-    result = run_train(real, out, cfg, tcfg, resume=resume, quiet=quiet, workers=workers)
+    legacy = legacy_sets({"family": family, "size": size, "batch": batch, "lr": lr, "crop": crop, "score": score,
+                          "fake_phi": fake_phi, "fake_mix": fake_mix, "target_fpr": target_fpr, "holdout": holdout,
+                          "crops_per_image": crops_per_image, "calibrate_on": calibrate_on, "chain": chain,
+                          "fakes": fakes, "camera": camera, "photos": photos, "scales": scales, "residual": residual,
+                          "canonical": canonical, "levels": levels, "skip_clipped": skip_clipped,
+                          "kurtosis": kurtosis})
+    per_run = [f"train.{k}={v}" for k, v in (("steps", steps), ("seed", seed)) if v is not None]
+    given = recipes.load(recipe) if recipe is not None else {}
+    resolved = recipes.resolve(recipes.override(given, [*legacy, *(set_ or []), *per_run]))
+    if print_recipe:
+        typer.echo(recipes.dumps(resolved.recipe), nl=False)
+        return
+    result = run_train(real, out, resolved.cfg, resolved.tcfg, resume=resume, quiet=quiet, workers=workers,
+                       recipe=resolved.recipe)
     typer.echo(f"wrote {out} (threshold {result.threshold:.4f})")
 
 

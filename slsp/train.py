@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from slsp import detector as det_io
+from slsp import recipes
 from slsp.calibrate import calibrate, calibrate_fused, calibrate_low_resolution, low_resolution_sides
 from slsp.config import DetectorConfig, TrainConfig, TrsorConfig
 from slsp.errors import ConfigError, SlspError
@@ -190,11 +191,13 @@ def train(
     quiet: bool = False,
     checkpoint_every: int = 250,
     workers: int = 0,
+    recipe: dict | None = None,
 ) -> DetectorConfig:
     """Train `cfg.model`'s family on real images only, checkpoint as it goes, calibrate on the held-out split (and
     fit the noise fusion, for families that fuse); returns the calibrated config. `workers`: batch-making CPU processes
     (0: the training process makes each batch, its pseudo-fakes on the training device); the weights do not depend
-    on it."""
+    on it. `recipe`: the resolved recipe the configs came from (slsp.recipes), recorded in train.json and written
+    as recipe.toml beside the weights."""
     run = Path(run)
     fam = family(cfg.model.family)
     options = fam.options() if tcfg.options is None else tcfg.options
@@ -226,9 +229,13 @@ def train(
         "source_crop": training.source_crop,
         "world_size": d.world,
         "device": str(d.device),
+        **({"recipe": recipe} if recipe is not None else {}),
     }
     if d.main:
         det_io.save(det, run)
+        if recipe is not None:
+            (run / recipes.RECIPE).write_text(recipes.dumps(recipe, f"slsp train --recipe {recipes.RECIPE} "
+                                                                    "reproduces this run (slsp/recipes.py)"))
     with bar(quiet or not d.main) as pb:
         task = pb.add_task("train", total=tcfg.steps, completed=start, info="")
         steps = range(start, tcfg.steps)

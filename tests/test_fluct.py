@@ -564,6 +564,6 @@ def test_cli_train_takes_the_family_defaults(real_dirs: list[Path], tmp_path: Pa
     shipped = DetectorConfig.load(det_io.default_dir() / "config.json")
     assert (cfg.model.family, cfg.canonical, cfg.fusion.enabled) == ("fluct", shipped.canonical, True)
     assert json.loads((tmp_path / "run" / "train.json").read_text())["train_config"]["holdout"] == 0.25
-    for bad, why in (("1,x", "--scales takes comma-separated integers"), ("1,3", "scales must be distinct views")):
+    for bad, why in (("1,x", "options.scales=...: expected int"), ("1,3", "scales must be distinct views")):
         r = slsp("train", "--real", str(real_dirs[0]), "--out", str(tmp_path / "bad"), "--scales", bad, "-q")
         assert r.returncode != 0 and why in r.stderr and not (tmp_path / "bad").exists(), r.stderr
