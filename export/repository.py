@@ -55,7 +55,7 @@ class ServingConfig:
     model_instances: int = 1
     decode_instances: int = 2
     intra_op_threads: int = 1  # decode+TrSOR and score members: one thread per instance, two instances
-    model_threads: int = 2  # the batched model is the bottleneck on 2 cores (benchmarks/README.md, "Server")
+    model_threads: int = 2  # the batched model is the bottleneck on 2 cores (docs/benchmarks-log.md, "Server")
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_bytes: int = 64 << 20
     # Requests waiting for the decode member beyond this many, or longer than queue_timeout_s, are refused at once

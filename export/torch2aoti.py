@@ -4,7 +4,7 @@ TrSOR is a chain of memory-bound elementwise passes and window sums. ONNX Runtim
 each writing a float32 intermediate; Inductor fuses them into a few C++ loops. The package is built with the
 machine's C++ compiler at export time and loads without one. Only TrSOR is compiled: the model stage already runs
 near its compute floor in ONNX Runtime, which leaves a compiler little to take (both measured by `slsp bench
-engines`, figures in benchmarks/README.md). The package holds one pyramid level; the runner runs it on each level
+engines`, figures in docs/benchmarks-log.md). The package holds one pyramid level; the runner runs it on each level
 (`slsp.pyramid`), so its outputs are the ONNX TrSOR stage's, with the same tensor names.
 """
 

@@ -2,7 +2,7 @@
 
 The tensor-op TrSOR writes dozens of full-size intermediates; AOTInductor fuses some of them and still runs far
 above TrSOR's memory floor. The kernel makes three passes over the image with the intermediates in row buffers
-(`slsp bench engines` measures all three against the floor; figures in benchmarks/README.md, "Native TrSOR"). It
+(`slsp bench engines` measures all three against the floor; figures in docs/benchmarks-log.md, "Native TrSOR"). It
 is one more runtime behind the parity gate (`native-cpu`), and the CPU server's decode member runs it without
 importing torch.
 
@@ -161,7 +161,7 @@ class NativeRunner:
 
     def buffers(self, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
         """xi (float32) and Phi (uint8) buffers for an h x w image, kept and grown per thread: a fresh 4 MB array is
-        mapped anew on every call and faults in page by page (benchmarks/README.md, "Native TrSOR", step 6)."""
+        mapped anew on every call and faults in page by page (docs/benchmarks-log.md, "Native TrSOR", step 6)."""
         p, need = self.meta["patch"], h * w
         buf = getattr(self.scratch, "buf", None)
         if buf is None or buf.size < 5 * need:

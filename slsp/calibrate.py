@@ -125,7 +125,7 @@ def calibrate_low_resolution(det: Detector, real_files: list[Path], target_fpr: 
                              ) -> Calibration:
     """The low-resolution fusion (if the model fuses) and threshold (LowResolutionConfig), on the held-out real
     photos downscaled to short sides across the low-resolution range and scored at native scale. Its fusion has no
-    kurtosis part: that was measured on full-size images only (benchmarks/README.md).
+    kurtosis part: that was measured on full-size images only (docs/benchmarks-log.md).
 
     A canonical transform that does not shrink leaves no such range: the config's low-resolution part is disabled.
     """

@@ -318,7 +318,7 @@ def export_cmd(
         typer.Option(
             "--native",
             help="Also compile the hand-written C++ TrSOR (needs g++; the fastest CPU TrSOR, timings in "
-            "benchmarks/README.md; the CPU server then runs it).",
+            "docs/benchmarks-log.md; the CPU server then runs it).",
         ),
     ] = False,
     max_batch: Annotated[

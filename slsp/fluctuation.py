@@ -3,7 +3,7 @@ kurtosis, a weight-free per-crop statistic the model stage emits beside its scor
 
 Why kurtosis: a camera's fluctuation (shot and read noise through demosaicing) is near-Gaussian inside a smooth
 region; a generator's decoder leaves it heavy-tailed (sparse, amplitude-modulated) or, where it denoises, light-tailed
-(benchmarks/README.md, "hand-made statistics"). The score stage counts it two-sided, by its distance from the
+(docs/benchmarks-log.md, "hand-made statistics"). The score stage counts it two-sided, by its distance from the
 held-out real photos' mean (`FusionConfig.kurtosis`), so no generated image picks its side.
 """
 

@@ -41,7 +41,7 @@ def free_port() -> int:
 
 
 def pytriton_root() -> Path:
-    """The tritonserver tree: SLSP_TRITON_ROOT where set (the device kit, benchmarks/gpu_kit.py, in the wheel's
+    """The tritonserver tree: SLSP_TRITON_ROOT where set (the device kit, benchmarks/product/gpu_kit.py, in the wheel's
     layout), else the one inside the installed nvidia-pytriton wheel."""
     if os.environ.get("SLSP_TRITON_ROOT"):
         root = Path(os.environ["SLSP_TRITON_ROOT"])

@@ -151,12 +151,12 @@ class TrSOR(nn.Module):
         """(H, W, 3) uint8 -> (C, H, W) float: luma as a weighted channel sum, or the three channels.
 
         Elementwise on purpose: as a (H*W x 3) @ (3,) MatMul it dominated ONNX Runtime's TrSOR time
-        (benchmarks/README.md, "What changed TrSOR").
+        (docs/benchmarks-log.md, "What changed TrSOR").
         """
         if self.cfg.channel == "rgb":
             return image.permute(2, 0, 1).to(torch.float32)
         # Split the uint8 channels before casting: casting the interleaved image first wrote and re-read
-        # 12 bytes per pixel (benchmarks/README.md, "What changed TrSOR").
+        # 12 bytes per pixel (docs/benchmarks-log.md, "What changed TrSOR").
         ch = [image[:, :, i].to(torch.float32) for i in range(3)]
         return (ch[0] * LUMA[0] + ch[1] * LUMA[1] + ch[2] * LUMA[2]).unsqueeze(0)
 

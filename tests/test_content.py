@@ -1,4 +1,5 @@
-"""benchmarks/content.py: the prompt split of the dev fakes and its seed-mean AUROC with a bootstrap interval."""
+"""benchmarks/detection/content.py: the prompt split of the dev fakes and its seed-mean AUROC with a bootstrap
+interval."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "detection"))
 import content  # noqa: E402
 
 from slsp.metrics import auroc  # noqa: E402

@@ -13,7 +13,7 @@ import pytest
 from conftest import ROOT, shared
 from slsp.evaluate import _fpr_by_source, evaluate, source
 
-sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "benchmarks" / "detection"))
 from detection import SHIPPED  # noqa: E402
 
 

@@ -1,4 +1,4 @@
-"""benchmarks/seeds.py's paired comparison over seeds: the point difference and its bootstrap interval."""
+"""benchmarks/detection/seeds.py's paired comparison over seeds: the point difference and its bootstrap interval."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "detection"))
 import seeds  # noqa: E402
 
 from slsp.metrics import auroc  # noqa: E402

@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_soak_reduced(tmp_path: Path) -> None:
     out = tmp_path / "soak.json"
-    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "soak.py"), "--requests", "400", "--concurrency", "8",
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "product" / "soak.py"), "--requests", "400",
+    "--concurrency", "8",
                         "--images", str(EXAMPLES), "--out", str(out)],
                        capture_output=True, text=True, timeout=900, cwd=ROOT)
     res = json.loads(out.read_text())

@@ -1,6 +1,6 @@
 """The detection leaderboard: every candidate on the same dev images, beside the noise baseline, in five conditions.
 
-    python benchmarks/detection.py [--only NAME ...] [--fresh]
+    python benchmarks/detection/detection.py [--only NAME ...] [--fresh]
 
 Each candidate is a run folder (or the shipped default); its `slsp eval` reports are cached in
 benchmarks/results/detection/<name>/<condition>.json (--fresh recomputes them) and summarised in
@@ -22,7 +22,7 @@ from seeds import paired
 from slsp.evaluate import evaluate
 from slsp.metrics import auroc, bootstrap, leave_one_out
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT.parent / "shared" / "data"
 OUT = ROOT / "benchmarks" / "results" / "detection"
 TRIM = 16  # the DALL-E 2 watermark bar, removed from every image (real and fake alike)
@@ -94,7 +94,8 @@ CANDIDATES: dict[str, tuple[str | None, str]] = {
     ),
     "fluct-levels3-s1": (
         "runs/seeds1500/levels3-s1",
-        "the shipped recipe with seed 1: python benchmarks/seeds.py --steps 1500 --seeds 1 2 --runs runs/seeds1500 "
+        "the shipped recipe with seed 1: python benchmarks/detection/seeds.py --steps 1500 --seeds 1 2 --runs "
+        "runs/seeds1500 "
         "--out benchmarks/results/seeds-baseline-1500.json, then slsp calibrate --model runs/seeds1500/baseline-s1 "
         "--out runs/seeds1500/levels3-s1 --levels 3",
     ),
@@ -104,7 +105,8 @@ CANDIDATES: dict[str, tuple[str | None, str]] = {
     ),
     "fluct-levels1-s1": (
         "runs/seeds1500/baseline-s1",
-        "the shipped recipe with seed 1, one level (as shipped before the pyramid levels): python benchmarks/seeds.py "
+        "the shipped recipe with seed 1, one level (as shipped before the pyramid levels): python "
+        "benchmarks/detection/seeds.py "
         "--steps 1500 --seeds 1 2 --runs runs/seeds1500 --out benchmarks/results/seeds-baseline-1500.json",
     ),
     "fluct-levels1-s2": (
@@ -113,7 +115,8 @@ CANDIDATES: dict[str, tuple[str | None, str]] = {
     ),
     "fluct-sparse-s0": (
         "runs/seeds1500-l3/sparse-s0",
-        "the shipped recipe with the sparse pseudo-fake (seed 0; today's code): python benchmarks/seeds.py --steps "
+        "the shipped recipe with the sparse pseudo-fake (seed 0; today's code): python benchmarks/detection/seeds.py "
+        "--steps "
         "1500 --seeds 0 1 2 --runs runs/seeds1500-l3 --candidate sparse='--fakes "
         "denoise,renoise,resample,resample,sparse,sparse' --out benchmarks/results/seeds-sparse-1500.json",
     ),
@@ -127,7 +130,8 @@ CANDIDATES: dict[str, tuple[str | None, str]] = {
     ),
     "fluct-kurt-s1": (
         "runs/kurtosis/baseline-s1",
-        "the shipped recipe (today's code, seed 1; the baseline arm of python benchmarks/seeds.py --steps 1500 "
+        "the shipped recipe (today's code, seed 1; the baseline arm of python benchmarks/detection/seeds.py --steps "
+        "1500 "
         "--seeds 0 1 2 3 4 --runs runs/seeds1500-l3 --candidate resample-half='--fakes "
         "denoise,renoise,resample,resample' --out benchmarks/results/seeds-resample-half-1500.json) with the "
         "kurtosis part: slsp calibrate --model runs/seeds1500-l3/baseline-s1 --out runs/kurtosis/baseline-s1 "
@@ -143,7 +147,8 @@ CANDIDATES: dict[str, tuple[str | None, str]] = {
     "fluct-sparse-kurt-s2": ("runs/kurtosis/sparse-s2", "as fluct-sparse-kurt-s0, seed 2"),
     "fluct-sparse-half-kurt-s0": (
         "runs/kurtosis/sparse-resample-half-s0",
-        "the sparse pseudo-fake with the 1/2 resample share (seed 0): python benchmarks/seeds.py --steps 1500 --seeds "
+        "the sparse pseudo-fake with the 1/2 resample share (seed 0): python benchmarks/detection/seeds.py --steps "
+        "1500 --seeds "
         "0 1 2 --runs runs/seeds1500-l3 --candidate sparse-resample-half='--fakes "
         "denoise,renoise,resample,resample,resample,resample,sparse,sparse' --out "
         "benchmarks/results/seeds-sparse-resample-half-1500.json, then slsp calibrate --model "
@@ -348,7 +353,8 @@ def logo(per: dict[str, dict[str, float]]) -> list[str]:
 
 
 def _scores(rec: dict, column: str) -> dict:
-    """One report's per-image scores of `column` ("model" or "baseline"), as benchmarks/seeds.py pairs them."""
+    """One report's per-image scores of `column` ("model" or "baseline"), as benchmarks/detection/seeds.py pairs
+    them."""
     real, fake = rec["scores"]["real"], rec["scores"]["fake"]
     return {"real": np.asarray(real[column]), "fake": {g: np.asarray(s[column]) for g, s in fake.items()}}
 
@@ -364,7 +370,8 @@ def over_seeds(all_reports: dict[str, dict]) -> list[str]:
     lines = ["", "## Over seeds: the rows the shipped default is chosen by", "",
              "Each recipe trained at every seed listed and calibrated alike; mean (min-max) over the seeds. The "
              "differences are seed-averaged AUROC differences, paired on the same dev images, with a 90% bootstrap "
-             f"interval (1000 draws; `benchmarks/seeds.py`'s `paired`): to the noise baseline on the pixels as the "
+             f"interval (1000 draws; `benchmarks/detection/seeds.py`'s `paired`): to the noise baseline on the pixels "
+             f"as the "
              f"condition gives them ({REFERENCE}'s baseline column), to the first recipe's seeds (the recipe "
              "shipped before the kurtosis part) and to the seeds of the sparse, 1/2 resample, kurtosis recipe (the "
              "weights shipped since). Every other "
@@ -476,9 +483,10 @@ def _noise_row(noise: dict[str, dict], before: int, after: int) -> str:
 
 
 def seeded(noise: dict[str, dict]) -> list[str]:
-    """The seeded comparisons (`benchmarks/seeds.py`, results/seeds-*.json): every arm over its seeds, beside the
+    """The seeded comparisons (`benchmarks/detection/seeds.py`, results/seeds-*.json): every arm over its seeds,
+    beside the
     baseline arm trained the same way, with the seed-averaged paired difference, and the noise baseline."""
-    lines = ["", "## Seeded comparisons (`benchmarks/seeds.py`)", "",
+    lines = ["", "## Seeded comparisons (`benchmarks/detection/seeds.py`)", "",
              "Each arm is `slsp train` on the two real training folders (plus the arm's arguments) at every seed; "
              "mean AUROC over generators, mean (min-max) over seeds; the difference to the baseline arm is "
              "seed-averaged, with a 90% paired bootstrap interval over the dev images. Most arms ran 500 steps, "
@@ -491,8 +499,10 @@ def seeded(noise: dict[str, dict]) -> list[str]:
              "one-level runs recalibrated with `slsp calibrate --levels 3`, or trained with three levels by today's "
              "`slsp train`). An arm whose arguments give `--steps` trains that long (the last `--steps` wins). "
              "`seeds-gpu-subset` is the exception to the training folders: every arm, its baseline too, trains on "
-             "the 191 real photos a device call carries (`benchmarks/gpu_data.py`: the camera JPEGs, BSD100, Set14 "
-             "and Set5), all but `cpu` on an H200 (`benchmarks/gpu_train.sh`), `cpu` here with the same command, so "
+             "the 191 real photos a device call carries (`benchmarks/detection/gpu_data.py`: the camera JPEGs, "
+             "BSD100, Set14 "
+             "and Set5), all but `cpu` on an H200 (`benchmarks/detection/gpu_train.sh`), `cpu` here with the same "
+             "command, so "
              "its rows compare arms on that subset, not with the shipped model. In `seeds-before-batching`, "
              "`before-batching` is the baseline's command run from a checkout of ec29f08 (the code that trained the "
              "shipped model, before the batched pseudo-fakes) and `baseline` today's code; `seeds-resample-*`, "
@@ -536,8 +546,9 @@ def _seeded_logo(res: dict) -> list[str]:
 
 
 def scaled(noise: dict[str, dict]) -> list[str]:
-    """The scale fusions (`benchmarks/scales.py`, results/scales*.json): each rule over the models it scored."""
-    lines = ["", "## Scale fusion (`benchmarks/scales.py`)", "",
+    """The scale fusions (`benchmarks/scales.py` at 45fa3db, results/scales*.json): each rule over the models it
+    scored."""
+    lines = ["", "## Scale fusion (`benchmarks/scales.py` at 45fa3db)", "",
              "Each model's weights score every dev image at 1/2 and coarser scales (and 1/1, as given, where a rule "
              "names it); each part (crop or noise score) is standardised on that model's held-out real photos, and "
              "a rule averages its parts' z-scores. \"1/2\" ranks images as the one-level fused score does. Mean "
@@ -609,10 +620,10 @@ def rules_section(noise: dict[str, dict], script: str, title: str, intro: str) -
 
 
 def aggregated(noise: dict[str, dict]) -> list[str]:
-    """The aggregation and weighting rules (`benchmarks/aggregation.py`), over seeds."""
+    """The aggregation and weighting rules (`benchmarks/aggregation.py` at 45fa3db), over seeds."""
     return rules_section(noise, "aggregation", "How crop scores become the image's score",
                          "The same weights ({seeds} seeds of the shipped recipe, retrained with today's code: not the "
-                         "shipped weights, see benchmarks/README.md) under other rules; each rule's parts "
+                         "shipped weights, see docs/benchmarks-log.md) under other rules; each rule's parts "
                          "standardised on each run's held-out real photos, its threshold their 95% quantile. Mean "
                          "AUROC over generators, mean (min-max) over seeds, the worst generator's seed mean; the "
                          "difference to the shipped rule is seed-averaged, paired on the dev images, with its 90% "
@@ -620,14 +631,15 @@ def aggregated(noise: dict[str, dict]) -> list[str]:
 
 
 def clipped_rules(noise: dict[str, dict], clipped_noise: dict[str, dict]) -> list[str]:
-    """Which pixels count as clipped when TrSOR leaves them out (`benchmarks/clipped.py`, results/clipped.json),
+    """Which pixels count as clipped when TrSOR leaves them out (`benchmarks/clipped.py` at 45fa3db,
+    results/clipped.json),
     beside the noise baseline with every pixel kept (`noise`) and with the shipped rule (`clipped_noise`)."""
     path = ROOT / "benchmarks" / "results" / "clipped.json"
     if not path.is_file():
         return []
     res = json.loads(path.read_text())["summary"]
     conds = list(res)
-    lines = ["", "## Clipped pixels left out of TrSOR: which rule (`benchmarks/clipped.py`)", "",
+    lines = ["", "## Clipped pixels left out of TrSOR: which rule (`benchmarks/clipped.py` at 45fa3db)", "",
              "The same weights (the first three seeds of the sparse, 1/2 resample, kurtosis recipe), each rule "
              "recalibrated on each run's held-out real photos (fusion and threshold). Mean AUROC over generators, "
              "mean (min-max) over seeds; the difference to keeping every pixel is seed-averaged, paired on the dev "
@@ -656,7 +668,7 @@ def clipped_rules(noise: dict[str, dict], clipped_noise: dict[str, dict]) -> lis
 
 
 def ensembled(noise: dict[str, dict]) -> list[str]:
-    """Two recipes that fail on different generators, averaged (`benchmarks/ensemble.py`), over seeds."""
+    """Two recipes that fail on different generators, averaged (`benchmarks/ensemble.py` at 45fa3db), over seeds."""
     return rules_section(noise, "ensemble", "Two recipes averaged",
                          "Per seed ({seeds} seeds), the runs of two training recipes (`runs/seeds1500-l3`) and their "
                          "pair: the members' fused scores averaged in logit space, calibrated on the held-out photos "
@@ -666,7 +678,7 @@ def ensembled(noise: dict[str, dict]) -> list[str]:
 
 
 def novelty(noise: dict[str, dict]) -> list[str]:
-    """Real-only novelty of the encoder's features (`benchmarks/novelty.py`), over seeds."""
+    """Real-only novelty of the encoder's features (`benchmarks/novelty.py` at 45fa3db), over seeds."""
     return rules_section(noise, "novelty", "Novelty of the encoder's features, fit on real crops only",
                          "The same weights ({seeds} seeds of the shipped recipe). A crop's novelty is the Mahalanobis "
                          "distance of its encoder features (the 64-d bottleneck or the 128-d pooled vector the "
@@ -678,7 +690,8 @@ def novelty(noise: dict[str, dict]) -> list[str]:
 
 
 def fluct_statistics(noise: dict[str, dict]) -> list[str]:
-    """Hand-made statistics of the crops' fluctuations, no training (`benchmarks/fluct_stats.py`), over seeds."""
+    """Hand-made statistics of the crops' fluctuations, no training (`benchmarks/fluct_stats.py` at 45fa3db), over
+    seeds."""
     return rules_section(noise, "fluct_stats", "Hand-made statistics of the fluctuations, no training",
                          "The same weights ({seeds} seeds of the shipped recipe). Each statistic is measured on the "
                          "detector's 16 crops of the canonical 1/2 view, on the residual (pixel minus its 3 x 3 "
@@ -693,12 +706,12 @@ def fluct_statistics(noise: dict[str, dict]) -> list[str]:
 
 
 def low_resolution() -> list[str]:
-    """Thumbnails (`benchmarks/low_resolution.py`, results/low-resolution.json): the shipped model's
+    """Thumbnails (`benchmarks/detection/low_resolution.py`, results/low-resolution.json): the shipped model's
     low-resolution path beside the noise baseline on the same pixels."""
     path = ROOT / "benchmarks" / "results" / "low-resolution.json"
     if not path.is_file():
         return []
-    lines = ["", "## Low resolution (`benchmarks/low_resolution.py`)", "",
+    lines = ["", "## Low resolution (`benchmarks/detection/low_resolution.py`)", "",
              "Both classes shrunk to a short side of S px (`thumb:S`), then scored as shipped: at native scale under "
              "the low-resolution calibration. `original` is the full-size path on the same images.", "",
              "| condition | both classes | mean AUROC model | worst | noise baseline | model - baseline [90%] | "
@@ -716,7 +729,8 @@ def markdown(all_reports: dict[str, dict]) -> str:
         "",
         f"Shipped default (`slsp/default`): **{SHIPPED}**.",
         "",
-        "Generated by `python benchmarks/detection.py` from the cached reports in `benchmarks/results/detection/`.",
+        "Generated by `python benchmarks/detection/detection.py` from the cached reports in "
+        "`benchmarks/results/detection/`.",
         f"Dev: {DATA.name}/real/dev (59 real photos) vs {DATA.name}/fake/dev (8 generators, 69 images); the bottom "
         f"{TRIM} rows of every image removed. AUROC with its 90% bootstrap interval (reals and each generator's "
         "fakes resampled, 1000 draws). `model` is the shipped score of the candidate; `crops` its crop score "

@@ -11,7 +11,7 @@ machine's GPU, checked and measured in one run.
 4. throughput: `slsp bench server` over gRPC at concurrency 1, 8 and 32 for each size, next to the batched model's
    own images/s in PyTorch CUDA (the same GPU, same run) and the GPU memory the server's processes hold.
 
-    python benchmarks/gpu_serve.py --artifacts A --checkout SRC --out serve.json [--work DIR]
+    python benchmarks/product/gpu_serve.py --artifacts A --checkout SRC --out serve.json [--work DIR]
 """
 
 from __future__ import annotations

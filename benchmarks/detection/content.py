@@ -1,7 +1,7 @@
 """What limits the weakest generator: painted content or the generator? The dev fakes split by their prompt.
 
-    python benchmarks/content.py [--model RUN ...] [--out benchmarks/results/content.json]
-    python benchmarks/content.py --recipes   # every seeded recipe of DETECTION.md whose runs are here
+    python benchmarks/detection/content.py [--model RUN ...] [--out benchmarks/results/content.json]
+    python benchmarks/detection/content.py --recipes   # every seeded recipe of DETECTION.md whose runs are here
 
 Each model (default: the shipped one) scores the dev split as `slsp eval` does (bottom 16 rows trimmed; as stored and
 with both classes re-encoded as JPEG q95). Each generator's fakes are split by the prompt their file name carries:

@@ -1,6 +1,6 @@
 """Peak memory of `slsp detect` on one large image, per model, alternated over several runs.
 
-    python benchmarks/peak_memory.py [--model RUN ...] [--runs 3] [--out benchmarks/results/peak-memory.json]
+    python benchmarks/product/peak_memory.py [--model RUN ...] [--runs 3] [--out benchmarks/results/peak-memory.json]
 
 The image is made here, seeded: a 6000 x 4000 noisy ramp saved as PNG (24 megapixels, scored at 3000 x 2000 after
 the canonical halving). Each run is one `slsp detect` process; its peak resident memory comes from the kernel's
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def ramp(path: Path, h: int = 4000, w: int = 6000) -> None:

@@ -2,16 +2,16 @@
 # What longer and larger training runs give (issue 16), in one call on a lent GPU machine: the shipped recipe at 1,500
 # steps next to arms trained LONG steps (the recipe, the 1/2 `resample` share, `--size medium`), all seed 0, all at
 # once on the one GPU, each the `slsp train` command seeds.py would run, on the real photos in DATA/train and
-# DATA/train-camera (`python benchmarks/gpu_data.py DATA` makes what fits in a device call; carry DATA). Each arm
+# DATA/train-camera (`python benchmarks/detection/gpu_data.py DATA` makes what fits in a device call; carry DATA). Each arm
 # stops at the deadline (SECONDS from now); its run folder is packed into OUT/<arm>.tgz either way, without its
 # optimiser state (train.json says how far it got). Score them on the CPU machine with seeds.py, which reuses
 # finished runs:
 #
-#     bash benchmarks/gpu_train.sh DATA OUT SECONDS LONG WORKERS
-#     tar -xzf OUT/<arm>.tgz -C runs/gpu && python benchmarks/seeds.py --runs runs/gpu --steps 1500 --seeds 0 \
+#     bash benchmarks/detection/gpu_train.sh DATA OUT SECONDS LONG WORKERS
+#     tar -xzf OUT/<arm>.tgz -C runs/gpu && python benchmarks/detection/seeds.py --runs runs/gpu --steps 1500 --seeds 0 \
 #       --baseline "--real DATA/train --real DATA/train-camera" --candidate <arm>="--real ... --steps LONG ..."
 set -euo pipefail
-here=$(cd "$(dirname "$0")/.." && pwd)
+here=$(cd "$(dirname "$0")/../.." && pwd)
 data=$(realpath "$1") out=$(realpath -m "$2") deadline=$((SECONDS + $3)) long=$4 workers=$5
 site=$(mktemp -d)
 python3 -m pip install --quiet --no-deps --no-build-isolation --target "$site" "$here"

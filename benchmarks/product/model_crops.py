@@ -2,7 +2,7 @@
 pyramid level) where the one-level model scored 16. ONNX Runtime on `model.onnx` of an export, in one run: 16 crops,
 48 crops in one call, three calls of 16, each at 1 and 2 intra-op threads, next to the pipeline's time for context.
 
-    python benchmarks/model_crops.py --artifacts artifacts [--out benchmarks/results/model-crops.json]
+    python benchmarks/product/model_crops.py --artifacts artifacts [--out benchmarks/results/model-crops.json]
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Soak test: many requests at fixed concurrency against a local server, valid and invalid images mixed.
 
-    python benchmarks/soak.py --requests 10000 --concurrency 8 --out benchmarks/results/soak.json
+    python benchmarks/product/soak.py --requests 10000 --concurrency 8 --out benchmarks/results/soak.json
 
 Starts its own server (CPU repository exported from the shipped model unless --repo is given), records the
 server's resident memory (server plus its Python-backend stubs) over time, and checks: no valid request failed,

@@ -1,4 +1,4 @@
-"""The steps of benchmarks/gpu_check.sh, each timed and kept in one JSON, each allowed to fail on its own.
+"""The steps of benchmarks/product/gpu_check.sh, each timed and kept in one JSON, each allowed to fail on its own.
 
 1. environment: PyTorch, CUDA device, torchvision (nvJPEG), ONNX Runtime providers, TensorRT if any;
 2. tests: the GPU tests and the CPU regression tests of the GPU bugs (pytest -m gpu, and the named ones);
@@ -6,7 +6,7 @@
    TensorRT where installed), its parity report;
    serve: the gpu-python repository on the bundled Triton server (the device kit's) on the GPU, parity against the
    live server, nvJPEG against the CPU library, `slsp bench server` at concurrency 1/8/32 over 1 and 4 MP JPEGs, the
-   GPU memory it holds (benchmarks/gpu_serve.py);
+   GPU memory it holds (benchmarks/product/gpu_serve.py);
 4. engines: `slsp bench engines` at 1 and 4 MP with the CUDA rows (TrSOR, the batched model, JPEG bytes to score on
    the GPU, eager and compiled with CUDA graphs, next to the CPU library);
 5. training: `slsp bench train`, steps/s on the CPU cores next to the GPU, with and without batch-making workers.
@@ -103,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
             steps["export"]["parity"] = json.loads(report.read_text())
     if "serve" in chosen and artifacts.is_dir():
         serve = work / "serve.json"
-        steps["serve"] = run("serve", [*py, str(src / "benchmarks" / "gpu_serve.py"), "--artifacts", str(artifacts),
+        script = src / "benchmarks" / "product" / "gpu_serve.py"
+        steps["serve"] = run("serve", [*py, str(script), "--artifacts", str(artifacts),
                                        "--checkout", str(src), "--out", str(serve), "--work", str(work / "serve"),
                                        *([] if res["environment"]["cuda"] else ["--device", "cpu"])],
                              limit(240), work)

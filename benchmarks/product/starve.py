@@ -1,7 +1,7 @@
 """Can expensive images starve valid traffic? A valid request's latency alone, then while threads send the costly
 hostile files the issue found (a 1 x 40,000,000 PNG strip, a 7000 x 7000 black PNG) and a large corrupt JPEG.
 
-    python benchmarks/starve.py --threads 6 --requests 40 --out benchmarks/results/starve.json
+    python benchmarks/product/starve.py --threads 6 --requests 40 --out benchmarks/results/starve.json
 
 Both phases run in one server, one after the other, with the same valid image, so the ratio of medians is the
 effect of the hostile threads. Exit 1 if a valid request failed or a hostile one was not refused.
@@ -23,7 +23,7 @@ from soak import shipped_server
 
 from slsp.clients.client import InvalidInput, SlspClient
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "real_kodak24_kodim03.png"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "real_kodak24_kodim03.png"
 
 
 def expensive_images() -> dict[str, bytes]:

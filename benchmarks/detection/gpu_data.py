@@ -1,6 +1,7 @@
-"""The real training photos that fit in one device call (64 MiB with the working tree), for benchmarks/gpu_train.sh.
+"""The real training photos that fit in one device call (64 MiB with the working tree), for
+benchmarks/detection/gpu_train.sh.
 
-    python benchmarks/gpu_data.py .gpu-data    # then: echo /.gpu-data/ >> .git/info/exclude
+    python benchmarks/detection/gpu_data.py .gpu-data    # then: echo /.gpu-data/ >> .git/info/exclude
 
 All 92 in-camera JPEGs of real/train-camera, byte for byte (their compression is the point), and the BSD100, Set14 and
 Set5 photos of real/train as lossless WebP (pixels checked equal after the round trip); Urban100 and Sun-Hays80 do
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+REAL = Path(__file__).resolve().parents[3] / "shared" / "data" / "real"
 PNG_SETS = ("bsd100", "set14", "set5")
 
 

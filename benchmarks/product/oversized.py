@@ -1,6 +1,6 @@
 """Memory after oversized requests: what a few requests over the byte limit leave behind in a local CPU server.
 
-    python benchmarks/oversized.py --mb 256 --count 4 --out benchmarks/results/oversized.json
+    python benchmarks/product/oversized.py --mb 256 --count 4 --out benchmarks/results/oversized.json
 
 Triton 2.51 (the bundled server) has no request-size limit of its own: the whole body is received and copied into
 the decode member's shared-memory region before the member checks `max_bytes` and refuses it (HTTP 400). This
@@ -25,7 +25,7 @@ from slsp import contract
 from slsp.clients.client import SlspClient
 from slsp.server import Server
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "real_kodak24_kodim03.png"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "real_kodak24_kodim03.png"
 
 
 def shm_mb() -> float:

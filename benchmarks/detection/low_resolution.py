@@ -1,6 +1,6 @@
 """Low-resolution scoring on the dev split: both classes shrunk to thumbnails, scored exactly as shipped.
 
-    python benchmarks/low_resolution.py [--model RUN] [--out benchmarks/results/low-resolution.json]
+    python benchmarks/detection/low_resolution.py [--model RUN] [--out benchmarks/results/low-resolution.json]
 
 Every dev image (the bottom 16 rows trimmed, as in DETECTION.md) is downscaled so its short side is S (`thumb:S`,
 Pillow bicubic, for each S of the model's low-resolution calibration sides), so the detector scores it at native
@@ -21,7 +21,7 @@ from slsp import detector as det_io
 from slsp.calibrate import low_resolution_sides
 from slsp.evaluate import evaluate
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT.parent / "shared" / "data"
 TRIM = 16
 

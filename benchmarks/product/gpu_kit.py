@@ -1,5 +1,5 @@
 """The device kit (issue 40): what a bare GPU machine lacks to serve slsp on the bundled Triton server, packed here
-and unpacked there by benchmarks/gpu_check.sh.
+and unpacked there by benchmarks/product/gpu_check.sh.
 
 A GPU machine with PyTorch, torchvision, grpcio and protobuf but no registry lacks the `tritonserver` binary, its
 Python backend and their libraries (inside the nvidia-pytriton wheel, 55 MB, and `import pytriton` pulls in numpy < 2
@@ -11,8 +11,8 @@ machine) extracts the server in the wheel's own layout (the binaries find their 
 installs the client into a site folder; `slsp serve` and `slsp.server.Server` find the server through
 SLSP_TRITON_ROOT.
 
-    python benchmarks/gpu_kit.py pack [--python 3.12] [--out .kit]          # here, with the serve extra installed
-    python benchmarks/gpu_kit.py unpack --kit .kit --to /tmp/kit --site /tmp/site   # there
+    python benchmarks/product/gpu_kit.py pack [--python 3.12] [--out .kit]    # here, with the serve extra
+    python benchmarks/product/gpu_kit.py unpack --kit .kit --to /tmp/kit --site /tmp/site   # there
 """
 
 from __future__ import annotations

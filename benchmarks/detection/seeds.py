@@ -1,6 +1,7 @@
 """Candidates against a baseline over several training seeds, on the dev split, paired on the same images.
 
-    python benchmarks/seeds.py --steps 500 --seeds 0 1 2 --candidate decoder="--fakes denoise,renoise,resample,decoder"
+    python benchmarks/detection/seeds.py --steps 500 --seeds 0 1 2 --candidate decoder="--fakes
+    denoise,renoise,resample,decoder"
 
 Trains the baseline (`slsp train` on the two real training folders, family defaults, plus `--baseline`'s arguments)
 and every candidate (the same command plus its arguments; `--real` among an arm's arguments replaces the two
@@ -26,7 +27,7 @@ import numpy as np
 from slsp.evaluate import evaluate
 from slsp.metrics import auroc
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT.parent / "shared" / "data"
 TRIM = 16
 CONDITIONS = {"stored": "none", "jpeg95": "jpeg:95"}
