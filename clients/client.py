@@ -10,6 +10,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlparse
 
 import numpy as np
@@ -27,6 +28,17 @@ class ServerUnavailable(ClientError):
 
 class RequestTimeout(ClientError):
     """The server accepted the request but did not answer in time."""
+
+
+def _read(path: Path, max_bytes: int) -> bytes:
+    """A file's bytes, refused (InvalidInput) over `max_bytes` or unreadable, before it is read."""
+    try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise InvalidInput(f"{path}: {size} bytes exceeds the limit of {max_bytes} bytes (not sent)")
+        return path.read_bytes()
+    except OSError as e:
+        raise InvalidInput(f"{path}: cannot read ({e.strerror or e})") from e
 
 
 class InvalidInput(ClientError):
@@ -152,12 +164,15 @@ class SlspClient:
                 time.sleep(0.2 * 2**attempt)
         raise AssertionError("unreachable")
 
-    def detect_many(self, images: list[bytes], concurrency: int = 8) -> list[Result | ClientError]:
-        """Score many images concurrently; each entry is a Result or that image's error."""
+    def detect_many(self, images: list[bytes] | list[Path], concurrency: int = 8, max_bytes: int = 64 << 20
+                    ) -> list[Result | ClientError]:
+        """Score many images concurrently; each entry is a Result or that image's error. Files are read in the
+        workers, so at most `concurrency` are in memory at once, and one over `max_bytes` (the server's default
+        limit) is refused without being read."""
 
-        def one(data: bytes) -> Result | ClientError:
+        def one(item: bytes | Path) -> Result | ClientError:
             try:
-                return self.detect(data)
+                return self.detect(item if isinstance(item, bytes) else _read(Path(item), max_bytes))
             except ClientError as e:
                 return e
 

@@ -96,6 +96,11 @@ def configs(cfg: DetectorConfig, s: ServingConfig, trt: bool, trsor_file: str = 
     common = {"device": device, "intra_op_threads": s.intra_op_threads}
     trsor, model_stage, scoring = contract.TRSOR, contract.MODEL, contract.SCORING
     image = contract.ENSEMBLE_INPUT
+    # Every member's queue is bounded, not only the decode member's: a client may call any member directly, and an
+    # unbounded queue behind it lets a flood grow memory and latency without end (issue 38, finding 4). A request
+    # over the bound or past the timeout is refused at once, as at the decode member.
+    queue = {"default_queue_policy": {"max_queue_size": s.max_inflight, "timeout_action": "REJECT",
+                                      "default_timeout_microseconds": int(s.queue_timeout_s * 1e6)}}
     decode = {
         "name": DECODE,
         "backend": "python",
@@ -104,9 +109,7 @@ def configs(cfg: DetectorConfig, s: ServingConfig, trt: bool, trsor_file: str = 
         "output": [_io(t, c) for t in contract.DECODED],
         "instance_group": [{"kind": "KIND_CPU", "count": s.decode_instances}],
         # No batching (max_batch_size 0): the dynamic batcher is here for its bounded queue.
-        "dynamic_batching": {"default_queue_policy": {
-            "max_queue_size": s.max_inflight, "timeout_action": "REJECT",
-            "default_timeout_microseconds": int(s.queue_timeout_s * 1e6)}},
+        "dynamic_batching": queue,
         # The canonical transform and the minimum side come from the version folder's SERVED_CONFIG: versions
         # share this config, and a rolled-back version must keep its own.
         "parameters": _params(
@@ -132,7 +135,7 @@ def configs(cfg: DetectorConfig, s: ServingConfig, trt: bool, trsor_file: str = 
         "input": [_io(t, c, batched=True) for t in model_stage.inputs],
         "output": [_io(t, c, batched=True, native=gpu_native) for t in model_stage.outputs],
         "dynamic_batching": {"preferred_batch_size": sorted({k, min(2 * k, s.max_batch), s.max_batch}),
-                             "max_queue_delay_microseconds": s.queue_delay_us},
+                             "max_queue_delay_microseconds": s.queue_delay_us, **queue},
         "model_warmup": [{"name": "crops", "batch_size": k, "inputs": {
             t.name: {"data_type": TRITON_TYPES[t.dtype], "dims": _io(t, c, batched=True)["dims"],
                      **({"random_data": True} if t.dtype == "uint8" else {"zero_data": True})}
@@ -159,6 +162,7 @@ def configs(cfg: DetectorConfig, s: ServingConfig, trt: bool, trsor_file: str = 
         + [_io(t, c, after_batch=t.name in batched_outputs, name=contract.served(t.name)) for t in contract.FORWARDED],
         "instance_group": [{"kind": "KIND_CPU", "count": 1}],
         "parameters": _params({**common, "device": "cpu"}),
+        "dynamic_batching": queue,  # no batching (max_batch_size 0): its bounded queue
     }
 
     def step(member: str, stage: contract.Stage) -> dict:

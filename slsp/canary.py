@@ -1,9 +1,14 @@
 """A canary inference: one small photo-like image through the whole ensemble over HTTP, with a deadline.
 
 Triton's `/v2/health/ready` says the members are loaded, not that a request gets through: a stalled member leaves
-it answering 200 while every request hangs. `slsp serve` runs this periodically and stops a server that fails it
-(so a supervisor restarts it), and the Kubernetes manifests run it as the pods' readiness and liveness probe
-(`python3 -m slsp.canary`). Standard library, numpy and Pillow only: it runs in the serving image.
+it answering 200 while every request hangs. A busy server is not a stalled one, though (issue 38, finding 3): a
+canary refused by the bounded queue (503, "Exceeds maximum queue size") or timed out while the ensemble kept
+completing other requests (its success count in Triton's statistics moved) is `busy`; only a canary that fails
+while nothing completes is `stalled`. `slsp serve` runs this periodically and stops a server found stalled three
+times in a row (so a supervisor restarts it); the Kubernetes manifests run it as the pods' liveness probe
+(`python3 -m slsp.canary`: fails when stalled, so a busy pod is not restarted) and readiness probe (`--ready`:
+fails when busy too, so a saturated pod sheds load to the others). Standard library, numpy and Pillow only: it runs
+in the serving image.
 """
 
 from __future__ import annotations
@@ -34,8 +39,13 @@ def canary_image(side: int = 256) -> bytes:
     return buf.getvalue()
 
 
+class Busy(RuntimeError):
+    """The server refused the canary because its bounded queue is full: alive, and shedding load."""
+
+
 def canary(url: str = "http://127.0.0.1:8000", timeout: float = 5.0, image: bytes | None = None) -> float:
-    """The ensemble's score for the canary image; raises RuntimeError when no answer comes within `timeout` s."""
+    """The ensemble's score for the canary image; raises Busy when the queue refuses it, RuntimeError when no
+    answer comes within `timeout` s or it fails otherwise."""
     data = canary_image() if image is None else image
     tensor = struct.pack("<I", len(data)) + data  # one BYTES element: 4-byte length, then the bytes
     header = json.dumps({
@@ -49,23 +59,51 @@ def canary(url: str = "http://127.0.0.1:8000", timeout: float = 5.0, image: byte
     try:
         with urllib.request.urlopen(request, timeout=timeout) as r:
             body = json.loads(r.read())
-    except (urllib.error.URLError, OSError, ValueError) as e:  # refused, timed out, an error status, bad JSON
+    except urllib.error.HTTPError as e:
+        text = e.read().decode(errors="replace")[:300]
+        if e.code == 503 or "maximum queue size" in text:
+            raise Busy(f"canary inference at {url} refused, the queue is full: {text}") from e
+        raise RuntimeError(f"canary inference at {url} failed: HTTP {e.code} {text}") from e
+    except (urllib.error.URLError, OSError, ValueError) as e:  # refused, timed out, bad JSON
         raise RuntimeError(f"canary inference at {url} failed: {e}") from e
     return float(body["outputs"][0]["data"][0])
 
 
+def completed(url: str, timeout: float = 5.0) -> int | None:
+    """Requests the ensemble has answered successfully since it loaded (Triton's statistics), None if unreadable."""
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/v2/models/{contract.ENSEMBLE}/stats", timeout=timeout) as r:
+            stats = json.loads(r.read())
+        return sum(int(m["inference_stats"]["success"]["count"]) for m in stats["model_stats"])
+    except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def health(url: str = "http://127.0.0.1:8000", timeout: float = 5.0) -> tuple[str, str]:
+    """("ok" | "busy" | "stalled", what was seen): the canary answered; it was refused by the full queue or timed out
+    while other requests completed; it failed and nothing completed meanwhile."""
+    before = completed(url, timeout)
+    try:
+        return "ok", f"score {canary(url, timeout):.4f}"
+    except Busy as e:
+        return "busy", str(e)
+    except RuntimeError as e:
+        after = completed(url, timeout)
+        if before is not None and after is not None and after > before:
+            return "busy", f"{e}; meanwhile {after - before} other requests completed"
+        return "stalled", str(e)
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="Exit 0 if the slsp ensemble answers a canary inference in time.")
+    ap = argparse.ArgumentParser(description="Exit 0 unless the slsp pipeline is stalled (a liveness probe); with "
+                                 "--ready, unless it is stalled or busy (a readiness probe).")
     ap.add_argument("--url", default="http://127.0.0.1:8000")
     ap.add_argument("--timeout", type=float, default=5.0)
+    ap.add_argument("--ready", action="store_true", help="fail when busy too (shed load)")
     args = ap.parse_args(argv)
-    try:
-        score = canary(args.url, args.timeout)
-    except RuntimeError as e:
-        print(e, file=sys.stderr)
-        return 1
-    print(f"ok: score {score:.4f}")
-    return 0
+    state, seen = health(args.url, args.timeout)
+    print(f"{state}: {seen}", file=sys.stdout if state == "ok" else sys.stderr)
+    return 1 if state == "stalled" or (args.ready and state == "busy") else 0
 
 
 if __name__ == "__main__":

@@ -244,6 +244,7 @@ def detect(
 ) -> None:
     """Score images with the embedded detector (no server). Exit 1 if any image failed."""
     from slsp.detect import detect_paths
+    from slsp.imaging import printable
 
     results = detect_paths(paths, model, explain=explain, quiet=quiet, max_pixels=max_pixels, device=device,
                            compiled=compile_)
@@ -252,10 +253,11 @@ def detect(
     else:
         for r in results:
             if "error" in r:
-                typer.echo(f"{r['path']}\tERROR\t{r['error']}")
+                typer.echo(f"{printable(r['path'])}\tERROR\t{printable(r['error'])}")
             else:
                 low = ", low resolution: scored at native scale" if r["low_resolution"] else ""
-                typer.echo(f"{r['path']}\t{r['score']:.4f}\t{r['verdict']}\t(threshold {r['threshold']:.4f}{low})")
+                typer.echo(f"{printable(r['path'])}\t{r['score']:.4f}\t{r['verdict']}\t"
+                           f"(threshold {r['threshold']:.4f}{low})")
     if any("error" in r for r in results):
         raise typer.Exit(1)
 
@@ -431,7 +433,8 @@ def serve(
     ] = None,
     canary_every: Annotated[
         float,
-        typer.Option(help="Seconds between canary inferences; 3 failures in a row stop the server with exit code 1 "
+        typer.Option(help="Seconds between canary inferences; 3 stalls in a row (a canary failing while no other "
+                     "request completes; a full queue or a busy pipeline is not one) stop the server with exit code 1 "
                      "(a stalled pipeline that still reports ready), for a supervisor to restart it. 0: off."),
     ] = 10.0,
     canary_timeout: Annotated[float, typer.Option(help="Seconds a canary inference may take.")] = 10.0,
@@ -442,7 +445,7 @@ def serve(
     """Run the bundled Triton server (CPU, no Docker) on the repository until Ctrl-C."""
     import secrets
 
-    from slsp.canary import CANARY_FAILURES, canary
+    from slsp.canary import CANARY_FAILURES, health
     from slsp.export import repository
     from slsp.server import MODEL_CONTROL, Server, docker_command
 
@@ -469,15 +472,17 @@ def serve(
             if tick % 10 == 0:  # versions loaded by polling bring new backend regions
                 server.private_shm()
             if canary_every > 0 and time.monotonic() >= next_canary:
-                try:
-                    canary(server.http_url, canary_timeout)
-                    failures = 0
-                except RuntimeError as e:
+                state, seen = health(server.http_url, canary_timeout)
+                if state == "stalled":
                     failures += 1
-                    typer.echo(f"canary {failures}/{CANARY_FAILURES} failed: {e}", err=True)
+                    typer.echo(f"canary {failures}/{CANARY_FAILURES}: stalled: {seen}", err=True)
                     if failures == CANARY_FAILURES:
-                        stalled = str(e)
+                        stalled = seen
                         break
+                else:  # ok, or busy: refused by the full queue, or slow while other requests complete
+                    failures = 0
+                    if state == "busy":
+                        typer.echo(f"canary: busy, not stalled: {seen}", err=True)
                 next_canary = time.monotonic() + canary_every
             time.sleep(0.5)
     except KeyboardInterrupt:
@@ -508,28 +513,32 @@ def query(
     admin_key: Annotated[
         Optional[str], typer.Option(envvar="SLSP_ADMIN_KEY", help="The server's admin key (--shm needs it).")
     ] = None,
+    max_bytes: Annotated[
+        int, typer.Option(help="Files over this many bytes are refused unread (the server's default limit).")
+    ] = 64 << 20,
     json_out: JsonOpt = False,
 ) -> None:
     """Score images on a running server; exit 1 if any request failed."""
     from slsp.clients.client import ClientError, ServerUnavailable, SlspClient
-    from slsp.imaging import collect
+    from slsp.imaging import display_name, printable, scan
 
-    files = collect(paths)
+    files, skipped = scan(paths)
     client = SlspClient(url, timeout=timeout, shared_memory=shared_memory, admin_key=admin_key)
-    results = client.detect_many([f.read_bytes() for f in files], concurrency)
+    results = client.detect_many(files, concurrency, max_bytes)  # read in the workers, a few at a time
     if results and all(isinstance(r, ServerUnavailable) for r in results):
         raise SlspError(f"no server at {url}: {results[0]}")
-    rows = [{"path": str(f), **({"error": f"{type(r).__name__}: {r}"} if isinstance(r, ClientError) else r.as_dict())}
-            for f, r in zip(files, results)]
+    rows = [{**display_name(p), "error": f"{p}: {why}"} for p, why in skipped]
+    rows += [{**display_name(f), **({"error": f"{type(r).__name__}: {r}"} if isinstance(r, ClientError)
+                                    else r.as_dict())} for f, r in zip(files, results)]
     if json_out:
         _emit(rows)
     else:
         for r in rows:
             if "error" in r:
-                typer.echo(f"{r['path']}\tERROR\t{r['error']}")
+                typer.echo(f"{printable(r['path'])}\tERROR\t{printable(r['error'])}")
             else:
                 low = "\t(low resolution)" if r["low_resolution"] else ""
-                typer.echo(f"{r['path']}\t{r['score']:.4f}\t{r['verdict']}{low}")
+                typer.echo(f"{printable(r['path'])}\t{r['score']:.4f}\t{r['verdict']}{low}")
     if any("error" in r for r in rows):
         raise typer.Exit(1)
 

@@ -145,12 +145,13 @@ PROMETHEUS = {"prometheus.io/scrape": "true", "prometheus.io/port": str(PORTS["m
 
 def canary_probes(http_port: int) -> dict:
     """Readiness and liveness from a canary inference through the whole ensemble (slsp/canary.py): Triton's own
-    ready endpoint stays 200 while a stalled member hangs every request. Not ready after CANARY_FAILURES failures
-    in a row (traffic goes elsewhere); restarted after as many more."""
-    probe = {"exec": {"command": ["python3", "-m", "slsp.canary", "--url", f"http://127.0.0.1:{http_port}",
-                                  "--timeout", "8"]},
-             "timeoutSeconds": 10, "failureThreshold": CANARY_FAILURES}
-    return {"readinessProbe": {**probe, "periodSeconds": 10}, "livenessProbe": {**probe, "periodSeconds": 20}}
+    ready endpoint stays 200 while a stalled member hangs every request. Not ready while busy or stalled,
+    CANARY_FAILURES checks in a row (traffic goes to other pods); restarted only when stalled as many times (a busy
+    pod, its queue full or its canary slow while other requests complete, is never restarted)."""
+    command = ["python3", "-m", "slsp.canary", "--url", f"http://127.0.0.1:{http_port}", "--timeout", "6"]
+    probe = {"timeoutSeconds": 15, "failureThreshold": CANARY_FAILURES}
+    return {"readinessProbe": {"exec": {"command": [*command, "--ready"]}, **probe, "periodSeconds": 10},
+            "livenessProbe": {"exec": {"command": command}, **probe, "periodSeconds": 20}}
 
 
 def deployment(c: Cluster) -> dict:

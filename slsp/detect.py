@@ -11,7 +11,7 @@ from slsp import detector as det_io
 from slsp.detector import Detection, Detector
 from slsp.device_pipeline import DevicePipeline
 from slsp.errors import ImageError, SlspError
-from slsp.imaging import collect, load, read
+from slsp.imaging import display_name, load, read, scan
 from slsp.progress import bar
 
 
@@ -26,12 +26,13 @@ def detect_paths(paths: list[Path], run: Path | None, explain: Path | None = Non
     if explain is not None and device is not None:
         raise SlspError("--explain draws from the CPU library: leave out --device")
     pipe = None if device is None else DevicePipeline(det, device, compiled=compiled, max_pixels=limit)
-    files = collect(paths)
-    if not files:
+    files, skipped = scan(paths)
+    if not files and not skipped:
         raise ImageError(f"no images found under {', '.join(map(str, paths))}")
     if explain is not None:
         explain.mkdir(parents=True, exist_ok=True)
-    results = []
+    # Every entry left out (a missing path, a dangling link, a FIFO) is a row with its reason; the others are scored.
+    results = [{**display_name(p), "error": f"{p}: {why}"} for p, why in skipped]
     with bar(quiet) as pb:
         task = pb.add_task("detect", total=len(files), info="")
         for f in files:
@@ -39,14 +40,15 @@ def detect_paths(paths: list[Path], run: Path | None, explain: Path | None = Non
                 if pipe is None:
                     img = load(f, max_pixels=limit)
                     d, phi = det.analyze(img, str(f))
-                else:
-                    d = Detection(*(t.cpu() for t in pipe.detect(read(f), str(f))))
+                else:  # the header checked before the file is read, as `load` does
+                    d = Detection(*(t.cpu() for t in pipe.detect(read(f, limit), str(f))))
             except ImageError as e:
-                results.append({"path": str(f), "error": str(e)})
+                results.append({**display_name(f), "error": str(e)})
             except Exception as e:  # noqa: BLE001 - one file's failure never ends the run
-                results.append({"path": str(f), "error": f"internal error on this image ({type(e).__name__}: {e})"})
+                results.append({**display_name(f),
+                                "error": f"internal error on this image ({type(e).__name__}: {e})"})
             else:
-                results.append(as_dict(str(f), d, det))
+                results.append({**as_dict(str(f), d, det), **display_name(f)})
                 if explain is not None:
                     render_explanation(det.canonical(img)[0], phi, d, det.crop_sides, threshold(det, d)).save(
                         explain / f"{f.stem}.png")

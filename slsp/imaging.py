@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import re
+import stat
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -197,27 +199,86 @@ def _to_rgb8(img: Image.Image, name: str) -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
-def read(path: str | Path) -> bytes:
-    """One file's bytes; an error names the file."""
+def max_file_bytes(max_pixels: int) -> int:
+    """The most bytes an image file of `max_pixels` can need: 8 bytes a pixel (16-bit RGBA, uncompressed) plus 1 MB
+    of metadata; a larger file is refused before it is read."""
+    return 8 * max_pixels + (1 << 20)
+
+
+def read(path: str | Path, max_pixels: int | None = None, min_side: int = 1) -> bytes:
+    """One file's bytes; an error names the file. With `max_pixels`, the file's size and its header's declared size
+    are checked first (Pillow reads the header alone), so an oversized file is refused without reading it."""
+    name = str(path)
     try:
+        if max_pixels is not None:
+            size = os.stat(path).st_size
+            if size > max_file_bytes(max_pixels):
+                raise ImageError(f"{name}: {size} bytes, more than an image of {max_pixels} pixels can need "
+                                 f"({max_file_bytes(max_pixels)})")
+            with _as_image_error(max_pixels, name), Image.open(path, formats=FORMATS) as img:
+                _check_header(img.size, max_pixels, min_side, name)
         return Path(path).read_bytes()
     except OSError as e:
-        raise ImageError(f"{path}: cannot read ({e.strerror or e})") from e
+        raise ImageError(f"{name}: cannot read ({e.strerror or e})") from e
 
 
 def load(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int = 1) -> np.ndarray:
-    """Read and decode one image file; errors name the file."""
-    return decode(read(path), max_pixels=max_pixels, min_side=min_side, name=str(path))
+    """Read (header first) and decode one image file; errors name the file."""
+    return decode(read(path, max_pixels, min_side), max_pixels=max_pixels, min_side=min_side, name=str(path))
+
+
+def _not_readable(path: Path) -> str | None:
+    """Why `path` is not a regular file to read (a dangling link, missing, a FIFO, socket or device), or None."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "dangling symbolic link" if os.path.islink(path) else "no such file or folder"
+    except OSError as e:
+        return f"cannot read ({e.strerror or e})"
+    if stat.S_ISREG(mode):
+        return None
+    kind = {stat.S_ISFIFO: "a FIFO", stat.S_ISSOCK: "a socket", stat.S_ISCHR: "a character device",
+            stat.S_ISBLK: "a block device"}
+    return f"not a regular file ({next((v for k, v in kind.items() if k(mode)), 'special file')})"
+
+
+def scan(paths: list[Path] | list[str]) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Expand files and folders (recursively, sorted) into image files, and every entry left out with why: a
+    missing path, a dangling link, a FIFO or device (given directly, or with an image suffix inside a folder)."""
+    files: list[Path] = []
+    skipped: list[tuple[Path, str]] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            entries = sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and not f.is_dir())
+        else:
+            entries = [p]
+        for f in entries:
+            why = _not_readable(f)
+            (skipped.append((f, why)) if why else files.append(f))
+    return files, skipped
 
 
 def collect(paths: list[Path] | list[str]) -> list[Path]:
-    """Expand files and folders (recursively, sorted) into image files; a missing path is an error."""
-    out: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES))
-        elif p.is_file():
-            out.append(p)
-        else:
-            raise ImageError(f"{p}: no such file or folder")
-    return out
+    """Expand files and folders (recursively, sorted) into image files; a path given that is no readable file or
+    folder is an error, what a folder holds besides image files is left out (`scan` reports both instead)."""
+    files, skipped = scan(paths)
+    given = set(map(Path, paths))
+    for p, why in skipped:
+        if p in given:
+            raise ImageError(f"{p}: {why}")
+    return files
+
+
+def display_name(path: Path | str) -> dict[str, str]:
+    """A file name for JSON: as text, with bytes that are not UTF-8 escaped (\\xNN), and then its exact bytes
+    too (`path_hex`), so every name stays recoverable."""
+    raw = os.fsencode(path)
+    try:
+        return {"path": raw.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {"path": raw.decode("utf-8", "backslashreplace"), "path_hex": raw.hex()}
+
+
+def printable(text: str) -> str:
+    """`text` on one line of a terminal: control characters (a newline in a file name) escaped."""
+    return "".join(c if c.isprintable() or c == " " else c.encode("unicode_escape").decode("ascii") for c in text)

@@ -104,6 +104,7 @@ class Server:
     admin_key: str | None = None  # restrict ADMIN_APIS to requests carrying this key (None: unrestricted)
     proc: subprocess.Popen | None = None
     _tmp: Path | None = None
+    _regions: set[Path] = field(default_factory=set)  # every shared-memory region seen while it ran
 
     @property
     def http_url(self) -> str:
@@ -161,8 +162,12 @@ class Server:
 
     def private_shm(self) -> None:
         """Make the Python backend's shared-memory regions readable by this user only (the backend creates them
-        0644, whatever the umask). A region appears per member instance: call again after models (re)load."""
-        for region in self.shm_regions():
+        0644, whatever the umask), and record them, so `stop` removes them even after the server died by itself
+        (then /proc no longer lists them). A region appears per member instance: call again after models
+        (re)load."""
+        regions = self.shm_regions()
+        self._regions.update(regions)
+        for region in regions:
             try:
                 region.chmod(0o600)
             except OSError:  # gone in between (a member unloaded)
@@ -211,10 +216,10 @@ class Server:
         """SIGINT, then SIGKILL after `grace` s, or at once if this wait is itself interrupted (a second Ctrl-C or
         SIGTERM); then any process left in the server's group (a stalled backend stub) is killed too, and the shared
         memory a killed server could not unlink and the backend folder are removed."""
-        regions: list[Path] = []
+        regions = set(self._regions)
         try:
             if self.proc is not None and self.proc.poll() is None:
-                regions = self.shm_regions()
+                regions.update(self.shm_regions())
                 self.proc.send_signal(signal.SIGINT)
                 self.proc.wait(grace)
         except (subprocess.TimeoutExpired, KeyboardInterrupt):
@@ -228,6 +233,7 @@ class Server:
                 self.proc.wait()
             for region in regions:
                 region.unlink(missing_ok=True)
+            self._regions.clear()
             if self._tmp is not None:
                 shutil.rmtree(self._tmp, ignore_errors=True)
                 self._tmp = None

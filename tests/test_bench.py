@@ -26,6 +26,7 @@ def test_photo_at_tiles_without_resampling() -> None:
     np.testing.assert_array_equal(out[2:4, :3], src[::-1])
 
 
+@pytest.mark.slow
 def test_bench_engines_cli(served_artifacts: Path, tmp_path: Path) -> None:
     art = aoti_package(served_artifacts).parent  # with trsor.pt2: the compiled TrSOR joins the table
     r = subprocess.run(
@@ -127,6 +128,7 @@ def test_cuda_engines_shape() -> None:
     assert all(r["images_per_s"] > 0 for r in res["model"])
 
 
+@pytest.mark.slow
 def test_bench_train_cli(tmp_path: Path) -> None:
     """Training throughput per device and batch-making workers, fresh weights each; the first row is the baseline."""
     r = subprocess.run([sys.executable, "-m", "slsp.cli", "bench", "train", "--images", str(PHOTO), "--run", "cpu:0",

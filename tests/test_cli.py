@@ -101,8 +101,9 @@ def test_pixel_limit_is_configurable_on_the_cli() -> None:
 
 
 def test_missing_path_is_a_clear_error() -> None:
+    """Its own error row (the other paths are still scored: tests/test_detect_paths.py), and exit 1."""
     r = slsp("detect", "/nonexistent/image.png")
-    assert r.returncode == 1 and "no such file or folder" in r.stderr
+    assert r.returncode == 1 and "/nonexistent/image.png\tERROR\t" in r.stdout and "no such file or folder" in r.stdout
 
 
 def test_eval_writes_report_and_roc(tmp_path: Path) -> None:

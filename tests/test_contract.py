@@ -148,8 +148,9 @@ def test_client_reads_the_ensemble_outputs() -> None:
 # Plain words that are also tensor or stage names, legitimately written elsewhere: JSON keys of `slsp detect`,
 # `slsp eval` and the client's `as_dict` ("score", "verdict", "crops"), config sections and the recipe's family
 # name ("model", "trsor", "slsp"), parity failure records ("image"), ONNX metadata keys ("score"), and the
-# low-resolution config section, also a key of `slsp detect`'s JSON ("low_resolution").
-PLAIN_WORDS = {"score", "verdict", "crops", "model", "trsor", "slsp", "image", "low_resolution"}
+# low-resolution config section, also a key of `slsp detect`'s JSON ("low_resolution"), and TrainConfig's batch size,
+# a recipe key ("batch").
+PLAIN_WORDS = {"score", "verdict", "crops", "model", "trsor", "slsp", "image", "low_resolution", "batch"}
 
 
 def test_names_are_written_once() -> None:

@@ -148,6 +148,7 @@ def test_refuses_a_repository_the_image_cannot_run(served_artifacts: Path, tmp_p
         deploy.check_repository(tmp_path, "cpu")
 
 
+@pytest.mark.slow
 @pytest.mark.server
 def test_bundled_server_runs_the_manifest_arguments(served_artifacts: Path, tmp_path: Path) -> None:
     """The container's arguments as Kubernetes would run them (the Secret's value substituted), with only the mount

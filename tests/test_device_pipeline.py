@@ -151,6 +151,7 @@ def _compiled_matches_eager(device: str) -> None:
         _assert_within_gate(got, ref)
 
 
+@pytest.mark.slow
 def test_compiled_device_pipeline_on_cpu() -> None:
     _compiled_matches_eager("cpu")
 

@@ -554,6 +554,7 @@ def test_low_resolution_images_are_scored_at_native_scale_under_their_own_calibr
     assert not none.detector.cfg.low_resolution.enabled and none.detector.min_input_side == 64
 
 
+@pytest.mark.slow
 def test_cli_train_takes_the_family_defaults(real_dirs: list[Path], tmp_path: Path) -> None:
     from test_cli import slsp
 

@@ -65,6 +65,7 @@ def test_artifacts_without_weights_are_refused(served_artifacts: Path, tmp_path:
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs a CUDA GPU (none on this machine)")])])
+@pytest.mark.slow
 def test_served_matches_the_library(served_artifacts: Path, tmp_path: Path, device: str) -> None:
     srv = serve(served_artifacts, tmp_path, device)
     try:

@@ -168,6 +168,7 @@ def _low_resolution_count(server: Server) -> float:
     return float(found[0]) if found else 0.0
 
 
+@pytest.mark.slow
 def test_operator_apis_need_the_admin_key(served_artifacts: Path, tmp_path: Path) -> None:
     """With an admin key (what `slsp serve` always sets), shared-memory registration needs it on both protocols; a
     client without it gets AccessDenied, not a retry loop, and leaves no region behind."""
@@ -187,6 +188,7 @@ def test_operator_apis_need_the_admin_key(served_artifacts: Path, tmp_path: Path
     assert set(Path("/dev/shm").glob("slsp-*")) == before
 
 
+@pytest.mark.slow
 def test_a_full_queue_refuses_at_once_and_the_rest_is_served(served_artifacts: Path, tmp_path: Path) -> None:
     """max_inflight bounds the decode member's queue: a burst beyond it is refused with "Exceeds maximum queue size"
     (the client's ServerUnavailable, after its bounded retries); everything admitted is answered; the server stays
@@ -203,6 +205,43 @@ def test_a_full_queue_refuses_at_once_and_the_rest_is_served(served_artifacts: P
         assert refused and served and len(refused) + len(served) == 24
         assert all("maximum queue size" in str(r) for r in refused)
         assert srv.ready() and SlspClient(srv.grpc_url).detect(data).score == pytest.approx(served[0].score)
+        # Issue 38, finding 4: the members are bounded too. A flood of full batches sent to slsp_model directly,
+        # around the decode member's queue, is refused beyond the bound instead of queueing without end.
+        flooded = _flood_model(srv, threads=16, batch=192)
+        assert flooded["refused"] and flooded["answered"] and flooded["other"] == []
+        assert SlspClient(srv.grpc_url).detect(data).score == pytest.approx(served[0].score)
+    model = repository.read_config(repo / repository.MODEL / "config.pbtxt").dynamic_batching.default_queue_policy
+    score = repository.read_config(repo / repository.SCORE / "config.pbtxt").dynamic_batching.default_queue_policy
+    assert model.max_queue_size == score.max_queue_size == 2
+
+
+def _flood_model(srv: Server, threads: int, batch: int) -> dict[str, list]:
+    """`threads` clients each sending one batch of `batch` random crops straight to slsp_model at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    c = det_io.load().cfg.trsor.crop
+    crops = np.random.default_rng(0).integers(0, 256, (batch, c, c, 3), dtype=np.uint8)
+    phi = np.ones((batch, c, c), np.float32)
+
+    def one(_: int) -> str:
+        client = grpcclient.InferenceServerClient(srv.grpc_url.removeprefix("grpc://"))
+        a = grpcclient.InferInput(contract.CROPS, list(crops.shape), "UINT8")
+        a.set_data_from_numpy(crops)
+        b = grpcclient.InferInput(contract.CROP_PHI, list(phi.shape), "FP32")
+        b.set_data_from_numpy(phi)
+        try:
+            client.infer(repository.MODEL, [a, b], client_timeout=120)
+            return "answered"
+        except InferenceServerException as e:
+            return "refused" if "maximum queue size" in str(e) else f"other: {e}"
+
+    with ThreadPoolExecutor(threads) as pool:
+        outcomes = list(pool.map(one, range(threads)))
+    return {"answered": [o for o in outcomes if o == "answered"], "refused": [o for o in outcomes if o == "refused"],
+            "other": [o for o in outcomes if o.startswith("other")]}
 
 
 def test_any_subset_of_outputs_can_be_requested(server: Server) -> None:
@@ -335,6 +374,19 @@ def test_killed_server_leaves_no_shared_memory(server: Server) -> None:
     assert not [r for r in regions if r.exists()]
 
 
+def test_a_server_that_died_by_itself_leaves_no_shared_memory(server: Server) -> None:
+    """Issue 38, finding 6: once tritonserver has crashed, /proc no longer lists its regions; the ones recorded at
+    start are removed by stop() all the same (a crash loop would fill /dev/shm)."""
+    srv = Server(server.repo).start(timeout=180)
+    regions = srv.shm_regions()
+    assert regions and all(r.exists() for r in regions)
+    os.killpg(srv.proc.pid, signal.SIGKILL)  # the server and its stubs die without a chance to clean up
+    srv.proc.wait()
+    assert srv.shm_regions() == [] and all(r.exists() for r in regions)  # left behind, and invisible to /proc
+    srv.stop()
+    assert not [r for r in regions if r.exists()]
+
+
 def _live_group_members(pgid: int) -> list[int]:
     """Processes of process group `pgid` that still run (zombies awaiting their reaper are not running)."""
     live = []
@@ -380,13 +432,53 @@ def test_private_shared_memory_and_an_interrupted_stop_leaves_nothing(served_art
 
 
 def test_canary_answers_and_a_dead_server_fails_it(server: Server) -> None:
-    from slsp.canary import canary
+    from slsp.canary import canary, health
 
     assert 0 <= canary(server.http_url) <= 1
     with pytest.raises(RuntimeError, match="canary inference"):
         canary(f"http://127.0.0.1:{free_port()}", timeout=2)
+    assert health(server.http_url)[0] == "ok"
+    assert health(f"http://127.0.0.1:{free_port()}", timeout=2)[0] == "stalled"  # nothing answers, nothing completes
 
 
+@pytest.mark.slow
+def test_a_busy_server_is_busy_not_stalled(served_artifacts: Path, tmp_path: Path) -> None:
+    """Issue 38, finding 3: under valid load the canary is refused by the full queue or times out while other
+    requests complete; that is `busy` (readiness sheds load, liveness keeps the pod), never `stalled`."""
+    import threading
+
+    from slsp.bench.timing import photo_at
+    from slsp.canary import health
+    from slsp.imaging import load
+
+    repo = tmp_path / "repo"
+    repository.write(served_artifacts, repo, repository.ServingConfig(max_inflight=1))
+    buf = io.BytesIO()
+    Image.fromarray(photo_at(load(PHOTO), 1500, 2000)).save(buf, format="JPEG", quality=90)
+    data = buf.getvalue()
+    with Server(repo, log_path=tmp_path / "log") as srv:
+        stop = threading.Event()
+
+        def flood() -> None:
+            client = SlspClient(srv.grpc_url, retries=0)
+            while not stop.is_set():
+                client.detect_many([data] * 8, concurrency=8)
+
+        threads = [threading.Thread(target=flood) for _ in range(2)]
+        for t in threads:
+            t.start()
+        try:
+            time.sleep(2)
+            states = [health(srv.http_url, timeout=0.3)[0] for _ in range(6)]
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+        assert "stalled" not in states and "busy" in states, states
+        assert health(srv.http_url, timeout=10)[0] == "ok"
+
+
+@pytest.mark.slow
 def test_serve_stops_a_stalled_pipeline_that_still_reports_ready(served_artifacts: Path, tmp_path: Path) -> None:
     """The decode member's processes frozen (SIGSTOP): Triton still answers ready, every request hangs. The
     canary fails three times, and `slsp serve` stops the server and exits 1 for its supervisor."""
@@ -425,6 +517,7 @@ def _read(path: Path) -> bytes:
         return b""
 
 
+@pytest.mark.slow
 def test_serve_cli_exports_when_missing_then_stops_on_sigterm(tmp_path: Path) -> None:
     """`slsp serve` on a fresh machine: export with a quick gate, serve, answer a query, and exit cleanly on
     SIGTERM (what docker stop and systemd send; handled like Ctrl-C)."""

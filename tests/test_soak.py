@@ -15,6 +15,7 @@ pytestmark = pytest.mark.server
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_soak_reduced(tmp_path: Path) -> None:
     out = tmp_path / "soak.json"
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "product" / "soak.py"), "--requests", "400",

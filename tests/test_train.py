@@ -122,6 +122,7 @@ def test_refuses_to_overwrite_and_needs_state_to_resume(real_dir: Path, tmp_path
         train([real_dir], tmp_path / "empty", CFG, tcfg(1), resume=True, quiet=True)
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes(real_dir: Path, tmp_path: Path) -> None:
     """The same training code under torchrun (gradients averaged over two processes, gloo on CPU) completes,
     calibrates, and leaves no process-group thread behind: with DistributedDataParallel the group outlived

@@ -35,6 +35,7 @@ def newest_mtime(repo: Path) -> int:
     return max(p.stat().st_mtime_ns for p in repo.rglob("*"))
 
 
+@pytest.mark.slow
 def test_new_version_while_querying_then_rollback(tmp_path: Path, monkeypatch) -> None:
     build.build(None, tmp_path / "a1", images=[IMAGE], sizes=0)
     build.build(other_model(tmp_path), tmp_path / "a2", images=[IMAGE], sizes=0)
