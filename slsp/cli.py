@@ -119,6 +119,9 @@ def train(
     seed: Annotated[
         Optional[int], typer.Option(help="Seed of the data split, the weights and the batches (train.seed).")
     ] = None,
+    device: Annotated[
+        Optional[str], typer.Option(help="cpu or cuda (default: the GPU where PyTorch sees one, else the CPU).")
+    ] = None,
     workers: Annotated[
         int,
         typer.Option(help="CPU processes making batches ahead of the step (0: the training process makes them, the "
@@ -170,7 +173,7 @@ def train(
         typer.echo(recipes.dumps(resolved.recipe), nl=False)
         return
     result = run_train(real, out, resolved.cfg, resolved.tcfg, resume=resume, quiet=quiet, workers=workers,
-                       recipe=resolved.recipe)
+                       recipe=resolved.recipe, device=device)
     typer.echo(f"wrote {out} (threshold {result.threshold:.4f})")
 
 
@@ -703,7 +706,7 @@ def bench_train(
 def bench_server(
     url: Annotated[str, typer.Option(help="grpc://host:port or http://host:port.")] = "grpc://127.0.0.1:8001",
     images: Annotated[
-        Optional[list[Path]], typer.Option(help="Images to send (default: ../shared/data/real/dev).")
+        Optional[list[Path]], typer.Option(help="Images to send (default: examples/).")
     ] = None,
     artifacts: Annotated[Path, typer.Option(help="Artifacts for the in-process ONNX Runtime baseline.")] = Path(
         "artifacts"
@@ -718,7 +721,7 @@ def bench_server(
     """Concurrency sweep over gRPC or HTTP: throughput, p50/p90/p99, errors, Triton's per-member time split."""
     from slsp.bench import server, timing
 
-    result = server.measure(url, images or [Path("../shared/data/real/dev")], artifacts,
+    result = server.measure(url, images or [Path("examples")], artifacts,
                             tuple(concurrency or (1, 2, 4, 8, 16)), None if duration else requests, duration, quiet)
     path = timing.save(result, out)
     _emit(result) if json_out else typer.echo(server.table(result) + f"\nwrote {path}")

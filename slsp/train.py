@@ -120,11 +120,16 @@ def average_gradients(module: nn.Module) -> list[torch.utils.hooks.RemovableHand
     return [p.register_post_accumulate_grad_hook(mean) for p in module.parameters() if p.requires_grad]
 
 
-def setup(seed: int) -> Dist:
-    """Seed, pick the device (the local GPU under torchrun, else the CPU) and join the process group if any."""
+def setup(seed: int, device: str | None = None) -> Dist:
+    """Seed, pick the device (`device` "cpu" or "cuda"; default the local GPU under torchrun where there is one, else
+    the CPU) and join the process group if any."""
     world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    cuda = torch.cuda.is_available()
+    if device not in (None, "cpu", "cuda"):
+        raise SlspError(f"--device takes cpu or cuda (under torchrun each process takes its local GPU), got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SlspError("--device cuda: PyTorch sees no CUDA device on this machine")
+    cuda = torch.cuda.is_available() and device != "cpu"
     if cuda and local >= torch.cuda.device_count():
         raise SlspError(f"torchrun started more processes on this machine than it has GPUs ({torch.cuda.device_count()}"
                         f"): local rank {local} has none. Use --nproc-per-node <= the GPU count (one process per GPU), "
@@ -192,6 +197,7 @@ def train(
     checkpoint_every: int = 250,
     workers: int = 0,
     recipe: dict | None = None,
+    device: str | None = None,
 ) -> DetectorConfig:
     """Train `cfg.model`'s family on real images only, checkpoint as it goes, calibrate on the held-out split (and
     fit the noise fusion, for families that fuse); returns the calibrated config. `workers`: batch-making CPU processes
@@ -207,7 +213,7 @@ def train(
     Training = fam.load("training")
     if tcfg.kurtosis and not Training.fuse:
         raise ConfigError(f"family {fam.name!r} does not fuse: the kurtosis part is a part of the fusion")
-    d = setup(tcfg.seed)
+    d = setup(tcfg.seed, device)
     train_files, hold_files = split_real(real_dirs, tcfg.holdout, tcfg.seed, Training.split_per_folder)
     det, start, resumed = open_run(run, cfg, resume)
 

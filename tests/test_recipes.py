@@ -135,3 +135,15 @@ def test_documented_commands_parse() -> None:
         r = CliRunner().invoke(app, ["train", *args, "--print-recipe"])
         assert r.exit_code == 0, f"{cmd}\n{r.output}"
         recipes.resolve(tomllib.loads(r.output))
+
+
+@pytest.mark.parametrize("device, says", [("tpu", "--device takes cpu or cuda"),
+                                          ("cuda", "PyTorch sees no CUDA device")])
+def test_device_is_checked_before_training(tmp_path: Path, device: str, says: str) -> None:
+    import torch
+
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: --device cuda trains there")
+    r = CliRunner().invoke(app, ["train", "--real", str(ROOT / "examples"), "--out", str(tmp_path / "run"),
+                                 "--device", device, "--steps", "1"])
+    assert r.exit_code != 0 and says in str(r.exception) and not (tmp_path / "run").exists()
