@@ -53,7 +53,9 @@ def environment() -> dict:
     if env["cuda"]:
         env |= {"device": torch.cuda.get_device_name(0), "devices": torch.cuda.device_count(),
                 "cuda_runtime": torch.version.cuda}
-    for mod in ("torchvision", "onnxruntime", "tensorrt"):
+    # numpy: the bundled server's Python backend stub (tritonserver 2.51) was built for numpy 1.x, and a GPU machine
+    # may hold 2.x (the lead on the decode stub that died in issue 40's run).
+    for mod in ("numpy", "torchvision", "onnxruntime", "tensorrt"):
         try:
             env[mod] = __import__(mod).__version__
         except ImportError:

@@ -50,8 +50,8 @@ class TritonPythonModel:
                 self.gpu, how = cuda_decoder(self.canonical, self.max_pixels)
             except ImportError as e:
                 how = f"PyTorch is not importable ({e})"
-            print(f"slsp_decode_trsor: decoding on the {'GPU' if self.gpu else 'CPU'} ({how})", file=sys.stderr,
-                  flush=True)
+            print(f"slsp_decode_trsor: decoding on the {'GPU' if self.gpu else 'CPU'} ({how}); TrSOR: {backend.name}, "
+                  f"numpy {np.__version__}", file=sys.stderr, flush=True)
         self.metrics = family = pb_utils.MetricFamily(  # kept: its metrics die with it
             contract.IMAGES_METRIC, "Image requests by outcome: accepted, invalid (the client's fault), error (the "
             "server's)", pb_utils.MetricFamily.COUNTER)
