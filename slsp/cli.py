@@ -578,9 +578,16 @@ def deploy_kubernetes(
         bool, typer.Option("--kserve", help="An InferenceService on KServe's Triton runtime instead.")
     ] = False,
     name: str = "slsp",
-    namespace: str = "default",
+    namespace: Annotated[str, typer.Option(help="Its own namespace (namespace.yaml); not 'default'.")] = "slsp",
+    ingress_namespace: Annotated[
+        str, typer.Option(help="The namespace whose pods may reach HTTP and gRPC (the NetworkPolicy).")
+    ] = "ingress-nginx",
+    metrics_namespace: Annotated[
+        str, typer.Option(help="The namespace whose pods may reach the metrics port (Prometheus).")
+    ] = "monitoring",
     image: Annotated[
-        Optional[str], typer.Option(help="Serving image (default slsp-triton:VERSION-TARGET, from image/Dockerfile).")
+        Optional[str], typer.Option(help="Serving image, pinned by digest once pushed (REPO@sha256:...; default "
+                                    "slsp-triton:VERSION-TARGET, from image/Dockerfile).")
     ] = None,
     replicas: Annotated[int, typer.Option(help="Replicas, and the autoscaler's minimum.")] = 1,
     max_replicas: Annotated[int, typer.Option(help="The autoscaler's maximum.")] = 4,
@@ -598,6 +605,7 @@ def deploy_kubernetes(
     if repo is not None:
         target = deploy.check_repository(repo, target)
     c = deploy.Cluster(repository=repository_uri, target=target or "cpu", name=name, namespace=namespace,
+                       ingress_namespace=ingress_namespace, metrics_namespace=metrics_namespace,
                        image=image or "", replicas=replicas, max_replicas=max_replicas, cpu=cpu, memory=memory,
                        gpus=gpus, repository_secret=repository_secret)
     files = deploy.write(c, out, kserve=kserve)
@@ -608,6 +616,9 @@ def deploy_kubernetes(
         typer.echo(f"wrote {f}")
     typer.echo(f"build and push the image: docker build -t {c.container_image} {out / 'image'}\n"
                f"then: kubectl apply -f {out}")
+    if not c.pinned:
+        typer.echo("the image is named by tag: once pushed, write the manifests again with --image REPO@sha256:DIGEST "
+                   "so every pod runs the same bytes", err=True)
 
 
 bench_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,

@@ -10,6 +10,7 @@ server's (`slsp.server.triton_args`).
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
 from dataclasses import dataclass
@@ -22,16 +23,21 @@ import yaml
 import slsp
 from slsp import contract
 from slsp.canary import CANARY_FAILURES
+from slsp.contract import ADMIN_HEADER
 from slsp.errors import SlspError
-from slsp.server import TRITON_IMAGE, triton_args
+from slsp.server import ADMIN_APIS, TRITON_IMAGE, triton_args
 
 MOUNT = "/models"  # where a volume-backed repository is mounted
 KSERVE_HTTP_PORT = 8080  # the HTTP port KServe's Triton runtime gives the server
 PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
 OBJECT_STORES = ("s3://", "gs://", "as://")  # repositories Triton reads from object storage itself
 KUBERNETES = "1.30"  # the API version the manifests are written (and validated in tests) for
-ADMIN_ENV = "SLSP_ADMIN_KEY"
-NON_ROOT = 1000  # the NGC image's `triton-server` user
+ADMIN_ENV = "SLSP_ADMIN_KEY"  # KServe's model container only: its runtime owns the command (see inference_service)
+KEY_DIR = "/var/run/secrets/slsp"  # the admin key as a file (mounted from the Secret), never an environment variable
+NON_ROOT = 10001  # above the host's user range (checkov CKV_K8S_40); the image's files are world-readable
+# The image's Python packages, pinned: the NGC image's Python is 3.10 (tritonserver 2.51).
+IMAGE_PACKAGES = {"cpu": ("numpy==1.26.4", "pillow==11.0.0", "onnxruntime==1.20.1"),
+                  "gpu": ("numpy==1.26.4", "pillow==11.0.0", "onnxruntime-gpu==1.20.1")}
 # The packages the image needs: the Python-backend members import these (never torch: AOTI repositories are refused).
 PACKAGES = ("slsp", "slsp.families", "slsp.families.fluct", "slsp.families.recipe", "slsp.export",
             "slsp.export.triton")
@@ -44,7 +50,9 @@ class Cluster:
     repository: str = "pvc://slsp-model-repository"  # pvc://CLAIM[/PATH], or s3:// / gs:// / as:// URI
     target: str = "cpu"
     name: str = "slsp"
-    namespace: str = "default"
+    namespace: str = "slsp"  # its own (namespace.yaml), never "default"
+    ingress_namespace: str = "ingress-nginx"  # the only namespace whose pods may reach 8000/8001 (NetworkPolicy)
+    metrics_namespace: str = "monitoring"  # the only namespace whose pods may reach 8002 (Prometheus)
     image: str = ""  # default: slsp-triton:VERSION-TARGET, built from image/Dockerfile
     replicas: int = 1
     max_replicas: int = 4
@@ -63,6 +71,14 @@ class Cluster:
                             f"{self.repository!r}")
         if not 1 <= self.replicas <= self.max_replicas:
             raise SlspError(f"need 1 <= --replicas ({self.replicas}) <= --max-replicas ({self.max_replicas})")
+        if self.namespace == "default":
+            raise SlspError("--namespace default: give slsp a namespace of its own (its NetworkPolicy and budget "
+                            "apply per namespace)")
+
+    @property
+    def pinned(self) -> bool:
+        """Whether the image is pinned by digest (REPO@sha256:...), as a cluster should pull it."""
+        return "@sha256:" in self.container_image
 
     @property
     def container_image(self) -> str:
@@ -85,12 +101,20 @@ def admin_secret(c: Cluster, key: str) -> dict:
             "stringData": {"admin-key": key}}
 
 
-def server_args(c: Cluster) -> list[str]:
-    """The container's tritonserver arguments: all addresses, the standard ports, polling for new versions, the
-    operator APIs locked with the Secret's key (Kubernetes substitutes `$(SLSP_ADMIN_KEY)`)."""
+def server_args(c: Cluster, admin_key: str | None = None) -> list[str]:
+    """The container's tritonserver arguments: all addresses, the standard ports, polling for new versions, and
+    (with `admin_key`) the operator APIs locked with it. The Deployment leaves the key out: `LAUNCH` adds it from the
+    mounted Secret."""
     repo = c.repository if c.repository.startswith(OBJECT_STORES) else MOUNT
     return triton_args(repo, "0.0.0.0", PORTS["http"], PORTS["grpc"], PORTS["metrics"], "poll", c.poll_seconds,
-                       admin_key=f"$({ADMIN_ENV})")
+                       admin_key=admin_key)
+
+
+# The Deployment's command: the key read from the mounted Secret file, the operator APIs locked with it, then
+# tritonserver with the container's arguments ("$@"). `$$(` is Kubernetes' escape for a literal `$(`.
+LAUNCH = (f'key=$$(cat {KEY_DIR}/admin-key) && exec tritonserver "$@" '
+          f'"--http-restricted-api={",".join(ADMIN_APIS)}:{ADMIN_HEADER}=$key" '
+          f'"--grpc-restricted-protocol={",".join(ADMIN_APIS)}:{ADMIN_HEADER}=$key"')
 
 
 def _pvc(c: Cluster) -> tuple[str, str]:
@@ -98,31 +122,37 @@ def _pvc(c: Cluster) -> tuple[str, str]:
     return claim, sub
 
 
-def _container(c: Cluster, args: list[str], ports: bool) -> dict:
+def _container(c: Cluster, args: list[str], ports: bool, credentials: bool = True) -> dict:
+    """`credentials`: the object store's Secret as environment (the server reads the repository itself; not under
+    KServe, whose storage initializer downloads it)."""
     limits = {"cpu": c.cpu, "memory": c.memory}
     if c.target == "gpu":
         limits["nvidia.com/gpu"] = str(c.gpus)
     container = {
         "image": c.container_image,
+        "imagePullPolicy": "Always",
         "args": args,
-        "env": [{"name": ADMIN_ENV, "valueFrom": {"secretKeyRef": {"name": secret_name(c), "key": "admin-key"}}}],
         "resources": {"requests": {"cpu": c.cpu, "memory": c.memory}, "limits": limits},
         "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                             "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}},
     }
-    if c.repository_secret:
+    if c.repository_secret and credentials:
         container["envFrom"] = [{"secretRef": {"name": c.repository_secret}}]
     if ports:
         container["ports"] = [{"name": n, "containerPort": p, "protocol": "TCP"} for n, p in PORTS.items()]
     return container
 
 
-def _volumes(c: Cluster, pvc: bool) -> tuple[list[dict], list[dict]]:
+def _volumes(c: Cluster, pvc: bool, key_file: bool = True) -> tuple[list[dict], list[dict]]:
     """Writable /tmp and a RAM-backed /dev/shm (the Python backend's tensors travel through it) on a read-only root,
-    plus the repository's claim, read-only."""
+    the admin key as a read-only file (`key_file`), plus the repository's claim, read-only."""
     volumes = [{"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}},
                {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}]
     mounts = [{"name": "shm", "mountPath": "/dev/shm"}, {"name": "tmp", "mountPath": "/tmp"}]
+    if key_file:
+        volumes.append({"name": "admin-key", "secret": {"secretName": secret_name(c), "defaultMode": 0o400,
+                                                        "items": [{"key": "admin-key", "path": "admin-key"}]}})
+        mounts.append({"name": "admin-key", "mountPath": KEY_DIR, "readOnly": True})
     if pvc:
         claim, sub = _pvc(c)
         volumes.append({"name": "models", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
@@ -157,7 +187,7 @@ def canary_probes(http_port: int) -> dict:
 def deployment(c: Cluster) -> dict:
     container = {
         "name": "tritonserver",
-        "command": ["tritonserver"],
+        "command": ["/bin/sh", "-c", LAUNCH, "tritonserver"],
         **_container(c, server_args(c), ports=True),
         # Loading and warming the members takes a while; until then only the startup probe runs (up to 5 minutes).
         "startupProbe": {"httpGet": {"path": "/v2/health/ready", "port": "http"}, "periodSeconds": 5,
@@ -168,7 +198,7 @@ def deployment(c: Cluster) -> dict:
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": c.meta(c.name),
+        "metadata": c.meta(c.name, **_unpinned(c)),
         "spec": {
             "replicas": c.replicas,
             "selector": {"matchLabels": c.labels},
@@ -181,6 +211,38 @@ def deployment(c: Cluster) -> dict:
             },
         },
     }
+
+
+def _unpinned(c: Cluster) -> dict:
+    """For an image given by tag (the default, built by the user from image/Dockerfile before it has a digest), the
+    checkov skip of the digest check with the reason; none for an image pinned by digest."""
+    if c.pinned:
+        return {}
+    return {"annotations": {"checkov.io/skip1": "CKV_K8S_43=the image is built from image/Dockerfile by the user; "
+                                                "pass --image REPO@sha256:DIGEST once it is pushed"}}
+
+
+def namespace(c: Cluster) -> dict:
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": c.namespace, "labels": c.labels}}
+
+
+def network_policy(c: Cluster) -> dict:
+    """Only the ingress controller's namespace reaches HTTP and gRPC, only Prometheus's the metrics; nothing else
+    reaches the pods (the probes are exec, not network)."""
+    def source(ns: str, *ports: int) -> dict:
+        return {"from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}],
+                "ports": [{"protocol": "TCP", "port": p} for p in ports]}
+
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": c.meta(c.name),
+            "spec": {"podSelector": {"matchLabels": c.labels}, "policyTypes": ["Ingress"],
+                     "ingress": [source(c.ingress_namespace, PORTS["http"], PORTS["grpc"]),
+                                 source(c.metrics_namespace, PORTS["metrics"])]}}
+
+
+def disruption_budget(c: Cluster) -> dict:
+    """Voluntary evictions (node drains, upgrades) take one pod at a time."""
+    return {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": c.meta(c.name),
+            "spec": {"maxUnavailable": 1, "selector": {"matchLabels": c.labels}}}
 
 
 def service(c: Cluster) -> dict:
@@ -213,10 +275,14 @@ def inference_service(c: Cluster) -> dict:
     ports and the model store itself; these arguments add the rest of the bundled server's."""
     skip = ("--model-repository=", "--http-", "--grpc-address", "--grpc-port", "--metrics-address",
             "--model-control-mode", "--repository-poll-secs")
-    args = [a for a in server_args(c) if not a.startswith(skip) or "restricted" in a]
+    # KServe's runtime owns the command, so the key comes as an environment variable it substitutes.
+    args = [a for a in server_args(c, f"$({ADMIN_ENV})") if not a.startswith(skip) or "restricted" in a]
     model = {"modelFormat": {"name": "triton"}, "runtime": "kserve-tritonserver", "protocolVersion": "v2",
-             "storageUri": c.repository, **_container(c, args, ports=False), **canary_probes(KSERVE_HTTP_PORT)}
-    volumes, model["volumeMounts"] = _volumes(c, pvc=False)
+             "storageUri": c.repository, **_container(c, args, ports=False, credentials=False),
+             "env": [{"name": ADMIN_ENV,
+                      "valueFrom": {"secretKeyRef": {"name": secret_name(c), "key": "admin-key"}}}],
+             **canary_probes(KSERVE_HTTP_PORT)}
+    volumes, model["volumeMounts"] = _volumes(c, pvc=False, key_file=False)
     return {
         "apiVersion": "serving.kserve.io/v1beta1",
         "kind": "InferenceService",
@@ -230,22 +296,23 @@ def inference_service(c: Cluster) -> dict:
 def manifests(c: Cluster, kserve: bool = False, admin_key: str | None = None) -> dict[str, dict]:
     """File name -> object. A new random admin key unless one is given."""
     key = admin_key or secrets.token_urlsafe(32)
-    objects = {"secret.yaml": admin_secret(c, key)}
+    objects = {"namespace.yaml": namespace(c), "secret.yaml": admin_secret(c, key)}
     if kserve:
         objects["inferenceservice.yaml"] = inference_service(c)
     else:
-        objects.update({"deployment.yaml": deployment(c), "service.yaml": service(c), "hpa.yaml": autoscaler(c)})
+        objects.update({"deployment.yaml": deployment(c), "service.yaml": service(c), "hpa.yaml": autoscaler(c),
+                        "pdb.yaml": disruption_budget(c)})
+    objects["networkpolicy.yaml"] = network_policy(c)
     return objects
 
 
 def dockerfile(c: Cluster) -> str:
-    ort = "onnxruntime-gpu" if c.target == "gpu" else "onnxruntime"
     return (
         f"# The slsp serving image: {TRITON_IMAGE} (tritonserver 2.51, as bundled with nvidia-pytriton) plus what the\n"
         "# Python-backend members import. Build it beside this file and push it where the cluster pulls from:\n"
         f"#   docker build -t REGISTRY/{c.container_image} . && docker push REGISTRY/{c.container_image}\n"
         f"FROM {TRITON_IMAGE}\n"
-        f"RUN pip install --no-cache-dir 'numpy<2' 'pillow>=10' {ort}\n"
+        f"RUN pip install --no-cache-dir {' '.join(IMAGE_PACKAGES[c.target])}\n"
         "COPY slsp /opt/slsp/slsp\n"
         "RUN python3 -m compileall -q /opt/slsp\n"
         "ENV SLSP_PYTHONPATH=/opt/slsp PYTHONPATH=/opt/slsp\n"
@@ -302,9 +369,16 @@ def write(c: Cluster, out: Path, kserve: bool = False) -> list[Path]:
     key = yaml.safe_load(old.read_text())["stringData"]["admin-key"] if old.is_file() else None
     written = []
     for name, obj in manifests(c, kserve, key).items():
-        (out / name).write_text(yaml.dump(obj, Dumper=_Dumper, sort_keys=False))
+        text = yaml.dump(obj, Dumper=_Dumper, sort_keys=False)
+        if name == "secret.yaml":  # created 0600, written to a new file and renamed in: never readable by others
+            tmp = out / f".{name}.{secrets.token_hex(4)}"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+            os.replace(tmp, out / name)
+        else:
+            (out / name).write_text(text)
         written.append(out / name)
-    (out / "secret.yaml").chmod(0o600)
     image = out / "image"
     shutil.rmtree(image, ignore_errors=True)
     copy_package(image)
