@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         script = src / "benchmarks" / "product" / "gpu_serve.py"
         steps["serve"] = run("serve", [*py, str(script), "--artifacts", str(artifacts),
                                        "--checkout", str(src), "--out", str(serve), "--work", str(work / "serve"),
-                                       *([] if res["environment"]["cuda"] else ["--device", "cpu"])],
+                                       *([] if res["environment"]["cuda"] else ["--device", "cpu", "--requests", "8"])],
                              limit(240), work)
         if serve.is_file():
             steps["serve"]["result"] = json.loads(serve.read_text())

@@ -132,6 +132,11 @@ def main(argv: list[str] | None = None) -> int:
         args.out.write_text(json.dumps(res, indent=2) + "\n")
         return 1
     res["server_start_s"] = round(time.perf_counter() - t0, 1)
+
+    def save() -> None:
+        """What ran so far, with the server log's tail: a step cut off by its time limit keeps it."""
+        args.out.write_text(json.dumps({**res, "log_tail": log.read_text(errors="replace")[-6000:]}, indent=2) + "\n")
+
     try:
         res["log_head"] = [ln for ln in log.read_text(errors="replace").splitlines() if "slsp_" in ln][:10]
         runtime = "torch-cuda" if args.device == "cuda" else "ort-cpu"  # in-process, beside the live server
@@ -145,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                  "verdicts_agree")} for r in report["runtimes"]]}
         except ValueError:
             res["parity"] = {"ok": False, "rc": p.returncode, "stderr_tail": p.stderr[-3000:]}
+        save()
         client = SlspClient(srv.grpc_url)
         diffs, agree = [], 0
         for f in jpegs:
@@ -156,11 +162,13 @@ def main(argv: list[str] | None = None) -> int:
                                         "mean_abs_score_diff": float(np.mean(diffs)),
                                         "p90_abs_score_diff": float(np.percentile(diffs, 90)),
                                         "verdicts_agree": agree}
+        save()
         res["model_alone"] = model_images_per_s(det, det.cfg.trsor.slots, args.device)
         res["bench"] = {}
         for name, d in load_dirs.items():
             r = bench_server.measure(srv.grpc_url, [d], args.artifacts, CONCURRENCY, args.requests, None, quiet=True)
             res["bench"][name] = r
+            save()
             print(f"{name}:\n{bench_server.table(r)}", file=sys.stderr)
         res["gpu_memory"] = gpu_memory_mib()
         one = res["bench"]["1mp"]["rows"]
