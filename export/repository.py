@@ -39,7 +39,6 @@ ENSEMBLE = contract.ENSEMBLE
 DECODE, MODEL, SCORE = (contract.MEMBERS[s.name] for s in contract.CHAIN)
 MEMBERS = (DECODE, MODEL, SCORE)
 SOURCES = {DECODE: "decode_trsor.py", MODEL: "model.py", SCORE: "score.py"}  # in slsp.export.triton
-TORCH_SOURCES = {**SOURCES, MODEL: "model_torch.py"}  # the gpu-python target's
 TARGETS = ("cpu", "gpu", "gpu-python")
 TRITON_TYPES = {"uint8": "TYPE_UINT8", "float32": "TYPE_FP32", "int64": "TYPE_INT64", "bool": "TYPE_BOOL",
                 "bytes": "TYPE_STRING"}
@@ -249,7 +248,6 @@ def write(artifacts: Path, repo: Path, s: ServingConfig = ServingConfig()) -> in
     model_files = {"gpu": [model_plan if trt else contract.MODEL.onnx],
                    "gpu-python": [contract.WEIGHTS, contract.CONFIG]}.get(s.target, [contract.MODEL.onnx])
     files = {DECODE: trsor, MODEL: model_files, SCORE: [contract.SCORING.onnx]}
-    sources = TORCH_SOURCES if s.target == "gpu-python" else SOURCES
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=repo))
     try:
         for name, proto in protos.items():
@@ -262,7 +260,7 @@ def write(artifacts: Path, repo: Path, s: ServingConfig = ServingConfig()) -> in
                     raise SlspError(f"{artifacts} has no {f}, which --target {s.target} serves; export again")
                 shutil.copy2(artifacts / f, vdir / f)
             if proto.backend == "python":
-                src = resources.files("slsp.export.triton") / sources[name]
+                src = resources.files("slsp.export.triton") / SOURCES[name]
                 (vdir / "model.py").write_text(src.read_text())
                 # Compiled here so the stub finds a valid cache: a __pycache__ written at load time would change
                 # the version folder's mtime and make a polling server load the new version a second time.

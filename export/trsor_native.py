@@ -143,14 +143,15 @@ class NativeRunner:
         march = self.meta["march"]
         if march != "default" and march not in isa_levels():
             raise RuntimeMissing(f"{lib} was compiled for {march}, which this CPU does not support; export again here")
-        self.fn = ctypes.CDLL(str(lib)).slsp_trsor
+        dll = ctypes.CDLL(str(lib))
+        self.fn = dll.slsp_trsor
         ptr = lambda dtype: np.ctypeslib.ndpointer(dtype, flags="C_CONTIGUOUS")  # noqa: E731
         i64, i32 = ctypes.c_int64, ctypes.c_int
         self.fn.argtypes = [ptr(np.uint8), i64, i64, i32, i32, i32, ptr(np.float64), ctypes.c_float, i32, i32,
                             ptr(np.float32), ptr(np.uint8), ptr(np.int64), i32]
         self.fn.restype = ctypes.c_double
         # Libraries built before the kernel had its own box levels fall back to NumPy's (same result, slower).
-        self.box_fn = getattr(ctypes.CDLL(str(lib)), "slsp_box_level", None)
+        self.box_fn = getattr(dll, "slsp_box_level", None)
         if self.box_fn is not None:
             self.box_fn.argtypes = [ptr(np.uint8), i64, i64, i32, i32, ptr(np.uint8)]
             self.box_fn.restype = i32
