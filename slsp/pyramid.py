@@ -15,8 +15,8 @@ Outputs = dict[str, np.ndarray]
 def box_level(image: np.ndarray, f: int) -> np.ndarray:
     """uint8 (H, W, 3) -> (H // f, W // f, 3): the mean of each f x f block (f a power of two up to 16), rounded
     half up. The block sums are built 2 x 2 at a time in uint16 (at most 256 * 255), a few strided passes over the
-    image: an int64 copy and a 5-D reshape-sum cost 10x more (issue 41). Integer arithmetic: the graph's float32
-    mean is exact, so both agree to the bit."""
+    image: the int64 copy and 5-D reshape-sum it replaced cost 4-9x more (benchmarks/product/trsor_levels.py). Integer
+    arithmetic: the graph's float32 mean is exact, so both agree to the bit."""
     if f < 2 or f > 16 or f & (f - 1):
         raise ValueError(f"box level factor must be a power of two in [2, 16], got {f}")
     s = image

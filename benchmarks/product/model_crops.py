@@ -1,6 +1,6 @@
 """The model stage's cost against its crop count (issue 41): the shipped model scores 48 crops an image (16 per
 pyramid level) where the one-level model scored 16. ONNX Runtime on `model.onnx` of an export, in one run: 16 crops,
-48 crops in one call, three calls of 16, each at 1 and 2 intra-op threads, next to the pipeline's time for context.
+48 crops in one call, three calls of 16, each at 1 and 2 intra-op threads.
 
     python benchmarks/product/model_crops.py --artifacts artifacts [--out benchmarks/results/model-crops.json]
 """
