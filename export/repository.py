@@ -9,7 +9,8 @@ with `text_format`. Three targets from the same artifacts:
 - `gpu`: decode+TrSOR on the Python backend (nvJPEG decode and the canonical resize on the GPU where PyTorch and
   torchvision are installed in the server's Python; TrSOR on ONNX Runtime CUDA), the model on `tensorrt_plan` (when
   model.plan exists) or `onnxruntime_onnx` with KIND_GPU, scoring on the Python backend (CPU), for the NGC container.
-Each export adds a new version folder to every member (built in a temporary folder, then renamed in).
+Each export adds a new version folder to every member (built in a temporary folder, then renamed in); each version
+folder keeps a copy of the config it was written with (`VERSION_CONFIG`), so a rollback can bring back both.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from slsp.imaging import DEFAULT_MAX_PIXELS
 from slsp.transforms import Transform
 
 ENSEMBLE = contract.ENSEMBLE
+VERSION_CONFIG = "written.pbtxt"  # the member config a version was written with (Triton reads config.pbtxt only)
 DECODE, MODEL, SCORE = (contract.MEMBERS[s.name] for s in contract.CHAIN)
 MEMBERS = (DECODE, MODEL, SCORE)
 SOURCES = {DECODE: "decode_trsor.py", MODEL: "model.py", SCORE: "score.py"}  # in slsp.export.triton
@@ -255,6 +257,8 @@ def write(artifacts: Path, repo: Path, s: ServingConfig = ServingConfig()) -> in
             vdir = mdir / str(version if name != ENSEMBLE else 1)
             vdir.mkdir(parents=True)
             (mdir / "config.pbtxt").write_text(text_format.MessageToString(proto))
+            if name != ENSEMBLE:
+                shutil.copy2(mdir / "config.pbtxt", vdir / VERSION_CONFIG)
             for f in files.get(name, []):
                 if not (artifacts / f).is_file():
                     raise SlspError(f"{artifacts} has no {f}, which --target {s.target} serves; export again")
@@ -323,18 +327,34 @@ def _install(staged: Path, dst: Path, version: int) -> None:
     os.replace(staged / "config.pbtxt", dst / "config.pbtxt")
 
 
-def rollback(repo: Path) -> int:
-    """Retire the newest version of every member (moved to `.retired-<v>`), so the previous one serves again.
+def rollback(repo: Path) -> tuple[int, int]:
+    """Serve the previous version again by writing it forward: the version before the newest is copied, with the
+    config it was written with, as a new version of every member. Returns (new version, the version it copies).
 
-    Triton only loads numeric version folders, so a server polling the repository switches back on its next
-    poll; the retired folder stays on disk for inspection. Returns the version now serving.
+    A rollback is then the same event as an update, which a polling server handles by loading the new version
+    before it lets the old one go. Removing the newest folder instead leaves each member to notice the removal on
+    its own poll, and a member that misses it keeps serving the newest version beside the others' previous one.
     """
     repo = Path(repo)
     current = {m: versions(repo, m) for m in MEMBERS}
     newest = {vs[-1] for vs in current.values() if vs}
     if len(newest) != 1 or any(len(vs) < 2 for vs in current.values()):
         raise SlspError(f"{repo}: nothing to roll back to (versions: {current})")
-    (v,) = newest
-    for m in MEMBERS:
-        os.replace(repo / m / str(v), repo / m / f".retired-{v}")
-    return max(versions(repo, MODEL))
+    (last,) = newest
+    previous = sorted(set.intersection(*(set(vs) for vs in current.values())) - {last})
+    if not previous:
+        raise SlspError(f"{repo}: no earlier version that every member has (versions: {current})")
+    source, version = previous[-1], last + 1
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=repo))
+    try:
+        for m in MEMBERS:
+            src = repo / m / str(source)
+            # copy2 keeps mtimes, so model.py's compiled cache stays valid and loading writes nothing.
+            shutil.copytree(src, staging / m / str(version), copy_function=shutil.copy2)
+            written = src / VERSION_CONFIG
+            shutil.copy2(written if written.is_file() else repo / m / "config.pbtxt", staging / m / "config.pbtxt")
+        for m in MEMBERS:
+            _install(staging / m, repo / m, version)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return version, source

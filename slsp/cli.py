@@ -548,10 +548,12 @@ def query(
 
 @app.command()
 def rollback(repo: Annotated[Path, typer.Option(help="Model repository.")] = Path("model_repository")) -> None:
-    """Retire the newest model version; a server started with --model-control poll serves the previous one."""
+    """Serve the previous model version again: it is copied forward as a new version, which a server started with
+    --model-control poll loads like any update."""
     from slsp.export import repository
 
-    typer.echo(f"{repo}: now serving version {repository.rollback(repo)}")
+    version, source = repository.rollback(repo)
+    typer.echo(f"{repo}: version {version} (a copy of version {source}) added; a polling server switches to it")
 
 
 deploy_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
