@@ -28,7 +28,7 @@ from slsp import detector as det_io
 from slsp import recipes
 from slsp.calibrate import calibrate, calibrate_fused, calibrate_low_resolution, low_resolution_sides
 from slsp.config import DetectorConfig, TrainConfig, TrsorConfig
-from slsp.errors import ConfigError, SlspError
+from slsp.errors import ConfigError, ImageError, SlspError
 from slsp.families import family, spec
 from slsp.imaging import check_image, collect, load
 from slsp.progress import bar, stderr
@@ -65,19 +65,27 @@ def extract_crops(cfg: TrsorConfig, files: list[Path], max_pixels: int, quiet: b
                   sources: Callable[[np.ndarray, int], list[np.ndarray]] = lambda img, _: [img]
                   ) -> tuple[Tensor, Tensor]:
     """TrSOR crops (uint8) and their Phi from every source of every image (`spec.Training.sources`: the photo and
-    what the family derives from it), most over-smooth first, valid ones only."""
+    what the family derives from it), most over-smooth first, valid ones only. An image that cannot be read or is
+    too small is left out with a warning, as calibration does: one bad file in a corpus must not end the run."""
     trsor = TrSOR(cfg)
     crops, phis = [], []
     with bar(quiet) as pb:
         task = pb.add_task("TrSOR crops", total=len(files), info="")
         for i, f in enumerate(files):
-            img = load(f, max_pixels=max_pixels)
-            check_image(img, cfg.crop, str(f), "one training crop")
+            try:
+                img = load(f, max_pixels=max_pixels)
+                check_image(img, cfg.crop, str(f), "one training crop")
+            except ImageError as e:
+                stderr.print(f"training leaves out {e}", soft_wrap=True)
+                pb.advance(task)
+                continue
             for src in sources(img, i):
                 o = trsor(torch.from_numpy(np.array(src)))  # a copy: a decoded JPEG is read-only
                 crops.append(o.crops[o.valid])
                 phis.append(o.crop_phi[o.valid].to(torch.uint8))
             pb.advance(task)
+    if not crops:
+        raise SlspError(f"none of the {len(files)} training images could be read")
     return torch.cat(crops), torch.cat(phis)
 
 

@@ -210,6 +210,24 @@ def test_calibration_leaves_out_images_the_detector_refuses(real_dir: Path, tmp_
         calibrate(Detector(CFG).eval(), [tmp_path / "flat.png"], 0.05, quiet=True)
 
 
+def test_crop_extraction_leaves_out_unreadable_and_tiny_images(real_dir: Path, tmp_path: Path, capsys) -> None:
+    """A corrupt or too-small file in a training corpus is reported and left out; the others give the same crops."""
+    from slsp.train import extract_crops
+
+    good = sorted(real_dir.iterdir())[:2]
+    cut = tmp_path / "cut.jpg"
+    Image.open(good[0]).save(cut, quality=90)
+    cut.write_bytes(cut.read_bytes()[: 300])  # truncated inside the entropy-coded data
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(tmp_path / "tiny.png")
+    want = extract_crops(CFG.trsor, good, 10**8, quiet=True)
+    got = extract_crops(CFG.trsor, [cut, good[0], tmp_path / "tiny.png", good[1]], 10**8, quiet=True)
+    assert all(torch.equal(a, b) for a, b in zip(want, got))
+    err = capsys.readouterr().err
+    assert "cut.jpg" in err and "tiny.png" in err
+    with pytest.raises(SlspError, match="none of the 2 training images"):
+        extract_crops(CFG.trsor, [cut, tmp_path / "tiny.png"], 10**8, quiet=True)
+
+
 def test_more_processes_than_gpus_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     """Regression (issue 17): on a one-GPU machine, torchrun's rank 1 asked for cuda:1 ("invalid device ordinal").
     The device count is patched, so this runs on the CPU; nothing joins a process group."""

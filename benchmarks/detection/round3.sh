@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Round 3: the shipped recipe trained on the wide real corpus, and leave-sources-out folds of it.
+#   bash benchmarks/detection/round3.sh [ARM ...]     (default: all fold-1 fold-2 fold-3 fold-4)
+# Each arm trains `slsp train --recipe slsp/default/recipe.toml` on the two shared training folders plus the wide
+# sources (../wide/real, built by ../shared/tools/build_wide.py) except its fold's, calibrates on its own held-out
+# reals (`slsp calibrate --skip-clipped`, as the shipped model), and scores everything with
+# benchmarks/detection/wide.py (as stored and at JPEG q95). A fold's sources are then unseen by its model twice
+# over: neither trained nor calibrated on. A finished arm is kept (runs/r3/ARM); rerunning skips it.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+SEED=${SEED:-0}
+WIDE=../wide/real
+SHARED=../shared/data/real
+declare -A FOLD=(
+  [all]=""
+  [fold-1]="imagenet-samples"
+  [fold-2]="camera-originals coco128"
+  [fold-3]="low-light wallpapers styletransfer-photos"
+  [fold-4]="paintings polyu-noisy noisy-patches"
+)
+for arm in "${@:-all fold-1 fold-2 fold-3 fold-4}"; do
+  for a in $arm; do
+    run=runs/r3/$a-s$SEED
+    real=(--real "$SHARED/train" --real "$SHARED/train-camera")
+    for d in "$WIDE"/*/; do
+      s=$(basename "$d")
+      [[ " ${FOLD[$a]} " == *" $s "* ]] || real+=(--real "$d")
+    done
+    if [[ ! -f $run/calibrated ]]; then
+      echo "+ $a: trained without: ${FOLD[$a]:-nothing}" >&2
+      /usr/bin/time -f "$a: trained in %e s" slsp train --recipe slsp/default/recipe.toml "${real[@]}" \
+        --seed "$SEED" --out "$run" -q
+      slsp calibrate --model "$run" --out "$run" --skip-clipped -q
+      touch "$run/calibrated"
+    fi
+    for c in none jpeg:95; do
+      python benchmarks/detection/wide.py score --model "$run" --name "$a-s$SEED" --reencode "$c" -q
+    done
+  done
+done

@@ -1,0 +1,192 @@
+"""Source-aware evaluation: every real source's false-positive rate and every dev generator's AUROC, for one model.
+
+    python benchmarks/detection/wide.py score --model runs/NAME --name NAME [--reencode jpeg:95]
+    python benchmarks/detection/wide.py report --name NAME [--name OTHER ...] [--json]
+
+`score` runs the model on every image of the wide real corpus (../wide/real/<source>/, built by
+../shared/tools/build_wide.py), the dev reals (../shared/data/real/dev, source = file-name prefix) and the 16 dev
+generator families (../shared/data/fake/dev and ../devfakes/fake, built by ../shared/tools/build_dev_fakes.py), and
+keeps one row per image in runs/wide/NAME-<condition>.json (saved as it goes; a rerun scores only what is missing).
+`report` reads those rows and prints, per real source, the FPR at the model's own threshold (90% Wilson interval) and
+the FPR at a threshold calibrated on every other source (leave-one-source-out calibration: the pool is all real
+images of the other sources, 5% target), and per generator the AUROC of the model and of the noise baseline, with
+90% bootstrap intervals. Nothing here fits anything on generated images: they are scored, never used to choose.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from slsp import detector as det_io
+from slsp.errors import ImageError
+from slsp.evaluate import generators, source
+from slsp.imaging import collect, load
+from slsp.metrics import auroc, threshold_at_fpr
+from slsp.progress import bar
+from slsp.scoring import noise_score
+from slsp.transforms import Transform
+
+ROOT = Path(__file__).resolve().parents[2]
+SHARED = ROOT.parent / "shared" / "data"
+WIDE = ROOT.parent / "wide" / "real"
+DEV_FAKES = ROOT.parent / "devfakes" / "fake"
+RUNS = ROOT / "runs" / "wide"
+TRIM = 16  # the bottom rows left out of every image, as in DETECTION.md (DALL-E 2's colour-bar watermark)
+TARGET_FPR = 0.05
+Z90 = 1.6449
+
+
+def image_sets() -> list[tuple[str, str, int, Path]]:
+    """(set, group, label, file) for every image: real sources (wide folders, dev prefixes) and fake families."""
+    out = []
+    if not WIDE.is_dir():
+        sys.exit(f"{WIDE} missing: build it with ../shared/tools/build_wide.py (README: 'The wide real corpus')")
+    for d in sorted(p for p in WIDE.iterdir() if p.is_dir()):
+        out += [("wide", d.name, 0, f) for f in collect([d])]
+    out += [("dev", source(f), 0, f) for f in collect([SHARED / "real" / "dev"])]
+    for fake_dir in (SHARED / "fake" / "dev", DEV_FAKES):
+        if not fake_dir.is_dir():
+            sys.exit(f"{fake_dir} missing: build it with ../shared/tools/build_dev_fakes.py")
+        out += [("fake", g, 1, f) for g, fs in generators(fake_dir).items() for f in fs]
+    return out
+
+
+def rows_path(name: str, reencode: str) -> Path:
+    return RUNS / f"{name}-{reencode.replace(':', '')}.json"
+
+
+def score(model: str, name: str, reencode: str, quiet: bool = False) -> Path:
+    det = det_io.load(None if model == "default" else Path(model))
+    path = rows_path(name, reencode)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    done = json.loads(path.read_text()) if path.is_file() else {"model": model, "reencode": reencode, "rows": []}
+    if done["model"] != model:
+        sys.exit(f"{path} holds the scores of {done['model']}, not {model}: pick another --name")
+    seen = {r["path"] for r in done["rows"]}
+    todo = [s for s in image_sets() if str(s[3]) not in seen]
+    transform = Transform(reencode)
+    with bar(quiet) as pb:
+        task = pb.add_task(f"scoring {name} ({reencode})", total=len(todo), info="")
+        for i, (kind, group, label, f) in enumerate(todo):
+            row = {"path": str(f), "set": kind, "group": group, "label": label}
+            try:
+                img = load(f, max_pixels=det.cfg.max_pixels)
+                d = det.detect(transform(img[: img.shape[0] - TRIM]), str(f))
+                row.update(score=float(d.score), verdict=bool(d.verdict), baseline=noise_score(d.sigma))
+            except ImageError as e:  # kept, so the report says what could not be scored
+                row["error"] = str(e)
+            done["rows"].append(row)
+            pb.advance(task)
+            if i % 50 == 49:
+                path.write_text(json.dumps(done))
+    done["threshold"] = det.cfg.threshold
+    path.write_text(json.dumps(done))
+    return path
+
+
+def wilson(k: int, n: int, z: float = Z90) -> tuple[float, float]:
+    if n == 0:
+        return float("nan"), float("nan")
+    p, d = k / n, 1 + z * z / n
+    c, h = (p + z * z / (2 * n)) / d, z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return float(max(0.0, c - h)), float(min(1.0, c + h))
+
+
+def boot_auroc(r: np.ndarray, f: np.ndarray, n: int = 500, seed: int = 0) -> tuple[float, float]:
+    rng = np.random.default_rng(seed)
+    vals = [auroc(r[rng.integers(0, r.size, r.size)], f[rng.integers(0, f.size, f.size)]) for _ in range(n)]
+    return float(np.percentile(vals, 5)), float(np.percentile(vals, 95))
+
+
+def report(name: str, reencode: str) -> dict:
+    data = json.loads(rows_path(name, reencode).read_text())
+    rows = [r for r in data["rows"] if "score" in r]
+    thr = data["threshold"]
+    reals = [r for r in rows if r["label"] == 0]
+    groups = sorted({(r["set"], r["group"]) for r in reals})
+    sources = {}
+    for kind, g in groups:
+        mine = np.array([r["score"] for r in reals if r["group"] == g and r["set"] == kind])
+        verdicts = [r["verdict"] for r in reals if r["group"] == g and r["set"] == kind]
+        others = np.array([r["score"] for r in reals if (r["set"], r["group"]) != (kind, g)], np.float32)
+        loso_thr = threshold_at_fpr(others, TARGET_FPR)
+        k, k_loso = int(sum(verdicts)), int((mine.astype(np.float32) >= np.float32(loso_thr)).sum())
+        sources[f"{kind}/{g}"] = {"n": int(mine.size), "fpr": k / mine.size, "fpr_90": wilson(k, mine.size),
+                                  "fpr_loso_cal": k_loso / mine.size, "fpr_loso_cal_90": wilson(k_loso, mine.size)}
+    all_real = np.array([r["score"] for r in reals])
+    pooled_k = int(sum(r["verdict"] for r in reals))
+    wide_only = [r for r in reals if r["set"] == "wide" and r["group"] != "paintings"]
+    gens = {}
+    real_s = np.array([r["score"] for r in reals if r["set"] == "dev"])
+    real_b = np.array([r["baseline"] for r in reals if r["set"] == "dev"])
+    fakes = [r for r in rows if r["label"] == 1]
+    for g in sorted({r["group"] for r in fakes}):
+        fs = np.array([r["score"] for r in fakes if r["group"] == g])
+        fb = np.array([r["baseline"] for r in fakes if r["group"] == g])
+        tpr = float(np.mean([r["verdict"] for r in fakes if r["group"] == g]))
+        gens[g] = {"n": int(fs.size), "auroc": auroc(real_s, fs), "auroc_90": boot_auroc(real_s, fs),
+                   "baseline": auroc(real_b, fb), "tpr": tpr}
+    mean = float(np.mean([v["auroc"] for v in gens.values()]))
+    return {
+        "name": name, "model": data["model"], "reencode": reencode, "threshold": thr, "sources": sources,
+        "pooled_fpr": pooled_k / all_real.size, "pooled_fpr_90": wilson(pooled_k, all_real.size),
+        "n_real": all_real.size,
+        "wide_photo_fpr": float(np.mean([r["verdict"] for r in wide_only])) if wide_only else None,
+        "generators": gens, "mean_auroc": mean, "worst_auroc": min(v["auroc"] for v in gens.values()),
+        "mean_baseline": float(np.mean([v["baseline"] for v in gens.values()])),
+        "tpr": float(np.mean([r["verdict"] for r in fakes])),
+        "errors": [r["path"] for r in data["rows"] if "error" in r],
+    }
+
+
+def show(rep: dict) -> str:
+    lines = [f"## {rep['name']} ({rep['model']}, {rep['reencode']}), threshold {rep['threshold']:.4f}", "",
+             "| real source | n | FPR at its threshold (90%) | FPR, threshold from the other sources (90%) |",
+             "|---|---|---|---|"]
+    for s, v in rep["sources"].items():
+        lo, hi = v["fpr_90"]
+        llo, lhi = v["fpr_loso_cal_90"]
+        lines.append(f"| {s} | {v['n']} | {v['fpr']:.1%} ({lo:.1%}-{hi:.1%}) | {v['fpr_loso_cal']:.1%} "
+                     f"({llo:.1%}-{lhi:.1%}) |")
+    lo, hi = rep["pooled_fpr_90"]
+    lines += [f"| **pooled** | {rep['n_real']} | {rep['pooled_fpr']:.1%} ({lo:.1%}-{hi:.1%}) | |", "",
+              "| generator (vs dev reals) | n | AUROC (90%) | noise baseline | TPR at threshold |",
+              "|---|---|---|---|---|"]
+    for g, v in rep["generators"].items():
+        lo, hi = v["auroc_90"]
+        lines.append(f"| {g} | {v['n']} | {v['auroc']:.3f} ({lo:.3f}-{hi:.3f}) | {v['baseline']:.3f} | "
+                     f"{v['tpr']:.2f} |")
+    lines.append(f"| **mean / worst** | | {rep['mean_auroc']:.3f} / {rep['worst_auroc']:.3f} | "
+                 f"{rep['mean_baseline']:.3f} | {rep['tpr']:.2f} |")
+    if rep["errors"]:
+        lines.append(f"\nnot scored: {len(rep['errors'])} images ({', '.join(rep['errors'][:3])} ...)")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("score", help="score every image with one model")
+    s.add_argument("--model", default="default", help="a run folder, or 'default' for the shipped model")
+    s.add_argument("--name", required=True)
+    s.add_argument("--reencode", default="none", help="none, jpeg:95, jpeg:75, resize:0.5, ... (both classes alike)")
+    s.add_argument("-q", "--quiet", action="store_true")
+    r = sub.add_parser("report", help="per-source FPR and per-generator AUROC from saved scores")
+    r.add_argument("--name", action="append", required=True)
+    r.add_argument("--reencode", default="none")
+    r.add_argument("--json", action="store_true")
+    a = ap.parse_args()
+    if a.cmd == "score":
+        print(score(a.model, a.name, a.reencode, a.quiet))
+    else:
+        reps = [report(n, a.reencode) for n in a.name]
+        print(json.dumps(reps, indent=1) if a.json else "\n\n".join(show(x) for x in reps))
+
+
+if __name__ == "__main__":
+    main()
