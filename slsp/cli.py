@@ -421,6 +421,11 @@ def serve(
         "model_repository"
     ),
     host: Annotated[str, typer.Option(help="Bind address; 127.0.0.1 unless you mean to expose it.")] = "127.0.0.1",
+    grpc_host: Annotated[
+        str, typer.Option(help="gRPC's bind address, 127.0.0.1 whatever --host is: the bundled tritonserver "
+                          "2.51 can crash on cancelled gRPC calls and inflates compressed ones before any size "
+                          "limit (README, 'Hostile clients'). Expose it only to clients you trust.")
+    ] = "127.0.0.1",
     http_port: int = 8000,
     grpc_port: int = 8001,
     metrics_port: int = 8002,
@@ -450,7 +455,7 @@ def serve(
 
     from slsp.canary import CANARY_FAILURES, health
     from slsp.export import repository
-    from slsp.server import MODEL_CONTROL, Server, docker_command
+    from slsp.server import GRPC_RISK, MODEL_CONTROL, Server, docker_command
 
     if print_docker:
         import shlex
@@ -462,7 +467,10 @@ def serve(
     repository.ensure(repo)
     repository.check_served(repo)
     server = Server(repo, host=host, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
-                    log_path=log, model_control=model_control, admin_key=admin_key or secrets.token_urlsafe(24))
+                    log_path=log, model_control=model_control, admin_key=admin_key or secrets.token_urlsafe(24),
+                    grpc_host=grpc_host)
+    if grpc_host not in ("127.0.0.1", "::1", "localhost"):
+        typer.echo(f"warning: gRPC is reachable from the network ({grpc_host}); {GRPC_RISK}", err=True)
     server.start(log=None if log else sys.stderr)
     typer.echo(f"serving {repo}: {server.grpc_url}  {server.http_url}  (Ctrl-C stops)", err=True)
     # Ctrl-C stops even where a non-interactive shell started us in the background with SIGINT ignored.
