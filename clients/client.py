@@ -80,9 +80,11 @@ class Result:
 
 
 # Status codes as tritonclient reports them (gRPC status name; HTTP status code as a string).
-INVALID_STATUS = ("StatusCode.INVALID_ARGUMENT", "400")
+# 411/413/415: slsp's edge refusing a chunked, oversized or compressed body (slsp/edge.py), the client's fault.
+INVALID_STATUS = ("StatusCode.INVALID_ARGUMENT", "400", "411", "413", "415")
 TIMEOUT_STATUS = ("StatusCode.DEADLINE_EXCEEDED", "504")
-UNAVAILABLE_STATUS = ("StatusCode.UNAVAILABLE", "503")
+# RESOURCE_EXHAUSTED: the edge's bound on concurrent gRPC calls, refused at once like a full queue.
+UNAVAILABLE_STATUS = ("StatusCode.UNAVAILABLE", "503", "StatusCode.RESOURCE_EXHAUSTED")
 UNREGISTER_WAIT = 5.0  # seconds a shared-memory region may stay "in use" after its response (SlspClient._drop_shm)
 
 
@@ -93,7 +95,8 @@ def _classify(e: Exception) -> ClientError:
     status = e.status() if hasattr(e, "status") and callable(e.status) else None
     if status in INVALID_STATUS:
         return InvalidInput(text)
-    if status == "403" or (status in UNAVAILABLE_STATUS and "restricted" in text.lower()):
+    if status in ("403", "StatusCode.PERMISSION_DENIED") or (status in UNAVAILABLE_STATUS
+                                                              and "restricted" in text.lower()):
         return AccessDenied(f"{text} (pass the server's admin key: SlspClient(admin_key=...), slsp query --admin-key)")
     if status in TIMEOUT_STATUS:
         return RequestTimeout(text)

@@ -207,6 +207,12 @@ def read_config(path: Path):
     return text_format.Parse(Path(path).read_text(), model_config_pb2.ModelConfig())
 
 
+def max_bytes(repo: Path) -> int:
+    """The largest encoded image the repository's decode member accepts (`ServingConfig.max_bytes` at export)."""
+    params = read_config(Path(repo) / DECODE / "config.pbtxt").parameters
+    return int(params["max_bytes"].string_value) if "max_bytes" in params else ServingConfig().max_bytes
+
+
 def _warmup_image(path: Path, side: int) -> None:
     """A serialized TYPE_STRING element (4-byte little-endian length + PNG bytes) of the canary's photo-like image."""
     data = canary_image(side)

@@ -421,11 +421,6 @@ def serve(
         "model_repository"
     ),
     host: Annotated[str, typer.Option(help="Bind address; 127.0.0.1 unless you mean to expose it.")] = "127.0.0.1",
-    grpc_host: Annotated[
-        str, typer.Option(help="gRPC's bind address, 127.0.0.1 whatever --host is: the bundled tritonserver "
-                          "2.51 can crash on cancelled gRPC calls and inflates compressed ones before any size "
-                          "limit (README, 'Hostile clients'). Expose it only to clients you trust.")
-    ] = "127.0.0.1",
     http_port: int = 8000,
     grpc_port: int = 8001,
     metrics_port: int = 8002,
@@ -446,6 +441,12 @@ def serve(
                      "(a stalled pipeline that still reports ready), for a supervisor to restart it. 0: off."),
     ] = 10.0,
     canary_timeout: Annotated[float, typer.Option(help="Seconds a canary inference may take.")] = 10.0,
+    edge: Annotated[
+        bool, typer.Option(help="Put slsp's edge between clients and tritonserver, which then listens on 127.0.0.1: "
+                           "it absorbs cancelled gRPC calls (they can crash tritonserver 2.51), refuses compressed "
+                           "bodies and bodies over the repository's max-bytes before reading them, and answers a "
+                           "malformed inference header with 400. --no-edge exposes tritonserver itself.")
+    ] = True,
     print_docker: Annotated[
         bool, typer.Option("--print-docker", help="Print the NGC container command for a GPU repository and exit.")
     ] = False,
@@ -454,8 +455,9 @@ def serve(
     import secrets
 
     from slsp.canary import CANARY_FAILURES, health
+    from slsp.edge import HEADER_ALLOWANCE, Edge
     from slsp.export import repository
-    from slsp.server import GRPC_RISK, MODEL_CONTROL, Server, docker_command
+    from slsp.server import EXPOSED_RISK, MODEL_CONTROL, Server, docker_command, free_port
 
     if print_docker:
         import shlex
@@ -466,13 +468,26 @@ def serve(
         raise SlspError(f"--model-control must be one of {', '.join(MODEL_CONTROL)}, got {model_control!r}")
     repository.ensure(repo)
     repository.check_served(repo)
-    server = Server(repo, host=host, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
-                    log_path=log, model_control=model_control, admin_key=admin_key or secrets.token_urlsafe(24),
-                    grpc_host=grpc_host)
-    if grpc_host not in ("127.0.0.1", "::1", "localhost"):
-        typer.echo(f"warning: gRPC is reachable from the network ({grpc_host}); {GRPC_RISK}", err=True)
+    key = admin_key or secrets.token_urlsafe(24)
+    if edge:  # tritonserver on loopback ports of its own; the edge takes the public ones
+        server = Server(repo, host="127.0.0.1", http_port=free_port(), grpc_port=free_port(),
+                        metrics_port=metrics_port, metrics_host=host, log_path=log, model_control=model_control,
+                        admin_key=key)
+        front = Edge(host, http_port, grpc_port, server.http_port, server.grpc_port,
+                     repository.max_bytes(repo) + HEADER_ALLOWANCE)
+    else:
+        server = Server(repo, host=host, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
+                        log_path=log, model_control=model_control, admin_key=key)
+        if host not in ("127.0.0.1", "::1", "localhost"):
+            typer.echo(f"warning: tritonserver is exposed without the edge; {EXPOSED_RISK}", err=True)
     server.start(log=None if log else sys.stderr)
-    typer.echo(f"serving {repo}: {server.grpc_url}  {server.http_url}  (Ctrl-C stops)", err=True)
+    if edge:
+        try:
+            front.start()
+        except OSError:
+            server.stop()
+            raise
+    typer.echo(f"serving {repo}: grpc://{host}:{grpc_port}  http://{host}:{http_port}  (Ctrl-C stops)", err=True)
     # Ctrl-C stops even where a non-interactive shell started us in the background with SIGINT ignored.
     signal.signal(signal.SIGINT, _interrupt)
     failures, stalled, next_canary = 0, None, time.monotonic() + canary_every
@@ -499,6 +514,8 @@ def serve(
     except KeyboardInterrupt:
         typer.echo("stopping", err=True)
     finally:
+        if edge:
+            front.stop()
         server.stop()
     if stalled:
         raise SlspError(f"the pipeline stopped answering ({CANARY_FAILURES} canary inferences failed in a row; last: "

@@ -29,11 +29,10 @@ from slsp.errors import RuntimeMissing, SlspError
 
 PR_SET_PDEATHSIG = 1
 MODEL_CONTROL = ("none", "poll", "explicit")  # Triton's --model-control-mode values
-# Why `slsp serve` binds gRPC to loopback unless told otherwise: what the bundled tritonserver (2.51 = 24.10) does
-# with gRPC that its HTTP side does not.
-GRPC_RISK = ("tritonserver 2.51 (24.10, the bundled one) can crash (SIGSEGV) when gRPC calls are cancelled while its "
-             "queue is full (triton-inference-server/server#7368, fixed in 24.12 by #7840 and #7880) and inflates "
-             "gRPC-compressed messages before any size limit (bounded upstream by #8570)")
+# Why `slsp serve` puts its edge (slsp/edge.py) in front of the bundled tritonserver (2.51 = NGC 24.10).
+EXPOSED_RISK = ("tritonserver 2.51 can crash (SIGSEGV) when gRPC calls are cancelled while its queue is full "
+                "(triton-inference-server/server#7368, fixed in 24.12 by #7840 and #7880) and inflates compressed "
+                "requests before any size limit (bounded upstream by #8570)")
 TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"  # the NGC release of the bundled tritonserver (2.51)
 # APIs that only an operator should reach: behind contract.ADMIN_HEADER when restricted (`triton_args(admin_key=)`).
 ADMIN_APIS = ("shared-memory", "model-repository", "logging", "trace")
@@ -63,17 +62,18 @@ def pytriton_root() -> Path:
 
 def triton_args(repository: str, host: str, http_port: int, grpc_port: int, metrics_port: int,
                 model_control: str = "none", poll_seconds: int = 2, admin_key: str | None = None,
-                grpc_host: str | None = None) -> list[str]:
+                metrics_host: str | None = None) -> list[str]:
     """tritonserver's arguments, for the bundled server and a cluster's container alike (`slsp.deploy`).
 
     repository: a folder or an object-store URI (s3://, gs://, as://). admin_key: ADMIN_APIS answer only requests
-    whose ADMIN_HEADER carries this value. grpc_host: gRPC's bind address when it differs from `host`.
+    whose ADMIN_HEADER carries this value. metrics_host: where the metrics listen, when not on `host` (behind
+    the edge, HTTP and gRPC listen on loopback and the metrics where Prometheus reaches them).
     """
     args = [
         f"--model-repository={repository}",
         f"--http-address={host}", f"--http-port={http_port}",
-        f"--grpc-address={grpc_host or host}", f"--grpc-port={grpc_port}",
-        f"--metrics-address={host}", f"--metrics-port={metrics_port}",
+        f"--grpc-address={host}", f"--grpc-port={grpc_port}",
+        f"--metrics-address={metrics_host or host}", f"--metrics-port={metrics_port}",
         "--backend-config=python,shm-default-byte-size=16777216",
         "--backend-config=python,shm-growth-byte-size=16777216",
         "--exit-on-error=true", "--strict-readiness=true", "--log-verbose=0",
@@ -108,7 +108,7 @@ class Server:
     poll_seconds: int = 2
     args: list[str] | None = None  # tritonserver's arguments as given (a manifest's); default: `triton_args`
     admin_key: str | None = None  # restrict ADMIN_APIS to requests carrying this key (None: unrestricted)
-    grpc_host: str | None = None  # gRPC's bind address (None: `host`); `slsp serve` keeps it on loopback (GRPC_RISK)
+    metrics_host: str | None = None  # the metrics' bind address (None: `host`)
     proc: subprocess.Popen | None = None
     _tmp: Path | None = None
     _regions: set[Path] = field(default_factory=set)  # every shared-memory region seen while it ran
@@ -119,12 +119,12 @@ class Server:
 
     @property
     def grpc_url(self) -> str:
-        return f"grpc://{self.grpc_host or self.host}:{self.grpc_port}"
+        return f"grpc://{self.host}:{self.grpc_port}"
 
     def command(self, backend_dir: Path) -> list[str]:
         args = self.args or triton_args(str(Path(self.repo).resolve()), self.host, self.http_port, self.grpc_port,
                                         self.metrics_port, self.model_control, self.poll_seconds, self.admin_key,
-                                        self.grpc_host)
+                                        self.metrics_host)
         return [str(pytriton_root() / "bin" / "tritonserver"), *args, f"--backend-directory={backend_dir}"]
 
     def environment(self) -> dict[str, str]:
