@@ -242,15 +242,22 @@ def detect(
         typer.Option("--compile", help="With --device: torch.compile the detector, one graph per image size (CUDA "
                      "graphs on a GPU); the first image of each size pays for compiling it."),
     ] = False,
+    c2pa_trust: Annotated[
+        Optional[Path], typer.Option(help="PEM file of trust anchors for C2PA signers (default: none, so a valid "
+                                     "signature is reported valid but untrusted).")
+    ] = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Score images with the embedded detector (no server). Exit 1 if any image failed."""
+    """Score images with the embedded detector (no server), each with what its file claims about its provenance
+    (C2PA, IPTC XMP, generator metadata; never part of the score). Exit 1 if any image failed."""
     from slsp.detect import detect_paths
     from slsp.imaging import printable
+    from slsp.provenance import Trust, summary
 
+    trust = Trust(c2pa_trust.read_bytes() if c2pa_trust else None)
     results = detect_paths(paths, model, explain=explain, quiet=quiet, max_pixels=max_pixels, device=device,
-                           compiled=compile_)
+                           compiled=compile_, trust=trust)
     if json_out:
         _emit(results)
     else:
@@ -261,6 +268,9 @@ def detect(
                 low = ", low resolution: scored at native scale" if r["low_resolution"] else ""
                 typer.echo(f"{printable(r['path'])}\t{r['score']:.4f}\t{r['verdict']}\t"
                            f"(threshold {r['threshold']:.4f}{low})")
+            line = summary(r["provenance"]) if "provenance" in r else None
+            if line:
+                typer.echo(f"\t{printable(line)}")
     if any("error" in r for r in results):
         raise typer.Exit(1)
 

@@ -8,6 +8,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from slsp import detector as det_io
+from slsp import provenance
 from slsp.detector import Detection, Detector
 from slsp.device_pipeline import DevicePipeline
 from slsp.errors import ImageError, SlspError
@@ -16,9 +17,11 @@ from slsp.progress import bar
 
 
 def detect_paths(paths: list[Path], run: Path | None, explain: Path | None = None, quiet: bool = False,
-                 max_pixels: int | None = None, device: str | None = None, compiled: bool = False) -> list[dict]:
-    """One result per image file (a score, or the error that image met). `device`: the whole path from the file's
-    bytes on that torch device (`DevicePipeline`; `compiled`: through torch.compile), else the CPU library."""
+                 max_pixels: int | None = None, device: str | None = None, compiled: bool = False,
+                 trust: provenance.Trust = provenance.Trust()) -> list[dict]:
+    """One result per image file (a score, or the error that image met), each with the file's provenance (read from
+    its bytes apart from the pixels, so also for an image the detector refuses). `device`: the whole path from the
+    file's bytes on that torch device (`DevicePipeline`; `compiled`: through torch.compile), else the CPU library."""
     det = det_io.load(run)
     limit = det.cfg.max_pixels if max_pixels is None else max_pixels
     if compiled and device is None:
@@ -36,6 +39,7 @@ def detect_paths(paths: list[Path], run: Path | None, explain: Path | None = Non
     with bar(quiet) as pb:
         task = pb.add_task("detect", total=len(files), info="")
         for f in files:
+            prov = {"provenance": provenance.of_file(f, trust)}
             try:
                 if pipe is None:
                     img = load(f, max_pixels=limit)
@@ -43,12 +47,12 @@ def detect_paths(paths: list[Path], run: Path | None, explain: Path | None = Non
                 else:  # the header checked before the file is read, as `load` does
                     d = Detection(*(t.cpu() for t in pipe.detect(read(f, limit), str(f))))
             except ImageError as e:
-                results.append({**display_name(f), "error": str(e)})
+                results.append({**display_name(f), "error": str(e), **prov})
             except Exception as e:  # noqa: BLE001 - one file's failure never ends the run
                 results.append({**display_name(f),
-                                "error": f"internal error on this image ({type(e).__name__}: {e})"})
+                                "error": f"internal error on this image ({type(e).__name__}: {e})", **prov})
             else:
-                results.append({**as_dict(str(f), d, det), **display_name(f)})
+                results.append({**as_dict(str(f), d, det), **display_name(f), **prov})
                 if explain is not None:
                     render_explanation(det.canonical(img)[0], phi, d, det.crop_sides, threshold(det, d)).save(
                         explain / f"{f.stem}.png")
