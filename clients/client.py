@@ -5,6 +5,7 @@ Needs only numpy and tritonclient (no torch): `pip install "slsp[client]"`.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -66,6 +67,9 @@ class Result:
     valid: np.ndarray  # (K,) bool
     sigma: float
     low_resolution: bool  # scored at native scale under the low-resolution calibration (too small to halve)
+    # What the file claims about its origin (slsp.provenance's JSON contract), never part of the score; None from a
+    # server that does not send it
+    provenance: dict | None = None
 
     def as_dict(self) -> dict:
         keep = self.valid.astype(bool)
@@ -76,6 +80,7 @@ class Result:
             "low_resolution": self.low_resolution,
             "crops": [{"y": int(y), "x": int(x), "score": float(s)}
                       for (y, x), s in zip(self.positions[keep], self.crop_scores[keep])],
+            contract.PROVENANCE: self.provenance,
         }
 
 
@@ -212,9 +217,10 @@ class SlspClient:
                 self._drop_shm(c, region, self.admin_headers)
         # RESULT in its own dims (Triton sends scalars as (1,) and crop scores as (K, 1)).
         out = {t.name: res.as_numpy(contract.served(t.name)).reshape(t.shape()) for t in contract.RESULT}
+        prov = res.as_numpy(contract.served(contract.PROVENANCE))
         return Result(float(out[contract.SCORE]), bool(out[contract.VERDICT]), out[contract.POSITIONS],
                       out[contract.CROP_SCORES], out[contract.VALID], float(out[contract.SIGMA]),
-                      bool(out[contract.LOW_RESOLUTION]))
+                      bool(out[contract.LOW_RESOLUTION]), json.loads(prov.reshape(-1)[0]) if prov is not None else None)
 
     @staticmethod
     def _put_shm(c, arr: np.ndarray, headers: dict | None):

@@ -184,7 +184,7 @@ def configs(cfg: DetectorConfig, s: ServingConfig, trt: bool, trsor_file: str = 
         "max_batch_size": 0,
         "input": [_io(image, c)],
         "output": [
-            _io(t, c, after_batch=t.name in batched_outputs, name=contract.served(t.name)) for t in contract.RESULT
+            _io(t, c, after_batch=t.name in batched_outputs, name=contract.served(t.name)) for t in contract.SERVED
         ],
         "ensemble_scheduling": {"step": [step(m, st) for m, st in zip(MEMBERS, contract.CHAIN)]},
     }

@@ -559,6 +559,7 @@ def query(
     """Score images on a running server; exit 1 if any request failed."""
     from slsp.clients.client import ClientError, ServerUnavailable, SlspClient
     from slsp.imaging import display_name, printable, scan
+    from slsp.provenance import summary
 
     files, skipped = scan(paths)
     client = SlspClient(url, timeout=timeout, shared_memory=shared_memory, admin_key=admin_key)
@@ -577,6 +578,9 @@ def query(
             else:
                 low = "\t(low resolution)" if r["low_resolution"] else ""
                 typer.echo(f"{printable(r['path'])}\t{r['score']:.4f}\t{r['verdict']}{low}")
+                line = summary(r["provenance"]) if r.get("provenance") else None
+                if line:
+                    typer.echo(f"\t{printable(line)}")
     if any("error" in r for r in rows):
         raise typer.Exit(1)
 

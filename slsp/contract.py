@@ -16,6 +16,7 @@ from dataclasses import dataclass
 IMAGE, CROPS, CROP_PHI, POSITIONS, VALID, SIGMA = "image", "crops", "crop_phi", "positions", "valid", "sigma"
 CROP_SCORES, CROP_KURTOSIS, SCORE, VERDICT = "crop_scores", "crop_kurtosis", "score", "verdict"
 LOW_RESOLUTION = "low_resolution"
+PROVENANCE = "provenance"  # served only: what the file claims about its origin (slsp.provenance), as JSON
 DYNAMIC_DIMS = {"H": "height", "W": "width", "N": "batch"}
 
 
@@ -78,6 +79,7 @@ _T = {t.name: t for t in (
     # Set by whoever applies the canonical transform (Detector.analyze, the decode member): the image was too small
     # for it and is scored at native scale, under the low-resolution fusion and threshold (LowResolutionConfig).
     TensorSpec(LOW_RESOLUTION, "bool", ()),
+    TensorSpec(PROVENANCE, "bytes", ()),
 )}
 
 
@@ -94,6 +96,9 @@ FUSED = Stage("slsp", (_T[IMAGE], _T[LOW_RESOLUTION]),
               tuple(_T[n] for n in (SCORE, VERDICT, POSITIONS, CROP_SCORES, VALID, SIGMA)))
 # One image's answer (library, ensemble, client): the fused graph's outputs and the low-resolution flag it was given.
 RESULT = (*FUSED.outputs, _T[LOW_RESOLUTION])
+# What the ensemble and the client return: RESULT and the file's provenance, which the decode member reads from the
+# encoded bytes (never part of the pixel score).
+SERVED = (*RESULT, _T[PROVENANCE])
 STAGES = {s.name: s for s in (TRSOR, MODEL, SCORING, FUSED)}
 CHAIN = (TRSOR, MODEL, SCORING)  # what the Triton ensemble and `Pipeline` run, in order
 
@@ -116,16 +121,16 @@ ENSEMBLE = "slsp"
 MEMBERS = {TRSOR.name: "slsp_decode_trsor", MODEL.name: "slsp_model", SCORING.name: "slsp_score"}
 SERVED_CONFIG = "slsp_config.json"  # the decode member's copy of CONFIG, one per version folder
 # The decode member's outputs: the TrSOR graph's and the low-resolution flag of the transform it applied.
-DECODED = (*TRSOR.outputs, _T[LOW_RESOLUTION])
+DECODED = (*TRSOR.outputs, _T[LOW_RESOLUTION], _T[PROVENANCE])
 # The ensemble takes one encoded image (TYPE_STRING) and returns RESULT, upper-cased.
 ENSEMBLE_INPUT = TensorSpec(IMAGE.upper(), "bytes", (1,))
-ENSEMBLE_OUTPUTS = tuple(TensorSpec(t.name.upper(), t.dtype, t.dims) for t in RESULT)
+ENSEMBLE_OUTPUTS = tuple(TensorSpec(t.name.upper(), t.dtype, t.dims) for t in SERVED)
 
 
 # The scoring member also forwards the fused outputs its stage does not compute, so every ensemble output comes from
 # the last step and no ensemble output is consumed by a later step: Triton's ensemble, when a client asks for some
 # outputs only, stops producing the unrequested ones, and a later step waiting on such a tensor deadlocks.
-FORWARDED = tuple(t for t in RESULT if t.name not in SCORING.output_names)
+FORWARDED = tuple(t for t in SERVED if t.name not in SCORING.output_names)
 
 
 # Triton's operator APIs (shared-memory registration, repository, logging, trace), when restricted, answer only

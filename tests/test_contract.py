@@ -140,17 +140,19 @@ def test_a_repository_of_another_contract_is_not_served(served_artifacts: Path, 
 
 
 def test_client_reads_the_ensemble_outputs() -> None:
-    """The client asks for the ensemble's outputs and returns them under RESULT's names."""
-    assert [f.name for f in dataclasses.fields(Result)] == [t.name for t in contract.RESULT]
-    assert [t.name for t in contract.ENSEMBLE_OUTPUTS] == [contract.served(t.name) for t in contract.RESULT]
+    """The client asks for the ensemble's outputs and returns them under SERVED's names (RESULT and provenance)."""
+    assert [f.name for f in dataclasses.fields(Result)] == [t.name for t in contract.SERVED]
+    assert [t.name for t in contract.ENSEMBLE_OUTPUTS] == [contract.served(t.name) for t in contract.SERVED]
 
 
 # Plain words that are also tensor or stage names, legitimately written elsewhere: JSON keys of `slsp detect`,
 # `slsp eval` and the client's `as_dict` ("score", "verdict", "crops"), config sections and the recipe's family
 # name ("model", "trsor", "slsp"), parity failure records ("image"), ONNX metadata keys ("score"), and the
 # low-resolution config section, also a key of `slsp detect`'s JSON ("low_resolution"), and TrainConfig's batch size,
-# a recipe key ("batch").
-PLAIN_WORDS = {"score", "verdict", "crops", "model", "trsor", "slsp", "image", "low_resolution", "batch"}
+# a recipe key ("batch"), and the provenance object's keys in `slsp detect`'s JSON ("provenance", its C2PA part's
+# "valid").
+PLAIN_WORDS = {"score", "verdict", "crops", "model", "trsor", "slsp", "image", "low_resolution", "batch",
+               "provenance", "valid"}
 
 
 def test_names_are_written_once() -> None:

@@ -545,3 +545,28 @@ def test_serve_cli_exports_when_missing_then_stops_on_sigterm(tmp_path: Path) ->
         rc = proc.wait(60)
     assert rc == 0, rc
     assert "stopping" in proc.stderr.read()
+
+
+def test_served_provenance_equals_the_library_and_leaves_the_score_alone(server: Server) -> None:
+    """The decode member reads provenance from the bytes it already has; the client returns it as the library
+    computes it, over both protocols, and the pixel score is that of the same pixels without metadata."""
+    from PIL import PngImagePlugin
+
+    from slsp import provenance
+
+    img = np.asarray(Image.open(PHOTO).convert("RGB"))
+    info = PngImagePlugin.PngInfo()
+    info.add_text("prompt", json.dumps({"3": {"class_type": "KSampler"}}))
+    comfy, plain = png(img, pnginfo=info), png(img)
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0110] = "Canon", "Canon EOS 5D"
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="JPEG", quality=95, exif=exif.tobytes())
+    for url in (server.grpc_url, server.http_url):
+        client = SlspClient(url)
+        for data in (comfy, buf.getvalue(), plain):
+            got = client.detect(data)
+            assert got.provenance == provenance.read(data)
+            assert got.as_dict()["provenance"] == got.provenance
+        assert client.detect(comfy).provenance["verdict"] == "generated"
+        assert client.detect(comfy).score == client.detect(plain).score

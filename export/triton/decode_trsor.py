@@ -8,10 +8,12 @@ repositories (`device` cuda) plain JPEGs are decoded by nvJPEG and resized on th
 (`slsp.device_pipeline.DeviceDecoder`) where PyTorch and torchvision are importable in the server's Python;
 otherwise, and for every other format, on the CPU (the reason is logged once).
 A bad image gets its own error response; the other requests of the same execution are unaffected.
-Each request adds one to `slsp_images_total{outcome=...}` (contract.OUTCOMES), and an accepted low-resolution
-one also to `slsp_low_resolution_images_total`.
+Each accepted request also carries its file's provenance (`slsp.provenance`, read from the encoded bytes) as a JSON
+string, which the score member forwards. Each request adds one to `slsp_images_total{outcome=...}`
+(contract.OUTCOMES), and an accepted low-resolution one also to `slsp_low_resolution_images_total`.
 """
 
+import json
 import os
 import sys
 
@@ -21,7 +23,7 @@ sys.path[:0] = [p for p in os.environ.get("SLSP_PYTHONPATH", "").split(os.pathse
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from slsp import contract
+from slsp import contract, provenance
 from slsp.config import DetectorConfig
 from slsp.errors import ImageError
 from slsp.export import trsor_backends
@@ -85,6 +87,8 @@ class TritonPythonModel:
                 out[contract.CROPS], out[contract.CROP_PHI] = out[contract.CROPS][keep], out[contract.CROP_PHI][keep]
                 out[contract.SIGMA] = out[contract.SIGMA].reshape(1)
                 out[contract.LOW_RESOLUTION] = np.array([low])
+                # From the encoded bytes, apart from the pixels (slsp.provenance); JSON, as in `slsp detect`.
+                out[contract.PROVENANCE] = np.array([json.dumps(provenance.read(data)).encode()], dtype=object)
                 responses.append(pb_utils.InferenceResponse([pb_utils.Tensor(k, v) for k, v in out.items()]))
                 self.outcomes["accepted"].increment(1)
                 if low:
