@@ -442,7 +442,11 @@ def serve(
         Optional[str],
         typer.Option(envvar="SLSP_ADMIN_KEY", help="Key that opens the operator APIs (shared-memory registration, "
                      "model repository, logging, trace) to requests carrying it (`slsp query --shm --admin-key`). "
-                     "Default: a random key nobody is told, so they are closed."),
+                     "Default: a random key nobody is told, so they are closed. Prefer SLSP_ADMIN_KEY or "
+                     "--admin-key-file: a command line is readable by every local user."),
+    ] = None,
+    admin_key_file: Annotated[
+        Optional[Path], typer.Option(help="Read the admin key from this file (a mounted secret).")
     ] = None,
     canary_every: Annotated[
         float,
@@ -478,16 +482,18 @@ def serve(
         raise SlspError(f"--model-control must be one of {', '.join(MODEL_CONTROL)}, got {model_control!r}")
     repository.ensure(repo)
     repository.check_served(repo)
-    key = admin_key or secrets.token_urlsafe(24)
-    if edge:  # tritonserver on loopback ports of its own; the edge takes the public ones
+    if admin_key_file is not None:
+        admin_key = admin_key_file.read_text().strip()
+    if edge:  # tritonserver on loopback ports with a key of its own; the edge takes the public ones
+        internal = secrets.token_urlsafe(24)
         server = Server(repo, host="127.0.0.1", http_port=free_port(), grpc_port=free_port(),
                         metrics_port=metrics_port, metrics_host=host, log_path=log, model_control=model_control,
-                        admin_key=key)
+                        admin_key=internal)
         front = Edge(host, http_port, grpc_port, server.http_port, server.grpc_port,
-                     repository.max_bytes(repo) + HEADER_ALLOWANCE)
+                     repository.max_bytes(repo) + HEADER_ALLOWANCE, admin_key=admin_key, internal_key=internal)
     else:
         server = Server(repo, host=host, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
-                        log_path=log, model_control=model_control, admin_key=key)
+                        log_path=log, model_control=model_control, admin_key=admin_key or secrets.token_urlsafe(24))
         if host not in ("127.0.0.1", "::1", "localhost"):
             typer.echo(f"warning: tritonserver is exposed without the edge; {EXPOSED_RISK}", err=True)
     server.start(log=None if log else sys.stderr)

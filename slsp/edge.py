@@ -10,11 +10,16 @@ Three things tritonserver 2.51 (the bundled one, NGC 24.10) gets wrong with host
 - a malformed inference header or a negative shape gets HTTP 500, and an operator call without the admin key gets
   gRPC UNAVAILABLE, which clients retry. The HTTP edge checks the JSON header of every inference request and
   answers 400 itself; the gRPC edge turns that refusal into PERMISSION_DENIED.
-Everything else passes through unchanged, the admin key header included (tritonserver still checks it).
+The admin key: tritonserver takes its restricted-API key on its command line only, where any local user reads it.
+Behind the edge, tritonserver gets a key made at each start (`internal_key`), and the operator's key (`admin_key`)
+never reaches an argv: a request carrying the operator's key in the admin header has it swapped for the internal one,
+any other value of that header is dropped, so tritonserver refuses the call as it would without a key.
+Everything else passes through unchanged.
 """
 
 from __future__ import annotations
 
+import hmac
 import http.client
 import http.server
 import json
@@ -25,6 +30,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import grpc
+
+from slsp.contract import ADMIN_GRPC_HEADER, ADMIN_HEADER
 
 HEADER_ALLOWANCE = 1 << 20  # bytes beyond an image's max_bytes for the JSON inference header
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade", "host"}
@@ -92,7 +99,10 @@ class _HttpHandler(http.server.BaseHTTPRequestHandler):
             why = infer_header_error(header)
             if why:
                 return self._refuse(400, why)
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP | {ADMIN_HEADER}}
+        key = self.edge.admin(self.headers.get(ADMIN_HEADER))
+        if key:
+            headers[ADMIN_HEADER] = key
         conn = self.edge.upstream_http()
         try:
             conn.request(self.command, self.path, body=body, headers=headers)
@@ -120,8 +130,8 @@ class _ThreadingServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
 class _GrpcForwarder(grpc.GenericRpcHandler):
     """Every unary method forwarded as raw bytes; streaming refused (slsp's clients never stream)."""
 
-    def __init__(self, channel: grpc.Channel) -> None:
-        self.channel = channel
+    def __init__(self, channel: grpc.Channel, edge: Edge) -> None:
+        self.channel, self.edge = channel, edge
         self.calls: dict[str, grpc.UnaryUnaryMultiCallable] = {}
         self.absorbed = 0  # calls whose client left before the answer
 
@@ -134,8 +144,12 @@ class _GrpcForwarder(grpc.GenericRpcHandler):
         return grpc.unary_unary_rpc_method_handler(lambda req, ctx: self._unary(method, req, ctx))
 
     def _unary(self, method: str, request: bytes, context: grpc.ServicerContext) -> bytes:
-        metadata = [(k, v) for k, v in context.invocation_metadata() if not k.startswith((":", "grpc-"))
-                    and k not in ("user-agent", "content-type", "te")]
+        given = dict(context.invocation_metadata())
+        metadata = [(k, v) for k, v in given.items() if not k.startswith((":", "grpc-"))
+                    and k not in ("user-agent", "content-type", "te", ADMIN_GRPC_HEADER)]
+        key = self.edge.admin(given.get(ADMIN_GRPC_HEADER))
+        if key:
+            metadata.append((ADMIN_GRPC_HEADER, key))
         # No timeout and no cancellation upstream: tritonserver 2.51 may crash on a cancelled call (module docstring).
         future = self.calls[method].future(request, metadata=metadata)
         try:
@@ -170,12 +184,20 @@ class Edge:
     upstream_http_port: int
     upstream_grpc_port: int
     max_body: int
+    admin_key: str | None = None  # the operator's key (None: operator calls closed)
+    internal_key: str | None = None  # the key tritonserver was started with
     workers: int = 64  # concurrent gRPC calls; more are refused RESOURCE_EXHAUSTED at once
     refused: dict[int, int] = field(default_factory=dict)  # HTTP refusals by status code
     _local: threading.local = field(default_factory=threading.local)
     _http: _ThreadingServer | None = None
     _grpc: grpc.Server | None = None
     _forwarder: _GrpcForwarder | None = None
+
+    def admin(self, given: str | None) -> str | None:
+        """The key to send upstream for an admin header holding `given`: the internal key for the operator's."""
+        if given and self.admin_key and self.internal_key and hmac.compare_digest(given, self.admin_key):
+            return self.internal_key
+        return None
 
     def upstream_http(self) -> http.client.HTTPConnection:
         """This thread's keep-alive connection to tritonserver's HTTP port."""
@@ -200,7 +222,7 @@ class Edge:
         channel = grpc.insecure_channel(f"127.0.0.1:{self.upstream_grpc_port}",
                                         options=[("grpc.max_receive_message_length", -1),
                                                  ("grpc.max_send_message_length", -1)])
-        self._forwarder = _GrpcForwarder(channel)
+        self._forwarder = _GrpcForwarder(channel, self)
         self._grpc = grpc.server(ThreadPoolExecutor(self.workers, thread_name_prefix="slsp-edge-grpc"),
                                  handlers=[self._forwarder], options=limit, maximum_concurrent_rpcs=self.workers)
         if not self._grpc.add_insecure_port(f"{self.host}:{self.grpc_port}"):

@@ -45,7 +45,7 @@ def test_well_formed_inference_headers_pass() -> None:
     assert infer_header_error(json.dumps(ok).encode()) is None
 
 
-KEY = "edge-test-key"
+KEY, INTERNAL = "edge-test-key", "made-at-start"
 
 
 @pytest.fixture(scope="module")
@@ -53,9 +53,9 @@ def edged(served_artifacts: Path, tmp_path_factory):
     """tritonserver on loopback with a small queue (a full queue is half of what crashes it), the edge in front."""
     repo = tmp_path_factory.mktemp("edge") / "repo"
     repository.write(served_artifacts, repo, repository.ServingConfig(max_inflight=4))
-    srv = Server(repo, log_path=repo.parent / "tritonserver.log", admin_key=KEY).start(timeout=180)
+    srv = Server(repo, log_path=repo.parent / "tritonserver.log", admin_key=INTERNAL).start(timeout=180)
     edge = Edge("127.0.0.1", free_port(), free_port(), srv.http_port, srv.grpc_port,
-                repository.max_bytes(repo) + HEADER_ALLOWANCE).start()
+                repository.max_bytes(repo) + HEADER_ALLOWANCE, admin_key=KEY, internal_key=INTERNAL).start()
     yield srv, edge
     edge.stop()
     srv.stop()
@@ -119,20 +119,32 @@ def test_malformed_headers_get_400_not_500(edged) -> None:
 
 def test_operator_calls_without_the_key_are_denied_not_unavailable(edged) -> None:
     """Finding 9, gRPC: tritonserver refuses a restricted call with UNAVAILABLE (which clients retry); through the
-    edge it is PERMISSION_DENIED, and the key still opens it."""
+    edge it is PERMISSION_DENIED. Finding 5: the operator's key opens it through the edge and appears in no command
+    line; tritonserver's own key (made at start) is refused at the edge."""
     import tritonclient.grpc as grpcclient
+    import tritonclient.http as httpclient
     from tritonclient.utils import InferenceServerException
 
-    from slsp.contract import ADMIN_GRPC_HEADER
+    from slsp.contract import ADMIN_GRPC_HEADER, ADMIN_HEADER
 
     srv, edge = edged
+    assert KEY.encode() not in Path(f"/proc/{srv.proc.pid}/cmdline").read_bytes()
     for port, want in ((srv.grpc_port, "StatusCode.UNAVAILABLE"), (edge.grpc_port, "StatusCode.PERMISSION_DENIED")):
         client = grpcclient.InferenceServerClient(f"127.0.0.1:{port}")
         with pytest.raises(InferenceServerException) as e:
             client.get_model_repository_index()
         assert e.value.status() == want
-        assert client.get_model_repository_index(headers={ADMIN_GRPC_HEADER: KEY}).models
         client.close()
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{edge.grpc_port}")
+    assert client.get_model_repository_index(headers={ADMIN_GRPC_HEADER: KEY}).models
+    with pytest.raises(InferenceServerException):
+        client.get_model_repository_index(headers={ADMIN_GRPC_HEADER: INTERNAL})
+    client.close()
+    http = httpclient.InferenceServerClient(f"127.0.0.1:{edge.http_port}")
+    assert http.get_model_repository_index(headers={ADMIN_HEADER: KEY})
+    with pytest.raises(InferenceServerException):
+        http.get_model_repository_index(headers={ADMIN_HEADER: "wrong"})
+    http.close()
 
 
 GRPC_BOMB = """
