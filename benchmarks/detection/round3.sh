@@ -11,23 +11,17 @@ cd "$(dirname "$0")/../.."
 SEED=${SEED:-0}
 WIDE=../wide/real
 SHARED=../shared/data/real
-declare -A FOLD=(
-  [all]=""
-  [fold-1]="imagenet-samples"
-  [fold-2]="camera-originals coco128"
-  [fold-3]="low-light wallpapers styletransfer-photos"
-  [fold-4]="paintings polyu-noisy noisy-patches"
-)
 for arm in "${@:-all fold-1 fold-2 fold-3 fold-4}"; do
   for a in $arm; do
     run=runs/r3/$a-s$SEED
+    out=$(python benchmarks/detection/wide.py fold "$a")  # the fold's sources, defined in wide.py's FOLDS
     real=(--real "$SHARED/train" --real "$SHARED/train-camera")
     for d in "$WIDE"/*/; do
       s=$(basename "$d")
-      [[ " ${FOLD[$a]} " == *" $s "* ]] || real+=(--real "$d")
+      [[ " $out " == *" $s "* ]] || real+=(--real "$d")
     done
     if [[ ! -f $run/calibrated ]]; then
-      echo "+ $a: trained without: ${FOLD[$a]:-nothing}" >&2
+      echo "+ $a: trained without: ${out:-nothing}" >&2
       /usr/bin/time -f "$a: trained in %e s" slsp train --recipe slsp/default/recipe.toml "${real[@]}" \
         --seed "$SEED" --out "$run" -q
       slsp calibrate --model "$run" --out "$run" --skip-clipped -q
