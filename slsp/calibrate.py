@@ -16,7 +16,7 @@ from slsp import detector as det_io
 from slsp.config import FusionConfig, LowResolutionConfig
 from slsp.detector import Detection, Detector
 from slsp.errors import ImageError, SlspError
-from slsp.imaging import load
+from slsp.imaging import collect, load
 from slsp.metrics import threshold_at_fpr
 from slsp.progress import bar, stderr
 from slsp.runs import STATE, TRAIN
@@ -159,8 +159,10 @@ def recalibrate(
     skip_clipped: bool | None = None,
     channel: str | None = None,
     kurtosis: bool | None = None,
+    reals: Sequence[Path] | None = None,
 ) -> Calibration:
-    """Calibrate a trained run again on its own held-out reals (train.json), e.g. with other variants, another
+    """Calibrate a trained run again on its own held-out reals (train.json), or on the photos of the folders `reals`
+    (a pool from many sources the run never trained on), e.g. with other variants, another
     canonical transform (DetectorConfig.canonical), another number of pyramid levels (TrsorConfig.levels), clipped
     pixels left out of TrSOR (TrsorConfig.skip_clipped) or another TrSOR channel (TrsorConfig.channel), then its
     low-resolution scoring; writes `out`.
@@ -173,7 +175,7 @@ def recalibrate(
     if not info_path.is_file():
         raise SlspError(f"{run}: no {TRAIN}, so its held-out real photos are unknown")
     info = json.loads(info_path.read_text())
-    files = [Path(f) for f in info["holdout_images"]]
+    files = collect(list(reals)) if reals else [Path(f) for f in info["holdout_images"]]
     det = det_io.load(run)
     cfg = det.cfg
     if levels is not None:  # the fusion is refit below; its old level statistics may not fit the new pyramid
@@ -210,6 +212,8 @@ def recalibrate(
         "low_resolution": {"sides": low_resolution_sides(cal.detector), "threshold": low.threshold,
                            "holdout_fpr": low.fpr, "scores": len(low.scores)} if low.scores else None,
         "from": str(run),
+        "reals": [str(r) for r in reals] if reals else "held-out",
+        "images": len(files),
     }
     (out / TRAIN).write_text(json.dumps(info, indent=2) + "\n")
     if Path(run).resolve() != out.resolve() and (Path(run) / STATE).is_file():

@@ -213,14 +213,20 @@ def calibrate(
         typer.Option(help="Fuse the crops' log kurtosis as a two-sided part (--no-kurtosis: leave it out; default: "
                      "as the run does)."),
     ] = None,
+    real: Annotated[
+        Optional[list[Path]],
+        typer.Option("--real", help="Calibrate on this folder's real photos instead of the run's held-out ones "
+                     "(repeatable): a pool from many sources the run never trained on."),
+    ] = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Re-fit the threshold (and the noise fusion, if the model fuses) on the run's held-out real photos only."""
+    """Re-fit the threshold (and the noise fusion, if the model fuses) on real photos only: the run's held-out
+    ones, or --real folders."""
     from slsp.calibrate import recalibrate
 
     cal = recalibrate(model, out, target_fpr, ("none", *(variant or [])), canonical=canonical, quiet=quiet,
                       low_resolution=low_resolution, levels=levels, skip_clipped=skip_clipped, channel=channel,
-                      kurtosis=kurtosis)
+                      kurtosis=kurtosis, reals=real)
     typer.echo(f"wrote {out} (threshold {cal.threshold:.4f}, held-out FPR {cal.fpr:.1%} on {len(cal.scores)} scores)")
 
 

@@ -359,6 +359,19 @@ def test_recalibrate_on_variants_uses_only_held_out_reals(real_dirs: list[Path],
     assert refused.cfg.threshold == half.threshold == det_io.load(tmp_path / "c").cfg.threshold
 
 
+def test_recalibrate_on_other_folders_uses_their_photos(real_dirs: list[Path], tmp_path: Path) -> None:
+    """`slsp calibrate --real DIR`: the threshold is the quantile of those photos' scores, not the held-out ones'."""
+    from slsp.calibrate import recalibrate
+    from slsp.imaging import collect
+
+    train(real_dirs, tmp_path / "a", CFG, tcfg(2), quiet=True)
+    cal = recalibrate(tmp_path / "a", tmp_path / "b", 0.05, quiet=True, reals=real_dirs)
+    assert len(cal.scores) == len(collect(real_dirs))
+    info = json.loads((tmp_path / "b" / "train.json").read_text())["calibration"]
+    assert info["reals"] == [str(d) for d in real_dirs] and info["images"] == len(collect(real_dirs))
+    assert det_io.load(tmp_path / "b").cfg.threshold == cal.threshold
+
+
 def test_recalibrate_with_levels_fits_each_level_on_held_out_reals(real_dirs: list[Path], tmp_path: Path,
                                                                    monkeypatch) -> None:
     """--levels 3 standardises each level's crop aggregate on the held-out photos that have the level (float64
