@@ -475,9 +475,9 @@ def serve(
     import secrets
 
     from slsp.canary import CANARY_FAILURES, health
-    from slsp.edge import HEADER_ALLOWANCE, Edge
+    from slsp.edge import Edge
     from slsp.export import repository
-    from slsp.server import EXPOSED_RISK, MODEL_CONTROL, Server, docker_command, free_port
+    from slsp.server import EXPOSED_RISK, HEADER_ALLOWANCE, MODEL_CONTROL, Server, docker_command, free_port
 
     if print_docker:
         import shlex

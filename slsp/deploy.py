@@ -25,19 +25,23 @@ from slsp import contract
 from slsp.canary import CANARY_FAILURES
 from slsp.contract import ADMIN_HEADER
 from slsp.errors import SlspError
-from slsp.server import ADMIN_APIS, TRITON_IMAGE, triton_args
+from slsp.server import ADMIN_APIS, HEADER_ALLOWANCE, TRITON_IMAGE, triton_args
 
 MOUNT = "/models"  # where a volume-backed repository is mounted
 KSERVE_HTTP_PORT = 8080  # the HTTP port KServe's Triton runtime gives the server
 PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
+# Where tritonserver listens inside the pod (loopback): clients reach it through the edge container on PORTS
+# (slsp/edge.py: tritonserver 2.51 can be crashed by cancelled gRPC calls and inflates compressed bodies unchecked).
+INNER = {"http": 8010, "grpc": 8011}
 OBJECT_STORES = ("s3://", "gs://", "as://")  # repositories Triton reads from object storage itself
 KUBERNETES = "1.30"  # the API version the manifests are written (and validated in tests) for
 ADMIN_ENV = "SLSP_ADMIN_KEY"  # KServe's model container only: its runtime owns the command (see inference_service)
 KEY_DIR = "/var/run/secrets/slsp"  # the admin key as a file (mounted from the Secret), never an environment variable
 NON_ROOT = 10001  # above the host's user range (checkov CKV_K8S_40); the image's files are world-readable
 # The image's Python packages, pinned: the NGC image's Python is 3.10 (tritonserver 2.51).
-IMAGE_PACKAGES = {"cpu": ("numpy==1.26.4", "pillow==11.0.0", "onnxruntime==1.20.1"),
-                  "gpu": ("numpy==1.26.4", "pillow==11.0.0", "onnxruntime-gpu==1.20.1")}
+# c2pa-python: the decode member reads provenance; grpcio: the edge container's (python3 -m slsp.edge).
+IMAGE_PACKAGES = {t: ("numpy==1.26.4", "pillow==11.0.0", ort, "c2pa-python==0.38.1", "grpcio==1.67.1")
+                  for t, ort in (("cpu", "onnxruntime==1.20.1"), ("gpu", "onnxruntime-gpu==1.20.1"))}
 # The packages the image needs: the Python-backend members import these (never torch: AOTI repositories are refused).
 PACKAGES = ("slsp", "slsp.families", "slsp.families.fluct", "slsp.families.recipe", "slsp.export",
             "slsp.export.triton")
@@ -62,6 +66,7 @@ class Cluster:
     repository_secret: str | None = None  # a Secret with the object store's credentials (AWS_*, GOOGLE_*, AZURE_*)
     poll_seconds: int = 30
     cpu_utilization: int = 70  # the autoscaler's target, percent of the CPU request
+    max_bytes: int = 64 << 20  # the repository's largest image (`slsp export --max-bytes`): the edge's body limit
 
     def __post_init__(self) -> None:
         if self.target not in ("cpu", "gpu"):
@@ -102,12 +107,12 @@ def admin_secret(c: Cluster, key: str) -> dict:
 
 
 def server_args(c: Cluster, admin_key: str | None = None) -> list[str]:
-    """The container's tritonserver arguments: all addresses, the standard ports, polling for new versions, and
-    (with `admin_key`) the operator APIs locked with it. The Deployment leaves the key out: `LAUNCH` adds it from the
-    mounted Secret."""
+    """The container's tritonserver arguments: HTTP and gRPC on loopback (INNER, behind the edge container), the
+    metrics on all addresses, polling for new versions, and (with `admin_key`) the operator APIs locked with it.
+    The Deployment leaves the key out: `LAUNCH` adds it from the mounted Secret."""
     repo = c.repository if c.repository.startswith(OBJECT_STORES) else MOUNT
-    return triton_args(repo, "0.0.0.0", PORTS["http"], PORTS["grpc"], PORTS["metrics"], "poll", c.poll_seconds,
-                       admin_key=admin_key)
+    return triton_args(repo, "127.0.0.1", INNER["http"], INNER["grpc"], PORTS["metrics"], "poll", c.poll_seconds,
+                       admin_key=admin_key, metrics_host="0.0.0.0")
 
 
 # The Deployment's command: the key read from the mounted Secret file, the operator APIs locked with it, then
@@ -122,9 +127,9 @@ def _pvc(c: Cluster) -> tuple[str, str]:
     return claim, sub
 
 
-def _container(c: Cluster, args: list[str], ports: bool, credentials: bool = True) -> dict:
-    """`credentials`: the object store's Secret as environment (the server reads the repository itself; not under
-    KServe, whose storage initializer downloads it)."""
+def _container(c: Cluster, args: list[str], ports: tuple[str, ...], credentials: bool = True) -> dict:
+    """`ports`: the names of PORTS it serves. `credentials`: the object store's Secret as environment (the server
+    reads the repository itself; not under KServe, whose storage initializer downloads it)."""
     limits = {"cpu": c.cpu, "memory": c.memory}
     if c.target == "gpu":
         limits["nvidia.com/gpu"] = str(c.gpus)
@@ -139,7 +144,7 @@ def _container(c: Cluster, args: list[str], ports: bool, credentials: bool = Tru
     if c.repository_secret and credentials:
         container["envFrom"] = [{"secretRef": {"name": c.repository_secret}}]
     if ports:
-        container["ports"] = [{"name": n, "containerPort": p, "protocol": "TCP"} for n, p in PORTS.items()]
+        container["ports"] = [{"name": n, "containerPort": PORTS[n], "protocol": "TCP"} for n in ports]
     return container
 
 
@@ -184,15 +189,37 @@ def canary_probes(http_port: int) -> dict:
             "livenessProbe": {"exec": {"command": command}, **probe, "periodSeconds": 20}}
 
 
+READY = ("import sys, urllib.request as u; "
+         "sys.exit(u.urlopen('http://127.0.0.1:%d/v2/health/ready', timeout=4).status != 200)")
+
+
+def edge_container(c: Cluster) -> dict:
+    """The edge (slsp/edge.py) on the public HTTP and gRPC ports, forwarding to tritonserver on loopback in the same
+    pod. It holds no key: the admin header passes through to tritonserver, which checks it."""
+    container = _container(c, [], ports=("http", "grpc"), credentials=False)
+    del container["args"]
+    # Bodies are held whole while forwarded: up to its workers' worth of max_bytes.
+    container["resources"] = {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}}
+    return {
+        "name": "edge",
+        "command": ["python3", "-m", "slsp.edge", "--host", "0.0.0.0", "--http-port", str(PORTS["http"]),
+                    "--grpc-port", str(PORTS["grpc"]), "--upstream-http", str(INNER["http"]),
+                    "--upstream-grpc", str(INNER["grpc"]), "--max-body", str(c.max_bytes + HEADER_ALLOWANCE)],
+        **container,
+        "readinessProbe": {"tcpSocket": {"port": "http"}, "periodSeconds": 10},
+        "livenessProbe": {"tcpSocket": {"port": "grpc"}, "periodSeconds": 20},
+    }
+
+
 def deployment(c: Cluster) -> dict:
     container = {
         "name": "tritonserver",
         "command": ["/bin/sh", "-c", LAUNCH, "tritonserver"],
-        **_container(c, server_args(c), ports=True),
+        **_container(c, server_args(c), ports=("metrics",)),
         # Loading and warming the members takes a while; until then only the startup probe runs (up to 5 minutes).
-        "startupProbe": {"httpGet": {"path": "/v2/health/ready", "port": "http"}, "periodSeconds": 5,
-                         "failureThreshold": 60},
-        **canary_probes(PORTS["http"]),
+        "startupProbe": {"exec": {"command": ["python3", "-c", READY % INNER["http"]]}, "periodSeconds": 5,
+                         "timeoutSeconds": 5, "failureThreshold": 60},
+        **canary_probes(INNER["http"]),
     }
     volumes, container["volumeMounts"] = _volumes(c, pvc=c.repository.startswith("pvc://"))
     return {
@@ -206,8 +233,8 @@ def deployment(c: Cluster) -> dict:
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
             "template": {
                 "metadata": {"labels": c.labels, "annotations": PROMETHEUS},
-                "spec": {**_pod_security(c), "terminationGracePeriodSeconds": 30, "containers": [container],
-                         "volumes": volumes},
+                "spec": {**_pod_security(c), "terminationGracePeriodSeconds": 30,
+                         "containers": [container, edge_container(c)], "volumes": volumes},
             },
         },
     }
@@ -228,7 +255,7 @@ def namespace(c: Cluster) -> dict:
 
 def network_policy(c: Cluster) -> dict:
     """Only the ingress controller's namespace reaches HTTP and gRPC, only Prometheus's the metrics; nothing else
-    reaches the pods (the probes are exec, not network)."""
+    reaches the pods (the probes are exec, or the kubelet's own TCP checks of the edge)."""
     def source(ns: str, *ports: int) -> dict:
         return {"from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}],
                 "ports": [{"protocol": "TCP", "port": p} for p in ports]}
@@ -278,7 +305,7 @@ def inference_service(c: Cluster) -> dict:
     # KServe's runtime owns the command, so the key comes as an environment variable it substitutes.
     args = [a for a in server_args(c, f"$({ADMIN_ENV})") if not a.startswith(skip) or "restricted" in a]
     model = {"modelFormat": {"name": "triton"}, "runtime": "kserve-tritonserver", "protocolVersion": "v2",
-             "storageUri": c.repository, **_container(c, args, ports=False, credentials=False),
+             "storageUri": c.repository, **_container(c, args, ports=(), credentials=False),
              "env": [{"name": ADMIN_ENV,
                       "valueFrom": {"secretKeyRef": {"name": secret_name(c), "key": "admin-key"}}}],
              **canary_probes(KSERVE_HTTP_PORT)}

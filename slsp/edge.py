@@ -33,7 +33,6 @@ import grpc
 
 from slsp.contract import ADMIN_GRPC_HEADER, ADMIN_HEADER
 
-HEADER_ALLOWANCE = 1 << 20  # bytes beyond an image's max_bytes for the JSON inference header
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade", "host"}
 INFER_PATH = re.compile(r"^/v2/models/[^/]+(/versions/[^/]+)?/infer$")
 STREAMING = "/inference.GRPCInferenceService/ModelStreamInfer"
@@ -194,8 +193,11 @@ class Edge:
     _forwarder: _GrpcForwarder | None = None
 
     def admin(self, given: str | None) -> str | None:
-        """The key to send upstream for an admin header holding `given`: the internal key for the operator's."""
-        if given and self.admin_key and self.internal_key and hmac.compare_digest(given, self.admin_key):
+        """The key to send upstream for an admin header holding `given`: the internal key for the operator's. With
+        no internal key (a cluster's pod: tritonserver holds the operator's key from a mounted file), as given."""
+        if self.internal_key is None:
+            return given
+        if given and self.admin_key and hmac.compare_digest(given, self.admin_key):
             return self.internal_key
         return None
 
@@ -248,3 +250,32 @@ class Edge:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python3 -m slsp.edge`: the edge alone, as a cluster's pod runs it beside tritonserver (slsp.deploy); needs
+    only grpcio beside the standard library."""
+    import argparse
+    import signal
+
+    ap = argparse.ArgumentParser(prog="python3 -m slsp.edge", description=main.__doc__)
+    ap.add_argument("--host", default="0.0.0.0")
+    ap.add_argument("--http-port", type=int, default=8000)
+    ap.add_argument("--grpc-port", type=int, default=8001)
+    ap.add_argument("--upstream-http", type=int, required=True, help="tritonserver's HTTP port on 127.0.0.1")
+    ap.add_argument("--upstream-grpc", type=int, required=True, help="tritonserver's gRPC port on 127.0.0.1")
+    ap.add_argument("--max-body", type=int, required=True, help="largest body or gRPC message accepted, bytes")
+    a = ap.parse_args(argv)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with Edge(a.host, a.http_port, a.grpc_port, a.upstream_http, a.upstream_grpc, a.max_body):
+        print(f"slsp edge: http {a.host}:{a.http_port}, grpc {a.host}:{a.grpc_port} -> 127.0.0.1:"
+              f"{a.upstream_http}/{a.upstream_grpc}", flush=True)
+        try:
+            stop.wait()
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main()

@@ -33,6 +33,7 @@ MODEL_CONTROL = ("none", "poll", "explicit")  # Triton's --model-control-mode va
 EXPOSED_RISK = ("tritonserver 2.51 can crash (SIGSEGV) when gRPC calls are cancelled while its queue is full "
                 "(triton-inference-server/server#7368, fixed in 24.12 by #7840 and #7880) and inflates compressed "
                 "requests before any size limit (bounded upstream by #8570)")
+HEADER_ALLOWANCE = 1 << 20  # what the edge accepts beyond an image's max_bytes: the JSON inference header
 TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"  # the NGC release of the bundled tritonserver (2.51)
 # APIs that only an operator should reach: behind contract.ADMIN_HEADER when restricted (`triton_args(admin_key=)`).
 ADMIN_APIS = ("shared-memory", "model-repository", "logging", "trace")

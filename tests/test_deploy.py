@@ -52,11 +52,17 @@ def test_manifests_validate_strictly_and_wire_probes_ports_and_resources(target:
     for obj in objects.values():
         validate(obj)
     c = container(objects)
-    assert c["startupProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
+    assert "127.0.0.1:8010/v2/health/ready" in c["startupProbe"]["exec"]["command"][2]
     for probe in ("readinessProbe", "livenessProbe"):  # a canary inference through the whole ensemble
         assert c[probe]["exec"]["command"][:3] == ["python3", "-m", "slsp.canary"], probe
-        assert "http://127.0.0.1:8000" in c[probe]["exec"]["command"]
-    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"http": 8000, "grpc": 8001, "metrics": 8002}
+        assert "http://127.0.0.1:8010" in c[probe]["exec"]["command"]
+    # tritonserver on loopback (8010/8011) serves only its metrics to the pod network; the edge container the rest.
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"metrics": 8002}
+    assert "--http-address=127.0.0.1" in c["args"] and "--grpc-address=127.0.0.1" in c["args"]
+    edge = objects["deployment.yaml"]["spec"]["template"]["spec"]["containers"][1]
+    assert edge["command"][:3] == ["python3", "-m", "slsp.edge"] and edge["image"] == c["image"]
+    assert {p["name"]: p["containerPort"] for p in edge["ports"]} == {"http": 8000, "grpc": 8001}
+    assert edge["securityContext"] == c["securityContext"] and "readinessProbe" in edge and "livenessProbe" in edge
     svc = objects["service.yaml"]["spec"]
     assert {p["name"]: p["port"] for p in svc["ports"]} == PORTS and svc["type"] == "ClusterIP"
     assert svc["selector"] == objects["deployment.yaml"]["spec"]["selector"]["matchLabels"]
@@ -142,7 +148,7 @@ def test_cli_writes_manifests_image_context_and_keeps_the_key(tmp_path: Path) ->
     for f in written:
         validate(yaml.safe_load(Path(f).read_text()))
     dockerfile = (out / "image" / "Dockerfile").read_text()
-    assert "FROM nvcr.io/nvidia/tritonserver:24.10-py3" in dockerfile and "onnxruntime==1.20.1\n" in dockerfile
+    assert "FROM nvcr.io/nvidia/tritonserver:24.10-py3" in dockerfile and "onnxruntime==1.20.1 " in dockerfile
     assert all("==" in p for p in re.search(r"pip install --no-cache-dir (.*)", dockerfile)[1].split())  # pinned
     # Every module the members import is in the image's context, torch-free.
     member = (out / "image" / "slsp" / "export" / "triton" / "decode_trsor.py").read_text()
@@ -212,10 +218,28 @@ def test_bundled_server_runs_the_manifest_arguments(served_artifacts: Path, tmp_
             assert b"nv_inference_request_success" in metrics.read()
         # The readiness probe's own command, pointed at this server, passes.
         probe = container(manifests(Cluster(), admin_key=KEY))["readinessProbe"]["exec"]["command"]
-        probe = [a.replace(":8000", f":{ports['http']}") for a in probe]
+        probe = [a.replace(":8010", f":{ports['http']}") for a in probe]
         r = subprocess.run([sys.executable if a == "python3" else a for a in probe], capture_output=True, text=True,
                            timeout=60)
         assert r.returncode == 0 and r.stdout.startswith("ok: score"), r.stderr
+        # The edge container's own command, its ports mapped to this machine's: clients reach the server through it,
+        # and the operator's key passes through to tritonserver.
+        edge = manifests(Cluster(), admin_key=KEY)["deployment.yaml"]["spec"]["template"]["spec"]["containers"][1]
+        public = {"http": free_port(), "grpc": free_port()}
+        mapping = {"8000": public["http"], "8001": public["grpc"], "8010": ports["http"], "8011": ports["grpc"]}
+        cmd = [sys.executable if a == "python3" else str(mapping.get(a, a)) for a in edge["command"]]
+        cmd[cmd.index("--host") + 1] = "127.0.0.1"
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        try:
+            assert proc.stdout.readline().startswith("slsp edge:")
+            assert SlspClient(f"grpc://127.0.0.1:{public['grpc']}").detect(photo).score == pytest.approx(
+                SlspClient(server.grpc_url).detect(photo).score)
+            url = f"http://127.0.0.1:{public['http']}/v2/systemsharedmemory/status"
+            with urllib.request.urlopen(urllib.request.Request(url, headers={ADMIN_HEADER: KEY}), timeout=10) as ok:
+                assert ok.status == 200
+        finally:
+            proc.terminate()
+            assert proc.wait(30) == 0
 
 
 @pytest.mark.slow

@@ -19,9 +19,9 @@ import pytest
 
 from conftest import PHOTO
 from slsp.clients.client import SlspClient
-from slsp.edge import HEADER_ALLOWANCE, Edge, infer_header_error
+from slsp.edge import Edge, infer_header_error
 from slsp.export import repository
-from slsp.server import Server, free_port
+from slsp.server import HEADER_ALLOWANCE, Server, free_port
 
 pytestmark = pytest.mark.server
 

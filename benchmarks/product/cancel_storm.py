@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import tritonclient.grpc as grpcclient
 
-from slsp.edge import HEADER_ALLOWANCE, Edge
+from slsp.edge import Edge
 from slsp.export import repository
-from slsp.server import Server, free_port
+from slsp.server import HEADER_ALLOWANCE, Server, free_port
 
 PHOTO = Path(__file__).resolve().parents[2] / "examples" / "real_kodak24_kodim03.png"
 
