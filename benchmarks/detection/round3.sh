@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Round 3: the shipped recipe trained on the wide real corpus, and leave-sources-out folds of it.
-#   bash benchmarks/detection/round3.sh [ARM ...]     (default: all fold-1 fold-2 fold-3 fold-4)
+#   [SEED=0] [CONDITIONS="none jpeg:95"] bash benchmarks/detection/round3.sh [ARM ...]
+#   (default arms: all fold-1 fold-2 fold-3 fold-4)
 # Each arm trains `slsp train --recipe slsp/default/recipe.toml` on the two shared training folders plus the wide
 # sources (../wide/real, built by ../shared/tools/build_wide.py) except its fold's, calibrates on its own held-out
 # reals (`slsp calibrate --skip-clipped`, as the shipped model), and scores everything with
@@ -9,6 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SEED=${SEED:-0}
+CONDITIONS=${CONDITIONS:-none jpeg:95}
 WIDE=../wide/real
 SHARED=../shared/data/real
 for arm in "${@:-all fold-1 fold-2 fold-3 fold-4}"; do
@@ -27,7 +29,7 @@ for arm in "${@:-all fold-1 fold-2 fold-3 fold-4}"; do
       slsp calibrate --model "$run" --out "$run" --skip-clipped -q
       touch "$run/calibrated"
     fi
-    for c in none jpeg:95; do
+    for c in $CONDITIONS; do
       python benchmarks/detection/wide.py score --model "$run" --name "$a-s$SEED" --reencode "$c" -q
     done
   done

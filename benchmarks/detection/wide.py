@@ -114,6 +114,21 @@ def boot_auroc(r: np.ndarray, f: np.ndarray, n: int = 500, seed: int = 0) -> tup
     return float(np.percentile(vals, 5)), float(np.percentile(vals, 95))
 
 
+def paired_diff(real_s: np.ndarray, real_b: np.ndarray, fakes: dict[str, tuple[np.ndarray, np.ndarray]],
+                n: int = 300, seed: int = 0) -> tuple[float, float, float]:
+    """Mean AUROC over generators, model minus noise baseline, with a 90% interval from a paired bootstrap (the same
+    reals and fakes drawn for both scores)."""
+    def diff(ri: np.ndarray, fi: dict[str, np.ndarray]) -> float:
+        return float(np.mean([auroc(real_s[ri], s[fi[g]]) - auroc(real_b[ri], b[fi[g]])
+                              for g, (s, b) in fakes.items()]))
+
+    rng = np.random.default_rng(seed)
+    full = diff(np.arange(real_s.size), {g: np.arange(s.size) for g, (s, _) in fakes.items()})
+    draws = [diff(rng.integers(0, real_s.size, real_s.size),
+                  {g: rng.integers(0, s.size, s.size) for g, (s, _) in fakes.items()}) for _ in range(n)]
+    return full, float(np.percentile(draws, 5)), float(np.percentile(draws, 95))
+
+
 def report(name: str, reencode: str) -> dict:
     data = json.loads(rows_path(name, reencode).read_text())
     rows = [r for r in data["rows"] if "score" in r]
@@ -143,7 +158,11 @@ def report(name: str, reencode: str) -> dict:
         gens[g] = {"n": int(fs.size), "auroc": auroc(real_s, fs), "auroc_90": boot_auroc(real_s, fs),
                    "baseline": auroc(real_b, fb), "tpr": tpr}
     mean = float(np.mean([v["auroc"] for v in gens.values()]))
+    diff, lo, hi = paired_diff(real_s, real_b, {g: (np.array([r["score"] for r in fakes if r["group"] == g]),
+                                                    np.array([r["baseline"] for r in fakes if r["group"] == g]))
+                                                for g in gens})
     return {
+        "diff_baseline": diff, "diff_baseline_90": (lo, hi),
         "name": name, "model": data["model"], "reencode": reencode, "threshold": thr, "sources": sources,
         "pooled_fpr": pooled_k / all_real.size, "pooled_fpr_90": wilson(pooled_k, all_real.size),
         "n_real": all_real.size,
@@ -190,6 +209,60 @@ def show_loso(rep: dict) -> str:
     return "\n".join(lines)
 
 
+CANDIDATES = {  # name in runs/wide -> what it is (the round-3 table's rows)
+    "shipped": "shipped weights and calibration (trained and calibrated on 4 benchmark sets and one camera folder)",
+    "shipped-widecal": "shipped weights, fusion and threshold re-fit on the wide corpus (`slsp calibrate --real`)",
+    "all-s0": "the shipped recipe trained and calibrated on the two training folders and the whole wide corpus",
+}
+
+
+def markdown(seed: int, out: Path) -> str:
+    """The round-3 section of benchmarks/DETECTION.md: candidates side by side, the leave-sources-out table and the
+    16 dev generators; every report it reads is saved beside it as JSON."""
+    lines = ["## Round 3: the wide real corpus, leave-sources-out (`benchmarks/detection/wide.py`)", "",
+             "Written by `python benchmarks/detection/wide.py markdown` from the scores of `wide.py score` "
+             "(`round3.sh` trains the fold models). Reals: the 59 dev photos (source = file-name prefix) and the wide "
+             "corpus (1,842 images of 9 sources, `../wide`, README 'Data'); fakes: the 16 dev generators (8 of "
+             "`../shared`, 8 of `../devfakes`), AUROC against the 59 dev reals, 90% bootstrap intervals, the bottom "
+             "16 rows of every image removed. FPR intervals are 90% Wilson. 'FPR, unseen sources' counts each wide "
+             "source only under a model that neither trained nor calibrated on it; for models trained on the wide "
+             "corpus that is the leave-sources-out table below.", ""]
+    reports = {}
+    for cond in ("none", "jpeg:95"):
+        lines += [f"### Candidates ({'as stored' if cond == 'none' else 'both classes re-encoded as JPEG q95'})", "",
+                  "| candidate | threshold | pooled FPR, all reals (90%) | mean AUROC, 16 generators | worst | "
+                  "model - noise baseline [90%] | TPR at threshold |", "|---|---|---|---|---|---|---|"]
+        for name in CANDIDATES:
+            if not rows_path(name, cond).is_file():
+                continue
+            r = reports[f"{name}-{cond}"] = report(name, cond)
+            lo, hi = r["pooled_fpr_90"]
+            dl, dh = r["diff_baseline_90"]
+            lines.append(f"| {name} | {r['threshold']:.4f} | {r['pooled_fpr']:.1%} ({lo:.1%}-{hi:.1%}) | "
+                         f"{r['mean_auroc']:.3f} | {r['worst_auroc']:.3f} | {r['diff_baseline']:+.3f} "
+                         f"[{dl:+.3f}, {dh:+.3f}] | {r['tpr']:.2f} |")
+        lines.append("")
+    lines += [f"- **{k}**: {v}" for k, v in CANDIDATES.items()] + [""]
+    if all(rows_path(f"{f}-s{seed}", "none").is_file() for f in FOLDS):
+        rep = loso(seed, "none")
+        reports["loso"] = rep
+        lines += show_loso(rep).replace("## ", "### ").splitlines() + [""]
+    lines += ["### Per generator (as stored): AUROC against the dev reals", "",
+              "| generator | n | " + " | ".join(CANDIDATES) + " | noise baseline |",
+              "|---|---|" + "---|" * (len(CANDIDATES) + 1)]
+    first = reports[f"{next(iter(CANDIDATES))}-none"]
+    for g, v in first["generators"].items():
+        cells = [f"{reports[f'{n}-none']['generators'][g]['auroc']:.3f}" if f"{n}-none" in reports else "-"
+                 for n in CANDIDATES]
+        lines.append(f"| {g} | {v['n']} | " + " | ".join(cells) + f" | {v['baseline']:.3f} |")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for k, r in reports.items():
+        (out.parent / f"{k.replace(':', '')}.json").write_text(json.dumps(r, indent=1) + "\n")
+    text = "\n".join(lines) + "\n"
+    out.write_text(text)
+    return text
+
+
 def show(rep: dict) -> str:
     lines = [f"## {rep['name']} ({rep['model']}, {rep['reencode']}), threshold {rep['threshold']:.4f}", "",
              "| real source | n | FPR at its threshold (90%) | FPR, threshold from the other sources (90%) |",
@@ -230,11 +303,16 @@ def main() -> None:
     lo.add_argument("--seed", type=int, default=0)
     lo.add_argument("--reencode", default="none")
     lo.add_argument("--json", action="store_true")
+    md = sub.add_parser("markdown", help="the round-3 section of DETECTION.md, and its reports as JSON")
+    md.add_argument("--seed", type=int, default=0)
+    md.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "wide" / "round3.md")
     fo = sub.add_parser("fold", help="print the sources a fold leaves out")
     fo.add_argument("fold", choices=list(FOLDS))
     a = ap.parse_args()
     if a.cmd == "score":
         print(score(a.model, a.name, a.reencode, a.quiet))
+    elif a.cmd == "markdown":
+        print(markdown(a.seed, a.out))
     elif a.cmd == "fold":
         print(" ".join(FOLDS[a.fold]))
     elif a.cmd == "loso":
