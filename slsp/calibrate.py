@@ -31,10 +31,11 @@ class Calibration(NamedTuple):
     scores: list[float]
 
 
-def _detections(det: Detector, real_files: list[Path], quiet: bool, transforms: Sequence[Transform]
-                ) -> list[Detection]:
+def _detections(det: Detector, real_files: list[Path], quiet: bool, transforms: Sequence[Transform],
+                sources: list[str] | None = None) -> list[Detection]:
     """One detection per photo and transform ('none', 'jpeg:Q', 'resize:F', 'thumb:S'). A photo the detector
-    refuses (too small, flat, undecodable) is left out with a warning, as the server would refuse it."""
+    refuses (too small, flat, undecodable) is left out with a warning, as the server would refuse it. `sources`,
+    when given, receives each detection's source (its photo's folder)."""
     out = []
     with bar(quiet) as pb:
         task = pb.add_task("calibrate", total=len(real_files) * len(transforms), info="")
@@ -46,24 +47,39 @@ def _detections(det: Detector, real_files: list[Path], quiet: bool, transforms: 
                 stderr.print(f"calibration leaves out {e}", soft_wrap=True)
             else:
                 out.extend(found)
+                if sources is not None:
+                    sources.extend([str(Path(f).parent)] * len(found))
             pb.advance(task, len(transforms))
     if not out:
         raise SlspError("calibration needs at least one real image")
     return out
 
 
-def _with_threshold(det: Detector, scores: list[float], target_fpr: float) -> Calibration:
-    thr = threshold_at_fpr(np.array(scores, dtype=np.float32), target_fpr)
+MIN_SOURCE = 20  # photos a source needs for its own FPR bound (`source_fpr`)
+
+
+def _with_threshold(det: Detector, scores: list[float], target_fpr: float, sources: list[str] | None = None,
+                    source_fpr: float | None = None) -> Calibration:
+    """The smallest threshold with at most `target_fpr` of the scores above it, and (`source_fpr`) at most that share
+    of each source's that has MIN_SOURCE scores or more: low-noise sources (wallpapers, low-light photos) score
+    higher than most, and a pooled quantile alone lets them be flagged far more often than the target."""
+    values = np.array(scores, dtype=np.float32)
+    thr = threshold_at_fpr(values, target_fpr)
+    if source_fpr is not None:
+        labels = np.array(sources)
+        thr = max([thr, *(threshold_at_fpr(values[labels == g], source_fpr) for g in np.unique(labels)
+                          if (labels == g).sum() >= MIN_SOURCE)])
     out = det.with_config(dataclasses.replace(det.cfg, threshold=thr, target_fpr=target_fpr))
     fpr = float(np.mean(np.array(scores, dtype=np.float32) >= np.float32(thr)))
     return Calibration(out, thr, fpr, scores)
 
 
 def calibrate(det: Detector, real_files: list[Path], target_fpr: float, quiet: bool = False,
-              variants: tuple[str, ...] = ("none",)) -> Calibration:
+              variants: tuple[str, ...] = ("none",), source_fpr: float | None = None) -> Calibration:
     """The threshold for the detector's own score, fusion (if any) as configured."""
-    dets = _detections(det, real_files, quiet, [Transform(v) for v in variants])
-    return _with_threshold(det, [float(d.score) for d in dets], target_fpr)
+    sources: list[str] = []
+    dets = _detections(det, real_files, quiet, [Transform(v) for v in variants], sources)
+    return _with_threshold(det, [float(d.score) for d in dets], target_fpr, sources, source_fpr)
 
 
 MIN_LEVEL_IMAGES = 10  # a pyramid level enters the fusion only when this many calibration images have it
@@ -100,18 +116,20 @@ def _fit_fusion(dets: list[Detection], scorer: Scorer, kurtosis: bool = False) -
 
 @torch.inference_mode()
 def calibrate_fused(det: Detector, real_files: list[Path], target_fpr: float, quiet: bool = False,
-                    variants: tuple[str, ...] = ("none",), kurtosis: bool = False) -> Calibration:
+                    variants: tuple[str, ...] = ("none",), kurtosis: bool = False,
+                    source_fpr: float | None = None) -> Calibration:
     """Fit the noise fusion (FusionConfig; with the kurtosis part if asked) on real photos, then the threshold of the
     fused score on the same photos, each photo as stored and under every variant.
 
     One detection pass: the exported `Scorer` recomputes the fused score from each photo's crop scores and sigma.
     """
     plain = det.with_config(dataclasses.replace(det.cfg, fusion=FusionConfig()))
-    dets = _detections(plain, real_files, quiet, [Transform(v) for v in variants])
+    sources: list[str] = []
+    dets = _detections(plain, real_files, quiet, [Transform(v) for v in variants], sources)
     fused = det.with_config(dataclasses.replace(det.cfg, fusion=_fit_fusion(dets, plain.scorer, kurtosis)))
     scores = [float(fused.scorer(d.crop_scores, d.crop_kurtosis, d.valid, d.sigma, d.low_resolution)[0])
               for d in dets]
-    return _with_threshold(fused, scores, target_fpr)
+    return _with_threshold(fused, scores, target_fpr, sources, source_fpr)
 
 
 def low_resolution_sides(det: Detector, count: int = 5) -> list[int]:
@@ -160,6 +178,7 @@ def recalibrate(
     channel: str | None = None,
     kurtosis: bool | None = None,
     reals: Sequence[Path] | None = None,
+    source_fpr: float | None = None,
 ) -> Calibration:
     """Calibrate a trained run again on its own held-out reals (train.json), or on the photos of the folders `reals`
     (a pool from many sources the run never trained on), e.g. with other variants, another
@@ -191,8 +210,8 @@ def recalibrate(
     kurtosis = det.cfg.fusion.kurtosis if kurtosis is None else kurtosis
     if kurtosis and not fuse:
         raise SlspError("the kurtosis part is a part of the fusion: it needs a model that fuses")
-    cal = (calibrate_fused(det, files, target_fpr, quiet, variants, kurtosis) if fuse
-           else calibrate(det, files, target_fpr, quiet, variants))
+    cal = (calibrate_fused(det, files, target_fpr, quiet, variants, kurtosis, source_fpr) if fuse
+           else calibrate(det, files, target_fpr, quiet, variants, source_fpr))
     low = (calibrate_low_resolution(cal.detector, files, target_fpr, quiet) if low_resolution
            else Calibration(cal.detector, cal.threshold, float("nan"), []))
     out = Path(out)
@@ -213,6 +232,7 @@ def recalibrate(
                            "holdout_fpr": low.fpr, "scores": len(low.scores)} if low.scores else None,
         "from": str(run),
         "reals": [str(r) for r in reals] if reals else "held-out",
+        "source_fpr": source_fpr,
         "images": len(files),
     }
     (out / TRAIN).write_text(json.dumps(info, indent=2) + "\n")

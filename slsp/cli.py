@@ -218,6 +218,11 @@ def calibrate(
         typer.Option("--real", help="Calibrate on this folder's real photos instead of the run's held-out ones "
                      "(repeatable): a pool from many sources the run never trained on."),
     ] = None,
+    source_fpr: Annotated[
+        Optional[float],
+        typer.Option(help="Also keep the FPR of every source (each --real folder, or each training folder's held-out "
+                     "photos) of 20 photos or more at or under this: the threshold rises to the worst source's."),
+    ] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Re-fit the threshold (and the noise fusion, if the model fuses) on real photos only: the run's held-out
@@ -226,7 +231,7 @@ def calibrate(
 
     cal = recalibrate(model, out, target_fpr, ("none", *(variant or [])), canonical=canonical, quiet=quiet,
                       low_resolution=low_resolution, levels=levels, skip_clipped=skip_clipped, channel=channel,
-                      kurtosis=kurtosis, reals=real)
+                      kurtosis=kurtosis, reals=real, source_fpr=source_fpr)
     typer.echo(f"wrote {out} (threshold {cal.threshold:.4f}, held-out FPR {cal.fpr:.1%} on {len(cal.scores)} scores)")
 
 

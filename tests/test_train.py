@@ -241,3 +241,24 @@ def test_more_processes_than_gpus_is_a_clear_error(monkeypatch: pytest.MonkeyPat
         monkeypatch.setenv(k, v)
     with pytest.raises(SlspError, match="more processes on this machine than it has GPUs"):
         setup(0)
+
+
+def test_a_source_bound_raises_the_threshold_to_the_worst_source() -> None:
+    """`slsp calibrate --source-fpr`: the pooled quantile lets a high-scoring source be flagged far above the target;
+    the bound holds every source of MIN_SOURCE photos or more to it, and a smaller source is not held."""
+    from slsp.calibrate import MIN_SOURCE, _with_threshold
+    from slsp.detector import Detector
+
+    rng = np.random.default_rng(0)
+    low, high, few = rng.uniform(0, 0.5, 200), rng.uniform(0.4, 1.0, 30), np.full(5, 0.999)
+    assert few.size < MIN_SOURCE
+    scores = [*low, *high, *few]
+    sources = ["low"] * 200 + ["high"] * 30 + ["few"] * 5
+    det = Detector(CFG).eval()
+    pooled = _with_threshold(det, scores, 0.05)
+    bound = _with_threshold(det, scores, 0.05, sources, 0.10)
+    s = np.array(scores, np.float32)
+    assert np.mean(s[200:230] >= np.float32(pooled.threshold)) > 0.10  # the high source, under the pooled rule
+    assert np.mean(s[200:230] >= np.float32(bound.threshold)) <= 0.10 < np.mean(s[200:230] >= 0.9 * bound.threshold)
+    assert np.mean(s[230:] >= np.float32(bound.threshold)) == 1.0  # below MIN_SOURCE: not held
+    assert bound.fpr <= pooled.fpr

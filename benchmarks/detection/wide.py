@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from slsp import detector as det_io
+from slsp.calibrate import MIN_SOURCE
 from slsp.errors import ImageError
 from slsp.evaluate import generators, source
 from slsp.imaging import collect, load
@@ -207,6 +208,54 @@ def show_loso(rep: dict) -> str:
         lines.append(f"| {f} | {v['threshold']:.4f} | {v['mean_auroc']:.3f} | {v['worst_auroc']:.3f} | "
                      f"{v['tpr']:.2f} |")
     return "\n".join(lines)
+
+
+def _pooled(groups: dict[str, np.ndarray]) -> float:
+    return threshold_at_fpr(np.concatenate(list(groups.values())), TARGET_FPR)
+
+
+def _worst_source(groups: dict[str, np.ndarray]) -> float:
+    """`slsp calibrate --source-fpr 0.10`'s rule: the pooled threshold, raised until no source of MIN_SOURCE photos
+    or more has an FPR over 2 x TARGET_FPR."""
+    return max(_pooled(groups), *(threshold_at_fpr(v, 2 * TARGET_FPR) for v in groups.values()
+                                  if v.size >= MIN_SOURCE))
+
+
+def _balanced(groups: dict[str, np.ndarray]) -> float:
+    """The smallest threshold at which the mean of the sources' FPRs is at most TARGET_FPR (each source one vote)."""
+    cands = np.unique(np.concatenate(list(groups.values())))
+    fpr = lambda t: np.mean([(v >= t).mean() for v in groups.values()])  # noqa: E731
+    lo, hi = 0, cands.size - 1
+    while lo < hi:  # the mean FPR falls as the threshold rises
+        mid = (lo + hi) // 2
+        lo, hi = (mid + 1, hi) if fpr(cands[mid]) > TARGET_FPR else (lo, mid)
+    return float(np.nextafter(cands[lo], np.float32(np.inf)) if fpr(cands[lo]) > TARGET_FPR else cands[lo])
+
+
+RULES = {"pooled 5%": _pooled, "pooled 5%, every source 10%": _worst_source, "source-balanced 5%": _balanced}
+
+
+def threshold_rules(name: str, reencode: str = "none") -> dict:
+    """Each threshold rule applied to one model's scores of the wide sources (its fusion as it is): for every source,
+    the FPR at the rule's threshold fit on the other sources (leave-one-source-out), and the TPR over the dev
+    generators at the threshold fit on all of them."""
+    rows = [r for r in json.loads(rows_path(name, reencode).read_text())["rows"] if "score" in r]
+    groups = {g: np.array([r["score"] for r in rows if r["set"] == "wide" and r["group"] == g], np.float32)
+              for g in sorted({r["group"] for r in rows if r["set"] == "wide"})}
+    fakes = {g: np.array([r["score"] for r in rows if r["label"] == 1 and r["group"] == g], np.float32)
+             for g in sorted({r["group"] for r in rows if r["label"] == 1})}
+    dev = np.array([r["score"] for r in rows if r["set"] == "dev"], np.float32)
+    out = {}
+    for rule, fit in RULES.items():
+        loso_fpr = {g: float((v >= np.float32(fit({k: w for k, w in groups.items() if k != g}))).mean())
+                    for g, v in groups.items()}
+        thr = np.float32(fit(groups))
+        n = sum(v.size for v in groups.values())
+        out[rule] = {"threshold": float(thr), "loso_fpr": loso_fpr,
+                     "loso_pooled": sum(loso_fpr[g] * v.size for g, v in groups.items()) / n,
+                     "dev_fpr": float((dev >= thr).mean()),
+                     "tpr": float(np.mean([(f >= thr).mean() for f in fakes.values()]))}
+    return out
 
 
 CANDIDATES = {  # name in runs/wide -> what it is (the round-3 table's rows)
