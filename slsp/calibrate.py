@@ -179,6 +179,7 @@ def recalibrate(
     kurtosis: bool | None = None,
     reals: Sequence[Path] | None = None,
     source_fpr: float | None = None,
+    keep_fusion: bool = False,
 ) -> Calibration:
     """Calibrate a trained run again on its own held-out reals (train.json), or on the photos of the folders `reals`
     (a pool from many sources the run never trained on), e.g. with other variants, another
@@ -206,10 +207,13 @@ def recalibrate(
         cfg = dataclasses.replace(cfg, trsor=dataclasses.replace(cfg.trsor, channel=channel))
     det = det.with_config(dataclasses.replace(cfg, canonical=canonical or cfg.canonical,
                                               low_resolution=LowResolutionConfig()))
-    fuse = det.cfg.fusion.enabled if fuse is None else fuse
+    if keep_fusion and (levels is not None or fuse is not None or kurtosis is not None):
+        raise SlspError("keeping the fusion leaves its levels and parts as they are: drop --levels / --kurtosis")
+    fuse = False if keep_fusion else det.cfg.fusion.enabled if fuse is None else fuse
     kurtosis = det.cfg.fusion.kurtosis if kurtosis is None else kurtosis
-    if kurtosis and not fuse:
+    if kurtosis and not fuse and not keep_fusion:
         raise SlspError("the kurtosis part is a part of the fusion: it needs a model that fuses")
+    # fuse False: the threshold of the score as the model computes it, its fusion (if any) unchanged.
     cal = (calibrate_fused(det, files, target_fpr, quiet, variants, kurtosis, source_fpr) if fuse
            else calibrate(det, files, target_fpr, quiet, variants, source_fpr))
     low = (calibrate_low_resolution(cal.detector, files, target_fpr, quiet) if low_resolution
@@ -220,7 +224,7 @@ def recalibrate(
     info["calibration"] = {
         "variants": list(variants),
         "target_fpr": target_fpr,
-        "fused": fuse,
+        "fused": bool(fuse or (keep_fusion and det.cfg.fusion.enabled)),
         "kurtosis": cal.detector.cfg.fusion.kurtosis,
         "canonical": det.cfg.canonical,
         "levels": det.cfg.trsor.levels,
@@ -233,6 +237,7 @@ def recalibrate(
         "from": str(run),
         "reals": [str(r) for r in reals] if reals else "held-out",
         "source_fpr": source_fpr,
+        "fusion_kept": keep_fusion,
         "images": len(files),
     }
     (out / TRAIN).write_text(json.dumps(info, indent=2) + "\n")

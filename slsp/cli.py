@@ -223,6 +223,10 @@ def calibrate(
         typer.Option(help="Also keep the FPR of every source (each --real folder, or each training folder's held-out "
                      "photos) of 20 photos or more at or under this: the threshold rises to the worst source's."),
     ] = None,
+    keep_fusion: Annotated[
+        bool, typer.Option("--keep-fusion", help="Re-fit the threshold (and the low-resolution scoring) only; the "
+                           "noise fusion stays as the run has it.")
+    ] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Re-fit the threshold (and the noise fusion, if the model fuses) on real photos only: the run's held-out
@@ -231,7 +235,7 @@ def calibrate(
 
     cal = recalibrate(model, out, target_fpr, ("none", *(variant or [])), canonical=canonical, quiet=quiet,
                       low_resolution=low_resolution, levels=levels, skip_clipped=skip_clipped, channel=channel,
-                      kurtosis=kurtosis, reals=real, source_fpr=source_fpr)
+                      kurtosis=kurtosis, reals=real, source_fpr=source_fpr, keep_fusion=keep_fusion)
     typer.echo(f"wrote {out} (threshold {cal.threshold:.4f}, held-out FPR {cal.fpr:.1%} on {len(cal.scores)} scores)")
 
 

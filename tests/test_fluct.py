@@ -370,6 +370,13 @@ def test_recalibrate_on_other_folders_uses_their_photos(real_dirs: list[Path], t
     info = json.loads((tmp_path / "b" / "train.json").read_text())["calibration"]
     assert info["reals"] == [str(d) for d in real_dirs] and info["images"] == len(collect(real_dirs))
     assert det_io.load(tmp_path / "b").cfg.threshold == cal.threshold
+    # --keep-fusion: the threshold alone is re-fit, on the score as the run computes it.
+    kept = recalibrate(tmp_path / "b", tmp_path / "c", 0.2, quiet=True, reals=real_dirs[:1], keep_fusion=True)
+    assert det_io.load(tmp_path / "c").cfg.fusion == det_io.load(tmp_path / "b").cfg.fusion
+    assert kept.threshold != cal.threshold and json.loads((tmp_path / "c" / "train.json").read_text())[
+        "calibration"]["fusion_kept"]
+    with pytest.raises(SlspError, match="keeping the fusion"):
+        recalibrate(tmp_path / "b", tmp_path / "d", 0.2, quiet=True, keep_fusion=True, levels=1)
 
 
 def test_recalibrate_with_levels_fits_each_level_on_held_out_reals(real_dirs: list[Path], tmp_path: Path,
