@@ -741,6 +741,9 @@ def markdown(all_reports: dict[str, dict]) -> str:
         f"condition gives them ({REFERENCE}'s baseline column), paired on the same images.",
         "",
     ]
+    round3 = ROOT / "benchmarks" / "results" / "wide" / "round3.md"  # `wide.py markdown`: the wide corpus, by source
+    if round3.is_file():
+        lines += [round3.read_text(), ""]
     lines += over_seeds(all_reports)
     lines += ["", "## Every candidate", ""]
     lines += ["| candidate | condition | mean AUROC model | worst (model) | crops before fusion | noise baseline | "
