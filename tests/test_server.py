@@ -495,8 +495,11 @@ def test_serve_stops_a_stalled_pipeline_that_still_reports_ready(served_artifact
             lines.append(line)
             if line.startswith("serving "):
                 break
+        # This server's decode stubs only (their model path is under this test's repository): the session's
+        # server runs stubs of the same name, which must keep running for the tests after this one.
         stubs = [int(p.parent.name) for p in Path("/proc").glob("[0-9]*/cmdline")
-                 if b"triton_python_backend_stub" in _read(p) and repository.DECODE.encode() in _read(p)]
+                 if b"triton_python_backend_stub" in _read(p) and repository.DECODE.encode() in _read(p)
+                 and str(repo.resolve()).encode() in _read(p)]
         assert stubs, "".join(lines)
         for pid in stubs:
             os.kill(pid, signal.SIGSTOP)
