@@ -498,6 +498,8 @@ def serve(
     repository.ensure(repo)
     repository.check_served(repo)
     if admin_key_file is not None:
+        if admin_key is not None:
+            raise SlspError("give the admin key once: --admin-key (or SLSP_ADMIN_KEY) or --admin-key-file")
         admin_key = admin_key_file.read_text().strip()
     if edge:  # tritonserver on loopback ports with a key of its own; the edge takes the public ones
         internal = secrets.token_urlsafe(24)

@@ -6,6 +6,12 @@ HorizontalPodAutoscaler, or (`kserve`) one InferenceService on KServe's Triton r
 image written beside them (`image/Dockerfile`): the NGC Triton release of the bundled server plus Pillow, ONNX
 Runtime and this slsp package, which the Python-backend members import. The server's arguments are the bundled
 server's (`slsp.server.triton_args`).
+
+Clients reach tritonserver only through the edge (slsp/edge.py), a second container of the pod, as under
+`slsp serve`. The Secret holds two keys: the operator's (`admin-key`), mounted into the edge alone, and the one
+tritonserver is started with (`internal-key`), which the edge puts in place of the operator's. tritonserver takes
+its key on its command line only, so the internal key is in its argv (inside its own container) and the
+operator's is in none; the edge refuses the internal key from outside.
 """
 
 from __future__ import annotations
@@ -28,15 +34,19 @@ from slsp.errors import SlspError
 from slsp.server import ADMIN_APIS, HEADER_ALLOWANCE, TRITON_IMAGE, triton_args
 
 MOUNT = "/models"  # where a volume-backed repository is mounted
-KSERVE_HTTP_PORT = 8080  # the HTTP port KServe's Triton runtime gives the server
+# KServe: the edge is the predictor's `transformer-container` (KServe routes the InferenceService to its first port);
+# tritonserver moves to loopback ports its runtime's arguments are overridden with.
+KSERVE_PORTS = {"http": 8080, "grpc": 8081}
+KSERVE_INNER = {"http": 8085, "grpc": 8086}
 PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
 # Where tritonserver listens inside the pod (loopback): clients reach it through the edge container on PORTS
 # (slsp/edge.py: tritonserver 2.51 can be crashed by cancelled gRPC calls and inflates compressed bodies unchecked).
 INNER = {"http": 8010, "grpc": 8011}
 OBJECT_STORES = ("s3://", "gs://", "as://")  # repositories Triton reads from object storage itself
 KUBERNETES = "1.30"  # the API version the manifests are written (and validated in tests) for
-ADMIN_ENV = "SLSP_ADMIN_KEY"  # KServe's model container only: its runtime owns the command (see inference_service)
-KEY_DIR = "/var/run/secrets/slsp"  # the admin key as a file (mounted from the Secret), never an environment variable
+INTERNAL_ENV = "SLSP_INTERNAL_KEY"  # KServe's model container only: its runtime owns the command (inference_service)
+KEY_DIR = "/var/run/secrets/slsp"  # the keys as files (mounted from the Secret), never an environment variable
+ADMIN_FILE, INTERNAL_FILE = "admin-key", "internal-key"  # the Secret's keys, and their file names under KEY_DIR
 NON_ROOT = 10001  # above the host's user range (checkov CKV_K8S_40); the image's files are world-readable
 # The image's Python packages, pinned: the NGC image's Python is 3.10 (tritonserver 2.51).
 # c2pa-python: the decode member reads provenance; grpcio: the edge container's (python3 -m slsp.edge).
@@ -101,9 +111,9 @@ def secret_name(c: Cluster) -> str:
     return f"{c.name}-admin"
 
 
-def admin_secret(c: Cluster, key: str) -> dict:
+def admin_secret(c: Cluster, key: str, internal: str) -> dict:
     return {"apiVersion": "v1", "kind": "Secret", "metadata": c.meta(secret_name(c)), "type": "Opaque",
-            "stringData": {"admin-key": key}}
+            "stringData": {ADMIN_FILE: key, INTERNAL_FILE: internal}}
 
 
 def server_args(c: Cluster, admin_key: str | None = None) -> list[str]:
@@ -115,9 +125,9 @@ def server_args(c: Cluster, admin_key: str | None = None) -> list[str]:
                        admin_key=admin_key, metrics_host="0.0.0.0")
 
 
-# The Deployment's command: the key read from the mounted Secret file, the operator APIs locked with it, then
-# tritonserver with the container's arguments ("$@"). `$$(` is Kubernetes' escape for a literal `$(`.
-LAUNCH = (f'key=$$(cat {KEY_DIR}/admin-key) && exec tritonserver "$@" '
+# The Deployment's command: the internal key read from the mounted Secret file, the operator APIs locked with it,
+# then tritonserver with the container's arguments ("$@"). `$$(` is Kubernetes' escape for a literal `$(`.
+LAUNCH = (f'key=$$(cat {KEY_DIR}/{INTERNAL_FILE}) && exec tritonserver "$@" '
           f'"--http-restricted-api={",".join(ADMIN_APIS)}:{ADMIN_HEADER}=$key" '
           f'"--grpc-restricted-protocol={",".join(ADMIN_APIS)}:{ADMIN_HEADER}=$key"')
 
@@ -148,16 +158,23 @@ def _container(c: Cluster, args: list[str], ports: tuple[str, ...], credentials:
     return container
 
 
+def key_volume(c: Cluster, name: str, *keys: str) -> tuple[dict, dict]:
+    """A volume of the Secret's `keys`, each a read-only file under KEY_DIR, and its mount."""
+    volume = {"name": name, "secret": {"secretName": secret_name(c), "defaultMode": 0o400,
+                                       "items": [{"key": k, "path": k} for k in keys]}}
+    return volume, {"name": name, "mountPath": KEY_DIR, "readOnly": True}
+
+
 def _volumes(c: Cluster, pvc: bool, key_file: bool = True) -> tuple[list[dict], list[dict]]:
     """Writable /tmp and a RAM-backed /dev/shm (the Python backend's tensors travel through it) on a read-only root,
-    the admin key as a read-only file (`key_file`), plus the repository's claim, read-only."""
+    tritonserver's internal key as a read-only file (`key_file`), plus the repository's claim, read-only."""
     volumes = [{"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}},
                {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}]
     mounts = [{"name": "shm", "mountPath": "/dev/shm"}, {"name": "tmp", "mountPath": "/tmp"}]
     if key_file:
-        volumes.append({"name": "admin-key", "secret": {"secretName": secret_name(c), "defaultMode": 0o400,
-                                                        "items": [{"key": "admin-key", "path": "admin-key"}]}})
-        mounts.append({"name": "admin-key", "mountPath": KEY_DIR, "readOnly": True})
+        volume, mount = key_volume(c, "internal-key", INTERNAL_FILE)
+        volumes.append(volume)
+        mounts.append(mount)
     if pvc:
         claim, sub = _pvc(c)
         volumes.append({"name": "models", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
@@ -193,21 +210,26 @@ READY = ("import sys, urllib.request as u; "
          "sys.exit(u.urlopen('http://127.0.0.1:%d/v2/health/ready', timeout=4).status != 200)")
 
 
-def edge_container(c: Cluster) -> dict:
-    """The edge (slsp/edge.py) on the public HTTP and gRPC ports, forwarding to tritonserver on loopback in the same
-    pod. It holds no key: the admin header passes through to tritonserver, which checks it."""
-    container = _container(c, [], ports=("http", "grpc"), credentials=False)
+def edge_container(c: Cluster, name: str = "edge", ports: dict[str, int] = PORTS,
+                   inner: dict[str, int] = INNER) -> dict:
+    """The edge (slsp/edge.py) on the public HTTP and gRPC `ports`, forwarding to tritonserver on loopback `inner`
+    in the same pod. It reads both keys from the Secret's files (volume `keys`): a request with the operator's key
+    goes upstream with the internal one; any other key value is dropped."""
+    container = _container(c, [], ports=(), credentials=False)
     del container["args"]
+    container["ports"] = [{"name": n, "containerPort": ports[n], "protocol": "TCP"} for n in ("http", "grpc")]
     # Bodies are held whole while forwarded: up to its workers' worth of max_bytes.
     container["resources"] = {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}}
     return {
-        "name": "edge",
-        "command": ["python3", "-m", "slsp.edge", "--host", "0.0.0.0", "--http-port", str(PORTS["http"]),
-                    "--grpc-port", str(PORTS["grpc"]), "--upstream-http", str(INNER["http"]),
-                    "--upstream-grpc", str(INNER["grpc"]), "--max-body", str(c.max_bytes + HEADER_ALLOWANCE)],
+        "name": name,
+        "command": ["python3", "-m", "slsp.edge", "--host", "0.0.0.0", "--http-port", str(ports["http"]),
+                    "--grpc-port", str(ports["grpc"]), "--upstream-http", str(inner["http"]),
+                    "--upstream-grpc", str(inner["grpc"]), "--max-body", str(c.max_bytes + HEADER_ALLOWANCE),
+                    "--admin-key-file", f"{KEY_DIR}/{ADMIN_FILE}", "--internal-key-file", f"{KEY_DIR}/{INTERNAL_FILE}"],
         **container,
-        "readinessProbe": {"tcpSocket": {"port": "http"}, "periodSeconds": 10},
-        "livenessProbe": {"tcpSocket": {"port": "grpc"}, "periodSeconds": 20},
+        "volumeMounts": [key_volume(c, "keys", ADMIN_FILE, INTERNAL_FILE)[1]],
+        "readinessProbe": {"tcpSocket": {"port": ports["http"]}, "periodSeconds": 10},
+        "livenessProbe": {"tcpSocket": {"port": ports["grpc"]}, "periodSeconds": 20},
     }
 
 
@@ -234,7 +256,8 @@ def deployment(c: Cluster) -> dict:
             "template": {
                 "metadata": {"labels": c.labels, "annotations": PROMETHEUS},
                 "spec": {**_pod_security(c), "terminationGracePeriodSeconds": 30,
-                         "containers": [container, edge_container(c)], "volumes": volumes},
+                         "containers": [container, edge_container(c)],
+                         "volumes": [*volumes, key_volume(c, "keys", ADMIN_FILE, INTERNAL_FILE)[0]]},
             },
         },
     }
@@ -253,16 +276,16 @@ def namespace(c: Cluster) -> dict:
     return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": c.namespace, "labels": c.labels}}
 
 
-def network_policy(c: Cluster) -> dict:
-    """Only the ingress controller's namespace reaches HTTP and gRPC, only Prometheus's the metrics; nothing else
-    reaches the pods (the probes are exec, or the kubelet's own TCP checks of the edge)."""
+def network_policy(c: Cluster, public: dict[str, int] = PORTS) -> dict:
+    """Only the ingress controller's namespace reaches the edge's HTTP and gRPC ports (`public`), only Prometheus's
+    the metrics; nothing else reaches the pods (the probes are exec, or the kubelet's own TCP checks of the edge)."""
     def source(ns: str, *ports: int) -> dict:
         return {"from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}],
                 "ports": [{"protocol": "TCP", "port": p} for p in ports]}
 
     return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": c.meta(c.name),
             "spec": {"podSelector": {"matchLabels": c.labels}, "policyTypes": ["Ingress"],
-                     "ingress": [source(c.ingress_namespace, PORTS["http"], PORTS["grpc"]),
+                     "ingress": [source(c.ingress_namespace, public["http"], public["grpc"]),
                                  source(c.metrics_namespace, PORTS["metrics"])]}}
 
 
@@ -298,38 +321,45 @@ def autoscaler(c: Cluster) -> dict:
 
 
 def inference_service(c: Cluster) -> dict:
-    """KServe's Triton runtime (`kserve-tritonserver`): KServe copies `storageUri` to /mnt/models and gives the
-    ports and the model store itself; these arguments add the rest of the bundled server's."""
+    """KServe's Triton runtime (`kserve-tritonserver`) with the edge collocated as the predictor's
+    `transformer-container`, which KServe routes to. KServe copies `storageUri` to /mnt/models and gives the
+    model store; the runtime's arguments come first and ours after them (KServe concatenates; tritonserver keeps
+    an option's last value), moving HTTP and gRPC to loopback behind the edge."""
     skip = ("--model-repository=", "--http-", "--grpc-address", "--grpc-port", "--metrics-address",
             "--model-control-mode", "--repository-poll-secs")
-    # KServe's runtime owns the command, so the key comes as an environment variable it substitutes.
-    args = [a for a in server_args(c, f"$({ADMIN_ENV})") if not a.startswith(skip) or "restricted" in a]
+    # KServe's runtime owns the command, so the internal key comes as an environment variable it substitutes.
+    args = [a for a in server_args(c, f"$({INTERNAL_ENV})") if not a.startswith(skip) or "restricted" in a]
+    args += [f"--{p}-{k}" for p in ("http", "grpc") for k in ("address=127.0.0.1", f"port={KSERVE_INNER[p]}")]
     model = {"modelFormat": {"name": "triton"}, "runtime": "kserve-tritonserver", "protocolVersion": "v2",
              "storageUri": c.repository, **_container(c, args, ports=(), credentials=False),
-             "env": [{"name": ADMIN_ENV,
-                      "valueFrom": {"secretKeyRef": {"name": secret_name(c), "key": "admin-key"}}}],
-             **canary_probes(KSERVE_HTTP_PORT)}
+             "env": [{"name": INTERNAL_ENV,
+                      "valueFrom": {"secretKeyRef": {"name": secret_name(c), "key": INTERNAL_FILE}}}],
+             **canary_probes(KSERVE_INNER["http"])}
     volumes, model["volumeMounts"] = _volumes(c, pvc=False, key_file=False)
+    edge = edge_container(c, "transformer-container", KSERVE_PORTS, KSERVE_INNER)
     return {
         "apiVersion": "serving.kserve.io/v1beta1",
         "kind": "InferenceService",
         "metadata": c.meta(c.name, annotations=PROMETHEUS),
         "spec": {"predictor": {"minReplicas": c.replicas, "maxReplicas": c.max_replicas, "scaleMetric": "cpu",
-                               "scaleTarget": c.cpu_utilization, **_pod_security(c), "volumes": volumes,
-                               "model": model}},
+                               "scaleTarget": c.cpu_utilization, **_pod_security(c),
+                               "volumes": [*volumes, key_volume(c, "keys", ADMIN_FILE, INTERNAL_FILE)[0]],
+                               "model": model, "containers": [edge]}},
     }
 
 
-def manifests(c: Cluster, kserve: bool = False, admin_key: str | None = None) -> dict[str, dict]:
-    """File name -> object. A new random admin key unless one is given."""
-    key = admin_key or secrets.token_urlsafe(32)
-    objects = {"namespace.yaml": namespace(c), "secret.yaml": admin_secret(c, key)}
+def manifests(c: Cluster, kserve: bool = False, admin_key: str | None = None,
+              internal_key: str | None = None) -> dict[str, dict]:
+    """File name -> object. New random keys unless given."""
+    objects = {"namespace.yaml": namespace(c),
+               "secret.yaml": admin_secret(c, admin_key or secrets.token_urlsafe(32),
+                                           internal_key or secrets.token_urlsafe(32))}
     if kserve:
         objects["inferenceservice.yaml"] = inference_service(c)
     else:
         objects.update({"deployment.yaml": deployment(c), "service.yaml": service(c), "hpa.yaml": autoscaler(c),
                         "pdb.yaml": disruption_budget(c)})
-    objects["networkpolicy.yaml"] = network_policy(c)
+    objects["networkpolicy.yaml"] = network_policy(c, KSERVE_PORTS if kserve else PORTS)
     return objects
 
 
@@ -392,10 +422,10 @@ def write(c: Cluster, out: Path, kserve: bool = False) -> list[Path]:
     """Write the manifests and the image's build context under `out`; returns the manifest files."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    old = out / "secret.yaml"  # written before: keep its key, so applying again does not lock out the running pods
-    key = yaml.safe_load(old.read_text())["stringData"]["admin-key"] if old.is_file() else None
+    old = out / "secret.yaml"  # written before: keep its keys, so applying again does not lock out the running pods
+    keys = yaml.safe_load(old.read_text())["stringData"] if old.is_file() else {}
     written = []
-    for name, obj in manifests(c, kserve, key).items():
+    for name, obj in manifests(c, kserve, keys.get(ADMIN_FILE), keys.get(INTERNAL_FILE)).items():
         text = yaml.dump(obj, Dumper=_Dumper, sort_keys=False)
         if name == "secret.yaml":  # created 0600, written to a new file and renamed in: never readable by others
             tmp = out / f".{name}.{secrets.token_hex(4)}"

@@ -11,7 +11,8 @@ Three things tritonserver 2.51 (the bundled one, NGC 24.10) gets wrong with host
   gRPC UNAVAILABLE, which clients retry. The HTTP edge checks the JSON header of every inference request and
   answers 400 itself; the gRPC edge turns that refusal into PERMISSION_DENIED.
 The admin key: tritonserver takes its restricted-API key on its command line only, where any local user reads it.
-Behind the edge, tritonserver gets a key made at each start (`internal_key`), and the operator's key (`admin_key`)
+Behind the edge, tritonserver gets a key of its own (`internal_key`: made at each start by `slsp serve`, the
+Secret's `internal-key` in a cluster's pod), and the operator's key (`admin_key`)
 never reaches an argv: a request carrying the operator's key in the admin header has it swapped for the internal one,
 any other value of that header is dropped, so tritonserver refuses the call as it would without a key.
 Everything else passes through unchanged.
@@ -28,6 +29,7 @@ import socketserver
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 
@@ -184,7 +186,7 @@ class Edge:
     upstream_grpc_port: int
     max_body: int
     admin_key: str | None = None  # the operator's key (None: operator calls closed)
-    internal_key: str | None = None  # the key tritonserver was started with
+    internal_key: str | None = None  # the key tritonserver was started with (None: operator calls closed)
     workers: int = 64  # concurrent gRPC calls; more are refused RESOURCE_EXHAUSTED at once
     refused: dict[int, int] = field(default_factory=dict)  # HTTP refusals by status code
     _local: threading.local = field(default_factory=threading.local)
@@ -193,11 +195,9 @@ class Edge:
     _forwarder: _GrpcForwarder | None = None
 
     def admin(self, given: str | None) -> str | None:
-        """The key to send upstream for an admin header holding `given`: the internal key for the operator's. With
-        no internal key (a cluster's pod: tritonserver holds the operator's key from a mounted file), as given."""
-        if self.internal_key is None:
-            return given
-        if given and self.admin_key and hmac.compare_digest(given, self.admin_key):
+        """The key to send upstream for an admin header holding `given`: the internal key for the operator's, none
+        for anything else (tritonserver then refuses the call as it would without a key)."""
+        if given and self.admin_key and self.internal_key and hmac.compare_digest(given, self.admin_key):
             return self.internal_key
         return None
 
@@ -265,10 +265,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--upstream-http", type=int, required=True, help="tritonserver's HTTP port on 127.0.0.1")
     ap.add_argument("--upstream-grpc", type=int, required=True, help="tritonserver's gRPC port on 127.0.0.1")
     ap.add_argument("--max-body", type=int, required=True, help="largest body or gRPC message accepted, bytes")
+    ap.add_argument("--admin-key-file", type=Path, help="the operator's key (a mounted secret); without it and "
+                    "--internal-key-file, operator calls are closed")
+    ap.add_argument("--internal-key-file", type=Path, help="the key tritonserver was started with")
     a = ap.parse_args(argv)
+    keys = [f.read_text().strip() if f else None for f in (a.admin_key_file, a.internal_key_file)]
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with Edge(a.host, a.http_port, a.grpc_port, a.upstream_http, a.upstream_grpc, a.max_body):
+    with Edge(a.host, a.http_port, a.grpc_port, a.upstream_http, a.upstream_grpc, a.max_body, *keys):
         print(f"slsp edge: http {a.host}:{a.http_port}, grpc {a.host}:{a.grpc_port} -> 127.0.0.1:"
               f"{a.upstream_http}/{a.upstream_grpc}", flush=True)
         try:

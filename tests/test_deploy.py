@@ -20,11 +20,11 @@ from test_cli import SLSP
 
 from slsp import deploy
 from slsp.contract import ADMIN_HEADER
-from slsp.deploy import ADMIN_ENV, KUBERNETES, MOUNT, PORTS, Cluster, manifests
+from slsp.deploy import INTERNAL_ENV, KUBERNETES, MOUNT, PORTS, Cluster, manifests
 from slsp.errors import SlspError
 from slsp.server import Server, free_port
 
-KEY = "test-admin-key"
+KEY, INTERNAL = "test-admin-key", "test-internal-key"
 
 
 def validate(obj: dict) -> None:
@@ -73,16 +73,22 @@ def test_manifests_validate_strictly_and_wire_probes_ports_and_resources(target:
     assert gpu == ("1" if target == "gpu" else None)
     hpa = objects["hpa.yaml"]["spec"]
     assert (hpa["minReplicas"], hpa["maxReplicas"], hpa["scaleTargetRef"]["name"]) == (2, 5, "slsp")
-    # No model-control API: new versions arrive by polling, and the operator APIs need the Secret's key, read from
-    # the Secret mounted as a file by the command (never an environment variable, never in the manifest's args).
+    # No model-control API: new versions arrive by polling. tritonserver's operator APIs need the Secret's internal
+    # key, read by the command from the Secret mounted as a file (never an environment variable, never in the
+    # manifest's args); only the edge's volume holds the operator's key.
     args = c["args"]
     assert "--model-control-mode=poll" in args and not any(a.startswith("--load-model") for a in args)
     assert not any("restricted" in a for a in args) and "env" not in c
     assert c["command"][:2] == ["/bin/sh", "-c"] and c["command"][2].count(f"{ADMIN_HEADER}=$key") == 2
-    key = next(v for v in pod["spec"]["volumes"] if v["name"] == "admin-key")
-    assert key["secret"]["secretName"] == objects["secret.yaml"]["metadata"]["name"]
-    assert key["secret"]["defaultMode"] == 0o400
-    assert {"name": "admin-key", "mountPath": deploy.KEY_DIR, "readOnly": True} in c["volumeMounts"]
+    assert f"{deploy.KEY_DIR}/internal-key" in c["command"][2]
+    volumes = {v["name"]: v["secret"] for v in pod["spec"]["volumes"] if "secret" in v}
+    assert {v["secretName"] for v in volumes.values()} == {objects["secret.yaml"]["metadata"]["name"]}
+    assert {v["defaultMode"] for v in volumes.values()} == {0o400}
+    assert [i["key"] for i in volumes["internal-key"]["items"]] == ["internal-key"]
+    assert [i["key"] for i in volumes["keys"]["items"]] == ["admin-key", "internal-key"]
+    assert {"name": "internal-key", "mountPath": deploy.KEY_DIR, "readOnly": True} in c["volumeMounts"]
+    assert edge["volumeMounts"] == [{"name": "keys", "mountPath": deploy.KEY_DIR, "readOnly": True}]
+    assert set(objects["secret.yaml"]["stringData"]) == {"admin-key", "internal-key"}
     assert pod["spec"]["securityContext"]["runAsUser"] >= 10000 and c["imagePullPolicy"] == "Always"
     # Only the ingress controller reaches 8000/8001 and only Prometheus 8002; one pod at a time may be evicted.
     rules = objects["networkpolicy.yaml"]["spec"]["ingress"]
@@ -123,26 +129,38 @@ def test_kserve_inference_service() -> None:
                       "storageUri": "gs://b/repo", "protocolVersion": "v2"}
     scaling = {k: predictor.pop(k) for k in ("minReplicas", "maxReplicas", "scaleMetric", "scaleTarget")}
     assert scaling == {"minReplicas": 1, "maxReplicas": 4, "scaleMetric": "cpu", "scaleTarget": 70}
-    # What is left is Kubernetes' own: the predictor's pod fields and the model's container fields, strictly.
-    definition("io.k8s.api.core.v1.PodSpec").validate({**predictor, "containers": [{"name": "kserve-container",
-                                                                                    **model}]})
+    # What is left is Kubernetes' own: the predictor's pod fields and the containers' fields, strictly (below).
     assert model["resources"]["limits"]["nvidia.com/gpu"] == "1"
-    # KServe gives the ports and the model store; the security arguments are still there.
-    assert not any(a.startswith(("--model-repository", "--http-port", "--grpc-port")) for a in model["args"])
-    assert sum(f"{ADMIN_HEADER}=$({ADMIN_ENV})" in a for a in model["args"]) == 2  # KServe's runtime owns the command
+    # KServe gives the model store; our arguments, after the runtime's, move tritonserver to loopback behind the edge,
+    # which KServe routes to as the predictor's transformer-container; the security arguments are still there.
+    assert not any(a.startswith("--model-repository") for a in model["args"])
+    assert model["args"][-4:] == ["--http-address=127.0.0.1", "--http-port=8085", "--grpc-address=127.0.0.1",
+                                  "--grpc-port=8086"]
+    assert sum(f"{ADMIN_HEADER}=$({INTERNAL_ENV})" in a for a in model["args"]) == 2  # the runtime owns the command
+    assert model["env"][0]["valueFrom"]["secretKeyRef"]["key"] == "internal-key"
+    assert "http://127.0.0.1:8085" in model["readinessProbe"]["exec"]["command"]
     assert "envFrom" not in model  # the storage initializer downloads the repository: no credentials here
+    [edge] = predictor.pop("containers")
+    assert edge["name"] == "transformer-container" and edge["ports"][0]["containerPort"] == 8080
+    cmd = edge["command"]
+    assert [cmd[cmd.index(f"--{o}") + 1] for o in ("http-port", "grpc-port", "upstream-http", "upstream-grpc")] == \
+        ["8080", "8081", "8085", "8086"]
+    definition("io.k8s.api.core.v1.PodSpec").validate({**predictor, "containers": [{"name": "kserve-container",
+                                                                                    **model}, edge]})
+    assert [p["port"] for p in objects["networkpolicy.yaml"]["spec"]["ingress"][0]["ports"]] == [8080, 8081]
     validate(objects["secret.yaml"])
 
 
 def test_cli_writes_manifests_image_context_and_keeps_the_key(tmp_path: Path) -> None:
     out = tmp_path / "k8s"
     keys = []
-    for _ in range(2):  # writing into the same folder again keeps the key
+    for _ in range(2):  # writing into the same folder again keeps the keys
         r = subprocess.run([*SLSP, "deploy", "kubernetes", "--out", str(out), "--replicas", "2", "--json"],
                            capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stderr
-        keys.append(yaml.safe_load((out / "secret.yaml").read_text())["stringData"]["admin-key"])
-    assert keys[0] == keys[1] and len(keys[0]) >= 32
+        keys.append(yaml.safe_load((out / "secret.yaml").read_text())["stringData"])
+    assert keys[0] == keys[1] and len(keys[0]["admin-key"]) >= 32 and len(keys[0]["internal-key"]) >= 32
+    assert keys[0]["admin-key"] != keys[0]["internal-key"]
     assert (out / "secret.yaml").stat().st_mode & 0o077 == 0
     written = json.loads(r.stdout)["manifests"]
     for f in written:
@@ -178,8 +196,9 @@ def test_refuses_a_repository_the_image_cannot_run(served_artifacts: Path, tmp_p
 @pytest.mark.slow
 @pytest.mark.server
 def test_bundled_server_runs_the_manifest_arguments(served_artifacts: Path, tmp_path: Path) -> None:
-    """The container's arguments as Kubernetes would run them (the Secret's value substituted), with only the mount
-    point, addresses and ports mapped to this machine's: the server starts, serves, and locks the operator APIs."""
+    """The containers' commands as Kubernetes would run them (the Secret's files mounted), with only the mount point,
+    key folder, addresses and ports mapped to this machine's: the server starts, serves, and locks the operator APIs
+    with the internal key; the edge opens them to the operator's key, and the operator's key is in no argv."""
     from slsp.clients.client import SlspClient
     from slsp.export import repository
 
@@ -188,15 +207,17 @@ def test_bundled_server_runs_the_manifest_arguments(served_artifacts: Path, tmp_
     ports = {n: free_port() for n in PORTS}
     # The command as the container runs it: the key read from the mounted file (here a file with the key),
     # tritonserver's final arguments printed instead of exec'd.
-    c = container(manifests(Cluster(), admin_key=KEY))
+    objects = manifests(Cluster(), admin_key=KEY, internal_key=INTERNAL)
+    c = container(objects)
     key_dir = tmp_path / "key"
     key_dir.mkdir()
-    (key_dir / "admin-key").write_text(KEY)
+    for name, value in objects["secret.yaml"]["stringData"].items():
+        (key_dir / name).write_text(value)
     script = c["command"][2].replace("$$(", "$(").replace(deploy.KEY_DIR, str(key_dir))
     script = script.replace("exec tritonserver", "printf '%s\\n'")
     argv = subprocess.run(["/bin/sh", "-c", script, "tritonserver", *c["args"]], capture_output=True, text=True,
                           check=True).stdout.splitlines()
-    assert sum(f"{ADMIN_HEADER}={KEY}" in a for a in argv) == 2
+    assert sum(f"{ADMIN_HEADER}={INTERNAL}" in a for a in argv) == 2 and not any(KEY in a for a in argv)
     args = []
     for a in argv:
         a = a.replace(f"--model-repository={MOUNT}", f"--model-repository={repo}")
@@ -211,7 +232,7 @@ def test_bundled_server_runs_the_manifest_arguments(served_artifacts: Path, tmp_
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(url, timeout=10)
         assert refused.value.code in (401, 403)
-        with urllib.request.urlopen(urllib.request.Request(url, headers={ADMIN_HEADER: KEY}), timeout=10) as ok:
+        with urllib.request.urlopen(urllib.request.Request(url, headers={ADMIN_HEADER: INTERNAL}), timeout=10) as ok:
             assert ok.status == 200
         with urllib.request.urlopen(f"{server.http_url}/metrics".replace(str(ports["http"]), str(ports["metrics"])),
                                     timeout=10) as metrics:
@@ -222,12 +243,14 @@ def test_bundled_server_runs_the_manifest_arguments(served_artifacts: Path, tmp_
         r = subprocess.run([sys.executable if a == "python3" else a for a in probe], capture_output=True, text=True,
                            timeout=60)
         assert r.returncode == 0 and r.stdout.startswith("ok: score"), r.stderr
-        # The edge container's own command, its ports mapped to this machine's: clients reach the server through it,
-        # and the operator's key passes through to tritonserver.
-        edge = manifests(Cluster(), admin_key=KEY)["deployment.yaml"]["spec"]["template"]["spec"]["containers"][1]
+        # The edge container's own command, its ports and key files mapped to this machine's: clients reach the
+        # server through it, the operator's key opens the operator APIs there, the internal key does not.
+        edge = objects["deployment.yaml"]["spec"]["template"]["spec"]["containers"][1]
+        assert not any(KEY in a or INTERNAL in a for a in edge["command"])
         public = {"http": free_port(), "grpc": free_port()}
         mapping = {"8000": public["http"], "8001": public["grpc"], "8010": ports["http"], "8011": ports["grpc"]}
-        cmd = [sys.executable if a == "python3" else str(mapping.get(a, a)) for a in edge["command"]]
+        cmd = [sys.executable if a == "python3" else str(mapping.get(a, a)).replace(deploy.KEY_DIR, str(key_dir))
+               for a in edge["command"]]
         cmd[cmd.index("--host") + 1] = "127.0.0.1"
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
         try:
@@ -237,6 +260,9 @@ def test_bundled_server_runs_the_manifest_arguments(served_artifacts: Path, tmp_
             url = f"http://127.0.0.1:{public['http']}/v2/systemsharedmemory/status"
             with urllib.request.urlopen(urllib.request.Request(url, headers={ADMIN_HEADER: KEY}), timeout=10) as ok:
                 assert ok.status == 200
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(urllib.request.Request(url, headers={ADMIN_HEADER: INTERNAL}), timeout=10)
+            assert refused.value.code in (401, 403)
         finally:
             proc.terminate()
             assert proc.wait(30) == 0
