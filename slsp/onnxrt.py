@@ -30,9 +30,30 @@ def session(path: Path, device: str = "cpu", intra_op_threads: int = 0, inter_op
     return ort.InferenceSession(str(path), opts, providers=providers(device))
 
 
+# The bundled tritonserver's (2.51) Python backend stub hands each BYTES input to Python as a numpy array built by
+# its pybind11, which reads numpy 1.x's array API: under numpy 2 the array is misread and the stub dies on the first
+# request (`unpack_from requires a buffer of at least ...`; what issue 40's GPU run hit). `slsp serve` puts a numpy 1.x
+# first on the members' path (slsp.server.member_numpy_site); a member refuses to load under numpy 2.
+STUB_NUMPY_MAJOR = 1
+
+
+def check_member_numpy() -> None:
+    """Refuse to load a Python-backend member under a numpy its stub cannot read (STUB_NUMPY_MAJOR)."""
+    import numpy
+
+    if int(numpy.__version__.split(".")[0]) != STUB_NUMPY_MAJOR:
+        raise RuntimeMissing(
+            f"this member imports numpy {numpy.__version__} ({numpy.__file__}); the bundled tritonserver's Python "
+            f"backend stub reads numpy {STUB_NUMPY_MAJOR}.x arrays and would die on the first request. Install "
+            "'numpy<2' into a folder (pip install --target DIR 'numpy<2') and serve with SLSP_STUB_SITE=DIR")
+
+
 def triton_params(args: dict) -> tuple[Path, dict[str, str]]:
-    """For Triton Python-backend models: this version's folder and the config's string parameters."""
+    """For Triton Python-backend models: this version's folder and the config's string parameters (after checking
+    the member's numpy)."""
     import json
+
+    check_member_numpy()
 
     cfg = json.loads(args["model_config"])
     params = {k: v["string_value"] for k, v in cfg.get("parameters", {}).items()}

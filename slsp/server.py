@@ -61,6 +61,42 @@ def pytriton_root() -> Path:
     return root
 
 
+STUB_SITE = "SLSP_STUB_SITE"  # a folder with numpy 1.x for the members, where the serving Python has numpy 2
+
+
+def _numpy_major(site: str | None = None) -> int | None:
+    """The major version of the numpy installed in `site` (None: none there), or of this interpreter's."""
+    if site is None:
+        import numpy
+
+        return int(numpy.__version__.split(".")[0])
+    from importlib.metadata import distributions
+
+    found = [d.version for d in distributions(name="numpy", path=[site])]
+    return int(found[0].split(".")[0]) if found else None
+
+
+def member_numpy_site() -> list[str]:
+    """What goes first on the Python-backend members' path so that they import a numpy the bundled stub reads
+    (slsp.onnxrt.STUB_NUMPY_MAJOR): SLSP_STUB_SITE where set, nothing where this interpreter's numpy will do. A GPU
+    machine's PyTorch environment often has numpy 2; there, without SLSP_STUB_SITE, a clear error before starting."""
+    from slsp.onnxrt import STUB_NUMPY_MAJOR
+
+    site = os.environ.get(STUB_SITE)
+    if site:
+        major = _numpy_major(site)
+        if major != STUB_NUMPY_MAJOR:
+            raise RuntimeMissing(f"{STUB_SITE}={site} holds " + (f"numpy {major}.x" if major else "no numpy") +
+                                 f"; the bundled server's Python backend needs numpy {STUB_NUMPY_MAJOR}.x there "
+                                 "(pip install --target DIR 'numpy<2')")
+        return [site]
+    if _numpy_major() != STUB_NUMPY_MAJOR:
+        raise RuntimeMissing(f"this Python has numpy {_numpy_major()}.x; the bundled server's Python backend stub "
+                             f"reads numpy {STUB_NUMPY_MAJOR}.x arrays (with numpy 2 it dies on the first request). "
+                             f"pip install --target DIR 'numpy<2', then set {STUB_SITE}=DIR")
+    return []
+
+
 def triton_args(repository: str, host: str, http_port: int, grpc_port: int, metrics_port: int,
                 model_control: str = "none", poll_seconds: int = 2, admin_key: str | None = None,
                 metrics_host: str | None = None) -> list[str]:
@@ -131,7 +167,7 @@ class Server:
     def environment(self) -> dict[str, str]:
         root = pytriton_root()
         libs = [str(root.parent.parent / "nvidia_pytriton.libs"), sysconfig.get_config_var("LIBDIR") or ""]
-        paths = [str(Path(slsp.__file__).resolve().parent.parent), *sys.path]
+        paths = [*member_numpy_site(), str(Path(slsp.__file__).resolve().parent.parent), *sys.path]
         env = dict(os.environ)
         env["LD_LIBRARY_PATH"] = os.pathsep.join([*libs, env.get("LD_LIBRARY_PATH", "")])
         env["SLSP_PYTHONPATH"] = os.pathsep.join(p for p in paths if p and Path(p).is_dir())

@@ -86,3 +86,48 @@ def test_served_matches_the_library(served_artifacts: Path, tmp_path: Path, devi
         assert client.detect(datas[0]).score == pytest.approx(float(det.detect(decode(datas[0])).score), abs=tol)
     finally:
         srv.stop()
+
+
+@pytest.fixture(scope="module")
+def numpy2_site(tmp_path_factory) -> Path:
+    """numpy 2 in a folder of its own: what a GPU machine's PyTorch environment has (issue 40's run)."""
+    import subprocess
+
+    site = tmp_path_factory.mktemp("numpy2")
+    r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--only-binary=:all:", "--target",
+                        str(site), "numpy>=2,<3"], capture_output=True, text=True, timeout=300)
+    if r.returncode != 0:
+        pytest.skip(f"numpy 2 does not install here (no registry?): {r.stderr[-300:]}")
+    return site
+
+
+def test_members_refuse_numpy_2_and_serve_needs_a_numpy_1_site(numpy2_site: Path, served_artifacts: Path,
+                                                               tmp_path: Path, monkeypatch) -> None:
+    """Regression of issue 40's GPU run: under numpy 2 the bundled stub misread every BYTES input and died on the
+    first request ('Stub process ... is not healthy'); reproduced on CPU with numpy 2.2 in the serving venv. Now a
+    member refuses to load under numpy 2, and Server puts SLSP_STUB_SITE's numpy 1.x first on the members' path."""
+    import subprocess
+
+    from slsp import server as server_mod
+    from slsp.errors import RuntimeMissing
+
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from slsp.onnxrt import check_member_numpy; "
+            "check_member_numpy()")
+    r = subprocess.run([sys.executable, "-c", code, str(numpy2_site)], capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "SLSP_STUB_SITE" in r.stderr and "numpy 2." in r.stderr
+    here = str(Path(np.__file__).parent.parent)  # this interpreter's numpy 1.x: a valid stub site
+    for site, ok in ((numpy2_site, False), (tmp_path, False), (here, True)):
+        monkeypatch.setenv(server_mod.STUB_SITE, str(site))
+        if ok:
+            assert server_mod.member_numpy_site() == [here]
+            assert Server(tmp_path).environment()["SLSP_PYTHONPATH"].split(":")[0] == here
+        else:
+            with pytest.raises(RuntimeMissing, match="numpy 1.x"):
+                server_mod.member_numpy_site()
+    # The real stub with numpy 2 first on its members' path: the models refuse to load, with the reason logged.
+    monkeypatch.setattr(server_mod, "member_numpy_site", lambda: [str(numpy2_site)])
+    repo = tmp_path / "repo"
+    repository.write(served_artifacts, repo)
+    with pytest.raises(SlspError):
+        Server(repo, log_path=tmp_path / "log").start(timeout=120)
+    assert "would die on the first request" in (tmp_path / "log").read_text(errors="replace")

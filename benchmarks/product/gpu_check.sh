@@ -19,6 +19,8 @@ python3 -m pip install --quiet --no-deps --no-build-isolation --target "$site" "
 if [ -f "$here/.kit/tritonserver.tar.xz" ]; then
   export SLSP_TRITON_ROOT
   SLSP_TRITON_ROOT=$(python3 "$here/benchmarks/product/gpu_kit.py" unpack --kit "$here/.kit" --to "$kit" --site "$site")
+  # The members' numpy 1.x (the server's Python backend stub cannot read numpy 2's arrays; gpu_kit.py).
+  if [ -d "$kit/stub-site" ]; then export SLSP_STUB_SITE="$kit/stub-site"; fi
 fi
 cd "$work"
 PYTHONPATH="$site" python3 -P "$here/benchmarks/product/gpu_check.py" --checkout "$here" --out "$out" "$@"
