@@ -16,6 +16,7 @@ images of the other sources, 5% target), and per generator the AUROC of the mode
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
@@ -73,10 +74,15 @@ def rows_path(name: str, reencode: str) -> Path:
     return RUNS / f"{name}-{reencode.replace(':', '')}.json"
 
 
+@functools.cache
+def saved(name: str, reencode: str) -> dict:
+    """The rows `score` saved, read once per process (the reports read each model's file many times)."""
+    return json.loads(rows_path(name, reencode).read_text())
+
+
 def scored(name: str, reencode: str) -> bool:
     """Whether `score` has finished this model and condition (a partial file has no threshold yet)."""
-    path = rows_path(name, reencode)
-    return path.is_file() and "threshold" in json.loads(path.read_text())
+    return rows_path(name, reencode).is_file() and "threshold" in saved(name, reencode)
 
 
 def score(model: str, name: str, reencode: str, quiet: bool = False) -> Path:
@@ -138,7 +144,7 @@ def paired_diff(real_s: np.ndarray, real_b: np.ndarray, fakes: dict[str, tuple[n
 
 
 def report(name: str, reencode: str) -> dict:
-    data = json.loads(rows_path(name, reencode).read_text())
+    data = saved(name, reencode)
     rows = [r for r in data["rows"] if "score" in r]
     thr = data["threshold"]
     reals = [r for r in rows if r["label"] == 0]
@@ -220,7 +226,7 @@ def show_loso(rep: dict) -> str:
 def auroc_against(name: str, reencode: str, sources: tuple[str, ...]) -> float:
     """Mean AUROC over the dev generators of one model's scores, against the real photos of the given wide sources
     (none: the dev reals)."""
-    rows = [x for x in json.loads(rows_path(name, reencode).read_text())["rows"] if "score" in x]
+    rows = [x for x in saved(name, reencode)["rows"] if "score" in x]
     ref = np.array([x["score"] for x in rows if x["label"] == 0
                     and (x["set"] == "wide" and x["group"] in sources if sources else x["set"] == "dev")])
     gens = sorted({x["group"] for x in rows if x["label"] == 1})
@@ -243,12 +249,12 @@ def learning_curve(seeds: list[int], reencode: str) -> dict:
             unseen = [v for k, v in r["sources"].items()
                       if k.split("/", 1)[1] in held or (not held and k.startswith("dev/"))]
             k, n = sum(round(v["fpr"] * v["n"]) for v in unseen), sum(v["n"] for v in unseen)
-
             rows.append({"arm": arm, "seed": seed, "wide_trained": 0 if arm == "shipped" else
                          sum(c for src, c in sizes.items() if src not in held),
                          "unseen": "whole wide corpus" if arm == "shipped" else ", ".join(held) or "dev reals",
                          "unseen_fpr": k / n, "unseen_fpr_90": wilson(k, n), "unseen_n": n,
                          "mean_auroc": r["mean_auroc"], "worst_auroc": r["worst_auroc"], "tpr": r["tpr"],
+                         "diff_baseline": r["diff_baseline"], "diff_baseline_90": r["diff_baseline_90"],
                          "auroc_vs_unseen": auroc_against(name, reencode, held),
                          "shipped_auroc_vs_unseen": auroc_against("shipped", reencode, held),
                          "threshold": r["threshold"]})
@@ -263,13 +269,15 @@ def show_curve(curve: dict) -> str:
              "leaderboard reference; they resemble the shipped weights' training sets) and against the model's own "
              "unseen reals (mean over the 16 generators). Seed means are over the seeds listed.", "",
              "| model | seed | wide photos trained on | unseen reals | n | FPR on unseen (90%) | mean AUROC, 16 gens "
-             "| worst | mean AUROC vs unseen reals | shipped weights, same reals | TPR |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| worst | minus noise baseline [90%] | mean AUROC vs unseen reals | shipped weights, same reals | TPR |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for v in curve["rows"]:
         lo, hi = v["unseen_fpr_90"]
+        dl, dh = v["diff_baseline_90"]
         lines.append(f"| {v['arm']} | {'-' if v['seed'] is None else v['seed']} | {v['wide_trained']} | "
                      f"{v['unseen']} | {v['unseen_n']} | {v['unseen_fpr']:.1%} ({lo:.1%}-{hi:.1%}) | "
-                     f"{v['mean_auroc']:.3f} | {v['worst_auroc']:.3f} | {v['auroc_vs_unseen']:.3f} | "
+                     f"{v['mean_auroc']:.3f} | {v['worst_auroc']:.3f} | {v['diff_baseline']:+.3f} [{dl:+.3f}, "
+                     f"{dh:+.3f}] | {v['auroc_vs_unseen']:.3f} | "
                      f"{v['shipped_auroc_vs_unseen']:.3f} | {v['tpr']:.2f} |")
     lines += ["", "| model | seeds | mean FPR on unseen | mean AUROC (min-max over seeds) | mean AUROC vs unseen reals "
               "| mean TPR |", "|---|---|---|---|---|---|"]
@@ -291,8 +299,8 @@ def paintings(seeds: list[int], reencode: str) -> dict:
     for name in ["shipped", "shipped-r3"] + [f"{a}-s{s}" for s in seeds for a in ("fold-4", "all")]:
         if not scored(name, reencode):
             continue
-        rows = [r for r in json.loads(rows_path(name, reencode).read_text())["rows"] if "score" in r]
-        thr = json.loads(rows_path(name, reencode).read_text())["threshold"]
+        rows = [r for r in saved(name, reencode)["rows"] if "score" in r]
+        thr = saved(name, reencode)["threshold"]
         real = np.array([r["score"] for r in rows if r["set"] == "wide" and r["group"] == "paintings"])
         fakes = {}
         for r in rows:
@@ -353,7 +361,7 @@ def threshold_rules(name: str, reencode: str = "none") -> dict:
     """Each threshold rule applied to one model's scores of the wide sources (its fusion as it is): for every source,
     the FPR at the rule's threshold fit on the other sources (leave-one-source-out), and the TPR over the dev
     generators at the threshold fit on all of them."""
-    rows = [r for r in json.loads(rows_path(name, reencode).read_text())["rows"] if "score" in r]
+    rows = [r for r in saved(name, reencode)["rows"] if "score" in r]
     groups = {g: np.array([r["score"] for r in rows if r["set"] == "wide" and r["group"] == g], np.float32)
               for g in sorted({r["group"] for r in rows if r["set"] == "wide"})}
     fakes = {g: np.array([r["score"] for r in rows if r["label"] == 1 and r["group"] == g], np.float32)
