@@ -25,6 +25,7 @@ from slsp.metrics import auroc, bootstrap, leave_one_out
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT.parent / "shared" / "data"
 OUT = ROOT / "benchmarks" / "results" / "detection"
+DEFAULT_RUN = ROOT / "slsp" / "default"
 TRIM = 16  # the DALL-E 2 watermark bar, removed from every image (real and fake alike)
 SHIPPED = "fluct-sparse-half-kurt-clip-s0"  # slsp/default holds this run's config.json, model.safetensors, train.json
 NOISE_FROM = "fluct-sparse-half-kurt-s0"  # the halved view's TrSOR noise baseline before clipped pixels were left out
@@ -307,7 +308,8 @@ def reports(name: str, run: str | None, fresh: bool) -> dict[str, dict]:
                     for g, s in r["scores"]["fake"].items()
                 },
             }
-            out[cond] = {"command": eval_command(run, cond), "threshold": r["threshold"],
+            fusion = json.loads((Path(run) if run else DEFAULT_RUN).joinpath("config.json").read_text()).get("fusion")
+            out[cond] = {"command": eval_command(run, cond), "threshold": r["threshold"], "fusion": fusion,
                          "condition": r["conditions"][key], "scores": scores}
             paths[cond].parent.mkdir(parents=True, exist_ok=True)
             paths[cond].write_text(json.dumps(out[cond], indent=1) + "\n")
@@ -445,8 +447,7 @@ def two_sided_noise(all_reports: dict[str, dict]) -> list[str]:
     names = SEEDED[SHIPPED_CLIP]
     if not all(n in all_reports for n in names):
         return []
-    runs = [ROOT / (CANDIDATES[n][0] or "slsp/default") for n in names]
-    centers = [json.loads((r / "config.json").read_text())["fusion"]["noise_mean"] for r in runs]
+    centers = [all_reports[n]["stored"]["fusion"]["noise_mean"] for n in names]  # cached: no run folder needed
     lines = ["", "The noise part two-sided (|noise score - the held-out photos' mean|, as the kurtosis part is), "
              f"against the one-sided noise score alone, over {SHIPPED_CLIP}'s seeds (paired, 90% bootstrap "
              "interval):", "",

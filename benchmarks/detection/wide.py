@@ -172,6 +172,7 @@ def report(name: str, reencode: str) -> dict:
         gens[g] = {"n": int(fs.size), "auroc": auroc(real_s, fs), "auroc_90": boot_auroc(real_s, fs),
                    "baseline": auroc(real_b, fb), "tpr": tpr}
     mean = float(np.mean([v["auroc"] for v in gens.values()]))
+    first = generators(SHARED / "fake" / "dev")  # the 8 dev generators of rounds 1-2 (DETECTION.md's leaderboard)
     diff, lo, hi = paired_diff(real_s, real_b, {g: (np.array([r["score"] for r in fakes if r["group"] == g]),
                                                     np.array([r["baseline"] for r in fakes if r["group"] == g]))
                                                 for g in gens})
@@ -181,7 +182,9 @@ def report(name: str, reencode: str) -> dict:
         "pooled_fpr": pooled_k / all_real.size, "pooled_fpr_90": wilson(pooled_k, all_real.size),
         "n_real": all_real.size,
         "wide_photo_fpr": float(np.mean([r["verdict"] for r in wide_only])) if wide_only else None,
-        "generators": gens, "mean_auroc": mean, "worst_auroc": min(v["auroc"] for v in gens.values()),
+        "generators": gens, "mean_auroc": mean,
+        "mean_auroc_first8": float(np.mean([v["auroc"] for g, v in gens.items() if g in first])),
+        "worst_auroc": min(v["auroc"] for v in gens.values()),
         "mean_baseline": float(np.mean([v["baseline"] for v in gens.values()])),
         "tpr": float(np.mean([r["verdict"] for r in fakes])),
         "errors": [r["path"] for r in data["rows"] if "error" in r],
@@ -253,7 +256,8 @@ def learning_curve(seeds: list[int], reencode: str) -> dict:
                          sum(c for src, c in sizes.items() if src not in held),
                          "unseen": "whole wide corpus" if arm == "shipped" else ", ".join(held) or "dev reals",
                          "unseen_fpr": k / n, "unseen_fpr_90": wilson(k, n), "unseen_n": n,
-                         "mean_auroc": r["mean_auroc"], "worst_auroc": r["worst_auroc"], "tpr": r["tpr"],
+                         "mean_auroc": r["mean_auroc"], "mean_auroc_first8": r["mean_auroc_first8"],
+                         "worst_auroc": r["worst_auroc"], "tpr": r["tpr"],
                          "diff_baseline": r["diff_baseline"], "diff_baseline_90": r["diff_baseline_90"],
                          "auroc_vs_unseen": auroc_against(name, reencode, held),
                          "shipped_auroc_vs_unseen": auroc_against("shipped", reencode, held),
@@ -267,26 +271,31 @@ def show_curve(curve: dict) -> str:
              "Each model at its own threshold (calibrated on its own held-out training reals); 'unseen' are real "
              "photos it neither trained nor calibrated on. AUROC is against the 59 dev reals (every model's "
              "leaderboard reference; they resemble the shipped weights' training sets) and against the model's own "
-             "unseen reals (mean over the 16 generators). Seed means are over the seeds listed.", "",
+             "unseen reals (mean over the 16 generators). The 8 generators of rounds 1-2 are DETECTION.md's "
+             "leaderboard, where the shipped recipe's 5 seeds scored 0.876-0.898 (mean 0.886) as stored: a seed of "
+             "the wide-trained arms below that range is below the recipe, not below one lucky seed. Seed means are "
+             "over the seeds listed.", "",
              "| model | seed | wide photos trained on | unseen reals | n | FPR on unseen (90%) | mean AUROC, 16 gens "
-             "| worst | minus noise baseline [90%] | mean AUROC vs unseen reals | shipped weights, same reals | TPR |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| worst | minus noise baseline [90%] | the first 8 gens | mean AUROC vs unseen reals | shipped weights, "
+             "same reals | TPR |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for v in curve["rows"]:
         lo, hi = v["unseen_fpr_90"]
         dl, dh = v["diff_baseline_90"]
         lines.append(f"| {v['arm']} | {'-' if v['seed'] is None else v['seed']} | {v['wide_trained']} | "
                      f"{v['unseen']} | {v['unseen_n']} | {v['unseen_fpr']:.1%} ({lo:.1%}-{hi:.1%}) | "
                      f"{v['mean_auroc']:.3f} | {v['worst_auroc']:.3f} | {v['diff_baseline']:+.3f} [{dl:+.3f}, "
-                     f"{dh:+.3f}] | {v['auroc_vs_unseen']:.3f} | "
+                     f"{dh:+.3f}] | {v['mean_auroc_first8']:.3f} | {v['auroc_vs_unseen']:.3f} | "
                      f"{v['shipped_auroc_vs_unseen']:.3f} | {v['tpr']:.2f} |")
-    lines += ["", "| model | seeds | mean FPR on unseen | mean AUROC (min-max over seeds) | mean AUROC vs unseen reals "
-              "| mean TPR |", "|---|---|---|---|---|---|"]
+    lines += ["", "| model | seeds | mean FPR on unseen | mean AUROC (min-max over seeds) | the first 8 gens "
+              "(min-max) | mean AUROC vs unseen reals | mean TPR |", "|---|---|---|---|---|---|---|"]
     for arm in FOLDS:
         vs = [v for v in curve["rows"] if v["arm"] == arm]
         if len(vs) > 1:
-            au = [v["mean_auroc"] for v in vs]
+            au, a8 = [v["mean_auroc"] for v in vs], [v["mean_auroc_first8"] for v in vs]
             lines.append(f"| {arm} | {len(vs)} | {np.mean([v['unseen_fpr'] for v in vs]):.1%} | {np.mean(au):.3f} "
-                         f"({min(au):.3f}-{max(au):.3f}) | {np.mean([v['auroc_vs_unseen'] for v in vs]):.3f} | "
+                         f"({min(au):.3f}-{max(au):.3f}) | {np.mean(a8):.3f} ({min(a8):.3f}-{max(a8):.3f}) | "
+                         f"{np.mean([v['auroc_vs_unseen'] for v in vs]):.3f} | "
                          f"{np.mean([v['tpr'] for v in vs]):.2f} |")
     return "\n".join(lines)
 
