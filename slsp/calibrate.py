@@ -85,7 +85,7 @@ def calibrate(det: Detector, real_files: list[Path], target_fpr: float, quiet: b
 MIN_LEVEL_IMAGES = 10  # a pyramid level enters the fusion only when this many calibration images have it
 
 
-def _fit_fusion(dets: list[Detection], scorer: Scorer, kurtosis: bool = False) -> FusionConfig:
+def fit_fusion(dets: list[Detection], scorer: Scorer, kurtosis: bool = False) -> FusionConfig:
     """Standardise the crop aggregate of each pyramid level and the noise score on these (real) detections, and
     (kurtosis) the distance of the crops' median log kurtosis from these photos' mean.
 
@@ -126,7 +126,7 @@ def calibrate_fused(det: Detector, real_files: list[Path], target_fpr: float, qu
     plain = det.with_config(dataclasses.replace(det.cfg, fusion=FusionConfig()))
     sources: list[str] = []
     dets = _detections(plain, real_files, quiet, [Transform(v) for v in variants], sources)
-    fused = det.with_config(dataclasses.replace(det.cfg, fusion=_fit_fusion(dets, plain.scorer, kurtosis)))
+    fused = det.with_config(dataclasses.replace(det.cfg, fusion=fit_fusion(dets, plain.scorer, kurtosis)))
     scores = [float(fused.scorer(d.crop_scores, d.crop_kurtosis, d.valid, d.sigma, d.low_resolution)[0])
               for d in dets]
     return _with_threshold(fused, scores, target_fpr, sources, source_fpr)
@@ -154,7 +154,7 @@ def calibrate_low_resolution(det: Detector, real_files: list[Path], target_fpr: 
     plain = det.with_config(dataclasses.replace(det.cfg, canonical="none", fusion=FusionConfig(),
                                                 low_resolution=LowResolutionConfig()))
     dets = _detections(plain, real_files, quiet, [Transform(f"thumb:{s}") for s in sides])
-    fusion = _fit_fusion(dets, plain.scorer) if det.cfg.fusion.enabled else FusionConfig()
+    fusion = fit_fusion(dets, plain.scorer) if det.cfg.fusion.enabled else FusionConfig()
     scores = np.array([float(Scorer.fuse(*plain.scorer.level_aggregates(d.crop_scores, d.valid),
                                          *plain.scorer.kurtosis(d.crop_kurtosis, d.valid), d.sigma, fusion))
                        for d in dets], dtype=np.float32)

@@ -743,9 +743,10 @@ def markdown(all_reports: dict[str, dict]) -> str:
         f"condition gives them ({REFERENCE}'s baseline column), paired on the same images.",
         "",
     ]
-    round3 = ROOT / "benchmarks" / "results" / "wide" / "round3.md"  # `wide.py markdown`: the wide corpus, by source
-    if round3.is_file():
-        lines += [round3.read_text(), ""]
+    for part in ("round3.md", "refit.md"):  # `wide.py markdown` and `refit.py report`: the wide corpus, by source
+        path = ROOT / "benchmarks" / "results" / "wide" / part
+        if path.is_file():
+            lines += [path.read_text(), ""]
     lines += over_seeds(all_reports)
     lines += ["", "## Every candidate", ""]
     lines += ["| candidate | condition | mean AUROC model | worst (model) | crops before fusion | noise baseline | "
