@@ -392,22 +392,22 @@ def threshold_rules(name: str, reencode: str = "none") -> dict:
 STATUS = """**Status (2026-12-05): the shipped default is `shipped-r3`: the same weights, its threshold re-fit on the
 whole wide corpus with every source held to 10%.** Why not weights trained on the wide corpus: in the learning curve
 below, every model trained on it ranks the 16 dev generators below the shipped weights, against the dev reals
-(0.744-0.764 against 0.799) and against the very real photos neither saw (for each fold's held-out sources the
-shipped weights are as good or better: ImageNet 0.713 against 0.712, camera+COCO 0.674 against 0.651, the low-noise
-sources 0.527 against 0.495, paintings+noise sets 0.749 against 0.729). Training on a source does not carry over to
-unseen low-noise photos: the fold trained on everything but low-light, wallpapers and edited photos flags 21.9%,
-21.0% and 11.0% of them at its own threshold, while the other folds' unseen sources stay at 0-4.3%. So more real
-data of this kind moved neither the fakes nor, for sources unlike it, the false positives; what holds the promise is
-a threshold fit on many sources (leave-one-source-out 2.8% pooled, every source within 10% but wallpapers 12.9%). It
-costs the verdicts: TPR 0.13 as stored, 0.06 at q95. Against the wide reals rather than the dev reals, the shipped
-weights separate the generators at 0.68 mean AUROC, not 0.80: the dev reals flatter every model trained on benchmark
-sets. Targets not met: mean AUROC >= 0.88 (0.799), worst >= 0.75 (0.494, Big Sleep), TPR >= 0.5 (0.13), wallpapers
-<= 10% (12.9%); met: pooled leave-one-source-out <= 6%, paired difference to the noise baseline >= +0.12 with its
-interval above 0 (+0.126 [+0.092, +0.167]), training in 6 minutes on 2 cores (folds 6-7 minutes). Seeds 0-2 for every arm: mean AUROC 0.731-0.760 over
-the arms' seed means, and on the 8 generators of rounds 1-2 every wide-trained run scores 0.832-0.877, below the
-shipped recipe's 5 seeds (0.876-0.898) but one: the gap is the data, not a lucky shipped seed. Fold-3's unseen
-low-noise FPR is 18.4% over 3 seeds. The fusion re-fit on the wide pool (refit.py) lowers the pooled leave-one-source-out
-FPR (2.2% against 2.8%) and the AUROC (-0.032 [-0.045, -0.021]); it is not shipped."""
+(0.744-0.764 against 0.799) and against the very real photos neither saw (for each fold's held-out sources the shipped
+weights are as good or better: ImageNet 0.713 against 0.712, camera+COCO 0.674 against 0.651, the low-noise sources
+0.527 against 0.495, paintings+noise sets 0.749 against 0.729). Training on a source does not carry over to unseen
+low-noise photos: the fold trained on everything but low-light, wallpapers and edited photos flags 21.9%, 21.0% and
+11.0% of them at its own threshold, while the other folds' unseen sources stay at 0-4.3%. So more real data of this
+kind moved neither the fakes nor, for sources unlike it, the false positives; what holds the promise is a threshold
+fit on many sources (leave-one-source-out 2.8% pooled, every source within 10% but wallpapers 12.9%). It costs the
+verdicts: TPR 0.13 as stored, 0.06 at q95. Against the wide reals rather than the dev reals, the shipped weights
+separate the generators at 0.68 mean AUROC, not 0.80: the dev reals flatter every model trained on benchmark sets.
+Targets not met: mean AUROC >= 0.88 (0.799), worst >= 0.75 (0.494, Big Sleep), TPR >= 0.5 (0.13), wallpapers <= 10%
+(12.9%); met: pooled leave-one-source-out <= 6%, paired difference to the noise baseline >= +0.12 with its interval
+above 0 (+0.126 [+0.092, +0.167]), training in 6 minutes on 2 cores (folds 6-7 minutes). Seeds 0-2 for every arm: mean
+AUROC 0.731-0.760 over the arms' seed means, and on the 8 generators of rounds 1-2 every wide-trained run scores
+0.832-0.877, below the shipped recipe's 5 seeds (0.876-0.898) but one: the gap is the data, not a lucky shipped seed.
+Fold-3's unseen low-noise FPR is 18.4% over 3 seeds. The fusion re-fit on the wide pool (refit.py) lowers the pooled
+leave-one-source-out FPR (2.2% against 2.8%) and the AUROC (-0.032 [-0.045, -0.021]); it is not shipped."""
 
 
 CANDIDATES = {  # name in runs/wide -> what it is (the round-3 table's rows)
