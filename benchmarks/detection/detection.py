@@ -294,6 +294,7 @@ def reports(name: str, run: str | None, fresh: bool) -> dict[str, dict]:
     if not fresh and all(p.is_file() for p in paths.values()):
         return {cond: json.loads(p.read_text()) for cond, p in paths.items()}
     out = {}
+    fusion = json.loads((Path(run) if run else DEFAULT_RUN).joinpath("config.json").read_text()).get("fusion")
     for reencode in dict.fromkeys(r for r, _ in CONDITIONS.values()):
         conds = {cond: perturb for cond, (r, perturb) in CONDITIONS.items() if r == reencode}
         perturbs = [p for p in conds.values() if p]
@@ -308,7 +309,6 @@ def reports(name: str, run: str | None, fresh: bool) -> dict[str, dict]:
                     for g, s in r["scores"]["fake"].items()
                 },
             }
-            fusion = json.loads((Path(run) if run else DEFAULT_RUN).joinpath("config.json").read_text()).get("fusion")
             out[cond] = {"command": eval_command(run, cond), "threshold": r["threshold"], "fusion": fusion,
                          "condition": r["conditions"][key], "scores": scores}
             paths[cond].parent.mkdir(parents=True, exist_ok=True)

@@ -116,8 +116,8 @@ def report(reencode: str) -> dict:
             if gap > 1e-5:
                 sys.exit(f"kept fusion recomputed differs from the detector's scores by {gap}")
         loso, flagged = {}, 0
-        for s in sources:
-            s_scores = _fit(rows, scorer, is_wide & (group != s), shipped, choice)
+        for s in sources:  # a kept fusion scores alike whatever the pool: only the threshold moves
+            s_scores = full if choice == "kept" else _fit(rows, scorer, is_wide & (group != s), shipped, choice)
             thr = wide.RULES[RULE]({g: s_scores[is_wide & (group == g)] for g in sources if g != s})
             k = int((s_scores[is_wide & (group == s)] >= np.float32(thr)).sum())
             n = int((is_wide & (group == s)).sum())
