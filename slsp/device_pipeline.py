@@ -126,12 +126,15 @@ class DeviceDecoder:
         return torch.from_numpy(t(img.cpu().numpy())).to(self.device), False
 
 
-def cuda_decoder(canonical: Canonical, max_pixels: int) -> tuple[DeviceDecoder | None, str]:
-    """A DeviceDecoder on the current CUDA device with nvJPEG, or None and why not (the caller decodes on the CPU)."""
-    if not torch.cuda.is_available():
-        return None, "PyTorch sees no CUDA device"
-    dec = DeviceDecoder(canonical, torch.device("cuda", torch.cuda.current_device()), max_pixels)
-    return (dec, "nvJPEG") if dec.nvjpeg else (None, "torchvision (nvJPEG) is not installed")
+def member_decoder(canonical: Canonical, device: str, max_pixels: int) -> tuple[DeviceDecoder, str]:
+    """The gpu-python decode member's decoder on its torch device, and how it decodes: nvJPEG on CUDA where
+    torchvision has it, else the CPU decoder; the resize on the device either way. With device cpu (CI) the member
+    runs the GPU's code path but for nvJPEG itself."""
+    dec = DeviceDecoder(canonical, torch.device(device), max_pixels)
+    if dec.nvjpeg:
+        return dec, "nvJPEG"
+    why = "torchvision (nvJPEG) is not installed" if dec.device.type == "cuda" else f"device {device}"
+    return dec, f"the CPU decoder ({why}), resized in PyTorch on {device}"
 
 
 class DevicePipeline:

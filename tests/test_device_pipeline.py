@@ -13,7 +13,7 @@ from PIL import Image
 from conftest import FAKES, PHOTOS, jpeg, synthetic_photo
 from slsp import contract
 from slsp import detector as det_io
-from slsp.device_pipeline import DevicePipeline, cuda_decoder, pillow_resize
+from slsp.device_pipeline import DevicePipeline, member_decoder, pillow_resize
 from slsp.errors import ImageError
 from slsp.export import parity
 from slsp.imaging import decode, plain_jpeg
@@ -100,28 +100,39 @@ def test_device_pipeline_on_cuda(tmp_path) -> None:
     assert bool(got.verdict) == bool(ref.verdict) and abs(float(got.score) - float(ref.score)) < 0.05
 
 
-def test_cuda_decoder_says_why_not_on_a_machine_without_cuda() -> None:
-    """The GPU repository's decode member asks for a CUDA decoder and decodes on the CPU, saying why, without one."""
-    if torch.cuda.is_available():
-        pytest.skip("this machine has CUDA: test_cuda_decoder_matches_the_cpu_decode runs instead")
-    assert cuda_decoder(det_io.load().canonical, 10**7) == (None, "PyTorch sees no CUDA device")
+def test_member_decoder_on_cpu_is_the_library(tmp_path) -> None:
+    """The gpu-python decode member's path with device cpu (what CI serves): the CPU decoder, then the resize in
+    PyTorch, gives the library's canonical pixels exactly; bad bytes and a too-small image get the library's errors."""
+    det = det_io.load()
+    dec, how = member_decoder(det.canonical, "cpu", det.cfg.max_pixels)
+    assert not dec.nvjpeg and how == "the CPU decoder (device cpu), resized in PyTorch on cpu"
+    for data in (jpeg(PHOTOS[0], tmp_path / "p.jpg").read_bytes(), PHOTOS[0].read_bytes(), FAKES[0].read_bytes()):
+        got, low = dec.canonical(dec.upload(data)[0])
+        want, want_low = det.canonical(decode(data))
+        assert low == want_low and got.device.type == "cpu"
+        np.testing.assert_array_equal(got.numpy(), want)
+    with pytest.raises(ImageError):
+        dec.upload(b"\xff\xd8\xff\xe0 truncated")
+    tiny = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(tiny, format="PNG")
+    with pytest.raises(ImageError, match="below the minimum size"):
+        dec.upload(tiny.getvalue())
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none on this machine)")
-def test_cuda_decoder_matches_the_cpu_decode(tmp_path) -> None:
+def test_member_decoder_on_cuda_matches_the_cpu_decode(tmp_path) -> None:
     """The decode member's GPU path: nvJPEG (with torchvision) and the canonical resize on the GPU give the CPU's
     canonical pixels up to nvJPEG's IDCT; a PNG decodes on the CPU, exactly; bad bytes get the library's error."""
     det = det_io.load()
-    dec, how = cuda_decoder(det.canonical, det.cfg.max_pixels)
-    assert dec is not None or how == "torchvision (nvJPEG) is not installed"
-    if dec is None:
-        return
+    dec, how = member_decoder(det.canonical, "cuda", det.cfg.max_pixels)
+    assert how == ("nvJPEG" if dec.nvjpeg else "the CPU decoder (torchvision (nvJPEG) is not installed), resized in "
+                   "PyTorch on cuda")
     for data in (jpeg(PHOTOS[0], tmp_path / "p.jpg").read_bytes(), PHOTOS[0].read_bytes()):
         got, low = dec.canonical(dec.upload(data)[0])
         want, want_low = det.canonical(decode(data))
         diff = (got.cpu().int() - torch.from_numpy(want).int()).abs()
-        assert low == want_low and got.shape == want.shape and diff.float().mean() < 1.0
+        assert low == want_low and got.shape == want.shape and got.device.type == "cuda" and diff.float().mean() < 1.0
     with pytest.raises(ImageError):
         dec.upload(b"\xff\xd8\xff\xe0 truncated")
 

@@ -4,6 +4,8 @@ but nvJPEG and CUDA; with a GPU, the CUDA repository too, within the parity gate
 
 from __future__ import annotations
 
+import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import FAKES, PHOTO, PHOTOS, jpeg
+from conftest import FAKES, PHOTO, PHOTOS, ROOT, jpeg
 from slsp import contract, deploy
 from slsp import detector as det_io
 from slsp.clients.client import InvalidInput, SlspClient
@@ -86,6 +88,28 @@ def test_served_matches_the_library(served_artifacts: Path, tmp_path: Path, devi
         assert client.detect(datas[0]).score == pytest.approx(float(det.detect(decode(datas[0])).score), abs=tol)
     finally:
         srv.stop()
+    # The member ran the GPU's path (decoded and resized with PyTorch, pixels kept as a tensor for TrSOR).
+    how = "nvJPEG" if device == "cuda" else "the CPU decoder (device cpu), resized in PyTorch on cpu"
+    assert f"slsp_decode_trsor: decoding with {how}" in (tmp_path / f"tritonserver-{device}.log").read_text()
+
+
+@pytest.mark.slow
+def test_the_gpu_checks_serving_step_rehearses_on_cpu(served_artifacts: Path, tmp_path: Path) -> None:
+    """benchmarks/product/gpu_serve.py, the GPU check's serving step, with device=cpu: every part of it but CUDA, so
+    that a mistake in it is found here and not in a device call."""
+    out = tmp_path / "serve.json"
+    script = ROOT / "benchmarks" / "product" / "gpu_serve.py"
+    r = subprocess.run([sys.executable, str(script), "--artifacts", str(served_artifacts), "--checkout", str(ROOT),
+                        "--out", str(out), "--work", str(tmp_path / "w"), "--device", "cpu", "--requests", "4",
+                        "--jpegs", "4"], capture_output=True, text=True, timeout=600)
+    res = json.loads(out.read_text())
+    assert r.returncode == 0 and res["ok"], (res.get("error"), r.stderr[-3000:])
+    assert res["parity"]["ok"] and {rt["runtime"] for rt in res["parity"]["runtimes"]} >= {"server-grpc"}
+    compared = res["nvjpeg_vs_cpu_library"]
+    assert compared["images"] == compared["verdicts_agree"] == 4 and compared["max_abs_score_diff"] < 1e-5
+    assert compared["nvjpeg_default"]  # on the CPU both decoders are libjpeg: equal
+    assert {row["concurrency"] for row in res["bench"]["1mp"]["rows"]} == {1, 8, 32} and res["targets"]
+    assert any("decoding with the CPU decoder" in line for line in res["log_head"])
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -68,6 +69,8 @@ def environment() -> dict:
 
     env["slsp_from"] = str(Path(slsp.__file__).parent)
     env["tritonserver"] = os.environ.get("SLSP_TRITON_ROOT")  # the device kit's, where it was unpacked
+    if os.path.isdir("/dev/shm"):  # the Python backend's tensors pass through it: a small one starves the stubs
+        env["dev_shm_free_mib"] = shutil.disk_usage("/dev/shm").free >> 20
     return env
 
 

@@ -3,10 +3,10 @@
 Each request is decoded under slsp's decoding policy and goes through the model's canonical transform (as in
 `Detector.analyze`; an image too small for it is passed on at native scale and flagged low-resolution). It is run
 through the TrSOR backend the repository writer chose (`trsor_backends`: the C++ kernel, the AOTInductor package or
-ONNX Runtime, or PyTorch in the gpu-python repository). Only its valid crops are passed on to the model. In the GPU
-repositories (`device` cuda) plain JPEGs are decoded by nvJPEG and resized on the GPU
-(`slsp.device_pipeline.DeviceDecoder`) where PyTorch and torchvision are importable in the server's Python;
-otherwise, and for every other format, on the CPU (the reason is logged once).
+ONNX Runtime, or PyTorch in the gpu-python repository). Only its valid crops are passed on to the model. In the
+gpu-python repository each image is decoded and resized with PyTorch on the member's device
+(`slsp.device_pipeline.DeviceDecoder`): plain JPEGs by nvJPEG on CUDA where torchvision has it, every other image by
+the CPU decoder (how is logged once), and the pixels stay there for TrSOR; with device cpu, CI runs that path.
 A bad image gets its own error response; the other requests of the same execution are unaffected.
 Each accepted request also carries its file's provenance (`slsp.provenance`, read from the encoded bytes) as a JSON
 string, which the score member forwards. Each request adds one to `slsp_images_total{outcome=...}`
@@ -38,22 +38,18 @@ class TritonPythonModel:
         # Only the AOTInductor package brings torch into this process.
         backend = trsor_backends.by_file(params["trsor_file"])
         self.trsor = backend.open(here, params["device"], int(params["intra_op_threads"])).infer
-        self.on_device = backend.name == "torch"  # PyTorch's TrSOR takes the GPU-decoded image where it lies
         self.max_pixels = int(params["max_pixels"])
         self.max_bytes = int(params["max_bytes"])
         cfg = DetectorConfig.load(here / contract.SERVED_CONFIG)  # this version's own, like its TrSOR files
         self.canonical = Canonical(cfg.canonical, cfg.trsor.crop, cfg.low_resolution.enabled)
         self.min_side = self.canonical.min_side
-        self.gpu = None
-        if params["device"] == "cuda":
-            try:
-                from slsp.device_pipeline import cuda_decoder
+        self.device_decoder = None
+        if backend.name == "torch":  # gpu-python: decoded and resized with PyTorch, handed to TrSOR where it lies
+            from slsp.device_pipeline import member_decoder
 
-                self.gpu, how = cuda_decoder(self.canonical, self.max_pixels)
-            except ImportError as e:
-                how = f"PyTorch is not importable ({e})"
-            print(f"slsp_decode_trsor: decoding on the {'GPU' if self.gpu else 'CPU'} ({how}); TrSOR: {backend.name}, "
-                  f"numpy {np.__version__}", file=sys.stderr, flush=True)
+            self.device_decoder, how = member_decoder(self.canonical, params["device"], self.max_pixels)
+            print(f"slsp_decode_trsor: decoding with {how}; TrSOR: {backend.name}, numpy {np.__version__}",
+                  file=sys.stderr, flush=True)
         self.metrics = family = pb_utils.MetricFamily(  # kept: its metrics die with it
             contract.IMAGES_METRIC, "Image requests by outcome: accepted, invalid (the client's fault), error (the "
             "server's)", pb_utils.MetricFamily.COUNTER)
@@ -73,9 +69,8 @@ class TritonPythonModel:
                 data = bytes(raw[0])
                 if len(data) > self.max_bytes:
                     raise ImageError(f"request of {len(data)} bytes exceeds the limit of {self.max_bytes} bytes")
-                if self.gpu is not None:
-                    on_gpu, low = self.gpu.canonical(self.gpu.upload(data, contract.IMAGE)[0])
-                    pixels = on_gpu if self.on_device else on_gpu.cpu().numpy()
+                if self.device_decoder is not None:
+                    pixels, low = self.device_decoder.canonical(self.device_decoder.upload(data, contract.IMAGE)[0])
                 else:
                     image = decode(data, max_pixels=self.max_pixels, min_side=self.min_side, name=contract.IMAGE)
                     pixels, low = self.canonical(image)
