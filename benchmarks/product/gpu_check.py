@@ -1,17 +1,19 @@
 """The steps of benchmarks/product/gpu_check.sh, each timed and kept in one JSON, each allowed to fail on its own.
 
 1. environment: PyTorch, CUDA device, torchvision (nvJPEG), ONNX Runtime providers, TensorRT if any;
-2. tests: the GPU tests and the CPU regression tests of the GPU bugs (pytest -m gpu, and the named ones);
-3. export: `slsp export` with its parity gate on this machine (torch-cuda among the runtimes; ORT-CUDA and
+2. export: `slsp export` with its parity gate on this machine (torch-cuda among the runtimes; ORT-CUDA and
    TensorRT where installed), its parity report;
-   serve: the gpu-python repository on the bundled Triton server (the device kit's) on the GPU, parity against the
+3. serve: the gpu-python repository on the bundled Triton server (the device kit's) on the GPU, parity against the
    live server, nvJPEG against the CPU library, `slsp bench server` at concurrency 1/8/32 over 1 and 4 MP JPEGs, the
    GPU memory it holds (benchmarks/product/gpu_serve.py);
-4. engines: `slsp bench engines` at 1 and 4 MP with the CUDA rows (TrSOR, the batched model, JPEG bytes to score on
+4. gpu-tests: every test marked gpu or tensorrt (what only a device runs);
+5. engines: `slsp bench engines` at 1 and 4 MP with the CUDA rows (TrSOR, the batched model, JPEG bytes to score on
    the GPU, eager and compiled with CUDA graphs, next to the CPU library);
-5. training: `slsp bench train`, steps/s on the CPU cores next to the GPU, with and without batch-making workers.
-Exit 1 if any step failed. `--steps` picks steps (in this order) and `--budget` bounds the whole check: each step's
-time limit is cut to what is left, so the check ends within a device call's limit.
+6. tests: the CPU regression tests of the GPU bugs (CI runs them too; here under the device's PyTorch);
+7. training: `slsp bench train`, steps/s on the CPU cores next to the GPU, with and without batch-making workers.
+Exit 1 if any step failed. `--steps` picks steps (run in this order, the device-only ones first) and `--budget`
+bounds the whole check: each step's time limit is cut to what is left, so the check ends within a device call's
+limit; a step cut short keeps what it printed.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ REGRESSIONS = ["test_export.py", "test_trsor.py::test_runs_on_the_device_of_its_
                "test_train.py::test_batch_making_workers_change_nothing",
                "test_fluct.py::test_batches_made_on_cuda_are_the_cpu_ones", "test_device_pipeline.py", "test_aoti.py",
                "test_gpu_python.py"]
-STEPS = ("export", "serve", "tests", "engines", "training")
+STEPS = ("export", "serve", "gpu-tests", "engines", "tests", "training")
 
 
 def run(name: str, cmd: list[str], timeout: int, cwd: Path) -> dict:
@@ -115,11 +117,9 @@ def main(argv: list[str] | None = None) -> int:
                              limit(240), work)
         if serve.is_file():
             steps["serve"]["result"] = json.loads(serve.read_text())
-    if "tests" in chosen:
-        tests = src / "tests"
-        steps["tests"] = run("tests", [*py, "-m", "pytest", "-q", "-rfEs", "-p", "no:cacheprovider", "--rootdir",
-                                       str(src), "-m", "gpu or not server", *(str(tests / t) for t in REGRESSIONS),
-                                       str(tests / "test_bench.py")], limit(420), work)
+    pytest = [*py, "-m", "pytest", "-q", "-rfEs", "-p", "no:cacheprovider", "--rootdir", str(src)]
+    if "gpu-tests" in chosen:  # every CUDA/TensorRT test: what only a device can run, first
+        steps["gpu-tests"] = run("gpu-tests", [*pytest, "-m", "gpu or tensorrt", str(tests)], limit(300), work)
     engines = work / "engines"
     if "engines" in chosen and artifacts.is_dir():
         steps["engines"] = run("engines", [*slsp, "bench", "engines", "--artifacts", str(artifacts),
@@ -127,6 +127,10 @@ def main(argv: list[str] | None = None) -> int:
                                            "--min-time", "0.5", "--out", str(engines), "-q"], limit(240), work)
         for f in engines.glob("*.json"):
             steps["engines"]["result"] = json.loads(f.read_text())
+    if "tests" in chosen:  # the CPU regressions of the GPU bugs (CI runs them too; here under the device's PyTorch)
+        steps["tests"] = run("tests", [*pytest, "-m", "not gpu and not tensorrt and not server",
+                                       *(str(tests / t) for t in REGRESSIONS), str(tests / "test_bench.py")],
+                             limit(420), work)
     if "training" in chosen:
         training = work / "train"
         runs = ["cpu:0", "cuda:0", "cuda:8"] if res["environment"]["cuda"] else ["cpu:0", "cpu:1"]

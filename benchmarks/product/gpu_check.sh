@@ -6,7 +6,7 @@
 # outside the source tree so the installed `slsp.export` is the one imported, and writes one JSON (default:
 # benchmarks/results/gpu-check.json). Extra arguments go to gpu_check.py (--steps, --budget).
 #
-#     bash benchmarks/product/gpu_check.sh [OUT.json] [--steps export,serve,tests] [--budget 540]
+#     bash benchmarks/product/gpu_check.sh [OUT.json] [--steps export,serve,gpu-tests,engines] [--budget 540]
 set -euo pipefail
 here=$(cd "$(dirname "$0")/../.." && pwd)
 out=$(realpath -m "${1:-$here/benchmarks/results/gpu-check.json}")
