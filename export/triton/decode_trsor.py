@@ -35,7 +35,7 @@ from slsp.transforms import Canonical
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
         here, params = triton_params(args)
-        # Only the AOTInductor package brings torch into this process.
+        # Only the AOTInductor package and PyTorch's TrSOR (gpu-python) bring torch into this process.
         backend = trsor_backends.by_file(params["trsor_file"])
         self.trsor = backend.open(here, params["device"], int(params["intra_op_threads"])).infer
         self.max_pixels = int(params["max_pixels"])
