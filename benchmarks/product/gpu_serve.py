@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import json
 import shutil
 import subprocess
@@ -42,8 +43,9 @@ def jpeg(img: np.ndarray, quality: int) -> bytes:
     return buf.getvalue()
 
 
-def make_images(src: Path, work: Path) -> tuple[dict[str, Path], Path, list[Path]]:
-    """Folders of load images per size, a parity folder (PNG) and the JPEGs the nvJPEG comparison scores."""
+def make_images(src: Path, work: Path, max_jpegs: int | None = None) -> tuple[dict[str, Path], Path, list[Path]]:
+    """Folders of load images per size, a parity folder (PNG) and the (first `max_jpegs`) JPEGs the nvJPEG
+    comparison scores."""
     from slsp.bench.timing import photo_at
     from slsp.imaging import collect, load
 
@@ -57,13 +59,14 @@ def make_images(src: Path, work: Path) -> tuple[dict[str, Path], Path, list[Path
         load_dirs[name] = d
     parity = work / "parity"
     parity.mkdir(exist_ok=True)
-    jpegs = []
     for i, img in enumerate(sources):
         Image.fromarray(img).save(parity / f"{i}.png")
-        for side, q in ((s, q) for s in NVJPEG_SIDES for q in NVJPEG_QUALITIES):
-            p = work / f"nvjpeg-{i}-{side}-q{q}.jpg"
-            p.write_bytes(jpeg(photo_at(img, side, side * 4 // 3), q))
-            jpegs.append(p)
+    jpegs = []
+    wanted = ((i, s, q) for i in range(len(sources)) for s in NVJPEG_SIDES for q in NVJPEG_QUALITIES)
+    for i, side, q in itertools.islice(wanted, max_jpegs):
+        p = work / f"nvjpeg-{i}-{side}-q{q}.jpg"
+        p.write_bytes(jpeg(photo_at(sources[i], side, side * 4 // 3), q))
+        jpegs.append(p)
     return load_dirs, parity, jpegs
 
 
@@ -122,8 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     res: dict = {"kind": "gpu-serve", "started": time.strftime("%Y-%m-%d %H:%M:%S")}
-    load_dirs, parity_dir, jpegs = make_images(args.checkout.resolve(), work)
-    jpegs = jpegs[:args.jpegs]
+    load_dirs, parity_dir, jpegs = make_images(args.checkout.resolve(), work, args.jpegs)
     det = det_io.load()
     repo = work / "model_repository_gpu"
     res["repository_version"] = repository.write(args.artifacts, repo, repository.ServingConfig(target="gpu-python",
